@@ -1,0 +1,1 @@
+"""Remembering: HTTP caching rules (RFC 9111), coalescing, stores, replication hooks."""

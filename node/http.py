@@ -1,0 +1,168 @@
+"""Plain HTTP request and response objects: the request pipeline's contract.
+
+The pipeline takes a `Request` and returns a `Response` and knows nothing of
+the HTTP server around it, so the wire layer (Tornado today, a faster parser
+later) can be swapped without touching it. Headers keep their order, their
+repeats (several Set-Cookie) and the case the peer sent; lookups ignore case.
+A body is either `bytes` (small, fully read) or a `BodyStream` pulled chunk by
+chunk, so a 1 GiB transfer never sits in memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Headers:
+    """An ordered multi-map of header fields; lookups are case-insensitive.
+
+    Not safe for concurrent mutation (one request, one task)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = list(items)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of `name`, or `default`."""
+        lname = name.lower()
+        for k, v in self._items:
+            if k.lower() == lname:
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        lname = name.lower()
+        return [v for k, v in self._items if k.lower() == lname]
+
+    def get_joined(self, name: str) -> str | None:
+        """All values of a list-valued field joined by ", " (RFC 9110 §5.3), or None."""
+        values = self.get_all(name)
+        return ", ".join(values) if values else None
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append((name, value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every `name` field by one with `value`, keeping its first position."""
+        lname = name.lower()
+        out: list[tuple[str, str]] = []
+        placed = False
+        for k, v in self._items:
+            if k.lower() == lname:
+                if not placed:
+                    out.append((name, value))
+                    placed = True
+            else:
+                out.append((k, v))
+        if not placed:
+            out.append((name, value))
+        self._items = out
+
+    def remove(self, name: str) -> None:
+        lname = name.lower()
+        self._items = [(k, v) for k, v in self._items if k.lower() != lname]
+
+    def remove_many(self, lower_names: set[str]) -> None:
+        """Remove every field whose lower-cased name is in `lower_names`."""
+        self._items = [(k, v) for k, v in self._items if k.lower() not in lower_names]
+
+    def items(self) -> list[tuple[str, str]]:
+        """The fields in order, as a new list."""
+        return list(self._items)
+
+    def copy(self) -> Headers:
+        return Headers(self._items)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and self._items == other._items
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+class BodyStream(Protocol):
+    """A body that arrives in chunks.
+
+    `read()` returns the next non-empty chunk and b"" once the body is complete;
+    it raises `BodyError` if the producer failed (upstream reset, client gone).
+    The producer is held back while nobody reads (backpressure). `cancel()` is
+    called by a consumer that will not read to the end (the client went away),
+    so the producer can stop its work. Both are for one event loop only."""
+
+    async def read(self) -> bytes: ...
+
+    def cancel(self) -> None: ...
+
+
+class BodyError(Exception):
+    """A streamed body could not be completed."""
+
+
+Body = bytes | BodyStream
+
+
+@dataclass(slots=True)
+class Request:
+    """One client request, as the pipeline sees it.
+
+    `target` is origin-form (path and query); an absolute-form target has
+    already been split into `scheme`/`host` and this by the wire layer."""
+
+    method: str
+    target: str
+    headers: Headers
+    body: Body = b""
+    scheme: str = "http"
+    host: str = ""  # authority as the client named it, lower-cased, port kept
+    client: str = ""  # peer IP address of the TCP connection
+    request_id: str = ""
+    received: float = field(default_factory=time.monotonic)
+    deadline: float = 0.0  # absolute time.monotonic(); 0 = the service default
+    hops: int = 0  # how many nodes have forwarded this request already
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    @property
+    def query(self) -> str:
+        parts = self.target.split("?", 1)
+        return parts[1] if len(parts) == 2 else ""
+
+
+@dataclass(slots=True)
+class Response:
+    """One response, from a worker, a peer, the cache or the node itself.
+
+    `served_by` names the node whose worker or cache produced it; `outcome`
+    says how (local, forwarded, hit, stale, coalesced, ...) for logs and
+    metrics; `worker` names the worker that answered, when one did."""
+
+    status: int
+    headers: Headers = field(default_factory=Headers)
+    body: Body = b""
+    reason: str = ""
+    served_by: str = ""
+    outcome: str = ""
+    worker: str = ""
+
+    @classmethod
+    def error(cls, status: int, reason: str, *, retry_after: int | None = None) -> Response:
+        """A short plain-text error response saying what went wrong."""
+        headers = Headers([("Content-Type", "text/plain; charset=utf-8")])
+        if retry_after is not None:
+            headers.add("Retry-After", str(retry_after))
+        return cls(status, headers, (reason + "\n").encode(), reason=reason, outcome="error")

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests (or, with "bench", the benchmarks) use,
+# when we are root on a Debian-like machine. Without them the tests that need
+# them skip and say why, so this never fails the run.
+set -u
+want=(chromium)
+[ "${1:-}" = "bench" ] && want=(nginx-light wrk)
+missing=()
+for p in "${want[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "system-deps: not root or no apt-get; tests needing ${missing[*]} will skip" >&2
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+timeout 600 apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
+  || { timeout 300 apt-get update -q >/dev/null 2>&1 && \
+       timeout 600 apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1; } \
+  || echo "system-deps: could not install ${missing[*]}; tests needing them will skip" >&2
+exit 0
