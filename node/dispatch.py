@@ -1,0 +1,26 @@
+"""The seam between the request pipeline and whatever serves a request remotely.
+
+The worker broker implements `Dispatcher` for local workers; the mesh forwarder
+implements it for peers. Both read `request.deadline` (absolute monotonic time)
+and raise the `node.errors` family: `NoCapacity` (no free slot before the
+deadline), `UpstreamError` (502), `UpstreamTimeout` (504).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gossip.load import ServiceLoad
+from node.http import Request, Response
+
+
+class Dispatcher(Protocol):
+    async def dispatch(self, service: str, request: Request) -> Response:
+        """Serve `request` with a worker of `service`; the response body may stream."""
+        ...
+
+
+class LoadSource(Protocol):
+    def service_loads(self) -> dict[str, ServiceLoad]:
+        """The current load of every service this node's workers offer."""
+        ...
