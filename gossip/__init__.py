@@ -1,1 +1,1 @@
-"""Knowing: message types and the one codec, membership and failure detection, sockets, discovery."""
+"""Knowing: message types and their codec, membership, failure detection, sockets, discovery."""

@@ -10,6 +10,7 @@ chunk, so a 1 GiB transfer never sits in memory.
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -69,7 +70,7 @@ class Headers:
         lname = name.lower()
         self._items = [(k, v) for k, v in self._items if k.lower() != lname]
 
-    def remove_many(self, lower_names: set[str]) -> None:
+    def remove_many(self, lower_names: builtins.set[str]) -> None:
         """Remove every field whose lower-cased name is in `lower_names`."""
         self._items = [(k, v) for k, v in self._items if k.lower() not in lower_names]
 
@@ -88,6 +89,8 @@ class Headers:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Headers) and self._items == other._items
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
