@@ -27,7 +27,8 @@ class CacheEntry:
     @property
     def size(self) -> int:
         """Approximate bytes this entry costs a store (body + headers + a fixed overhead)."""
-        return len(self.body) + sum(len(k) + len(v) + 4 for k, v in self.headers) + len(self.key) + 128
+        header_bytes = sum(len(k) + len(v) + 4 for k, v in self.headers)
+        return len(self.body) + header_bytes + len(self.key) + 128
 
     def newer_than(self, other: CacheEntry) -> bool:
         """Whether this entry should replace `other` for the same key and variant.
