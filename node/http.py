@@ -135,6 +135,7 @@ class Request:
     received: float = field(default_factory=time.monotonic)
     deadline: float = 0.0  # absolute time.monotonic(); 0 = the service default
     hops: int = 0  # how many nodes have forwarded this request already
+    service: str = ""  # filled by service mapping, before the cache stage
 
     @property
     def path(self) -> str:
