@@ -1,0 +1,24 @@
+"""`make bench`: run every benchmark in turn; each prints its own ratios.
+
+python -m bench [NAME ...]     (names: proxy, ...)
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHES = {"proxy": "bench.bench_proxy"}
+
+
+def main() -> None:
+    names = sys.argv[1:] or list(BENCHES)
+    for name in names:
+        print(f"\n== {name} ==", flush=True)
+        module = importlib.import_module(BENCHES[name])
+        sys.argv = [module.__name__]
+        module.main()
+
+
+if __name__ == "__main__":
+    main()

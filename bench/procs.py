@@ -1,0 +1,87 @@
+"""Start the processes a benchmark compares: the origin, Scale0 nodes and workers."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.tools import wait_http
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Procs:
+    """Every process a benchmark started; `stop_all` ends them by PID."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, args: list[str]) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(p)
+        return p
+
+    def origin(self) -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        p = self.start([sys.executable, "-m", "bench.origin", "--port", str(port)])
+        wait_http(f"http://127.0.0.1:{port}/_count")
+        return p, port
+
+    def node(self, *extra: str) -> tuple[subprocess.Popen[bytes], int, str]:
+        """A node on free ports; returns (process, http port, workers endpoint)."""
+        http, admin = free_port(), free_port()
+        workers = f"tcp://127.0.0.1:{free_port()}"
+        p = self.start(
+            [
+                str(BIN / "scale0"),
+                "node",
+                "--http",
+                f"127.0.0.1:{http}",
+                "--admin",
+                f"127.0.0.1:{admin}",
+                "--workers",
+                workers,
+                "--gossip",
+                f"tcp://127.0.0.1:{free_port()}",
+                "--peer",
+                f"tcp://127.0.0.1:{free_port()}",
+                *extra,
+            ]
+        )
+        wait_http(f"http://127.0.0.1:{admin}/_scale0/health")
+        return p, http, workers
+
+    def worker(
+        self, workers_endpoint: str, *how: str, concurrency: int = 64, service: str = "default"
+    ) -> subprocess.Popen[bytes]:
+        return self.start(
+            [
+                str(BIN / "scale0"),
+                "worker",
+                "--node",
+                workers_endpoint,
+                "--service",
+                service,
+                "--concurrency",
+                str(concurrency),
+                *how,
+            ]
+        )
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
