@@ -1,0 +1,233 @@
+"""The load table: one node's view of every node's state and per-service load.
+
+Pure and not safe for concurrent use: the gossip shell feeds it reports and state
+changes, the admin listener reads `to_json`, the routing policy reads
+`effective_free`, all from one event loop. Time is an argument (`reported_at`,
+`now`), never read here, so tests and the simulator drive it with any clock.
+
+A report replaces the previous one for that node only when it is newer: ordered
+by (incarnation, seq, reported_at), where `seq` is the publisher's sequence
+number when the shell has one (0 otherwise) and `reported_at` is when *this*
+node received it, on the same clock as `now`. Anything not newer is a reordered
+or replayed message and is ignored. Membership may still move a node's
+state (`mark`) between reports — suspect, dead and left come from the failure
+detector, not from the node itself.
+
+Anti-herding (issue 5): a report says how many slots a peer had free when it
+was sent; every node that believed it would pile onto that peer until the next
+report. So the table counts what this node sent to each peer since that peer's
+last accepted report and subtracts it (`effective_free`). A new report resets
+the count, because the peer's own numbers now include what we sent.
+
+`to_json` is the documented `/_scale0/mesh` shape (docs: mesh JSON):
+
+    {"self": ID, "nodes": [{"id", "dc", "state", "incarnation", "age_s",
+      "addresses": {NAME: ENDPOINT},
+      "services": {NAME: {"workers", "slots", "in_flight", "queued", "p50_ms",
+                          "rps", "fwd_in_rps", "fwd_out_rps"}}}]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from gossip.load import ServiceLoad
+
+STATES = ("alive", "suspect", "dead", "left")
+# Only alive peers take routed work; a suspect peer may be gone already, and the
+# failure detector decides faster than a client's deadline would.
+ROUTABLE_STATES = frozenset({"alive"})
+
+
+class LoadTableError(ValueError):
+    """The caller passed a value the table cannot hold (the caller's fault)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    """One node's line in the table, as of `now` in `LoadTable.rows(now)`."""
+
+    id: str
+    dc: str
+    state: str
+    incarnation: int
+    age_s: float  # seconds since its last accepted report; never negative
+    addresses: Mapping[str, str]
+    services: Mapping[str, ServiceLoad]
+    is_self: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "dc": self.dc,
+            "state": self.state,
+            "incarnation": self.incarnation,
+            "age_s": round(self.age_s, 3),
+            "addresses": dict(self.addresses),
+            "services": {name: service_json(load) for name, load in sorted(self.services.items())},
+        }
+
+
+def service_json(load: ServiceLoad) -> dict[str, Any]:
+    """One service's load in the documented JSON shape."""
+    return {
+        "workers": load.workers,
+        "slots": load.slots,
+        "in_flight": load.in_flight,
+        "queued": load.queued,
+        "p50_ms": round(load.p50_ms, 3),
+        "rps": round(load.rps, 3),
+        "fwd_in_rps": round(load.fwd_in_rps, 3),
+        "fwd_out_rps": round(load.fwd_out_rps, 3),
+    }
+
+
+@dataclass(slots=True)
+class _Entry:
+    dc: str
+    state: str
+    incarnation: int
+    addresses: Mapping[str, str]
+    services: Mapping[str, ServiceLoad]
+    reported_at: float
+    seq: int
+    sent: dict[str, int] = field(default_factory=dict)  # service -> sent since this report
+
+
+def _check_state(state: str) -> None:
+    if state not in STATES:
+        raise LoadTableError(f"unknown node state {state!r}; expected one of {', '.join(STATES)}")
+
+
+class LoadTable:
+    """Every known node's last report, keyed by node id. See the module docstring."""
+
+    def __init__(self, self_id: str) -> None:
+        if not self_id:
+            raise LoadTableError("the load table needs this node's id")
+        self.self_id = self_id
+        self._nodes: dict[str, _Entry] = {}
+        # Bumped on every visible change, so a watcher can tell "changed" from
+        # "only older" without diffing (the dashboard pushes on change).
+        self.version = 0
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._nodes
+
+    def update(  # noqa: PLR0917 - the documented positional order of a report
+        self,
+        node_id: str,
+        dc: str,
+        state: str,
+        incarnation: int,
+        addresses: Mapping[str, str],
+        services: Mapping[str, ServiceLoad],
+        reported_at: float,
+        *,
+        seq: int = 0,
+    ) -> bool:
+        """Take a node's report; False when it is not newer than the one held (ignored).
+
+        `reported_at` is the receive time on this node's clock (ages are measured
+        against it); `seq` the publisher's sequence number, if known."""
+        if not node_id:
+            raise LoadTableError("a report needs a node id")
+        _check_state(state)
+        if incarnation < 0:
+            raise LoadTableError(f"incarnation must be >= 0, got {incarnation}")
+        old = self._nodes.get(node_id)
+        if old is not None and (incarnation, seq, reported_at) <= (
+            old.incarnation,
+            old.seq,
+            old.reported_at,
+        ):
+            return False
+        self._nodes[node_id] = _Entry(
+            dc=dc,
+            state=state,
+            incarnation=incarnation,
+            addresses=MappingProxyType(dict(addresses)),
+            services=MappingProxyType(dict(services)),
+            reported_at=reported_at,
+            seq=seq,
+        )
+        self.version += 1
+        return True
+
+    def mark(self, node_id: str, state: str) -> bool:
+        """Set a known node's state (from the failure detector); False if unknown."""
+        _check_state(state)
+        entry = self._nodes.get(node_id)
+        if entry is None:
+            return False
+        if entry.state != state:
+            entry.state = state
+            self.version += 1
+        return True
+
+    def remove(self, node_id: str) -> bool:
+        """Forget a node (e.g. long after it left); False if it was not known."""
+        if self._nodes.pop(node_id, None) is None:
+            return False
+        self.version += 1
+        return True
+
+    def state(self, node_id: str) -> str | None:
+        entry = self._nodes.get(node_id)
+        return None if entry is None else entry.state
+
+    def rows(self, now: float) -> list[NodeRow]:
+        """Every node, sorted by dc then id, with the age of its report at `now`."""
+        out = [
+            NodeRow(
+                id=node_id,
+                dc=e.dc,
+                state=e.state,
+                incarnation=e.incarnation,
+                # A report stamped in our future (clock skew) is fresh, not negative-old.
+                age_s=max(0.0, now - e.reported_at),
+                addresses=e.addresses,
+                services=e.services,
+                is_self=node_id == self.self_id,
+            )
+            for node_id, e in self._nodes.items()
+        ]
+        out.sort(key=lambda r: (r.dc, r.id))
+        return out
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        """The documented `/_scale0/mesh` JSON (module docstring)."""
+        return {"self": self.self_id, "nodes": [row.to_json() for row in self.rows(now)]}
+
+    # -- anti-herding: what we sent since each peer's last report -------------
+
+    def note_sent(self, peer: str, service: str, count: int = 1) -> None:
+        """Count `count` requests sent to `peer` for `service` since its last report."""
+        if count < 0:
+            raise LoadTableError(f"cannot send a negative number of requests ({count})")
+        entry = self._nodes.get(peer)
+        if entry is None:
+            return  # nothing to subtract from; the next report starts clean anyway
+        entry.sent[service] = entry.sent.get(service, 0) + count
+
+    def sent_since_report(self, peer: str, service: str) -> int:
+        entry = self._nodes.get(peer)
+        return 0 if entry is None else entry.sent.get(service, 0)
+
+    def effective_free(self, peer: str, service: str) -> int:
+        """Slots `peer` reported free for `service`, minus what we sent since; never < 0.
+
+        Zero for unknown peers, unknown services and peers not alive."""
+        entry = self._nodes.get(peer)
+        if entry is None or entry.state not in ROUTABLE_STATES:
+            return 0
+        load = entry.services.get(service)
+        if load is None:
+            return 0
+        return max(0, load.free - entry.sent.get(service, 0))
