@@ -1,0 +1,104 @@
+"""The request pipeline: a plain Request in, a Response out, no HTTP server in sight.
+
+Order: in-node stages (static files, in-node app) → service mapping (fills
+`request.service`) → the configured stages (cache, coalescing, ...) → the
+terminal call to the dispatcher (local workers, later the mesh). Proxy header
+rules apply only at that terminal call, so what a stage sees is the client's
+request and what it stores is the cleaned response. Errors of the node.errors
+family become short HTTP answers here, at the edge; anything else is a bug in
+this node and becomes a 500 that is logged with the request id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Sequence
+
+from node.dispatch import Dispatcher
+from node.errors import NoCapacity, Scale0Error
+from node.http import BodyError, Request, Response
+from node.proxyheaders import downstream_headers, new_request_id, request_id_of, upstream_headers
+from node.services import ServiceMap
+from node.stage import Next, Stage
+
+log = logging.getLogger("scale0.pipeline")
+
+
+class Pipeline:
+    """One node's request path. Safe to share between all requests of one loop."""
+
+    def __init__(
+        self,
+        pre_stages: Sequence[Stage],
+        mapper: ServiceMap,
+        stages: Sequence[Stage],
+        dispatcher: Dispatcher,
+        node_id: str,
+        *,
+        known_services: Callable[[], Collection[str]] | None = None,
+        new_id: Callable[[], str] = new_request_id,
+    ) -> None:
+        self._chain: tuple[Stage, ...] = (*pre_stages, self._map_service, *stages)
+        self._mapper = mapper
+        self._dispatcher = dispatcher
+        self._node_id = node_id
+        self._known = known_services
+        self._new_id = new_id
+
+    @property
+    def node_id(self) -> str:
+        return self._node_id
+
+    async def handle(self, request: Request) -> Response:
+        """Serve one request. Never raises (except cancellation: the client left)."""
+        if not request.request_id:
+            request.request_id = request_id_of(request.headers, self._new_id)
+        try:
+            response = await self._call(0, request)
+        except NoCapacity as exc:
+            response = Response.error(exc.status, exc.reason, retry_after=exc.retry_after)
+        except Scale0Error as exc:
+            response = Response.error(exc.status, exc.reason)
+        except BodyError as exc:
+            response = Response.error(400, f"request body incomplete: {exc}")
+        except Exception:
+            log.exception("internal error serving %s %s [%s]", request.method, request.target,
+                          request.request_id)
+            response = Response.error(500, "internal error in the proxy (logged)")
+        if not response.served_by:
+            response.served_by = self._node_id
+        if not response.outcome:
+            response.outcome = "local"
+        if "x-request-id" not in response.headers:
+            response.headers.add("X-Request-Id", request.request_id)
+        return response
+
+    async def _call(self, index: int, request: Request) -> Response:
+        if index == len(self._chain):
+            return await self._terminal(request)
+        stage = self._chain[index]
+        return await stage(request, lambda req: self._call(index + 1, req))
+
+    async def _map_service(self, request: Request, call_next: Next) -> Response:
+        known = self._known() if self._known is not None else None
+        request.service = self._mapper.service_for(request.host, request.path, known)
+        return await call_next(request)
+
+    async def _terminal(self, request: Request) -> Response:
+        upstream = Request(
+            method=request.method,
+            target=request.target,
+            headers=upstream_headers(request, self._node_id),
+            body=request.body,
+            scheme=request.scheme,
+            host=request.host,
+            client=request.client,
+            request_id=request.request_id,
+            received=request.received,
+            deadline=request.deadline,
+            hops=request.hops,
+            service=request.service,
+        )
+        response = await self._dispatcher.dispatch(request.service, upstream)
+        response.headers = downstream_headers(response.headers, self._node_id, request.request_id)
+        return response

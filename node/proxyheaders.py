@@ -1,0 +1,166 @@
+"""What a proxy must do to headers on the way through, as pure functions.
+
+Hop-by-hop fields (RFC 9110 §7.6.1) describe one connection, not the message,
+so they are removed in both directions: Connection and every field it lists,
+Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade and any Proxy-* field. On
+the way up we say who asked (X-Forwarded-For/-Proto/-Host and RFC 7239
+Forwarded) and that we passed it on (Via); a request id is kept if the client
+sent a sane one, otherwise made up, so one id follows the request through
+every log. Nothing here does I/O; the id source is injected for tests.
+
+`normalise_target` turns the request-target of RFC 9112 §3.2 into the
+(scheme, host, origin-form target) the pipeline works with.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from node.errors import ClientError
+from node.http import Headers, Request
+
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"}
+)
+# A client may list these in Connection to make us drop them; we never do, because
+# the request would change meaning (Host) or framing (Content-Length) under our feet.
+_PROTECTED = frozenset({"host", "content-length"})
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]{0,5})?")
+_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)", re.DOTALL)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def strip_hop_by_hop(headers: Headers) -> Headers:
+    """A copy of `headers` without hop-by-hop fields and the fields Connection names."""
+    drop = set(HOP_BY_HOP)
+    for value in headers.get_all("connection"):
+        for token in value.split(","):
+            name = token.strip().lower()
+            if name and name not in _PROTECTED:
+                drop.add(name)
+    return Headers(
+        (k, v) for k, v in headers if k.lower() not in drop and not k.lower().startswith("proxy-")
+    )
+
+
+def request_id_of(headers: Headers, new_id: Callable[[], str] = new_request_id) -> str:
+    """The client's X-Request-Id if it is a plain token of sane length, else a new one."""
+    given = (headers.get("x-request-id") or "").strip()
+    return given if _REQUEST_ID.fullmatch(given) else new_id()
+
+
+def _forwarded_value(value: str) -> str:
+    """A Forwarded parameter value: a token as is, anything else quoted (RFC 7239 §4)."""
+    if _TOKEN.fullmatch(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _node_for(client: str) -> str:
+    """RFC 7239 §6: IPv6 addresses are bracketed (and therefore quoted)."""
+    if not client:
+        return "unknown"
+    if ":" in client and not client.startswith("["):
+        return _forwarded_value(f"[{client}]")
+    return _forwarded_value(client)
+
+
+def upstream_headers(request: Request, node_id: str) -> Headers:
+    """The headers to send upstream for `request` (already id-stamped).
+
+    X-Forwarded-For is appended to, like nginx's $proxy_add_x_forwarded_for;
+    X-Forwarded-Proto/-Host are set from what this node saw, because a client
+    could otherwise claim https. A request a peer already forwarded (hops > 0)
+    keeps the values the first node set."""
+    out = strip_hop_by_hop(request.headers)
+    first_hop = request.hops == 0
+    if first_hop:
+        client = request.client or "unknown"
+        xff = request.headers.get_joined("x-forwarded-for")
+        out.set("X-Forwarded-For", f"{xff}, {client}" if xff else client)
+        out.set("X-Forwarded-Proto", request.scheme)
+        if request.host:
+            out.set("X-Forwarded-Host", request.host)
+        element = f"for={_node_for(request.client)};proto={request.scheme}"
+        if request.host:
+            element += f";host={_forwarded_value(request.host)}"
+        prior = request.headers.get_joined("forwarded")
+        out.set("Forwarded", f"{prior}, {element}" if prior else element)
+    via = request.headers.get_joined("via")
+    out.set("Via", f"{via}, 1.1 {node_id}" if via else f"1.1 {node_id}")
+    if request.request_id:
+        out.set("X-Request-Id", request.request_id)
+    return out
+
+
+def downstream_headers(headers: Headers, node_id: str, request_id: str = "") -> Headers:
+    """Response headers for the client: hop-by-hop removed, Via appended, id echoed."""
+    out = strip_hop_by_hop(headers)
+    via = headers.get_joined("via")
+    out.set("Via", f"{via}, 1.1 {node_id}" if via else f"1.1 {node_id}")
+    if request_id and "x-request-id" not in out:
+        out.add("X-Request-Id", request_id)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a request goes, as the pipeline sees it."""
+
+    scheme: str
+    host: str  # lower-cased authority, port kept; "" if the client named none (HTTP/1.0)
+    target: str  # origin-form "/path?query", or "*" for OPTIONS *
+
+
+def _valid_host(host: str) -> str:
+    if not _HOST.fullmatch(host):
+        raise ClientError(f"invalid host {host[:100]!r}")
+    return host.lower()
+
+
+def normalise_target(
+    method: str, target: str, host_headers: list[str], version: str, scheme: str
+) -> Target:
+    """Split a request-target (RFC 9112 §3.2) and settle which host it names.
+
+    Absolute-form wins over the Host header (§3.2.2), which is then replaced.
+    An HTTP/1.1 request must carry exactly one Host; CONNECT tunnels and
+    asterisk-form for anything but OPTIONS are refused. Raises ClientError (400)."""
+    if len(host_headers) > 1:
+        raise ClientError("more than one Host header")
+    if method == "CONNECT":
+        raise ClientError("CONNECT tunnels are not supported by this proxy")
+    if target == "*":
+        if method != "OPTIONS":
+            raise ClientError("asterisk-form target is only allowed with OPTIONS")
+        origin = "*"
+        host = host_headers[0] if host_headers else ""
+    elif target.startswith("/"):
+        origin = target
+        if not host_headers and version != "HTTP/1.0":
+            raise ClientError("missing Host header (required in HTTP/1.1)")
+        host = host_headers[0] if host_headers else ""
+    else:
+        m = _SCHEME_RE.fullmatch(target)
+        if m is None:
+            raise ClientError(f"unrecognised request target {target[:100]!r}")
+        given_scheme, host, rest = m.group(1).lower(), m.group(2), m.group(3)
+        if given_scheme not in ("http", "https"):
+            raise ClientError(f"unsupported scheme {given_scheme!r} in request target")
+        if not host or "@" in host:
+            raise ClientError("absolute-form target needs a host and no user info")
+        scheme = given_scheme
+        rest = rest.split("#", 1)[0]
+        origin = rest if rest.startswith("/") else "/" + rest
+    if any(c in origin for c in " \t\r\n\x00"):
+        raise ClientError("request target contains whitespace or control characters")
+    return Target(scheme, _valid_host(host.strip()), origin)
