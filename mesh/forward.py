@@ -52,6 +52,7 @@ class ForwardedResponse:
     node: str = ""  # the node whose worker or cache produced the answer
     dc: str = ""
     outcome: str = ""
+    took_ms: float = 0.0  # time the peer spent serving, so the sender can estimate RTT
 
 
 def request_meta(req: ForwardedRequest) -> dict[str, Any]:
@@ -76,6 +77,7 @@ def response_meta(resp: ForwardedResponse) -> dict[str, Any]:
         "node": resp.node,
         "dc": resp.dc,
         "outcome": resp.outcome,
+        "took": resp.took_ms,
     }
 
 
@@ -153,4 +155,11 @@ def decode_response(meta: dict[str, Any], body: tuple[bytes, ...]) -> ForwardedR
         node=_str(meta, "node", 256, ""),
         dc=_str(meta, "dc", 256, ""),
         outcome=_str(meta, "outcome", 32, ""),
+        took_ms=_nonneg(meta.get("took", 0.0), "took"),
     )
+
+
+def _nonneg(value: object, key: str) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 1e9:
+        raise ForwardError(f"{key}: expected a non-negative number")
+    return float(value)

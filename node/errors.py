@@ -12,6 +12,7 @@ class Scale0Error(Exception):
     """Base of every error the node maps to an HTTP status."""
 
     status = 500
+    outcome = "error"  # the label logs and metrics give a request that ended here
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -58,6 +59,12 @@ class NoCapacity(Scale0Error):
     def __init__(self, reason: str, retry_after: int = 1) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+class PeerBusy(NoCapacity):
+    """A forwarded request found no spare slot here; the sender should try elsewhere."""
+
+    outcome = "busy"
 
 
 class ConfigError(Exception):

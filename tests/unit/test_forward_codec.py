@@ -44,6 +44,7 @@ responses = st.builds(
     node=st.text(max_size=20),
     dc=st.text(max_size=20),
     outcome=st.text(max_size=20),
+    took_ms=st.floats(0, 1e6),
 )
 
 

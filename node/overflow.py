@@ -1,0 +1,269 @@
+"""The dispatcher that overflows to peers: local workers first, then the mesh.
+
+It decides with mesh.routing (pure) and then acts: a local dispatch through the
+worker broker, or a forward over the peer socket to the candidates in order.
+A peer that answers "busy" costs nothing but a round trip and we try the next;
+a peer that fails or times out opens its circuit a little (mesh.breaker), and
+only idempotent requests move on to another peer after that (a POST may have
+been executed). When nobody takes it, the request waits in the local queue
+until its deadline (the broker answers 503 + Retry-After then).
+
+The receiving side (`ForwardedServer`) runs a forwarded request through the
+node's own pipeline with the hop count set, so its cache can answer and its
+routing never forwards a second time (hop limit 1).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from gossip.transport import PeerError, PeerRefused, PeerReply, PeerRequest, PeerTimeout, Refuse
+from mesh.breaker import Breakers
+from mesh.forward import (
+    KIND,
+    ForwardedRequest,
+    ForwardedResponse,
+    ForwardError,
+    decode_request,
+    decode_response,
+    request_meta,
+    response_meta,
+)
+from mesh.loadtable import LoadTable
+from mesh.rates import RateMeter, ShareMeter
+from mesh.routing import Candidate, OverflowPolicy, Route, decide
+from node.body import read_body
+from node.errors import PeerBusy, UpstreamError, UpstreamTimeout
+from node.http import BodyError, Headers, Request, Response
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+MAX_FORWARD_BODY = 8 * 1024 * 1024  # larger request bodies are served locally (streamed)
+BUSY_REASON = "busy"
+
+
+class LocalBroker(Protocol):
+    async def dispatch(self, service: str, request: Request) -> Response: ...
+
+    def service_loads(self) -> Mapping[str, Any]: ...
+
+
+class PeerClient(Protocol):
+    async def request(
+        self,
+        endpoint: str,
+        kind: str,
+        meta: dict[str, Any] | None = None,
+        body: tuple[bytes, ...] = (),
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> PeerReply: ...
+
+
+class OverflowDispatcher:
+    """A `node.dispatch.Dispatcher` that spills over to peers chosen by advertised load."""
+
+    def __init__(
+        self,
+        broker: LocalBroker,
+        table: LoadTable,
+        peers: PeerClient,
+        *,
+        node_id: str,
+        dc: str,
+        policies: Mapping[str, OverflowPolicy] | None = None,
+        breakers: Breakers | None = None,
+        default_timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.broker = broker
+        self.table = table
+        self.peers = peers
+        self.node_id = node_id
+        self.dc = dc
+        self.policies = dict(policies or {})
+        self.breakers = breakers or Breakers()
+        self.default_timeout = default_timeout
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.rtt_ms: dict[str, float] = {}  # EWMA of round trips to each peer
+        self.forwarded_out = RateMeter()
+        self.forwarded_in = RateMeter()
+        self._share: dict[str, ShareMeter] = {}
+
+    def policy(self, service: str) -> OverflowPolicy:
+        return self.policies.get(service) or self.policies.get("*") or OverflowPolicy()
+
+    def _candidates(self, service: str, now: float) -> list[Candidate]:
+        out = []
+        for row in self.table.rows(now):
+            if row.is_self or row.state != "alive" or service not in row.services:
+                continue
+            if "peer" not in row.addresses or self.breakers.is_open(row.id, now):
+                continue
+            free = self.table.effective_free(row.id, service)
+            if free > 0:
+                out.append(Candidate(row.id, row.dc, self.rtt_ms.get(row.id, float("inf")), free))
+        return out
+
+    async def dispatch(self, service: str, request: Request) -> Response:
+        now = self.clock()
+        load = self.broker.service_loads().get(service)
+        slots = int(getattr(load, "slots", 0))
+        free = int(getattr(load, "free", 0))
+        share = self._share.setdefault(service, ShareMeter())
+        decision = decide(
+            local_free=free,
+            local_slots=slots,
+            hops=request.hops,
+            self_dc=self.dc,
+            candidates=self._candidates(service, now) if request.hops == 0 else [],
+            policy=self.policy(service),
+            share_away=share.share(now),
+            rng=self.rng,
+        )
+        if decision.route is Route.BUSY:
+            raise PeerBusy(f"{self.node_id} has no spare slot for {service!r}")
+        if decision.route is Route.PEERS and _forwardable(request):
+            body = request.body if isinstance(request.body, bytes) else b""
+            for peer in decision.peers:
+                response = await self._try_peer(peer, service, request, body)
+                if response is not None:
+                    share.add(self.clock(), marked=True)
+                    return response
+        share.add(self.clock(), marked=False)
+        return await self.broker.dispatch(service, request)
+
+    async def _try_peer(
+        self, peer: str, service: str, request: Request, body: bytes
+    ) -> Response | None:
+        """Forward to one peer; None means "try the next one" (busy, or a safe retry)."""
+        now = self.clock()
+        if not self.breakers.allows(peer, now):
+            return None
+        endpoint = next(
+            (r.addresses.get("peer") for r in self.table.rows(now) if r.id == peer), None
+        )
+        if not endpoint:
+            return None
+        deadline = request.deadline or (request.received + self.default_timeout)
+        ttl = deadline - now
+        if ttl <= 0:
+            raise UpstreamTimeout("the request's deadline passed before it could be forwarded")
+        fwd = ForwardedRequest(
+            service=service,
+            method=request.method,
+            target=request.target,
+            headers=tuple(request.headers),
+            body=body,
+            scheme=request.scheme,
+            host=request.host,
+            client=request.client,
+            request_id=request.request_id,
+            ttl=ttl,
+            hops=request.hops + 1,
+        )
+        self.table.note_sent(peer, service)
+        self.forwarded_out.add(now)
+        started = self.clock()
+        try:
+            reply = await self.peers.request(
+                endpoint, KIND, request_meta(fwd), (body,) if body else (), timeout=ttl
+            )
+            answer = decode_response(reply.meta, reply.body)
+        except PeerRefused as exc:
+            if BUSY_REASON in str(exc):
+                self.breakers.success(peer)  # alive and honest, only full
+                return None
+            self.breakers.failure(peer, self.clock())
+            if request.method in IDEMPOTENT:
+                return None
+            raise UpstreamError(f"peer {peer} refused the request: {exc}") from None
+        except PeerTimeout:
+            self.breakers.failure(peer, self.clock())
+            if request.method in IDEMPOTENT and deadline - self.clock() > 0:
+                return None
+            raise UpstreamTimeout(f"peer {peer} did not answer before the deadline") from None
+        except (PeerError, ForwardError) as exc:
+            self.breakers.failure(peer, self.clock())
+            if request.method in IDEMPOTENT:
+                return None
+            raise UpstreamError(f"peer {peer} failed: {exc}") from None
+        self.breakers.success(peer)
+        elapsed_ms = (self.clock() - started) * 1000
+        sample = max(0.0, elapsed_ms - answer.took_ms)
+        old = self.rtt_ms.get(peer)
+        self.rtt_ms[peer] = sample if old is None else 0.8 * old + 0.2 * sample
+        return Response(
+            answer.status,
+            Headers(answer.headers),
+            answer.body,
+            served_by=answer.node or peer,
+            outcome=f"forwarded-{answer.outcome}" if answer.outcome else "forwarded",
+        )
+
+
+def _forwardable(request: Request) -> bool:
+    """Small bodies travel to peers; a streamed upload stays here (it is already flowing)."""
+    return isinstance(request.body, bytes) and len(request.body) <= MAX_FORWARD_BODY
+
+
+class ForwardedServer:
+    """Serves requests forwarded by peers through this node's own pipeline."""
+
+    def __init__(
+        self,
+        handle: Callable[[Request], Awaitable[Response]],
+        *,
+        node_id: str,
+        dc: str,
+        meter: RateMeter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_body: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.handle = handle
+        self.node_id = node_id
+        self.dc = dc
+        self.meter = meter or RateMeter()
+        self.clock = clock
+        self.max_body = max_body
+
+    async def __call__(self, peer_request: PeerRequest) -> PeerReply:
+        try:
+            fwd = decode_request(peer_request.meta, peer_request.body)
+        except ForwardError as exc:
+            raise Refuse(f"bad forwarded request: {exc}") from None
+        started = self.clock()
+        self.meter.add(started)
+        request = Request(
+            method=fwd.method,
+            target=fwd.target,
+            headers=Headers(fwd.headers),
+            body=fwd.body,
+            scheme=fwd.scheme,
+            host=fwd.host,
+            client=fwd.client,
+            request_id=fwd.request_id,
+            received=started,
+            deadline=started + fwd.ttl,
+            hops=fwd.hops,
+        )
+        response = await self.handle(request)
+        if response.outcome == PeerBusy.outcome:
+            raise Refuse(BUSY_REASON)
+        try:
+            body = await read_body(response.body, self.max_body)
+        except BodyError as exc:
+            raise Refuse(f"response body failed: {exc}") from None
+        answer = ForwardedResponse(
+            status=response.status,
+            headers=tuple(response.headers),
+            body=body,
+            node=response.served_by or self.node_id,
+            dc=self.dc,
+            outcome=response.outcome,
+            took_ms=(self.clock() - started) * 1000,
+        )
+        return PeerReply(response_meta(answer), (body,) if body else ())
