@@ -1,0 +1,262 @@
+"""Blocking file operations of the `files` store (run in worker threads, never on the loop).
+
+Layout: ROOT/ab/cd/<sha256(key)>-<blake2b-64(variant)>.s0c, where "abcd" are the
+first four hex digits of the key hash, so a key's variants share one small
+directory and a lookup lists just that directory. Files appear only by
+rename(2) of a fully written and fsynced temp file from the same directory, so
+a reader sees a whole old file or a whole new one — also when several processes
+share the tree. Everything here tolerates files vanishing between list and open
+(another process evicted or purged them), and treats every file as untrusted:
+no symlinks, no FIFOs (opened non-blocking), sizes checked before reading, and
+the entry inside must hash to the file's own name.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import stat
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cache.entry import CacheEntry
+from cache.files_format import (
+    HEADER_SIZE,
+    EntryFormatError,
+    decode_entry,
+    decode_header,
+    decode_meta,
+)
+
+SUFFIX = ".s0c"
+TMP_PREFIX = ".tmp-"
+STALE_TMP_SECONDS = 600.0  # a temp file this old belongs to a writer that died
+_NAME = re.compile(r"([0-9a-f]{64})-([0-9a-f]{16})\.s0c")
+_SHARD = re.compile(r"[0-9a-f]{2}")
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+FileId = tuple[int, int, int]  # (device, inode, mtime_ns): "the same file I read"
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """One valid entry file: where, whose, how big (bytes on disk), when written."""
+
+    rel: str
+    key: str
+    variant: str
+    size: int
+    mtime: float
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def variant_hash(variant: str) -> str:
+    return hashlib.blake2b(variant.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def relpath(key: str, variant: str) -> str:
+    kh = key_hash(key)
+    return f"{kh[:2]}/{kh[2:4]}/{kh}-{variant_hash(variant)}{SUFFIX}"
+
+
+def read_entry(path: Path, limit: int) -> tuple[CacheEntry, int, FileId]:
+    """The verified entry in `path`, its size and identity (FileNotFoundError if gone)."""
+    data, ident = _read(path, limit, whole=True)
+    return decode_entry(data), len(data), ident
+
+
+def read_meta(path: Path, limit: int) -> tuple[CacheEntry, int, FileId]:
+    """Like read_entry but reads only header + metadata (body empty, checksum unchecked)."""
+    data, ident = _read(path, limit, whole=False)
+    return decode_meta(data[HEADER_SIZE:]), decode_header(data).file_size, ident
+
+
+def _read(path: Path, limit: int, whole: bool) -> tuple[bytes, FileId]:
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise EntryFormatError("entry file is a symbolic link") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise EntryFormatError("entry file is not a regular file")
+        if st.st_size > limit:
+            raise EntryFormatError(f"entry file of {st.st_size} bytes exceeds {limit}")
+        ident = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        head = f.read(HEADER_SIZE)
+        header = decode_header(head)
+        if header.file_size != st.st_size:
+            raise EntryFormatError(
+                f"file is {st.st_size} bytes, header says {header.file_size} (truncated?)"
+            )
+        want = st.st_size - HEADER_SIZE if whole else header.meta_len
+        # Whole reads ask one byte more: a file that grew under us is not trusted.
+        rest = f.read(want + 1 if whole else want)
+        if len(rest) != want:
+            raise EntryFormatError("entry file changed size while being read")
+        return head + rest, ident
+
+
+def discard(path: Path, ident: FileId | None) -> None:
+    """Remove a damaged file, unless someone replaced it since we read it."""
+    try:
+        st = os.lstat(path)
+        if ident is not None and (st.st_dev, st.st_ino, st.st_mtime_ns) != ident:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            path.unlink()
+    except OSError:
+        pass
+
+
+def load_key(root: Path, key: str, limit: int) -> tuple[list[tuple[str, CacheEntry, int]], int]:
+    """Every valid variant file of `key` as (rel, entry, size), and how many were corrupt."""
+    kh = key_hash(key)
+    found: list[tuple[str, CacheEntry, int]] = []
+    corrupt = 0
+    for rel, vh in list_key(root, kh):
+        path = root / rel
+        ident: FileId | None = None
+        try:
+            entry, size, ident = read_entry(path, limit)
+            if entry.key != key or variant_hash(entry.variant) != vh:
+                raise EntryFormatError("entry does not belong under this file name")
+        except FileNotFoundError:
+            continue
+        except (EntryFormatError, OSError):
+            corrupt += 1
+            discard(path, ident)
+            continue
+        found.append((rel, entry, size))
+    return found, corrupt
+
+
+def list_key(root: Path, kh: str) -> list[tuple[str, str]]:
+    """(rel, variant hash) of every entry file named for key hash `kh`."""
+    shard = f"{kh[:2]}/{kh[2:4]}"
+    try:
+        names = os.listdir(root / shard)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    out = []
+    for name in names:
+        match = _NAME.fullmatch(name)
+        if match and match.group(1) == kh:
+            out.append((f"{shard}/{name}", match.group(2)))
+    return out
+
+
+def write_entry(
+    root: Path, rel: str, parts: tuple[bytes, ...], entry: CacheEntry, *, limit: int, fsync: bool
+) -> tuple[bool, int]:
+    """Write `entry` at `rel` unless a newer one is there: (written?, size now on disk)."""
+    path = root / rel
+    try:
+        old, old_size, _ = read_meta(path, limit)
+        if old.key == entry.key and old.variant == entry.variant and not entry.newer_than(old):
+            return False, old_size
+    except (FileNotFoundError, EntryFormatError):
+        pass  # nothing there, or a damaged file that we are about to replace anyway
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for part in parts:
+                f.write(part)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    if fsync:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return True, sum(len(p) for p in parts)
+
+
+def unlink_all(root: Path, rels: list[str]) -> int:
+    """Remove these files; how many this call removed (vanished ones do not count)."""
+    removed = 0
+    for rel in rels:
+        try:
+            os.unlink(root / rel)
+            removed += 1
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            pass
+    return removed
+
+
+def scan(root: Path, limit: int, now: float | None = None) -> tuple[list[Found], int]:
+    """Every valid entry file under `root` (header + metadata read only), and the corrupt count.
+
+    Damaged files are discarded, stale temp files of dead writers removed, and
+    anything not named like ours left alone."""
+    now = time.time() if now is None else now
+    found: list[Found] = []
+    corrupt = 0
+    for top in _subdirs(root):
+        for shard in _subdirs(top):
+            try:
+                entries = list(os.scandir(shard))
+            except OSError:
+                continue
+            for item in entries:
+                if item.name.startswith(TMP_PREFIX):
+                    _drop_stale_tmp(Path(item.path), now)
+                    continue
+                match = _NAME.fullmatch(item.name)
+                if not match:
+                    continue
+                path = Path(item.path)
+                ident: FileId | None = None
+                try:
+                    meta, size, ident = read_meta(path, limit)
+                    mtime = ident[2] / 1e9
+                    if key_hash(meta.key) != match.group(1) or variant_hash(
+                        meta.variant
+                    ) != match.group(2):
+                        raise EntryFormatError("entry does not belong under this file name")
+                except FileNotFoundError:
+                    continue
+                except (EntryFormatError, OSError):
+                    corrupt += 1
+                    discard(path, ident)
+                    continue
+                rel = f"{top.name}/{shard.name}/{item.name}"
+                found.append(Found(rel, meta.key, meta.variant, size, mtime))
+    return found, corrupt
+
+
+def _subdirs(parent: Path) -> list[Path]:
+    try:
+        return [
+            Path(d.path) for d in os.scandir(parent)
+            if _SHARD.fullmatch(d.name) and d.is_dir(follow_symlinks=False)
+        ]
+    except OSError:
+        return []
+
+
+def _drop_stale_tmp(path: Path, now: float) -> None:
+    try:
+        if now - path.lstat().st_mtime > STALE_TMP_SECONDS:
+            path.unlink()
+    except OSError:
+        pass
