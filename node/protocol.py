@@ -1,0 +1,328 @@
+"""The worker ⇄ node wire protocol, written once as data, with its one codec.
+
+A message is 3 or 4 ZeroMQ frames (the ROUTER adds the worker's identity in
+front on the node side):
+
+    [VERSION, command byte, msgpack metadata array, body?]
+
+The metadata is a msgpack *array* whose positions are the fields listed in
+`SCHEMA` for the command (arrays, not maps: smaller and faster to check). The
+body of REQUEST, BODY and REPLY travels as its own frame, never copied into
+msgpack. Flow control is credit based: whoever reads a streamed body grants
+the sender chunks with CREDIT (an initial window, then one per chunk read);
+the sender never has more chunks in flight than it was granted.
+
+Every inbound frame is untrusted: `decode` bounds frame count, metadata size,
+msgpack lengths and nesting, then checks the schema (types, ranges, header
+syntax). Anything else raises `ProtocolError` with a reason — nothing else.
+
+Command ids: only ever append to `Cmd`; a changed meaning needs a new VERSION.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, ClassVar
+
+import msgpack  # type: ignore[import-untyped]
+
+VERSION = b"S0W1"
+
+
+class ProtocolError(Exception):
+    """The peer (a worker or the node) sent frames we cannot accept."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Cmd(IntEnum):
+    """Command ids. Only append to this list."""
+
+    READY = 1  # worker → node: join, or change its offer
+    HEARTBEAT = 2  # both ways
+    REQUEST = 3  # node → worker, + body frame
+    BODY = 4  # both ways: a streamed body's next chunk, + chunk frame
+    CREDIT = 5  # both ways: the reader grants more chunks
+    REPLY = 6  # worker → node, + body frame
+    CANCEL = 7  # node → worker: client gone or deadline passed
+    DISCONNECT = 8  # worker → node: draining; node → worker: unknown, please re-register
+    ABORT = 9  # worker → node: a streamed reply failed midway; the client must see it broken
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What `decode` accepts at most. Defaults fit any sane HTTP request."""
+
+    max_meta: int = 128 * 1024  # bytes of msgpack metadata
+    max_str: int = 16 * 1024  # one string (a target, a header value)
+    max_headers: int = 256  # header fields
+    max_header_bytes: int = 96 * 1024  # sum of header names and values
+    max_services: int = 64
+    max_body_frame: int = 16 * 1024 * 1024  # one body frame
+
+
+DEFAULT_LIMITS = Limits()
+HeaderList = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    CMD: ClassVar[Cmd] = Cmd.READY
+    services: tuple[str, ...]
+    concurrency: int
+    name: str = ""
+    pid: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    CMD: ClassVar[Cmd] = Cmd.HEARTBEAT
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMsg:
+    CMD: ClassVar[Cmd] = Cmd.REQUEST
+    id: int
+    method: str
+    target: str
+    headers: HeaderList
+    deadline: float  # seconds remaining when sent
+    scheme: str = "http"
+    host: str = ""
+    client: str = ""
+    request_id: str = ""
+    more: bool = False  # BODY frames follow
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class BodyMsg:
+    CMD: ClassVar[Cmd] = Cmd.BODY
+    id: int
+    more: bool
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    CMD: ClassVar[Cmd] = Cmd.CREDIT
+    id: int
+    chunks: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    CMD: ClassVar[Cmd] = Cmd.REPLY
+    id: int
+    status: int
+    headers: HeaderList
+    more: bool = False
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    CMD: ClassVar[Cmd] = Cmd.CANCEL
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    CMD: ClassVar[Cmd] = Cmd.DISCONNECT
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    CMD: ClassVar[Cmd] = Cmd.ABORT
+    id: int
+    reason: str = ""
+
+
+Message = Abort | Ready | Heartbeat | RequestMsg | BodyMsg | Credit | Reply | Cancel | Disconnect
+
+# -- field checkers: (value, limits) -> value, or raise ProtocolError ------------
+Check = Callable[[Any, Limits], Any]
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_BAD_VALUE = re.compile(r"[\x00\r\n]")
+_BAD_TEXT = re.compile(r"[\x00-\x1f\x7f ]")  # methods, targets: no controls, no spaces
+MAX_ID = 2**63 - 1
+
+
+def _int(lo: int, hi: int) -> Check:
+    def check(v: Any, _: Limits) -> int:
+        if type(v) is not int or not lo <= v <= hi:
+            raise ProtocolError(f"expected an integer in [{lo}, {hi}], got {_show(v)}")
+        return v
+
+    return check
+
+
+def _str(pattern: re.Pattern[str] | None = None, allow_empty: bool = True) -> Check:
+    def check(v: Any, lim: Limits) -> str:
+        if type(v) is not str or len(v) > lim.max_str:
+            raise ProtocolError(f"expected a string of at most {lim.max_str} chars")
+        if not v and not allow_empty:
+            raise ProtocolError("expected a non-empty string")
+        if v and pattern is not None and pattern.search(v):
+            raise ProtocolError(f"string has forbidden characters: {v[:40]!r}")
+        return v
+
+    return check
+
+
+def _bool(v: Any, _: Limits) -> bool:
+    if type(v) is not bool:
+        raise ProtocolError(f"expected a boolean, got {_show(v)}")
+    return v
+
+
+def _seconds(v: Any, _: Limits) -> float:
+    if type(v) not in (int, float) or not math.isfinite(v) or not 0 <= v <= 86400 * 7:
+        raise ProtocolError(f"expected seconds in [0, 604800], got {_show(v)}")
+    return float(v)
+
+
+def _services(v: Any, lim: Limits) -> tuple[str, ...]:
+    if type(v) is not list or not 1 <= len(v) <= lim.max_services:
+        raise ProtocolError(f"expected 1..{lim.max_services} service names")
+    names = tuple(_SERVICE(s, lim) for s in v)
+    return names
+
+
+def _headers(v: Any, lim: Limits) -> HeaderList:
+    # Flat [name, value, name, value, ...]: half the msgpack objects of pairs.
+    if type(v) is not list or len(v) % 2 or len(v) > 2 * lim.max_headers:
+        raise ProtocolError(f"expected a flat list of at most {lim.max_headers} header fields")
+    total = 0
+    out: list[tuple[str, str]] = []
+    for i in range(0, len(v), 2):
+        name, value = v[i], v[i + 1]
+        if type(name) is not str or type(value) is not str:
+            raise ProtocolError("header names and values must be strings")
+        if not _TOKEN.match(name):
+            raise ProtocolError(f"invalid header name {name[:40]!r}")
+        if _BAD_VALUE.search(value):
+            raise ProtocolError(f"header {name[:40]!r} has a CR, LF or NUL in its value")
+        total += len(name) + len(value)
+        if total > lim.max_header_bytes:
+            raise ProtocolError(f"headers longer than {lim.max_header_bytes} bytes")
+        out.append((name, value))
+    return tuple(out)
+
+
+def _show(v: Any) -> str:
+    return type(v).__name__ if not isinstance(v, int | float) else repr(v)[:24]
+
+
+_SERVICE = _str(re.compile(r"[^A-Za-z0-9_.\-]"), allow_empty=False)
+_ID = _int(0, MAX_ID)
+
+# -- the protocol as data: command -> (class, [(field, check)], has_body) --------
+SCHEMA: dict[Cmd, tuple[type[Any], tuple[tuple[str, Check], ...], bool]] = {
+    Cmd.READY: (
+        Ready,
+        (("services", _services), ("concurrency", _int(0, 100_000)), ("name", _str(_BAD_VALUE)),
+         ("pid", _int(0, 2**31))),
+        False,
+    ),
+    Cmd.HEARTBEAT: (Heartbeat, (), False),
+    Cmd.REQUEST: (
+        RequestMsg,
+        (("id", _ID), ("method", _str(_BAD_TEXT, allow_empty=False)),
+         ("target", _str(_BAD_TEXT, allow_empty=False)), ("headers", _headers),
+         ("deadline", _seconds), ("scheme", _str(_BAD_TEXT)), ("host", _str(_BAD_TEXT)),
+         ("client", _str(_BAD_TEXT)), ("request_id", _str(_BAD_VALUE)), ("more", _bool)),
+        True,
+    ),
+    Cmd.BODY: (BodyMsg, (("id", _ID), ("more", _bool)), True),
+    Cmd.CREDIT: (Credit, (("id", _ID), ("chunks", _int(1, 1 << 16))), False),
+    Cmd.REPLY: (
+        Reply,
+        (("id", _ID), ("status", _int(100, 599)), ("headers", _headers), ("more", _bool)),
+        True,
+    ),
+    Cmd.CANCEL: (Cancel, (("id", _ID),), False),
+    Cmd.DISCONNECT: (Disconnect, (), False),
+    Cmd.ABORT: (Abort, (("id", _ID), ("reason", _str(_BAD_VALUE))), False),
+}
+_CMD_BYTES = {cmd: bytes([cmd]) for cmd in Cmd}
+
+
+def _flat(headers: HeaderList) -> list[str]:
+    return [x for pair in headers for x in pair]
+
+
+def encode(msg: Message) -> list[bytes]:
+    """The frames of `msg` (without a ROUTER identity)."""
+    _, fields, has_body = SCHEMA[msg.CMD]
+    meta = [
+        _flat(getattr(msg, name)) if name == "headers" else getattr(msg, name)
+        for name, _ in fields
+    ]
+    if msg.CMD is Cmd.READY:
+        meta[0] = list(meta[0])
+    frames = [VERSION, _CMD_BYTES[msg.CMD], msgpack.packb(meta)]
+    if has_body:
+        frames.append(msg.body)  # type: ignore[union-attr]
+    return frames
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ProtocolError(f"msgpack extension type {code} is not allowed")
+
+
+def decode(frames: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> Message:
+    """The message in `frames`, or ProtocolError saying why not."""
+    if not 3 <= len(frames) <= 4:
+        raise ProtocolError(f"expected 3 or 4 frames, got {len(frames)}")
+    version, cmd_frame, meta_frame = frames[0], frames[1], frames[2]
+    if version != VERSION:
+        raise ProtocolError(f"unknown protocol version {bytes(version[:8])!r}")
+    if len(cmd_frame) != 1:
+        raise ProtocolError("command frame must be one byte")
+    try:
+        cmd = Cmd(cmd_frame[0])
+    except ValueError:
+        raise ProtocolError(f"unknown command {cmd_frame[0]}") from None
+    cls, fields, has_body = SCHEMA[cmd]
+    if len(frames) != 3 + has_body:
+        raise ProtocolError(f"{cmd.name} takes {3 + has_body} frames, got {len(frames)}")
+    if len(meta_frame) > limits.max_meta:
+        raise ProtocolError(f"metadata longer than {limits.max_meta} bytes")
+    try:
+        meta = msgpack.unpackb(
+            meta_frame,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            ext_hook=_no_ext,
+            max_str_len=limits.max_str,
+            max_bin_len=0,
+            max_array_len=max(2 * limits.max_headers, 16),
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises many kinds (ValueError, StackError, ...)
+        raise ProtocolError(f"bad msgpack metadata: {type(exc).__name__}") from None
+    if type(meta) is not list or len(meta) != len(fields):
+        raise ProtocolError(f"{cmd.name} metadata must be an array of {len(fields)} fields")
+    values: dict[str, Any] = {}
+    for (name, check), value in zip(fields, meta, strict=True):
+        try:
+            values[name] = check(value, limits)
+        except ProtocolError as exc:
+            raise ProtocolError(f"{cmd.name}.{name}: {exc.reason}") from None
+    if has_body:
+        body = frames[3]
+        if len(body) > limits.max_body_frame:
+            raise ProtocolError(f"body frame longer than {limits.max_body_frame} bytes")
+        values["body"] = body if type(body) is bytes else bytes(body)
+    return cls(**values)  # type: ignore[no-any-return]

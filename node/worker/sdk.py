@@ -1,0 +1,276 @@
+"""The worker side of the protocol: connect to a node and serve its requests.
+
+`Worker` is the Paranoid Pirate worker of the ZeroMQ guide with Scale0's
+streaming: a DEALER that sends READY, heartbeats both ways, and, when the node
+goes silent for `liveness` beats (or says DISCONNECT because it restarted and
+does not know us), closes its socket and reconnects with backoff. Each REQUEST
+runs the handler in its own task; CANCEL cancels that task. Bodies larger than
+one chunk stream in BODY frames governed by CREDIT in both directions, so a
+1 GiB transfer keeps memory bounded on both ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import zmq
+
+from node.body import BodyChannel
+from node.broker import ZmqPump
+from node.http import BodyError, BodyStream, Headers, Request, Response
+from node.protocol import (
+    Abort,
+    BodyMsg,
+    Cancel,
+    Credit,
+    Disconnect,
+    Heartbeat,
+    Message,
+    ProtocolError,
+    Ready,
+    Reply,
+    RequestMsg,
+    decode,
+    encode,
+)
+from node.ratelog import RateLimitedLog
+
+log = logging.getLogger("scale0.worker")
+Handler = Callable[[Request], Awaitable[Response]]
+CHUNK = 256 * 1024
+WINDOW = 8
+
+
+@dataclass(eq=False)
+class _Job:
+    rid: int
+    task: asyncio.Task[None] | None = None
+    upload: BodyChannel | None = None  # the request body, when it streams
+    credit: int = 0  # reply chunks the node lets us send
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Worker:
+    """Serves `services` for the node at `node_endpoint` with `handler`."""
+
+    def __init__(self, node_endpoint: str, services: Sequence[str], concurrency: int,
+                 handler: Handler, *, name: str | None = None, heartbeat_interval: float = 1.0,
+                 liveness: int = 3, chunk_size: int = CHUNK, window: int = WINDOW) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if not services:
+            raise ValueError("a worker needs at least one service")
+        self.endpoint = node_endpoint
+        self.services = tuple(services)
+        self.concurrency = concurrency
+        self.handler = handler
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.interval = heartbeat_interval
+        self.liveness = liveness
+        self.chunk_size = chunk_size
+        self.window = window
+        self.connects = 0  # how many times we (re)connected: visible to tests and logs
+        self._jobs: dict[int, _Job] = {}
+        self._pump: ZmqPump | None = None
+        self._last_heard = 0.0
+        self._stopping = False
+        self._reconnect = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._rlog = RateLimitedLog(log)
+
+    # -- public --------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve until `stop()`; reconnects by itself when the node goes silent."""
+        backoff = self.interval
+        while not self._stopping:
+            self._connect()
+            self._reconnect.clear()
+            heard_before = self._last_heard
+            while not self._stopping and not self._reconnect.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.interval):
+                        await self._reconnect.wait()
+                if self._stopping:
+                    break
+                self._send(Heartbeat())
+                if time.monotonic() - self._last_heard > self.interval * self.liveness:
+                    log.warning("node %s silent; reconnecting", self.endpoint)
+                    break
+            if self._stopping:
+                break
+            self._drop_connection()
+            # Back off only while the node stays silent; a node that answered resets it.
+            backoff = self.interval if self._last_heard > heard_before else min(backoff * 2, 32)
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))  # backoff, not a sync
+        self._stopped.set()
+
+    async def set_concurrency(self, n: int) -> None:
+        """Offer a different number of slots (lower it when overloaded)."""
+        if n < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = n
+        self._send(self._ready())
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Say DISCONNECT, finish in-flight requests within `grace`, then close."""
+        self._send(Disconnect())
+        if self._jobs:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._idle.wait()
+        self._stopping = True
+        self._reconnect.set()
+        self._drop_connection()
+
+    def kill(self) -> None:
+        """Close the socket abruptly, as a crash would (for fault tests)."""
+        self._stopping = True
+        self._reconnect.set()
+        if self._pump is not None:
+            self._pump.close()
+            self._pump = None
+        for job in list(self._jobs.values()):
+            if job.task is not None:
+                job.task.cancel()
+
+    # -- connection ------------------------------------------------------------
+    def _ready(self) -> Ready:
+        return Ready(self.services, self.concurrency, self.name, os.getpid())
+
+    def _connect(self) -> None:
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 10000)
+        sock.setsockopt(zmq.RCVHWM, 10000)
+        sock.connect(self.endpoint)
+        self._pump = ZmqPump(sock, self._on_frames)
+        self._last_heard = time.monotonic()
+        self.connects += 1
+        self._send(self._ready())
+
+    def _drop_connection(self) -> None:
+        # Requests of a lost connection are the node's to retry; stop working on them.
+        for job in list(self._jobs.values()):
+            if job.task is not None:
+                job.task.cancel()
+        if self._pump is not None:
+            self._pump.close()
+            self._pump = None
+
+    def _send(self, msg: Message) -> bool:
+        return self._pump is not None and self._pump.send(encode(msg))
+
+    # -- inbound ---------------------------------------------------------------
+    def _on_frames(self, frames: list[bytes]) -> None:
+        self._last_heard = time.monotonic()
+        try:
+            msg = decode(frames)
+        except ProtocolError as exc:
+            self._rlog.warn("malformed", "dropped a malformed frame from the node: %s", exc.reason)
+            return
+        if isinstance(msg, RequestMsg):
+            self._on_request(msg)
+        elif isinstance(msg, BodyMsg):
+            job = self._jobs.get(msg.id)
+            if job is not None and job.upload is not None:
+                job.upload.put_nowait(msg.body)
+                if not msg.more:
+                    job.upload.finish()
+        elif isinstance(msg, Credit):
+            job = self._jobs.get(msg.id)
+            if job is not None:
+                job.credit += msg.chunks
+                job.wake.set()
+        elif isinstance(msg, Cancel):
+            job = self._jobs.get(msg.id)
+            if job is not None and job.task is not None:
+                job.task.cancel()
+        elif isinstance(msg, Disconnect):
+            log.info("node %s does not know us (restarted?); re-registering", self.endpoint)
+            self._reconnect.set()
+
+    def _on_request(self, msg: RequestMsg) -> None:
+        job = _Job(msg.id)
+        body: bytes | BodyStream = msg.body
+        if msg.more:
+            rid = msg.id
+            job.upload = BodyChannel(self.window + 1,
+                                     on_read=lambda _n: self._send_credit(rid, 1))
+            job.upload.put_nowait(msg.body)
+            body = job.upload
+            self._send(Credit(rid, self.window))
+        req = Request(msg.method, msg.target, Headers(msg.headers), body, msg.scheme, msg.host,
+                      msg.client, msg.request_id, deadline=time.monotonic() + msg.deadline)
+        self._jobs[msg.id] = job
+        self._idle.clear()
+        job.task = asyncio.create_task(self._serve(job, req, msg.deadline))
+
+    def _send_credit(self, rid: int, n: int) -> None:
+        if rid in self._jobs:
+            self._send(Credit(rid, n))
+
+    async def _serve(self, job: _Job, req: Request, seconds: float) -> None:
+        try:
+            try:
+                async with asyncio.timeout(seconds or None):
+                    resp = await self.handler(req)
+            except TimeoutError:
+                resp = Response.error(504, "the handler did not finish before the deadline")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("handler failed for %s %s", req.method, req.path)
+                resp = Response.error(500, "the worker's handler failed")
+            await self._reply(job, resp)
+        except asyncio.CancelledError:
+            pass  # the node cancelled (client gone, deadline) or we lost the node
+        finally:
+            if job.upload is not None:
+                job.upload.cancel()
+            self._jobs.pop(job.rid, None)
+            if not self._jobs:
+                self._idle.set()
+
+    async def _reply(self, job: _Job, resp: Response) -> None:
+        headers = tuple(resp.headers.items())
+        body = resp.body
+        if isinstance(body, bytes):
+            if len(body) <= self.chunk_size:
+                self._send(Reply(job.rid, resp.status, headers, False, body))
+                return
+            self._send(Reply(job.rid, resp.status, headers, True, body[: self.chunk_size]))
+            view = memoryview(body)
+            for pos in range(self.chunk_size, len(body), self.chunk_size):
+                last = pos + self.chunk_size >= len(body)
+                await self._send_chunk(job, bytes(view[pos : pos + self.chunk_size]), not last)
+            return
+        # A stream: headers go out at once, so the first byte is not held back.
+        self._send(Reply(job.rid, resp.status, headers, True, b""))
+        try:
+            while chunk := await body.read():
+                await self._send_chunk(job, chunk, True)
+        except BodyError as exc:
+            log.warning("response body for %s failed: %s", job.rid, exc)
+            self._send(Abort(job.rid, str(exc)[:200]))  # the client must see it broken
+            return
+        except asyncio.CancelledError:
+            body.cancel()
+            raise
+        await self._send_chunk(job, b"", False)
+
+    async def _send_chunk(self, job: _Job, chunk: bytes, more: bool) -> None:
+        while job.credit <= 0:
+            job.wake.clear()
+            await job.wake.wait()
+        job.credit -= 1
+        self._send(BodyMsg(job.rid, more, chunk))

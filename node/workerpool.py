@@ -1,0 +1,318 @@
+"""Which worker serves which request: the broker's pure decision core.
+
+No I/O and no timers: every method takes the current time from the injected
+clock and returns `Decisions` — assign this request to that worker, fail that
+one with a status — which the broker shell then carries out (decide, then act).
+
+Rules (issue 2, "Worker selection" and "Faults"):
+- A worker offers services and a concurrency; READY again changes the offer.
+- Selection: among live workers of the service with a free slot, the least
+  loaded (in_flight / concurrency), ties to the least recently assigned.
+- No free slot: the request waits in a bounded per-service FIFO queue. A freed
+  slot goes to the oldest waiting request of any service that worker offers.
+  A full queue fails at once with 503; the shell fails a request that is still
+  queued at its deadline with 503 (`cancel` tells it whether it was queued).
+- A worker silent for `liveness` heartbeat intervals is dead. Its in-flight
+  requests that are retryable and not yet retried go back to the head of the
+  queue (served by another worker); the others fail with 502.
+Not safe for concurrent use: one broker, one event loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from gossip.load import ServiceLoad
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def is_retryable(method: str, body_streamed: bool) -> bool:
+    """May a request lost with its worker be sent again to another worker?"""
+    return method in IDEMPOTENT and not body_streamed
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    req_id: int
+    status: int  # 502 worker died, 503 no capacity
+    reason: str
+
+
+@dataclass(slots=True)
+class Decisions:
+    """What the shell must do now. `retried` lists ids reassigned after a death."""
+
+    assign: list[tuple[int, bytes]] = field(default_factory=list)  # (request, worker identity)
+    fail: list[Failure] = field(default_factory=list)
+    dead: list[bytes] = field(default_factory=list)  # workers removed for silence
+    retried: list[int] = field(default_factory=list)
+
+    def extend(self, other: Decisions) -> None:
+        self.assign += other.assign
+        self.fail += other.fail
+        self.dead += other.dead
+        self.retried += other.retried
+
+
+@dataclass(slots=True)
+class WorkerState:
+    identity: bytes
+    services: frozenset[str]
+    concurrency: int
+    name: str
+    last_seen: float
+    in_flight: set[int] = field(default_factory=set)
+    last_assigned: int = 0  # sequence number of the last assignment (LRU ties)
+    draining: bool = False
+
+    def free(self) -> int:
+        return 0 if self.draining else self.concurrency - len(self.in_flight)
+
+
+@dataclass(slots=True)
+class _Req:
+    req_id: int
+    service: str
+    deadline: float
+    retryable: bool
+    seq: int  # arrival order, for FIFO across services
+    worker: bytes | None = None
+    started: float = 0.0
+
+
+class WorkerPool:
+    """Registry of workers, per-service wait queues and recent load figures."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        *,
+        heartbeat_interval: float = 1.0,
+        liveness: int = 3,
+        queue_limit: int = 256,
+        window: float = 10.0,
+        window_samples: int = 2048,
+    ) -> None:
+        self._clock = clock
+        self.expiry = heartbeat_interval * liveness
+        self.queue_limit = queue_limit
+        self._window = window
+        self.workers: dict[bytes, WorkerState] = {}
+        self._reqs: dict[int, _Req] = {}
+        self._queues: dict[str, deque[int]] = {}
+        self._seq = itertools.count(1)
+        self._samples: dict[str, deque[tuple[float, float]]] = {}  # (done at, latency)
+        self._window_samples = window_samples
+
+    # -- workers ---------------------------------------------------------------
+    def ready(self, identity: bytes, services: Iterable[str], concurrency: int,
+              name: str = "") -> Decisions:
+        """A worker joins or changes its offer; waiting requests may now be assigned."""
+        now = self._clock()
+        w = self.workers.get(identity)
+        if w is None:
+            w = WorkerState(identity, frozenset(services), concurrency, name, now)
+            self.workers[identity] = w
+        else:
+            w.services, w.concurrency, w.name, w.last_seen = (
+                frozenset(services), concurrency, name, now)
+            w.draining = False
+        return self._fill(w)
+
+    def seen(self, identity: bytes) -> bool:
+        """Any message from a worker proves it alive; False if we do not know it."""
+        w = self.workers.get(identity)
+        if w is None:
+            return False
+        w.last_seen = self._clock()
+        return True
+
+    def drain_worker(self, identity: bytes) -> Decisions:
+        """The worker said DISCONNECT: no new work; gone once its in-flight finish."""
+        w = self.workers.get(identity)
+        if w is None:
+            return Decisions()
+        w.draining = True
+        if not w.in_flight:
+            del self.workers[identity]
+        return Decisions()
+
+    def remove(self, identity: bytes) -> Decisions:
+        """The worker is gone: retry or fail what it was serving."""
+        w = self.workers.pop(identity, None)
+        out = Decisions()
+        if w is None:
+            return out
+        out.dead.append(identity)
+        requeue: list[_Req] = []
+        for rid in sorted(w.in_flight, key=lambda r: self._reqs[r].seq):
+            req = self._reqs[rid]
+            req.worker = None
+            if req.retryable:
+                req.retryable = False  # retried once at most
+                requeue.append(req)
+                out.retried.append(rid)
+            else:
+                del self._reqs[rid]
+                out.fail.append(Failure(rid, 502, "the worker serving it stopped responding"))
+        for req in reversed(requeue):  # they waited longest: front of the queue
+            self._queues.setdefault(req.service, deque()).appendleft(req.req_id)
+        for svc in {r.service for r in requeue}:
+            out.extend(self._drain_queue(svc))
+        return out
+
+    def expire(self) -> Decisions:
+        """Drop workers silent for longer than the liveness window; call every beat."""
+        now = self._clock()
+        out = Decisions()
+        for identity in [i for i, w in self.workers.items() if now - w.last_seen > self.expiry]:
+            out.extend(self.remove(identity))
+        return out
+
+    # -- requests ----------------------------------------------------------------
+    def submit(self, req_id: int, service: str, deadline: float, retryable: bool) -> Decisions:
+        """A new request: assigned now, queued, or failed (queue full / no workers)."""
+        req = _Req(req_id, service, deadline, retryable, next(self._seq))
+        w = self._select(service)
+        if w is not None:
+            self._reqs[req_id] = req
+            return Decisions(assign=[self._assign(req, w)])
+        queue = self._queues.setdefault(service, deque())
+        if len(queue) >= self.queue_limit:
+            return Decisions(fail=[Failure(req_id, 503, f"service {service!r} queue is full")])
+        self._reqs[req_id] = req
+        queue.append(req_id)
+        return Decisions()
+
+    def complete(self, req_id: int) -> Decisions:
+        """The request finished (reply fully received): record latency, reuse its slot."""
+        req = self._reqs.get(req_id)
+        if req is not None and req.worker is not None:
+            s = self._samples.setdefault(req.service, deque(maxlen=self._window_samples))
+            now = self._clock()
+            s.append((now, now - req.started))
+        return self.cancel(req_id)
+
+    def cancel(self, req_id: int) -> Decisions:
+        """Forget a request (deadline, client gone, done); frees its slot if it had one."""
+        req = self._reqs.pop(req_id, None)
+        if req is None:
+            return Decisions()
+        if req.worker is None:
+            queue = self._queues.get(req.service)
+            if queue is not None and req_id in queue:
+                queue.remove(req_id)
+            return Decisions()
+        w = self.workers.get(req.worker)
+        if w is None:
+            return Decisions()
+        w.in_flight.discard(req_id)
+        if w.draining and not w.in_flight:
+            del self.workers[w.identity]
+            return Decisions()
+        return self._fill(w)
+
+    def mark_unretryable(self, req_id: int) -> None:
+        """The reply has started (or the body streamed): a second attempt is impossible."""
+        req = self._reqs.get(req_id)
+        if req is not None:
+            req.retryable = False
+
+    def where(self, req_id: int) -> bytes | None:
+        """The worker serving `req_id`, or None if queued or unknown."""
+        req = self._reqs.get(req_id)
+        return None if req is None else req.worker
+
+    def is_queued(self, req_id: int) -> bool:
+        req = self._reqs.get(req_id)
+        return req is not None and req.worker is None
+
+    def expired_in_queue(self) -> list[int]:
+        """Queued requests whose deadline has passed (the shell fails them with 503)."""
+        now = self._clock()
+        return [rid for q in self._queues.values() for rid in q if self._reqs[rid].deadline <= now]
+
+    # -- load ------------------------------------------------------------------
+    def services(self) -> set[str]:
+        return {s for w in self.workers.values() for s in w.services}
+
+    def has_free_slot(self, service: str) -> bool:
+        return self._select(service, touch=False) is not None
+
+    def queued(self, service: str) -> int:
+        return len(self._queues.get(service, ()))
+
+    def service_loads(self) -> dict[str, ServiceLoad]:
+        now = self._clock()
+        out: dict[str, ServiceLoad] = {}
+        for svc in self.services() | {s for s, q in self._queues.items() if q}:
+            ws = [w for w in self.workers.values() if svc in w.services and not w.draining]
+            samples = self._samples.get(svc, deque())
+            while samples and samples[0][0] < now - self._window:
+                samples.popleft()
+            lat = sorted(x[1] for x in samples)
+            p50 = lat[len(lat) // 2] * 1000 if lat else 0.0
+            out[svc] = ServiceLoad(
+                workers=len(ws),
+                slots=sum(w.concurrency for w in ws),
+                in_flight=sum(1 for r in self._reqs.values()
+                              if r.service == svc and r.worker is not None),
+                queued=self.queued(svc),
+                p50_ms=p50,
+                rps=len(samples) / self._window,
+            )
+        return out
+
+    # -- inside ----------------------------------------------------------------
+    def _alive(self, w: WorkerState, now: float) -> bool:
+        return now - w.last_seen <= self.expiry
+
+    def _select(self, service: str, touch: bool = True) -> WorkerState | None:
+        now = self._clock()
+        best: WorkerState | None = None
+        best_key = (2.0, 0)
+        for w in self.workers.values():
+            if service not in w.services or w.free() <= 0 or not self._alive(w, now):
+                continue
+            key = (len(w.in_flight) / w.concurrency, w.last_assigned)
+            if best is None or key < best_key:
+                best, best_key = w, key
+        return best
+
+    def _assign(self, req: _Req, w: WorkerState) -> tuple[int, bytes]:
+        req.worker = w.identity
+        req.started = self._clock()
+        w.in_flight.add(req.req_id)
+        w.last_assigned = next(self._seq)
+        return (req.req_id, w.identity)
+
+    def _fill(self, w: WorkerState) -> Decisions:
+        """Give `w`'s free slots to the oldest waiting requests of its services."""
+        out = Decisions()
+        while w.free() > 0 and self._alive(w, self._clock()):
+            heads = [(self._reqs[q[0]].seq, s) for s in w.services
+                     if (q := self._queues.get(s))]
+            if not heads:
+                break
+            _, svc = min(heads)
+            step = self._drain_queue(svc)
+            if not step.assign:
+                break
+            out.extend(step)
+        return out
+
+    def _drain_queue(self, service: str) -> Decisions:
+        """Assign as many queued requests of `service` as there are free slots."""
+        out = Decisions()
+        queue = self._queues.get(service)
+        while queue:
+            w = self._select(service)
+            if w is None:
+                break
+            req = self._reqs[queue.popleft()]
+            out.assign.append(self._assign(req, w))
+        return out

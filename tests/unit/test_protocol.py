@@ -1,0 +1,145 @@
+"""The worker protocol codec: every message round-trips; hostile frames only ever
+raise ProtocolError."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from node.protocol import (
+    VERSION,
+    Abort,
+    BodyMsg,
+    Cancel,
+    Cmd,
+    Credit,
+    Disconnect,
+    Heartbeat,
+    Limits,
+    Message,
+    ProtocolError,
+    Ready,
+    Reply,
+    RequestMsg,
+    decode,
+    encode,
+)
+
+ids = st.integers(0, 2**63 - 1)
+token = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFXYZ0123456789-_.!#"),
+                min_size=1, max_size=30)
+value = st.text(st.characters(blacklist_characters="\r\n\x00", blacklist_categories=("Cs",)),
+                max_size=60)
+visible = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=60)
+headers = st.lists(st.tuples(token, value), max_size=12).map(tuple)
+service = st.text(st.sampled_from("abcxyz019_.-"), min_size=1, max_size=20)
+
+messages: st.SearchStrategy[Message] = st.one_of(
+    st.builds(Ready, st.lists(service, min_size=1, max_size=5).map(tuple),
+              st.integers(0, 100_000), value, st.integers(0, 2**31)),
+    st.just(Heartbeat()),
+    st.builds(RequestMsg, ids, visible, visible, headers,
+              st.floats(0, 604800, allow_nan=False), st.sampled_from(["http", "https"]),
+              st.sampled_from(["", "example.com:8080"]), st.sampled_from(["", "10.0.0.1"]),
+              value, st.booleans(), st.binary(max_size=300)),
+    st.builds(BodyMsg, ids, st.booleans(), st.binary(max_size=300)),
+    st.builds(Credit, ids, st.integers(1, 65536)),
+    st.builds(Reply, ids, st.integers(100, 599), headers, st.booleans(), st.binary(max_size=300)),
+    st.builds(Cancel, ids),
+    st.just(Disconnect()),
+    st.builds(Abort, ids, value),
+)
+
+
+@given(messages)
+def test_every_message_round_trips(msg: Message) -> None:
+    assert decode(encode(msg)) == msg
+
+
+def test_body_travels_as_its_own_frame() -> None:
+    body = b"x" * 100_000
+    frames = encode(Reply(7, 200, (("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")), False, body))
+    assert frames[0] == VERSION and frames[1] == bytes([Cmd.REPLY]) and frames[3] is body
+    assert len(frames[2]) < 100
+    assert decode(frames).headers == (("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"))  # type: ignore[union-attr]
+
+
+@given(st.lists(st.binary(max_size=64), max_size=6))
+def test_random_frames_raise_only_protocol_error(frames: list[bytes]) -> None:
+    try:
+        decode(frames)
+    except ProtocolError:
+        pass
+
+
+@given(messages, st.data())
+def test_mutated_frames_raise_only_protocol_error(msg: Message, data: st.DataObject) -> None:
+    frames = encode(msg)
+    i = data.draw(st.integers(0, len(frames) - 1))
+    frame = bytearray(frames[i])
+    for _ in range(data.draw(st.integers(1, 4))):
+        if frame and data.draw(st.booleans()):
+            frame[data.draw(st.integers(0, len(frame) - 1))] = data.draw(st.integers(0, 255))
+        else:
+            frame = frame[: data.draw(st.integers(0, len(frame)))]
+    frames[i] = bytes(frame)
+    try:
+        out = decode(frames)
+    except ProtocolError:
+        return
+    assert type(out).CMD in Cmd  # a mutation may still decode to some valid message
+
+
+scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
+           | st.text(max_size=8))
+
+
+@given(st.recursive(scalars, lambda c: st.lists(c, max_size=4), max_leaves=30),
+       st.sampled_from(list(Cmd)))
+def test_any_msgpack_metadata_raises_only_protocol_error(meta: object, cmd: Cmd) -> None:
+    frames = [VERSION, bytes([cmd]), msgpack.packb(meta), b""]
+    for n in (3, 4):
+        try:
+            decode(frames[:n])
+        except ProtocolError:
+            pass
+
+
+BAD = [
+    ("version", [b"S0W9", b"\x02", msgpack.packb([])]),
+    ("unknown command", [VERSION, b"\xff", msgpack.packb([])]),
+    ("too many frames", [VERSION, b"\x02", msgpack.packb([]), b"", b""]),
+    ("body on heartbeat", [VERSION, b"\x02", msgpack.packb([]), b"x"]),
+    ("deep nesting", [VERSION, b"\x07", b"\x91" * 5000 + b"\x00"]),
+    ("huge array header", [VERSION, b"\x07", b"\xdd\xff\xff\xff\xff"]),
+    ("map", [VERSION, b"\x07", msgpack.packb({"id": 1})]),
+    ("bool as int", [VERSION, b"\x07", msgpack.packb([True])]),
+    ("negative id", [VERSION, b"\x07", msgpack.packb([-1])]),
+    ("header injection", encode(Reply(1, 200, (("X", "a\r\nSet-Cookie: evil"),)))),
+    ("bad header name", encode(Reply(1, 200, (("X Y", "a"),)))),
+    ("status range", [VERSION, b"\x06", msgpack.packb([1, 99, [], False]), b""]),
+    ("nan deadline", encode(RequestMsg(1, "GET", "/", (), float("nan")))),
+    ("space in target", encode(RequestMsg(1, "GET", "/a b", (), 1.0))),
+    ("ext type", [VERSION, b"\x07", msgpack.packb([msgpack.ExtType(1, b"x")])]),
+    ("zero concurrency service list", encode(Ready((), 1))),
+]
+
+
+@pytest.mark.parametrize(("why", "frames"), BAD, ids=[b[0] for b in BAD])
+def test_bad_frames_are_refused_with_a_reason(why: str, frames: list[bytes]) -> None:
+    with pytest.raises(ProtocolError) as err:
+        decode(frames)
+    assert err.value.reason
+
+
+def test_limits_bound_headers_and_sizes() -> None:
+    small = Limits(max_headers=2, max_meta=10_000, max_body_frame=10)
+    many = Reply(1, 200, (("A", "1"), ("B", "2"), ("C", "3")))
+    with pytest.raises(ProtocolError, match="header"):
+        decode(encode(many), small)
+    with pytest.raises(ProtocolError, match="body frame"):
+        decode(encode(BodyMsg(1, True, b"x" * 11)), small)
+    with pytest.raises(ProtocolError, match="metadata longer"):
+        decode(encode(Reply(1, 200, (("A", "v" * 10_001),))), small)
