@@ -1,0 +1,417 @@
+"""The front door: Tornado's HTTP/1.1 wire turned into plain Requests and back.
+
+An `HTTPServerConnectionDelegate` (not a RequestHandler) so the pipeline never
+sees Tornado and the wire can be swapped later. Per request, `_Exchange`:
+checks limits as early as it can (header bytes → 431; a declared
+Content-Length over the limit → 413 before any body is read; a chunked body
+that grows past it → 413 as soon as it does), settles the target and Host,
+and starts the pipeline — at once with a streamed body (a `BodyChannel` whose
+full buffer holds Tornado's reads back: `data_received` returns the put), or
+after the body for small ones. The response is framed here: no body for
+HEAD/1xx/204/304, Content-Length when the length is known, chunked otherwise;
+a streamed body is written chunk by chunk, each write awaited (backpressure),
+and cancelled if the client goes away, which also cancels the pipeline task.
+
+Tornado closes the connection without an answer when the headers exceed its
+own buffer, so that buffer is set above our limit: headers between the two
+get a 431; beyond it (4 times the limit) the connection is simply closed.
+A mounted Tornado application (`AppMount`) may claim a request before the
+pipeline sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http.client import responses as _PHRASES
+from typing import Any, Protocol
+
+from tornado import httputil, iostream
+from tornado.httpserver import HTTPServer
+
+from node.body import BodyChannel, read_body
+from node.errors import ClientError
+from node.http import Body, BodyError, Headers, Request, Response
+from node.proxyheaders import normalise_target
+
+log = logging.getLogger("scale0.front")
+access_log = logging.getLogger("scale0.access")
+
+Handler = Callable[[Request], Awaitable[Response]]
+_NO_BODY_STATUS = (204, 304)
+
+
+@dataclass(frozen=True, slots=True)
+class FrontLimits:
+    max_header_size: int = 32 * 1024
+    max_body_size: int = 1 << 30
+    buffer_body_below: int = 64 * 1024  # smaller declared bodies are read whole first
+    idle_timeout: float = 75.0
+    body_timeout: float = 120.0
+    chunk_size: int = 64 * 1024
+    body_channel_chunks: int = 8  # chunks buffered before the client's reads are held
+
+
+class AppMount(Protocol):
+    """Something that may answer a request itself before the pipeline (issue 7)."""
+
+    def find(self, server_conn: object, request_conn: httputil.HTTPConnection,
+             start_line: httputil.RequestStartLine,
+             headers: httputil.HTTPHeaders) -> httputil.HTTPMessageDelegate | None: ...
+
+
+class TornadoAppMount:
+    """Mount a `tornado.web.Application`: it answers the requests its rules match."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    def find(self, server_conn: object, request_conn: httputil.HTTPConnection,
+             start_line: httputil.RequestStartLine,
+             headers: httputil.HTTPHeaders) -> httputil.HTTPMessageDelegate | None:
+        request = httputil.HTTPServerRequest(
+            connection=request_conn, server_connection=server_conn,
+            start_line=start_line, headers=headers,
+        )
+        found: httputil.HTTPMessageDelegate | None = self._app.default_router.find_handler(request)
+        return found
+
+
+class Front(httputil.HTTPServerConnectionDelegate):
+    """The HTTP listener's delegate; one per listener, shared by its connections."""
+
+    def __init__(self, handle: Handler, *, limits: FrontLimits | None = None,
+                 scheme: str = "http", mount: AppMount | None = None) -> None:
+        self.handle = handle
+        self.limits = limits or FrontLimits()
+        self.scheme = scheme
+        self.mount = mount
+        self.draining = False
+        self._in_flight: set[_Exchange] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._servers: list[HTTPServer] = []
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def start_request(self, server_conn: object,
+                      request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
+        return _Exchange(self, server_conn, request_conn)
+
+    def listen(self, port: int, host: str = "", ssl_options: Any = None) -> HTTPServer:
+        """Bind and serve on `host:port` (port 0: any free one; see `bound_port`)."""
+        limits = self.limits
+        server = HTTPServer(
+            self, ssl_options=ssl_options, no_keep_alive=False, xheaders=False,
+            decompress_request=False, chunk_size=limits.chunk_size,
+            max_header_size=limits.max_header_size * 4, max_body_size=1 << 62,
+            idle_connection_timeout=limits.idle_timeout, body_timeout=limits.body_timeout,
+        )
+        server.listen(port, host or "")
+        self._servers.append(server)
+        return server
+
+    async def drain(self, grace: float) -> bool:
+        """Stop accepting, let in-flight exchanges finish (up to `grace` s), close the
+        connections. True if everything finished in time."""
+        self.draining = True
+        for server in self._servers:
+            server.stop()
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+            finished = True
+        except TimeoutError:
+            finished = False
+        for server in self._servers:
+            await server.close_all_connections()
+        return finished
+
+    def _started(self, exchange: _Exchange) -> None:
+        self._in_flight.add(exchange)
+        self._idle.clear()
+
+    def _ended(self, exchange: _Exchange) -> None:
+        self._in_flight.discard(exchange)
+        if not self._in_flight:
+            self._idle.set()
+
+
+def bound_port(server: HTTPServer) -> int:
+    """The port a listener bound (useful after `listen(0)`)."""
+    for sock in server._sockets.values():
+        return int(sock.getsockname()[1])
+    raise RuntimeError("the server has no listening socket")
+
+
+def _header_bytes(start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders) -> int:
+    size = len(start_line.method) + len(start_line.path) + len(start_line.version) + 4
+    return size + sum(len(k) + len(v) + 4 for k, v in headers.get_all())
+
+
+def _content_length(values: list[str], chunked: bool) -> int:
+    """The declared body length; ClientError when it is ambiguous (a smuggling risk)."""
+    if not values:
+        return 0
+    if chunked:
+        raise ClientError("both Content-Length and Transfer-Encoding: refusing an ambiguous body")
+    pieces = {p.strip() for v in values for p in v.split(",")}
+    if len(pieces) != 1 or not next(iter(pieces)).isdigit():
+        raise ClientError(f"invalid Content-Length {', '.join(values)[:60]!r}")
+    return int(pieces.pop())
+
+
+class _Exchange(httputil.HTTPMessageDelegate):
+    """One request and its response on one connection."""
+
+    def __init__(self, front: Front, server_conn: object,
+                 conn: httputil.HTTPConnection) -> None:
+        self.front = front
+        self.server_conn = server_conn
+        self.conn = conn
+        self.inner: httputil.HTTPMessageDelegate | None = None
+        self.request: Request | None = None
+        self.version = "HTTP/1.1"
+        self.channel: BodyChannel | None = None
+        self.buffered: list[bytes] | None = None
+        self.received = 0
+        self.task: asyncio.Task[None] | None = None
+        self.too_large = False
+        self.gone = False
+        self.response_started = False
+        self.done = False
+        self.hold: asyncio.Future[None] | None = None
+        self.out_body: Body = b""
+        self.started_at = time.monotonic()
+
+    # -- HTTPMessageDelegate ---------------------------------------------------
+    def headers_received(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+                         headers: httputil.HTTPHeaders) -> Awaitable[None] | None:
+        assert isinstance(start_line, httputil.RequestStartLine)
+        front = self.front
+        self.version = start_line.version
+        if front.mount is not None:
+            inner = front.mount.find(self.server_conn, self.conn, start_line, headers)
+            if inner is not None:
+                self.inner = inner  # the mounted app owns the exchange from here
+                return inner.headers_received(start_line, headers)
+        front._started(self)
+        set_close_callback = getattr(self.conn, "set_close_callback", None)
+        if set_close_callback is not None:  # HTTP1Connection: told when the client leaves
+            set_close_callback(self.on_connection_close)
+        limit = front.limits
+        if _header_bytes(start_line, headers) > limit.max_header_size:
+            return self._reject(431, f"request headers larger than {limit.max_header_size} bytes")
+        chunked = "Transfer-Encoding" in headers
+        try:
+            length = _content_length(headers.get_list("Content-Length"), chunked)
+            target = normalise_target(start_line.method, start_line.path,
+                                      headers.get_list("Host"), start_line.version, front.scheme)
+        except ClientError as exc:
+            return self._reject(exc.status, exc.reason)
+        if length > limit.max_body_size:
+            return self._reject(413, f"request body larger than {limit.max_body_size} bytes")
+        fields = Headers(headers.get_all())
+        if target.host:
+            fields.set("Host", target.host)
+        context = getattr(self.conn, "context", None)
+        self.request = Request(
+            method=start_line.method, target=target.target, headers=fields,
+            scheme=target.scheme, host=target.host,
+            client=str(getattr(context, "remote_ip", "") or ""),
+        )
+        if chunked or length >= limit.buffer_body_below:
+            self.channel = BodyChannel(capacity=limit.body_channel_chunks)
+            self.request.body = self.channel
+            self._start()
+        elif length:
+            self.buffered = []
+        return None
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self.inner is not None:
+            return self.inner.data_received(chunk)
+        self.received += len(chunk)
+        if self.received > self.front.limits.max_body_size:
+            return self._body_too_large()
+        if self.buffered is not None:
+            self.buffered.append(chunk)
+            return None
+        if self.channel is not None:
+            return self._feed(self.channel, chunk)
+        return None
+
+    def finish(self) -> None:
+        if self.inner is not None:
+            self.inner.finish()
+            return
+        if self.request is None or self.too_large:
+            return
+        if self.channel is not None:
+            self.channel.finish()
+        else:
+            self.request.body = b"".join(self.buffered or ())
+            self.buffered = None
+            self._start()
+
+    def on_connection_close(self) -> None:
+        if self.inner is not None:
+            self.inner.on_connection_close()
+            return
+        if self.done:
+            return
+        self.gone = True
+        if self.channel is not None:
+            self.channel.fail("the client closed the connection")
+        if self.task is not None:
+            self.task.cancel()
+        else:
+            self._end()
+        self._release_hold()
+
+    # -- request side ----------------------------------------------------------
+    async def _feed(self, channel: BodyChannel, chunk: bytes) -> None:
+        try:
+            await channel.put(chunk)
+        except BodyError:
+            pass  # nobody reads any more (the answer went out early): drop the rest
+
+    def _body_too_large(self) -> Awaitable[None]:
+        """Stop reading, tell the pipeline, answer 413 unless an answer already began."""
+        if not self.too_large:
+            self.too_large = True
+            if self.channel is not None:
+                self.channel.fail("request body larger than the limit")
+            if self.task is not None and not self.response_started:
+                self.task.cancel()  # _run answers 413 once the pipeline has unwound
+        if self.hold is None:
+            self.hold = asyncio.get_running_loop().create_future()
+        return self.hold  # released when the connection closes or the answer is out
+
+    def _release_hold(self) -> None:
+        if self.hold is not None and not self.hold.done():
+            self.hold.set_result(None)
+
+    def _start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _reject(self, status: int, reason: str) -> None:
+        """Answer at once, without reading the body, and close the connection."""
+        self.too_large = True  # suppresses pipeline start in finish()
+        try:
+            await self._write(Response.error(status, reason), close=True)
+        finally:
+            self._end()
+
+    # -- response side ---------------------------------------------------------
+    async def _run(self) -> None:
+        assert self.request is not None
+        try:
+            try:
+                response = await self.front.handle(self.request)
+            except asyncio.CancelledError:
+                if self.gone or not self.too_large:
+                    raise
+                limit = self.front.limits.max_body_size
+                response = Response.error(413, f"request body larger than {limit} bytes")
+            await self._write(response, close=self.too_large)
+        except asyncio.CancelledError:
+            pass  # the client left; its streams were cancelled on the way out
+        finally:
+            if self.channel is not None:
+                self.channel.cancel()
+            self._end()
+
+    async def _write(self, response: Response, close: bool = False) -> None:
+        request = self.request
+        method = request.method if request is not None else ""
+        status = response.status
+        if not 200 <= status <= 999:  # 1xx would need an upgrade path we do not have
+            response = Response.error(502, f"upstream sent an unusable status {status}")
+            status = 502
+        body: Body = response.body
+        no_body = method == "HEAD" or status in _NO_BODY_STATUS
+        fields = httputil.HTTPHeaders()
+        for name, value in response.headers:
+            if name.lower() == "transfer-encoding":
+                continue
+            if name.lower() == "content-length" and (status == 204 or not no_body):
+                continue  # we frame the body ourselves
+            fields.add(name, value)
+        if self.front.draining or close:
+            fields["Connection"] = "close"
+        if no_body:
+            if not isinstance(body, bytes):
+                body.cancel()
+            body = b""
+        elif not isinstance(body, bytes) and self.version == "HTTP/1.0":
+            try:  # no chunked encoding in HTTP/1.0: learn the length first
+                body = await read_body(body, self.front.limits.max_body_size)
+            except BodyError as exc:
+                return await self._write(Response.error(502, f"upstream body failed: {exc}"), close)
+        if isinstance(body, bytes) and not no_body:
+            fields["Content-Length"] = str(len(body))
+        elif not isinstance(body, bytes) and "Content-Length" in response.headers:
+            fields["Content-Length"] = response.headers.get("Content-Length") or "0"
+        start = httputil.ResponseStartLine("HTTP/1.1", status, _PHRASES.get(status, "Unknown"))
+        self.response_started = True
+        self.out_body = body
+        try:
+            if isinstance(body, bytes):
+                await self.conn.write_headers(start, fields, body or None)
+            else:
+                await self.conn.write_headers(start, fields)
+                await self._stream(body)
+            self.conn.finish()
+        except asyncio.CancelledError:
+            if not isinstance(body, bytes):
+                body.cancel()
+            raise
+        except (iostream.StreamClosedError, httputil.HTTPOutputError, ValueError) as exc:
+            if not isinstance(body, bytes):
+                body.cancel()
+            log.info("response to %s aborted: %s", self._describe(), exc)
+            self._close()
+        finally:
+            self._release_hold()
+            self._access(status, response)
+
+    async def _stream(self, body: Any) -> None:
+        while True:
+            try:
+                chunk = await body.read()
+            except BodyError as exc:
+                # Headers are out: the only honest signal left is an aborted message.
+                log.warning("upstream body failed mid-response to %s: %s", self._describe(), exc)
+                self._close()
+                raise iostream.StreamClosedError() from exc
+            if not chunk:
+                return
+            await self.conn.write(chunk)
+
+    def _close(self) -> None:
+        close = getattr(self.conn, "close", None)
+        if close is not None:
+            close()
+
+    def _end(self) -> None:
+        if not self.done:
+            self.done = True
+            self.front._ended(self)
+
+    def _describe(self) -> str:
+        r = self.request
+        return f"{r.method} {r.host}{r.target} [{r.request_id}]" if r else "a client"
+
+    def _access(self, status: int, response: Response) -> None:
+        r = self.request
+        if r is None:
+            access_log.info("- - - %d %s", status, response.reason)
+            return
+        access_log.info("%s %s %s%s %d %.1fms %s rid=%s", r.client, r.method, r.host, r.target,
+                        status, (time.monotonic() - self.started_at) * 1000,
+                        response.outcome or "-", r.request_id or "-")

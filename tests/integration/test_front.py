@@ -1,0 +1,352 @@
+"""The front door over real loopback HTTP, with an in-memory dispatcher twin behind it.
+
+Requests are written as raw bytes so framing, repeated fields and the odd
+forms (absolute-form targets, extension methods, chunked uploads) are exactly
+what a client sends; responses are parsed by hand for the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from node.body import BodyChannel, read_body
+from node.errors import NoCapacity
+from node.front import Front, FrontLimits, bound_port
+from node.http import Headers, Request, Response
+from node.pipeline import Pipeline
+from node.services import ServiceMap
+
+Reply = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass
+class Twin:
+    """Dispatcher twin: records what reached it, answers with `reply`."""
+
+    reply: Reply
+    seen: list[Request] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+
+    async def dispatch(self, service: str, request: Request) -> Response:
+        self.seen.append(request)
+        self.bodies.append(await read_body(request.body, 1 << 30))
+        return await self.reply(request)
+
+
+@dataclass
+class Raw:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def get(self, name: str) -> str | None:
+        return Headers(self.headers).get(name)
+
+    def get_all(self, name: str) -> list[str]:
+        return Headers(self.headers).get_all(name)
+
+
+async def read_response(reader: asyncio.StreamReader, head: bool = False) -> Raw:
+    status_line = await reader.readline()
+    assert status_line.startswith(b"HTTP/1.1 "), status_line
+    status = int(status_line.split()[1])
+    headers: list[tuple[str, str]] = []
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin1").partition(":")
+        headers.append((name, value.strip()))
+    h = Headers(headers)
+    body = b""
+    if head or status in (204, 304):
+        return Raw(status, headers, b"")
+    if (h.get("transfer-encoding") or "").lower() == "chunked":
+        while True:
+            size = int((await reader.readline()).strip(), 16)
+            if size == 0:
+                await reader.readline()
+                break
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+    elif h.get("content-length") is not None:
+        body = await reader.readexactly(int(h.get("content-length") or "0"))
+    else:
+        body = await reader.read()
+    return Raw(status, headers, body)
+
+
+async def echo(request: Request) -> Response:
+    return Response(200, Headers([("Content-Type", "text/plain")]), b"hello")
+
+
+class Harness:
+    def __init__(self, reply: Reply = echo, routes: tuple[str, ...] = (),
+                 known: tuple[str, ...] | None = None) -> None:
+        self.twin = Twin(reply)
+        known_fn = (lambda: known) if known is not None else None
+        self.pipeline = Pipeline([], ServiceMap.from_specs(routes), [], self.twin, "test-node",
+                                 known_services=known_fn)
+        self.front = Front(self.pipeline.handle,
+                           limits=FrontLimits(max_header_size=4096, max_body_size=100_000))
+        self.server = self.front.listen(0, "127.0.0.1")
+        self.port = bound_port(self.server)
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def exchange(self, raw: bytes, head: bool = False) -> Raw:
+        reader, writer = await self.connect()
+        try:
+            writer.write(raw)
+            await writer.drain()
+            return await asyncio.wait_for(read_response(reader, head), 10)
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        self.server.stop()
+        await self.server.close_all_connections()
+
+
+def run(scenario: Callable[[Harness], Awaitable[None]], **kw: object) -> None:
+    async def main() -> None:
+        h = Harness(**kw)  # type: ignore[arg-type]
+        try:
+            await asyncio.wait_for(scenario(h), 30)
+        finally:
+            await h.close()
+
+    asyncio.run(main())
+
+
+def test_headers_pass_through_and_repeated_set_cookie_survive() -> None:
+    async def reply(request: Request) -> Response:
+        return Response(200, Headers([("Set-Cookie", "a=1; Path=/"), ("X-Up", "u"),
+                                      ("Set-Cookie", "b=2, c=3")]), b"ok")
+
+    async def scenario(h: Harness) -> None:
+        r = await h.exchange(b"GET /x?y=1 HTTP/1.1\r\nHost: a.test\r\nX-Custom: one\r\n"
+                             b"X-Custom: two\r\nAccept: */*\r\n\r\n")
+        assert r.status == 200 and r.body == b"ok"
+        assert r.get_all("Set-Cookie") == ["a=1; Path=/", "b=2, c=3"]
+        assert r.get("X-Up") == "u"
+        seen = h.twin.seen[0]
+        assert seen.target == "/x?y=1" and seen.method == "GET"
+        assert seen.headers.get_all("X-Custom") == ["one", "two"]
+        assert seen.headers.get("Host") == "a.test"
+
+    run(scenario, reply=reply)
+
+
+def test_hop_by_hop_removed_both_ways() -> None:
+    async def reply(request: Request) -> Response:
+        return Response(200, Headers([("Connection", "X-Internal"), ("X-Internal", "1"),
+                                      ("Keep-Alive", "timeout=5"), ("Upgrade", "h2c"),
+                                      ("Proxy-Authenticate", "Basic"), ("Trailer", "X-T"),
+                                      ("X-Kept", "k")]), b"ok")
+
+    async def scenario(h: Harness) -> None:
+        r = await h.exchange(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: keep-alive, X-Secret\r\n"
+                             b"X-Secret: s\r\nKeep-Alive: 300\r\nTE: trailers\r\nUpgrade: ws\r\n"
+                             b"Proxy-Authorization: Basic eA==\r\nX-Kept: k\r\n\r\n")
+        sent = {k.lower() for k, _ in h.twin.seen[0].headers}
+        assert not sent & {"connection", "x-secret", "keep-alive", "te", "upgrade",
+                           "proxy-authorization"}
+        assert "x-kept" in sent
+        got = {k.lower() for k, _ in r.headers}
+        assert not got & {"x-internal", "keep-alive", "upgrade", "proxy-authenticate", "trailer"}
+        assert r.get("X-Kept") == "k"
+
+    run(scenario, reply=reply)
+
+
+def test_forwarding_headers_and_request_id() -> None:
+    async def scenario(h: Harness) -> None:
+        r = await h.exchange(b"GET / HTTP/1.1\r\nHost: a.test:8080\r\nX-Forwarded-For: 10.0.0.9\r\n"
+                             b"X-Forwarded-Proto: https\r\nX-Request-Id: abc-123\r\n\r\n")
+        up = h.twin.seen[0].headers
+        assert up.get("X-Forwarded-For") == "10.0.0.9, 127.0.0.1"
+        assert up.get("X-Forwarded-Proto") == "http"  # the client cannot claim https
+        assert up.get("X-Forwarded-Host") == "a.test:8080"
+        assert up.get("Forwarded") == 'for=127.0.0.1;proto=http;host="a.test:8080"'
+        assert up.get("Via") == "1.1 test-node"
+        assert up.get("X-Request-Id") == "abc-123"
+        assert r.get("X-Request-Id") == "abc-123" and r.get("Via") == "1.1 test-node"
+        r2 = await h.exchange(b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Request-Id: bad id\r\n\r\n")
+        generated = r2.get("X-Request-Id") or ""
+        assert len(generated) == 32 and generated == h.twin.seen[1].request_id
+
+    run(scenario)
+
+
+def test_head_204_304_have_no_body_and_the_connection_stays_usable() -> None:
+    async def reply(request: Request) -> Response:
+        status = {"/204": 204, "/304": 304}.get(request.path, 200)
+        return Response(status, Headers([("Content-Length", "5"), ("ETag", '"e"')]),
+                        b"" if request.method == "HEAD" or status != 200 else b"hello")
+
+    async def scenario(h: Harness) -> None:
+        reader, writer = await h.connect()
+        for method, path, status in (("HEAD", "/", 200), ("GET", "/204", 204),
+                                     ("GET", "/304", 304), ("GET", "/", 200)):
+            writer.write(f"{method} {path} HTTP/1.1\r\nHost: a.test\r\n\r\n".encode())
+            r = await read_response(reader, head=method == "HEAD")
+            assert r.status == status
+            if method == "HEAD":
+                assert r.get("Content-Length") == "5"
+            if status == 204:
+                assert r.get("Content-Length") is None and r.get("Transfer-Encoding") is None
+            if path == "/" and method == "GET":
+                assert r.body == b"hello"  # framing held: this is the 4th on one connection
+        writer.close()
+
+    run(scenario, reply=reply)
+
+
+def test_request_bodies_chunked_small_and_large_and_extension_method() -> None:
+    async def reply(request: Request) -> Response:
+        return Response(201, Headers(), b"")
+
+    async def scenario(h: Harness) -> None:
+        r = await h.exchange(b"POST /up HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        assert r.status == 201 and h.twin.bodies[-1] == b"hello world"
+        assert "transfer-encoding" not in {k.lower() for k, _ in h.twin.seen[-1].headers}
+        big = bytes(range(256)) * 300  # 76,800 bytes: above the buffering threshold, streamed
+        r = await h.exchange(b"PUT /big HTTP/1.1\r\nHost: a.test\r\nContent-Length: "
+                             + str(len(big)).encode() + b"\r\n\r\n" + big)
+        assert r.status == 201 and h.twin.bodies[-1] == big
+        assert isinstance(h.twin.seen[-1].body, BodyChannel)
+        xml = b'<?xml version="1.0"?><propfind xmlns="DAV:"><allprop/></propfind>'
+        r = await h.exchange(b"PROPFIND /dav HTTP/1.1\r\nHost: a.test\r\nDepth: 1\r\n"
+                             b"Content-Length: " + str(len(xml)).encode() + b"\r\n\r\n" + xml)
+        assert r.status == 201
+        assert h.twin.seen[-1].method == "PROPFIND" and h.twin.bodies[-1] == xml
+
+    run(scenario, reply=reply)
+
+
+def test_body_limits_413_and_header_limit_431() -> None:
+    async def scenario(h: Harness) -> None:
+        r = await h.exchange(b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100001\r\n\r\n")
+        assert r.status == 413 and b"larger than" in r.body
+        chunk = b"x" * 40_000
+        frames = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(3))
+        r = await h.exchange(b"POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             + frames + b"0\r\n\r\n")
+        assert r.status == 413
+        r = await h.exchange(b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Big: " + b"b" * 5000 + b"\r\n\r\n")
+        assert r.status == 431
+        # only the chunked one began (streaming starts at once); no body got through whole
+        assert len(h.twin.seen) == 1 and h.twin.bodies == []
+        r = await h.exchange(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        assert r.status == 200  # and the node still serves
+
+    run(scenario)
+
+
+def test_absolute_form_target_replaces_host() -> None:
+    async def scenario(h: Harness) -> None:
+        r = await h.exchange(b"GET http://API.Example.COM:8080/p?q=1 HTTP/1.1\r\nHost: other.test\r\n\r\n")
+        assert r.status == 200
+        seen = h.twin.seen[0]
+        assert seen.target == "/p?q=1" and seen.host == "api.example.com:8080"
+        assert seen.headers.get_all("Host") == ["api.example.com:8080"]
+        assert seen.service == "api"
+
+    run(scenario, routes=("api.example.com=api",))
+
+
+def test_bad_requests_get_400_with_a_reason() -> None:
+    async def scenario(h: Harness) -> None:
+        r = await h.exchange(b"GET / HTTP/1.1\r\n\r\n")
+        assert r.status == 400 and b"Host" in r.body
+        r = await h.exchange(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        assert r.status == 400
+        r = await h.exchange(b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n")
+        assert r.status == 400
+        assert not h.twin.seen
+
+    run(scenario)
+
+
+def test_errors_map_to_status_no_route_and_no_capacity() -> None:
+    async def reply(request: Request) -> Response:
+        raise NoCapacity("all 2 workers busy", retry_after=3)
+
+    async def scenario(h: Harness) -> None:
+        r = await h.exchange(b"GET / HTTP/1.1\r\nHost: nowhere.test\r\n\r\n")
+        assert r.status == 404 and b"no route for host 'nowhere.test'" in r.body
+        r = await h.exchange(b"GET / HTTP/1.1\r\nHost: www.test\r\n\r\n")
+        assert r.status == 503 and r.get("Retry-After") == "3"
+
+    run(scenario, reply=reply, routes=("www.test=www",), known=("www",))
+
+
+class Ticker:
+    """A BodyStream that produces chunks until cancelled, and says when it was."""
+
+    def __init__(self) -> None:
+        self.cancelled = asyncio.Event()
+        self.sent = 0
+
+    async def read(self) -> bytes:
+        if self.cancelled.is_set():
+            return b""
+        await asyncio.sleep(0)
+        self.sent += 1
+        return b"t" * 1024 if self.sent < 10_000 else b""
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+def test_streamed_response_is_chunked_and_cancelled_when_the_client_leaves() -> None:
+    tickers: list[Ticker] = []
+
+    async def reply(request: Request) -> Response:
+        if request.path == "/short":
+            channel = BodyChannel()
+            for part in (b"ab", b"cd"):
+                channel.put_nowait(part)
+            channel.finish()
+            return Response(200, Headers(), channel)
+        tickers.append(Ticker())
+        return Response(200, Headers(), tickers[-1])
+
+    async def scenario(h: Harness) -> None:
+        r = await h.exchange(b"GET /short HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        assert r.get("Transfer-Encoding") == "chunked" and r.body == b"abcd"
+        reader, writer = await h.connect()
+        writer.write(b"GET /endless HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        await reader.readuntil(b"tttt")
+        writer.close()
+        await asyncio.wait_for(tickers[0].cancelled.wait(), 10)
+        assert tickers[0].sent < 10_000
+        await asyncio.wait_for(h.front._idle.wait(), 10)  # the exchange was let go
+
+    run(scenario, reply=reply)
+
+
+def test_client_leaving_while_waiting_cancels_the_dispatch() -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def reply(request: Request) -> Response:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    async def scenario(h: Harness) -> None:
+        reader, writer = await h.connect()
+        writer.write(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        await asyncio.wait_for(started.wait(), 10)
+        writer.close()
+        await asyncio.wait_for(cancelled.wait(), 10)
+
+    run(scenario, reply=reply)
