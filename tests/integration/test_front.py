@@ -146,7 +146,8 @@ def test_hop_by_hop_removed_both_ways() -> None:
                                       ("X-Kept", "k")]), b"ok")
 
     async def scenario(h: Harness) -> None:
-        r = await h.exchange(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: keep-alive, X-Secret\r\n"
+        r = await h.exchange(b"GET / HTTP/1.1\r\nHost: a.test\r\n"
+                             b"Connection: keep-alive, X-Secret\r\n"
                              b"X-Secret: s\r\nKeep-Alive: 300\r\nTE: trailers\r\nUpgrade: ws\r\n"
                              b"Proxy-Authorization: Basic eA==\r\nX-Kept: k\r\n\r\n")
         sent = {k.lower() for k, _ in h.twin.seen[0].headers}
@@ -208,7 +209,8 @@ def test_request_bodies_chunked_small_and_large_and_extension_method() -> None:
         return Response(201, Headers(), b"")
 
     async def scenario(h: Harness) -> None:
-        r = await h.exchange(b"POST /up HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        r = await h.exchange(b"POST /up HTTP/1.1\r\nHost: a.test\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n"
                              b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
         assert r.status == 201 and h.twin.bodies[-1] == b"hello world"
         assert "transfer-encoding" not in {k.lower() for k, _ in h.twin.seen[-1].headers}
@@ -232,10 +234,12 @@ def test_body_limits_413_and_header_limit_431() -> None:
         assert r.status == 413 and b"larger than" in r.body
         chunk = b"x" * 40_000
         frames = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(3))
-        r = await h.exchange(b"POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        r = await h.exchange(b"POST / HTTP/1.1\r\nHost: a.test\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n"
                              + frames + b"0\r\n\r\n")
         assert r.status == 413
-        r = await h.exchange(b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Big: " + b"b" * 5000 + b"\r\n\r\n")
+        r = await h.exchange(b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Big: "
+                             + b"b" * 5000 + b"\r\n\r\n")
         assert r.status == 431
         # only the chunked one began (streaming starts at once); no body got through whole
         assert len(h.twin.seen) == 1 and h.twin.bodies == []
@@ -247,7 +251,8 @@ def test_body_limits_413_and_header_limit_431() -> None:
 
 def test_absolute_form_target_replaces_host() -> None:
     async def scenario(h: Harness) -> None:
-        r = await h.exchange(b"GET http://API.Example.COM:8080/p?q=1 HTTP/1.1\r\nHost: other.test\r\n\r\n")
+        r = await h.exchange(b"GET http://API.Example.COM:8080/p?q=1 HTTP/1.1\r\n"
+                             b"Host: other.test\r\n\r\n")
         assert r.status == 200
         seen = h.twin.seen[0]
         assert seen.target == "/p?q=1" and seen.host == "api.example.com:8080"
@@ -343,7 +348,7 @@ def test_client_leaving_while_waiting_cancels_the_dispatch() -> None:
         raise AssertionError("unreachable")
 
     async def scenario(h: Harness) -> None:
-        reader, writer = await h.connect()
+        _reader, writer = await h.connect()
         writer.write(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
         await asyncio.wait_for(started.wait(), 10)
         writer.close()
