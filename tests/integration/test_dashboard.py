@@ -1,0 +1,288 @@
+"""The dashboard on a real Tornado server on loopback: JSON, SSE, and headless Chromium.
+
+The server runs on its own event loop in a thread; the table is only touched on
+that loop (`LiveTable.change`), as the node does it. Every wait polls a real
+condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tornado.httpserver
+import tornado.web
+from testkit.procs import Proc, wait_until
+from tornado.websocket import websocket_connect
+
+from gossip.load import ServiceLoad
+from mesh.cli import run_mesh
+from mesh.dashboard import dashboard_routes
+from mesh.loadtable import LoadTable
+
+
+class LiveTable:
+    """A load table served by the dashboard routes on a loopback port."""
+
+    def __init__(self, max_streams: int = 32) -> None:
+        self.table = LoadTable("east-1")
+        self.table.update("east-1", "east", "alive", 1, {"peer": "tcp://10.0.0.1:7947"},
+                          {"www": ServiceLoad(workers=1, slots=4, in_flight=2)}, time.monotonic())
+        self.table.update("west-1", "west", "alive", 3, {"peer": "tcp://10.0.1.1:7947"},
+                          {"www": ServiceLoad(workers=4, slots=16)}, time.monotonic())
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(max_streams,), daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("dashboard server did not start")
+
+    def _run(self, max_streams: int) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = tornado.web.Application(dashboard_routes(
+            lambda: self.table.to_json(time.monotonic()), poll=0.05, max_streams=max_streams))
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        server = tornado.httpserver.HTTPServer(app)
+        server.add_sockets([sock])
+        self._ready.set()
+        self.loop.run_forever()
+        server.stop()
+        self.loop.run_until_complete(server.close_all_connections())
+        self.loop.close()
+
+    def change(self, fn: Callable[[LoadTable], object]) -> None:
+        """Apply `fn` to the table on the server's loop and wait for it to be done."""
+        done = threading.Event()
+        self.loop.call_soon_threadsafe(lambda: (fn(self.table), done.set()))
+        assert done.wait(5)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def live() -> Iterator[LiveTable]:
+    server = LiveTable(max_streams=2)
+    yield server
+    server.close()
+
+
+class SSE:
+    """A minimal Server-Sent Events reader over a real socket."""
+
+    def __init__(self, base_port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", base_port, timeout=5)
+        self.conn.request("GET", "/_scale0/mesh/events", headers={"Accept": "text/event-stream"})
+        self.resp = self.conn.getresponse()
+
+    def next_data(self) -> dict[str, Any]:
+        """The next `data:` event, parsed (the socket timeout bounds the wait)."""
+        while True:
+            line = self.resp.fp.readline(1 << 20)
+            if not line:
+                raise AssertionError("event stream closed")
+            if line.startswith(b"data: "):
+                return json.loads(line[6:])  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _states(doc: dict[str, Any]) -> dict[str, str]:
+    return {n["id"]: n["state"] for n in doc["nodes"]}
+
+
+def test_json_page_and_redirect(live: LiveTable) -> None:
+    with urllib.request.urlopen(live.base + "/_scale0/mesh", timeout=5) as resp:
+        assert resp.headers["Content-Type"] == "application/json"
+        doc = json.load(resp)
+    assert doc["self"] == "east-1" and _states(doc) == {"east-1": "alive", "west-1": "alive"}
+    with urllib.request.urlopen(live.base + "/_scale0", timeout=5) as resp:
+        assert resp.url.endswith("/_scale0/")
+        page = resp.read().decode()
+        assert "script-src 'sha256-" in resp.headers["Content-Security-Policy"]
+    assert "EventSource" in page and "<script src" not in page and "http" not in page.split(
+        "<script>")[1]  # self-contained: no external script or URL
+
+
+def test_sse_delivers_changes_and_periodic_beats(live: LiveTable) -> None:
+    sse = SSE(live.port)
+    try:
+        assert sse.resp.status == 200
+        assert sse.resp.headers["Content-Type"].startswith("text/event-stream")
+        first = sse.next_data()
+        assert _states(first) == {"east-1": "alive", "west-1": "alive"}
+        # With nothing changed, a beat still arrives (ages move on).
+        assert _states(sse.next_data()) == _states(first)
+        live.change(lambda t: t.mark("west-1", "dead"))
+        deadline = time.monotonic() + 5
+        while _states(doc := sse.next_data()).get("west-1") != "dead":
+            assert time.monotonic() < deadline, "the change never reached the stream"
+        live.change(lambda t: t.update("west-2", "west", "suspect", 1, {}, {}, time.monotonic()))
+        while "west-2" not in _states(doc := sse.next_data()):
+            assert time.monotonic() < deadline, "the new node never reached the stream"
+        assert _states(doc)["west-2"] == "suspect"
+    finally:
+        sse.close()
+
+
+def test_streams_are_bounded_and_released(live: LiveTable) -> None:
+    streams = [SSE(live.port), SSE(live.port)]
+    for s in streams:
+        s.next_data()
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(live.base + "/_scale0/mesh/events", timeout=5)
+    assert exc.value.code == 503
+    for s in streams:
+        s.close()
+
+    def third_stream_served() -> bool:
+        try:
+            s = SSE(live.port)
+        except OSError:
+            return False
+        try:
+            return s.resp.status == 200 and "east-1" in _states(s.next_data())
+        finally:
+            s.close()
+
+    wait_until(third_stream_served, timeout=10, what="a closed stream to free its slot")
+
+
+def test_cli_once_and_json_against_the_server(live: LiveTable, tmp_path: Path) -> None:
+    import argparse
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    args = argparse.Namespace(admin=f"127.0.0.1:{live.port}", once=True, json=False,
+                              interval=1.0, timeout=5.0)
+    assert run_mesh(args, out, err) == 0, err.getvalue()
+    assert "east-1" in out.getvalue() and "west-1" in out.getvalue()
+    out = io.StringIO()
+    args.once, args.json = False, True
+    assert run_mesh(args, out, err) == 0
+    assert json.loads(out.getvalue())["self"] == "east-1"
+
+
+# -- headless Chromium over the DevTools protocol --------------------------------
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists()
+                                      else None)
+        if path:
+            return path
+    pytest.skip("chromium is not installed (`apt-get install -y chromium`, or `make test` "
+                "which runs scripts/system-deps.sh)")
+
+
+class DevTools:
+    """Runtime.evaluate on one page target, over Tornado's websocket client."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.next_id = 0
+
+    async def eval(self, expression: str) -> Any:
+        self.next_id += 1
+        msg_id = self.next_id
+        await self.ws.write_message(json.dumps({
+            "id": msg_id, "method": "Runtime.evaluate",
+            "params": {"expression": expression, "returnByValue": True}}))
+        while True:
+            raw = await asyncio.wait_for(self.ws.read_message(), 10)
+            if raw is None:
+                raise AssertionError("DevTools connection closed")
+            reply = json.loads(raw)
+            if reply.get("id") == msg_id:
+                if "exceptionDetails" in reply.get("result", {}):
+                    raise AssertionError(f"page script failed: {reply['result']}")
+                return reply["result"]["result"].get("value")
+
+    async def until(self, expression: str, within: float = 15.0) -> Any:
+        end = time.monotonic() + within
+        while time.monotonic() < end:
+            value = await self.eval(expression)
+            if value:
+                return value
+            await asyncio.sleep(0.05)  # polling a page condition with a deadline
+        raise AssertionError(f"page never satisfied {expression}")
+
+
+ROWS_JS = ("JSON.stringify([...document.querySelectorAll('#rows tr')].map("
+           "tr => [tr.dataset.node, tr.children[2].textContent, tr.children[2].className]))")
+
+
+@pytest.mark.browser
+def test_headless_chromium_shows_the_table_and_live_changes(live: LiveTable,
+                                                            tmp_path: Path) -> None:
+    chromium = _chromium()
+    profile = tmp_path / "profile"
+    url = live.base + "/_scale0/"
+    proc = Proc([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                 f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1",
+                 "--remote-debugging-port=0", url], tmp_path / "chromium.log")
+    try:
+        port_file = profile / "DevToolsActivePort"
+        wait_until(lambda: port_file.exists() and port_file.read_text().strip(), timeout=30,
+                   what=f"chromium's DevTools port (log: {proc.log_path})")
+        devtools_port = int(port_file.read_text().split()[0])
+
+        def page_ws() -> str | None:
+            with urllib.request.urlopen(f"http://127.0.0.1:{devtools_port}/json/list",
+                                        timeout=5) as resp:
+                targets = json.load(resp)
+            return next((t["webSocketDebuggerUrl"] for t in targets
+                         if t.get("type") == "page" and t.get("url", "").startswith(url)), None)
+
+        ws_url = wait_until(page_ws, timeout=15, what="the dashboard page target")
+        asyncio.run(_drive_page(ws_url, live))
+    finally:
+        proc.stop()
+
+
+async def _drive_page(ws_url: str, live: LiveTable) -> None:
+    ws = await websocket_connect(ws_url)
+    try:
+        page = DevTools(ws)
+        await page.until("Number(document.body.dataset.updates || 0) >= 1")
+        rows = json.loads(await page.eval(ROWS_JS))
+        assert rows == [["east-1", "alive", "state state-alive"],
+                        ["west-1", "alive", "state state-alive"]]
+        # A marker that a reload would wipe: the change below must arrive without one.
+        await page.eval("window.__scale0NoReload = 42")
+        live.change(lambda t: (t.mark("west-1", "dead"),
+                               t.update("west-2", "west", "suspect", 1, {}, {}, time.monotonic())))
+        await page.until("document.querySelectorAll('#rows tr').length === 3")
+        rows = json.loads(await page.eval(ROWS_JS))
+        assert rows == [["east-1", "alive", "state state-alive"],
+                        ["west-1", "dead", "state state-dead"],
+                        ["west-2", "suspect", "state state-suspect"]]
+        assert await page.eval("window.__scale0NoReload") == 42
+        header = await page.eval("document.querySelector('#head').textContent")
+        assert "www" in header
+    finally:
+        ws.close()
