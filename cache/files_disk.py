@@ -14,6 +14,7 @@ the entry inside must hash to the file's own name.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import re
@@ -34,6 +35,7 @@ from cache.files_format import (
 
 SUFFIX = ".s0c"
 TMP_PREFIX = ".tmp-"
+LOCK_NAME = ".lock"
 STALE_TMP_SECONDS = 600.0  # a temp file this old belongs to a writer that died
 _NAME = re.compile(r"([0-9a-f]{64})-([0-9a-f]{16})\.s0c")
 _SHARD = re.compile(r"[0-9a-f]{2}")
@@ -160,13 +162,26 @@ def write_entry(
 ) -> tuple[bool, int]:
     """Write `entry` at `rel` unless a newer one is there: (written?, size now on disk)."""
     path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The shard's lock file serialises writers of all processes sharing the tree, so
+    # the newer-wins check and the rename are one step (readers never lock).
+    lock_fd = os.open(path.parent / LOCK_NAME, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        return _write_locked(path, parts, entry, limit, fsync)
+    finally:
+        os.close(lock_fd)
+
+
+def _write_locked(
+    path: Path, parts: tuple[bytes, ...], entry: CacheEntry, limit: int, fsync: bool
+) -> tuple[bool, int]:
     try:
         old, old_size, _ = read_meta(path, limit)
         if old.key == entry.key and old.variant == entry.variant and not entry.newer_than(old):
             return False, old_size
     except (FileNotFoundError, EntryFormatError):
         pass  # nothing there, or a damaged file that we are about to replace anyway
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

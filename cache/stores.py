@@ -8,9 +8,9 @@
                                 '?': mongo:mongodb://h/?w=1#mode=ttl&ttl=3600&max=2GiB)
 
 A spec is SCHEME[:LOCATION][?OPTIONS] — or #OPTIONS, which always works and is
-the only form for locations that are URLs (contain "://"). The scheme names an
-entry point in the group `scale0.cache_stores`; a third-party package adds a
-store by declaring one there. The entry point names an object with
+the only form for locations that are URLs (contain "://") or contain "?". The
+scheme names an entry point in the group `scale0.cache_stores`; a third-party
+package adds a store by declaring one there. The entry point names an object with
 
     from_spec(location: str, options: Mapping[str, str]) -> CacheStore
 
@@ -67,7 +67,7 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     """(scheme, location, options) of a store spec; ValueError when malformed."""
     head, sep, query = spec.partition("#")
     if not sep and "://" not in head and "?" in head:
-        head, _, query = head.rpartition("?")
+        head, _, query = head.partition("?")
     scheme, _, location = head.partition(":")
     scheme = scheme.strip().lower()
     if not _SCHEME.fullmatch(scheme):
