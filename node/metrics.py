@@ -1,0 +1,170 @@
+"""Prometheus metrics of one node, served at /_scale0/metrics on the admin listener.
+
+Each `Metrics` owns its own CollectorRegistry (never the process-global one),
+so tests and several nodes in one process stay independent. Counters and the
+latency histogram are bumped on the request path; everything that is a level
+(workers, slots, in flight, queue, cache size, peers by state) is read from
+callbacks given at wiring time (`set_sources`) only when someone scrapes, so
+an unscraped node does no polling at all.
+
+Label values are bounded on purpose: an outcome outside OUTCOMES is counted as
+"other", so a typo upstream cannot explode the series count.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from cache.store import StoreStats
+from gossip.load import ServiceLoad
+
+log = logging.getLogger("scale0.metrics")
+T = TypeVar("T")
+
+OUTCOMES = frozenset(
+    {"local", "forwarded", "hit", "stale", "coalesced", "revalidated", "miss", "bypass",
+     "static", "app", "error", "other"}
+)
+PEER_STATES = ("alive", "suspect", "dead", "left")
+# Seconds; from a cache hit (sub-millisecond) to a slow backend (tens of seconds).
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+           10.0, 30.0, 60.0)
+
+LoadSource = Callable[[], Mapping[str, ServiceLoad]]
+CacheSource = Callable[[], StoreStats]
+PeerSource = Callable[[], Mapping[str, int]]
+
+
+def outcome_label(outcome: str) -> str:
+    return outcome if outcome in OUTCOMES else "other"
+
+
+class Metrics:
+    """The node's metric families. One event loop only (prometheus-client is thread-safe
+    anyway, but callbacks read loop-owned state)."""
+
+    def __init__(self, namespace: str = "scale0") -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ns = namespace
+        self.requests = Counter(
+            "requests", "HTTP requests answered, by service, status and how they were served",
+            ["service", "status", "outcome"], namespace=ns, registry=self.registry,
+        )
+        self.duration = Histogram(
+            "request_duration_seconds", "Time from request received to response headers",
+            ["service", "outcome"], namespace=ns, registry=self.registry, buckets=BUCKETS,
+        )
+        self.gossip_messages = Counter(
+            "gossip_messages", "Gossip messages sent (out) and received (in), by kind",
+            ["direction", "kind"], namespace=ns, registry=self.registry,
+        )
+        self.gossip_dropped = Counter(
+            "gossip_dropped", "Gossip messages dropped, by reason (bad frame, gap, stale, ...)",
+            ["reason"], namespace=ns, registry=self.registry,
+        )
+        self.forwarded = Counter(
+            "forwarded", "Requests forwarded to peers (out) and from peers (in)",
+            ["direction"], namespace=ns, registry=self.registry,
+        )
+        self._levels = _Levels(ns)
+        self.registry.register(self._levels)
+
+    # -- recording (hot path: a dict lookup and an add each) ---------------------
+    def observe_request(self, service: str, status: int, outcome: str, seconds: float) -> None:
+        service = service or "none"
+        outcome = outcome_label(outcome)
+        self.requests.labels(service, str(status), outcome).inc()
+        self.duration.labels(service, outcome).observe(max(0.0, seconds))
+
+    def gossip_message(self, direction: str, kind: str, n: int = 1) -> None:
+        self.gossip_messages.labels(direction, kind).inc(n)
+
+    def gossip_drop(self, reason: str, n: int = 1) -> None:
+        self.gossip_dropped.labels(reason).inc(n)
+
+    def forward(self, direction: str, n: int = 1) -> None:
+        self.forwarded.labels(direction).inc(n)
+
+    # -- levels, read at scrape time ------------------------------------------------
+    def set_sources(
+        self,
+        loads: LoadSource | None = None,
+        cache_stats: CacheSource | None = None,
+        peers: PeerSource | None = None,
+    ) -> None:
+        """Callbacks read at each scrape: this node's per-service load, its cache store's
+        stats, and the count of peers by state (alive/suspect/dead/left)."""
+        self._levels.loads = loads
+        self._levels.cache_stats = cache_stats
+        self._levels.peers = peers
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition body and its Content-Type (OpenMetrics if `accept` asks for it)."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+
+class _Levels(Collector):
+    """Gauges computed from the wiring callbacks at collect() time."""
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+        self.loads: LoadSource | None = None
+        self.cache_stats: CacheSource | None = None
+        self.peers: PeerSource | None = None
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked collector: families vary with the sources set
+
+    def collect(self) -> Iterator[Metric]:
+        ns = self.ns
+        loads = _safe(self.loads, "loads")
+        if loads is not None:
+            fams = {
+                name: GaugeMetricFamily(f"{ns}_{name}", help_, labels=["service"])
+                for name, help_ in (
+                    ("workers", "Live workers offering the service on this node"),
+                    ("slots", "Sum of the declared concurrency of those workers"),
+                    ("in_flight", "Requests being served by this node's workers"),
+                    ("queue_depth", "Requests waiting for a free local slot"),
+                )
+            }
+            for service, load in sorted(loads.items()):
+                fams["workers"].add_metric([service], load.workers)
+                fams["slots"].add_metric([service], load.slots)
+                fams["in_flight"].add_metric([service], load.in_flight)
+                fams["queue_depth"].add_metric([service], load.queued)
+            yield from fams.values()
+        stats = _safe(self.cache_stats, "cache_stats")
+        if stats is not None:
+            yield GaugeMetricFamily(f"{ns}_cache_bytes", "Bytes held by the cache store",
+                                    value=stats.bytes)
+            yield GaugeMetricFamily(f"{ns}_cache_entries", "Entries held by the cache store",
+                                    value=stats.entries)
+            yield CounterMetricFamily(f"{ns}_cache_evictions", "Entries evicted to stay in the cap",
+                                      value=stats.evictions)
+        peers = _safe(self.peers, "peers")
+        if peers is not None:
+            fam = GaugeMetricFamily(f"{ns}_peers", "Peers known to this node, by state",
+                                    labels=["state"])
+            for state in sorted(set(PEER_STATES) | set(peers)):
+                fam.add_metric([state], peers.get(state, 0))
+            yield fam
+
+
+def _safe(source: Callable[[], T] | None, name: str) -> T | None:
+    """The source's value, or None (logged) if it failed: a scrape never breaks on it."""
+    if source is None:
+        return None
+    try:
+        return source()
+    except Exception:
+        log.exception("metrics source %s failed; its gauges are left out of this scrape", name)
+        return None
