@@ -34,7 +34,7 @@ MAX_PAYLOAD: Final = 1024 * 1024  # opaque Reliable payload (cache purges etc.)
 MAX_NEWS: Final = 64  # news items in one Beat/Push
 MAX_SERVICES: Final = 256  # services in one load report
 MAX_MEMBERS: Final = 65_536  # members in one snapshot
-MAX_INT: Final = 2**63 - 1
+MAX_INT: Final = 2**64 - 1  # msgpack uint64: digests use all 64 bits
 
 
 class DecodeError(ValueError):
@@ -334,7 +334,7 @@ def _str(v: Any, what: str, *, empty: bool = False) -> str:
 
 def _int(v: Any, what: str) -> int:
     if type(v) is not int or not 0 <= v <= MAX_INT:
-        raise _fail(f"{what} is not an integer in 0..2**63-1")
+        raise _fail(f"{what} is not an integer in 0..2**64-1")
     return v
 
 
