@@ -1,0 +1,180 @@
+"""The access log: one line per request, as text or JSON, through the `scale0.access` logger.
+
+Fields: time (UTC, ms), request id, client, method, target, status, bytes
+sent, duration in ms, outcome (local, forwarded, hit, ...), serving node,
+worker; then service and host, and any extra request headers the operator
+asked for. Building the record and formatting it are pure (the clock is an
+argument); `AccessLog.log` only adds the logger call, and skips even the
+formatting when the logger is disabled.
+
+Every value comes from the client or a worker, so the text format escapes
+quotes, backslashes, spaces in free fields and every control character (no
+forged lines via a CR/LF in the target); JSON is `json.dumps`. Credentials
+are never written: Authorization, Proxy-Authorization, Cookie and Set-Cookie
+values show as "[redacted]" even when listed in `extra_headers`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from node.http import Request, Response
+
+LogFormat = Literal["text", "json"]
+FORMATS: tuple[LogFormat, ...] = ("text", "json")
+SENSITIVE = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+REDACTED = "[redacted]"
+
+access_log = logging.getLogger("scale0.access")
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRecord:
+    time: str  # ISO 8601, UTC, milliseconds
+    request_id: str
+    client: str
+    method: str
+    target: str
+    status: int
+    bytes: int  # body bytes sent to the client
+    duration_ms: float
+    outcome: str
+    node: str  # the node that served it (a peer's id when forwarded)
+    worker: str
+    service: str = ""
+    host: str = ""
+    headers: dict[str, str] = field(default_factory=dict)  # extra_headers, redacted
+
+
+def iso_time(wall: float) -> str:
+    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+def record_of(
+    request: Request,
+    response: Response,
+    *,
+    sent_bytes: int,
+    duration: float,
+    wall: float,
+    node: str = "",
+    status: int | None = None,
+    extra_headers: Sequence[str] = (),
+) -> AccessRecord:
+    """The access record of one finished request. `status` overrides the response's
+    (the front door may have answered something else, e.g. 499 when the client left)."""
+    headers: dict[str, str] = {}
+    for name in extra_headers:
+        value = request.headers.get_joined(name)
+        if value is not None:
+            headers[name.lower()] = REDACTED if name.lower() in SENSITIVE else value
+    return AccessRecord(
+        time=iso_time(wall),
+        request_id=request.request_id,
+        client=request.client,
+        method=request.method,
+        target=request.target,
+        status=response.status if status is None else status,
+        bytes=max(0, sent_bytes),
+        duration_ms=round(max(0.0, duration) * 1000.0, 3),
+        outcome=response.outcome,
+        node=response.served_by or node,
+        worker=response.worker,
+        service=request.service,
+        host=request.host,
+        headers=headers,
+    )
+
+
+def _escape(value: str, quote: bool = False) -> str:
+    """Printable ASCII stays; `"`, `\\`, controls and non-ASCII become escapes."""
+    out: list[str] = []
+    for ch in value:
+        o = ord(ch)
+        if ch in '"\\' or (not quote and ch == " "):
+            out.append(f"\\x{o:02x}")
+        elif 0x20 <= o < 0x7F:
+            out.append(ch)
+        elif o <= 0xFF:
+            out.append(f"\\x{o:02x}")
+        else:
+            out.append(f"\\u{o:04x}" if o <= 0xFFFF else f"\\U{o:08x}")
+    return "".join(out)
+
+
+def _field(value: str) -> str:
+    return _escape(value) if value else "-"
+
+
+def format_text(rec: AccessRecord) -> str:
+    """One line, space separated, in a fixed order; "-" for an empty field."""
+    parts = [
+        rec.time,
+        _field(rec.request_id),
+        _field(rec.client),
+        f'"{_escape(rec.method, True)} {_escape(rec.target, True)}"',
+        str(rec.status),
+        str(rec.bytes),
+        f"{rec.duration_ms:.1f}ms",
+        _field(rec.outcome),
+        _field(rec.node),
+        _field(rec.worker),
+        _field(rec.service),
+        _field(rec.host),
+    ]
+    parts += [f"{_escape(k)}={_field(v)}" for k, v in rec.headers.items()]
+    return " ".join(parts)
+
+
+def format_json(rec: AccessRecord) -> str:
+    data = asdict(rec)
+    if not data["headers"]:
+        del data["headers"]
+    return json.dumps(data, separators=(",", ":"))
+
+
+class AccessLog:
+    """Writes access records through the `scale0.access` logger, in one format."""
+
+    def __init__(
+        self,
+        fmt: str = "text",
+        *,
+        node: str = "",
+        extra_headers: Sequence[str] = (),
+        logger: logging.Logger = access_log,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"--log-format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        self._format = format_json if fmt == "json" else format_text
+        self._node = node
+        self._extra = tuple(extra_headers)
+        self._logger = logger
+        self._wall = wall
+
+    def log(
+        self,
+        request: Request,
+        response: Response,
+        *,
+        sent_bytes: int,
+        duration: float,
+        status: int | None = None,
+    ) -> None:
+        """Log one finished request (`duration` in seconds, `sent_bytes` of body)."""
+        if not self._logger.isEnabledFor(logging.INFO):
+            return
+        rec = record_of(
+            request, response, sent_bytes=sent_bytes, duration=duration, wall=self._wall(),
+            node=self._node, status=status, extra_headers=self._extra,
+        )
+        self._logger.info("%s", self._format(rec))

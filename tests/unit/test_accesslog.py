@@ -1,0 +1,128 @@
+"""Access lines: every field present, one line whatever the input, JSON round-trips, no secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from node.accesslog import REDACTED, AccessLog, format_json, format_text, record_of
+from node.http import Headers, Request, Response
+
+WALL = 1_800_000_000.25  # 2027-01-15T08:00:00.250Z
+
+
+def make(target: str = "/a?b=1", **kw: str) -> tuple[Request, Response]:
+    req = Request(
+        kw.get("method", "GET"), target,
+        Headers([("Authorization", "Bearer s3cret"), ("Cookie", "sid=hunter2"),
+                 ("User-Agent", "curl/8")]),
+        client="203.0.113.7", request_id="rid-1", host="www.example.com", service="www",
+    )
+    resp = Response(200, outcome="hit", served_by="east-2", worker="w-7")
+    return req, resp
+
+
+class Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture()
+def captured() -> tuple[logging.Logger, Capture]:
+    logger = logging.getLogger("scale0.access.test")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    cap = Capture()
+    logger.handlers[:] = [cap]
+    return logger, cap
+
+
+def test_text_line_has_every_field() -> None:
+    req, resp = make()
+    rec = record_of(req, resp, sent_bytes=1234, duration=0.0123, wall=WALL, node="east-1")
+    line = format_text(rec)
+    assert line == (
+        '2027-01-15T08:00:00.250Z rid-1 203.0.113.7 "GET /a?b=1" 200 1234 12.3ms hit east-2 w-7'
+        " www www.example.com"
+    )
+
+
+def test_json_line_has_every_field_and_node_fallback() -> None:
+    req, resp = make()
+    resp.served_by = ""
+    rec = record_of(req, resp, sent_bytes=5, duration=0.5, wall=WALL, node="east-1", status=499)
+    data = json.loads(format_json(rec))
+    assert data == {
+        "time": "2027-01-15T08:00:00.250Z", "request_id": "rid-1", "client": "203.0.113.7",
+        "method": "GET", "target": "/a?b=1", "status": 499, "bytes": 5, "duration_ms": 500.0,
+        "outcome": "hit", "node": "east-1", "worker": "w-7", "service": "www",
+        "host": "www.example.com",
+    }
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_credentials_never_logged(captured: tuple[logging.Logger, Capture], fmt: str) -> None:
+    logger, cap = captured
+    log = AccessLog(fmt, extra_headers=["Authorization", "cookie", "User-Agent"],
+                    logger=logger, wall=lambda: WALL)
+    req, resp = make()
+    log.log(req, resp, sent_bytes=10, duration=0.001)
+    assert len(cap.lines) == 1
+    line = cap.lines[0]
+    assert "s3cret" not in line and "hunter2" not in line
+    assert REDACTED in line and "curl/8" in line
+
+
+def test_disabled_logger_formats_nothing(captured: tuple[logging.Logger, Capture]) -> None:
+    logger, cap = captured
+    logger.setLevel(logging.WARNING)
+    calls = []
+    log = AccessLog("text", logger=logger, wall=lambda: calls.append(1) or WALL)
+    req, resp = make()
+    log.log(req, resp, sent_bytes=1, duration=0.1)
+    assert cap.lines == [] and calls == []
+
+
+def test_unknown_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="--log-format"):
+        AccessLog("xml")
+
+
+def test_default_logger_name() -> None:
+    from node.accesslog import access_log
+
+    assert access_log.name == "scale0.access"
+
+
+_ANY = st.text(max_size=40)
+
+
+@given(
+    target=_ANY, method=_ANY, rid=_ANY, worker=_ANY, nbytes=st.integers(-5, 10**12),
+    dur=st.floats(-1, 1e6, allow_nan=False),
+)
+def test_one_line_whatever_the_input(
+    *, target: str, method: str, rid: str, worker: str, nbytes: int, dur: float
+) -> None:
+    req = Request(method, target, Headers([("X-Tag", target)]), request_id=rid, client=rid)
+    resp = Response(200, outcome=worker, worker=worker)
+    rec = record_of(req, resp, sent_bytes=nbytes, duration=dur, wall=WALL,
+                    extra_headers=["X-Tag"])
+    text = format_text(rec)
+    assert "\n" not in text and "\r" not in text and text.isprintable() and text.isascii()
+    # the quoted request holds no quote of its own: the line splits into the same fields
+    before, request_line, after = text.split('"', 2)
+    assert len(before.split()) == 3 and len(after.split()) == 9
+    assert request_line.count(" ") >= 1
+    data = json.loads(format_json(rec))
+    assert "\n" not in format_json(rec)
+    assert data["target"] == target and data["method"] == method and data["worker"] == worker
+    assert data["bytes"] >= 0 and data["duration_ms"] >= 0
