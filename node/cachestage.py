@@ -1,0 +1,609 @@
+"""The cache stage: answers from the shared cache, coalesces misses, stores what it may.
+
+Decide, then act: cache.rules says what a stored entry is good for, cache.key
+and cache.vary find it, cache.coalesce makes identical misses one backend call;
+this module only does the I/O those verdicts ask for. GET/HEAD look up; a
+fresh entry is served (HIT), a stale one within stale-while-revalidate is
+served (STALE) while one background refresh per key runs, otherwise the
+origin is asked — conditionally when validators exist (a 304 gives
+REVALIDATED). Misses of one key share a flight: waiters get the leader's entry
+(COALESCED) as soon as its body is complete, or go on their own at once when it
+was not shareable. A streamed body is teed to the client while at most
+`max_object_size` bytes are collected for the store. Origin failures are
+answered stale when stale-if-error allows. Unsafe methods invalidate (§4.4);
+`PURGE <url>` works from allowed networks. Every shared-cache poisoning guard
+lives in cache.rules / cache.key; this shell never stores what they refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cache.cachecontrol import Directives, request_directives
+from cache.coalesce import Coalescer, Flight, Role
+from cache.entry import CacheEntry
+from cache.key import BadURL, cache_key, key_for_url, unkeyed_conflict
+from cache.rules import (
+    Action,
+    Decision,
+    Policy,
+    decide,
+    get_all,
+    get_first,
+    invalidated_keys,
+    storable,
+)
+from cache.status import CacheStatus, Outcome, cache_name, status_headers
+from cache.store import CacheStore
+from cache.validation import (
+    CLIENT_CONDITIONALS,
+    conditional_headers,
+    merge_not_modified,
+    not_modified,
+    not_modified_headers,
+    stored_header_items,
+    validators_match,
+)
+from cache.vary import request_variant
+from node.body import read_body
+from node.errors import ClientError, ConfigError
+from node.http import BodyStream, Headers, Request, Response
+from node.stage import Next
+
+log = logging.getLogger("scale0.cache")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+ERROR_STATUSES = frozenset({500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """The operator's cache settings (TOML `[cache]`); lists become frozensets."""
+
+    enabled: bool = True
+    max_object_size: int = 8 * 1024 * 1024
+    default_swr: float = 0.0  # seconds of stale-while-revalidate when the origin names none
+    default_sie: float = 0.0  # seconds of stale-if-error when the origin names none
+    share_set_cookie: frozenset[str] = frozenset()  # services whose Set-Cookie answers are shared
+    bypass_services: frozenset[str] = frozenset()
+    dropped_query_params: frozenset[str] = frozenset()
+    lock_timeout: float = 5.0
+    hit_for_miss: float = 10.0
+    heuristic_cap: float = 86400.0
+    purge_allowed: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    networks: tuple[Network, ...] = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("share_set_cookie", "bypass_services", "dropped_query_params"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise ConfigError(f"cache.{name} must be a list of names, not the string {value!r}")
+            object.__setattr__(self, name, frozenset(value))
+        if self.max_object_size <= 0:
+            raise ConfigError(f"cache.max_object_size must be positive, not {self.max_object_size}")
+        for name in ("default_swr", "default_sie", "lock_timeout", "hit_for_miss", "heuristic_cap"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"cache.{name} must not be negative, not {getattr(self, name)}")
+        nets = []
+        for text in self.purge_allowed:
+            try:
+                nets.append(ipaddress.ip_network(text, strict=False))
+            except ValueError as exc:
+                raise ConfigError(f"cache.purge_allowed: {text!r}: {exc}") from None
+        object.__setattr__(self, "networks", tuple(nets))
+
+
+class _Tee:
+    """A BodyStream passing chunks to the client while keeping a copy of at most `limit` bytes."""
+
+    __slots__ = ("_ended", "_inner", "_limit", "_on_abort", "_on_complete", "_parts", "_size")
+
+    def __init__(
+        self,
+        inner: BodyStream,
+        limit: int,
+        on_complete: Callable[[bytes], None],
+        on_abort: Callable[[], None],
+    ) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._on_complete = on_complete
+        self._on_abort = on_abort
+        self._parts: list[bytes] | None = []
+        self._size = 0
+        self._ended = False
+
+    async def read(self) -> bytes:
+        try:
+            chunk = await self._inner.read()
+        except BaseException:
+            self._abort()
+            raise
+        if chunk:
+            if self._parts is not None:
+                self._size += len(chunk)
+                if self._size > self._limit:
+                    self._abort()  # too large to store: stop collecting, keep streaming
+                else:
+                    self._parts.append(chunk)
+        elif not self._ended and self._parts is not None:
+            self._ended = True
+            body, self._parts = b"".join(self._parts), None
+            self._on_complete(body)
+        return chunk
+
+    def cancel(self) -> None:
+        self._abort()
+        self._inner.cancel()
+
+    def _abort(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._parts = None
+            self._on_abort()
+
+
+@dataclass(slots=True)
+class _Ctx:
+    """One GET's lookup: what a fill needs to know about the request and the stale entry."""
+
+    request: Request
+    call_next: Next
+    key: str
+    req_cc: Directives
+    policy: Policy
+    stale: CacheEntry | None = None
+    decision: Decision | None = None
+
+    @property
+    def stale_if_error(self) -> bool:
+        return self.decision is not None and self.decision.stale_if_error
+
+
+class CacheStage:
+    """The pipeline stage in front of routing; see the module docstring."""
+
+    def __init__(
+        self,
+        store: CacheStore,
+        config: CacheConfig | None = None,
+        node_id: str = "",
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.config = config or CacheConfig()
+        self.node_id = node_id
+        self.wall_clock = wall_clock
+        self.coalescer: Coalescer[CacheEntry] = Coalescer(
+            self.config.lock_timeout, self.config.hit_for_miss, monotonic
+        )
+        self.on_store: Callable[[CacheEntry], None] | None = None
+        self.on_purge: Callable[[str, bool], None] | None = None
+        self.counts: Counter[str] = Counter()
+        self._name = cache_name(node_id)
+        self._refreshing: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._policies: dict[bool, Policy] = {
+            share: Policy(share, self.config.default_swr, self.config.default_sie,
+                          heuristic_cap=self.config.heuristic_cap)
+            for share in (False, True)
+        }
+
+    # -- the stage ------------------------------------------------------------------
+    async def __call__(self, request: Request, call_next: Next) -> Response:
+        method = request.method.upper()
+        if method == "PURGE":
+            return await self._purge_request(request)
+        cfg = self.config
+        if not cfg.enabled or request.service in cfg.bypass_services:
+            return self._mark(await call_next(request), Outcome.BYPASS, fwd="bypass")
+        if method not in ("GET", "HEAD"):
+            response = await call_next(request)
+            await self._invalidate(request, response)
+            return self._mark(response, Outcome.BYPASS, fwd="method")
+        key = self.key_of(request)
+        req_cc = request_directives(
+            request.headers.get_all("cache-control"), request.headers.get_all("pragma")
+        )
+        ctx = _Ctx(request, call_next, key, req_cc, self._policy(request.service))
+        entry = await self._lookup(key, request)
+        if entry is not None:
+            decision = self._decide(entry, req_cc, ctx.policy)
+            if decision.action is Action.FRESH:
+                return self._serve(request, entry, Outcome.HIT, hit=True)
+            if decision.action is Action.STALE_SERVE_AND_REVALIDATE:
+                self._refresh_later(dataclasses.replace(ctx), entry)
+                return self._serve(request, entry, Outcome.STALE, hit=True, detail="swr")
+            if decision.action is not Action.MISS:
+                ctx.stale, ctx.decision = entry, decision
+        if req_cc.only_if_cached:
+            response = Response.error(504, "only-if-cached: no usable stored response")
+            return self._mark(response, Outcome.MISS, fwd="uri-miss")
+        if method == "HEAD":  # HEAD answers are not stored; HEAD hits come from GET entries
+            return self._mark(await call_next(request), Outcome.MISS, fwd="method")
+        return await self._fetch(ctx)
+
+    def key_of(self, request: Request) -> str:
+        return cache_key(request.scheme, request.host, request.target,
+                         self.config.dropped_query_params)
+
+    def _policy(self, service: str) -> Policy:
+        return self._policies[service in self.config.share_set_cookie]
+
+    def _decide(self, entry: CacheEntry, req_cc: Directives, policy: Policy) -> Decision:
+        return decide(entry.status, entry.headers, request_time=entry.request_time,
+                      response_time=entry.response_time, request_cc=req_cc,
+                      now=self.wall_clock(), policy=policy)
+
+    async def _lookup(self, key: str, request: Request) -> CacheEntry | None:
+        try:
+            entries = await self.store.get(key)
+        except Exception as exc:  # a broken store is a miss, not a failed request
+            self.counts["store_errors"] += 1
+            log.warning("cache store get failed for %s: %r", key[:200], exc)
+            return None
+        best: CacheEntry | None = None
+        for e in entries:
+            fits = e.key == key and self._variant_fits(e, request)
+            if fits and (best is None or e.response_time > best.response_time):
+                best = e
+        return best
+
+    @staticmethod
+    def _variant_fits(entry: CacheEntry, request: Request) -> bool:
+        wanted = request_variant(get_all(entry.headers, "vary"), request.headers)
+        return wanted is not None and wanted == entry.variant
+
+    # -- misses and revalidation --------------------------------------------------------
+    async def _fetch(self, ctx: _Ctx) -> Response:
+        # Requests that could never fill the shared entry neither lead nor join a flight.
+        if ctx.req_cc.no_store or unkeyed_conflict(ctx.request.headers, ctx.request.host):
+            return await self._fill(ctx, None)
+        flight = self.coalescer.begin(ctx.key)
+        if flight.role is not Role.WAITER:
+            return await self._fill(ctx, flight)
+        try:
+            got = await flight.wait()
+        except Exception:
+            if ctx.stale_if_error and ctx.stale is not None:
+                return self._serve(ctx.request, ctx.stale, Outcome.STALE, fwd="stale",
+                                   detail="error")
+            raise
+        if got is not None and self._variant_fits(got.value, ctx.request):
+            return self._serve(ctx.request, got.value, Outcome.COALESCED, fwd="uri-miss",
+                               collapsed=True)
+        return await self._fill(ctx, None)  # released or timed out: on our own, at once
+
+    async def _fill(self, ctx: _Ctx, flight: Flight[CacheEntry] | None) -> Response:
+        handed_off = False
+        request = ctx.request
+        try:
+            for _attempt in range(2):
+                stale = ctx.stale
+                request_time = self.wall_clock()
+                try:
+                    response = await ctx.call_next(self._upstream(request, stale))
+                except Exception as exc:
+                    if flight is not None:
+                        flight.fail(exc)
+                    if ctx.stale_if_error and stale is not None:
+                        return self._serve(request, stale, Outcome.STALE, fwd="stale",
+                                           detail="error")
+                    raise
+                response_time = self.wall_clock()
+                if stale is not None and response.status == 304:
+                    _discard(response)
+                    if validators_match(stale.headers, response.headers):
+                        merged = merge_not_modified(stale, response.headers, request_time,
+                                                    response_time)
+                        await self._keep(ctx, merged, flight)
+                        return self._serve(request, merged, Outcome.REVALIDATED, fwd="stale",
+                                           fwd_status=304)
+                    ctx.stale = None  # a 304 for another representation: ask plainly, once
+                    continue
+                if response.status in ERROR_STATUSES and ctx.stale_if_error and stale:
+                    _discard(response)
+                    return self._serve(request, stale, Outcome.STALE, fwd="stale",
+                                       fwd_status=response.status, detail="error")
+                handed_off = await self._admit(ctx, response, request_time, response_time,
+                                               flight)
+                return response
+            raise AssertionError("unreachable: the second attempt always returns")
+        finally:
+            if flight is not None and not handed_off:
+                flight.abandon()  # no-op when it already ended
+
+    async def _admit(
+        self, ctx: _Ctx, response: Response, request_time: float, response_time: float,
+        flight: Flight[CacheEntry] | None,
+    ) -> bool:
+        """Store the response if the rules allow; True when a tee now owns the flight."""
+        reason = self._refusal(ctx, response.status, response.headers)
+        if reason is None and isinstance(response.body, bytes) and \
+                len(response.body) > self.config.max_object_size:
+            reason = "too large"
+        if reason is not None:
+            self.counts["not_stored"] += 1
+            self._mark(response, Outcome.MISS, fwd="uri-miss", fwd_status=response.status,
+                       detail=reason)
+            if flight is not None:
+                # A refusal caused by this request alone must not mark the URL hit-for-miss.
+                (flight.abandon if reason in ("authorization", "no-store") else flight.release)()
+            return False
+        variant = request_variant(get_all(response.headers, "vary"), ctx.request.headers) or ""
+        headers = stored_header_items(response.headers)
+
+        def entry_of(body: bytes) -> CacheEntry:
+            return CacheEntry(ctx.key, variant, response.status, headers, body, request_time,
+                              response_time, self.node_id)
+
+        if isinstance(response.body, bytes):
+            entry = entry_of(response.body)
+            await self._put(entry)
+            if flight is not None:
+                flight.share(entry)
+            self._mark(response, Outcome.MISS, fwd="uri-miss", fwd_status=response.status,
+                       stored=True)
+            return False
+
+        def complete(body: bytes) -> None:
+            entry = entry_of(body)
+            if flight is not None:
+                flight.share(entry)
+            self._spawn(self._put(entry))
+
+        def abort() -> None:
+            self.counts["not_stored"] += 1
+            if flight is not None:
+                flight.release()
+
+        response.body = _Tee(response.body, self.config.max_object_size, complete, abort)
+        self._mark(response, Outcome.MISS, fwd="uri-miss", fwd_status=response.status)
+        return True
+
+    def _refusal(self, ctx: _Ctx, status: int, headers: Iterable[tuple[str, str]]) -> str | None:
+        """Why this response must not be stored for this request, or None."""
+        items = list(headers)
+        verdict = storable("GET", ctx.request.headers, status, items, request_cc=ctx.req_cc,
+                           policy=ctx.policy)
+        if not verdict.ok:
+            return verdict.reason
+        keyed = [n.strip() for v in get_all(items, "vary") for n in v.split(",")]
+        conflict = unkeyed_conflict(ctx.request.headers, ctx.request.host, keyed)
+        if conflict is not None:
+            return conflict
+        length = get_first(items, "content-length")
+        if length and length.strip().isdigit() and int(length) > self.config.max_object_size:
+            return "too large"
+        return None
+
+    async def _keep(self, ctx: _Ctx, merged: CacheEntry, flight: Flight[CacheEntry] | None) -> None:
+        """Store an entry refreshed by a 304, unless its new headers forbid storing it."""
+        if self._refusal(ctx, merged.status, merged.headers) is None:
+            await self._put(merged)
+            if flight is not None:
+                flight.share(merged)
+            return
+        await self._delete(merged.key, merged.variant)
+        if flight is not None:
+            flight.release()
+
+    def _upstream(self, request: Request, stale: CacheEntry | None) -> Request:
+        """The request a fill sends: the client's preconditions dropped, ours added."""
+        headers = request.headers.copy()
+        headers.remove_many(set(CLIENT_CONDITIONALS))
+        if stale is not None:
+            for name, value in conditional_headers(stale.headers):
+                headers.add(name, value)
+        return dataclasses.replace(request, headers=headers)
+
+    def _refresh_later(self, ctx: _Ctx, stale: CacheEntry) -> None:
+        if ctx.key in self._refreshing:
+            return
+        self._refreshing.add(ctx.key)
+        ctx.request = dataclasses.replace(ctx.request, body=b"")
+        self._spawn(self._refresh(ctx, stale))
+
+    async def _refresh(self, ctx: _Ctx, stale: CacheEntry) -> None:
+        try:
+            self.counts["background_refresh"] += 1
+            request_time = self.wall_clock()
+            response = await ctx.call_next(self._upstream(ctx.request, stale))
+            response_time = self.wall_clock()
+            if response.status == 304:
+                _discard(response)
+                if validators_match(stale.headers, response.headers):
+                    await self._keep(ctx, merge_not_modified(
+                        stale, response.headers, request_time, response_time), None)
+                return
+            if self._refusal(ctx, response.status, response.headers) is not None:
+                _discard(response)
+                return
+            body = await read_body(response.body, self.config.max_object_size)
+            variant = request_variant(get_all(response.headers, "vary"), ctx.request.headers)
+            await self._put(CacheEntry(
+                ctx.key, variant or "", response.status, stored_header_items(response.headers),
+                body, request_time, response_time, self.node_id))
+        except Exception as exc:  # includes BodyError: too large or broken
+            self.counts["refresh_errors"] += 1
+            log.info("background refresh of %s failed: %r", ctx.key[:200], exc)
+        finally:
+            self._refreshing.discard(ctx.key)
+
+    # -- answering from an entry --------------------------------------------------------
+    def _serve(
+        self, request: Request, entry: CacheEntry, outcome: Outcome, *, hit: bool = False,
+        fwd: str | None = None, fwd_status: int | None = None, detail: str | None = None,
+        collapsed: bool = False,
+    ) -> Response:
+        self.counts[outcome.value] += 1
+        decision = self._decide(entry, Directives(), self._policy(request.service))
+        headers = Headers(entry.headers)
+        headers.set("Age", str(int(decision.age)))
+        status, body = entry.status, entry.body
+        if status == 200 and not_modified(request.headers, entry.headers):
+            status, body = 304, b""
+            headers = Headers(not_modified_headers(entry.headers))
+            headers.set("Age", str(int(decision.age)))
+        else:
+            headers.set("Content-Length", str(len(entry.body)))
+        if request.method.upper() == "HEAD":
+            body = b""
+        member = CacheStatus(self._name, hit=hit, fwd=fwd, fwd_status=fwd_status,
+                             ttl=int(decision.ttl), collapsed=collapsed, detail=detail)
+        for name, value in status_headers(outcome, member):
+            headers.set(name, value)
+        return Response(status, headers, body, served_by=self.node_id, outcome=outcome.value)
+
+    def _mark(self, response: Response, outcome: Outcome, *, fwd: str | None = None,
+              fwd_status: int | None = None, stored: bool = False,
+              detail: str | None = None) -> Response:
+        self.counts[outcome.value] += 1
+        upstream = response.headers.get_joined("cache-status")
+        member = CacheStatus(self._name, fwd=fwd, fwd_status=fwd_status, stored=stored,
+                             detail=detail)
+        for name, value in status_headers(outcome, member, upstream):
+            response.headers.set(name, value)
+        if not response.outcome:
+            response.outcome = outcome.value
+        return response
+
+    # -- store operations, purge, replication --------------------------------------------
+    async def _put(self, entry: CacheEntry) -> None:
+        try:
+            stored = await self.store.put(entry)
+        except Exception as exc:
+            self.counts["store_errors"] += 1
+            log.warning("cache store put failed for %s: %r", entry.key[:200], exc)
+            return
+        if stored:
+            self.counts["stored"] += 1
+            if self.on_store is not None:
+                _call_hook(self.on_store, entry)
+
+    async def _delete(self, key: str, variant: str | None = None) -> int:
+        try:
+            return await self.store.delete(key, variant)
+        except Exception as exc:
+            self.counts["store_errors"] += 1
+            log.warning("cache store delete failed for %s: %r", key[:200], exc)
+            return 0
+
+    async def _invalidate(self, request: Request, response: Response) -> None:
+        keys = invalidated_keys(request.method.upper(), response.status, response.headers,
+                                scheme=request.scheme, host=request.host, target=request.target,
+                                drop_params=self.config.dropped_query_params)
+        for key in keys:
+            self.counts["invalidated"] += await self._delete(key)
+            if self.on_purge is not None:
+                _call_hook(self.on_purge, key, False)
+
+    def purge_allowed(self, client: str) -> bool:
+        try:
+            address = ipaddress.ip_address(client.split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(address in net for net in self.config.networks)
+
+    async def _purge_request(self, request: Request) -> Response:
+        if not self.purge_allowed(request.client):
+            self.counts["purge_refused"] += 1
+            return Response.error(403, "PURGE is not allowed from this address")
+        try:
+            count = await self.purge(f"{request.scheme}://{request.host}{request.target}")
+        except ClientError as exc:
+            return Response.error(400, exc.reason)
+        body = json.dumps({"purged": count}).encode() + b"\n"
+        return Response(200, Headers([("Content-Type", "application/json")]), body,
+                        served_by=self.node_id, outcome="purge")
+
+    async def purge(self, url_or_prefix: str) -> int:
+        """Remove one URL's entries, or every key under a prefix ending in `*`; the count."""
+        is_prefix = url_or_prefix.endswith("*")
+        try:
+            key = key_for_url(url_or_prefix[:-1] if is_prefix else url_or_prefix,
+                              self.config.dropped_query_params)
+        except BadURL as exc:
+            raise ClientError(str(exc)) from None
+        count = await self.apply_purge(key, is_prefix)
+        if self.on_purge is not None:
+            _call_hook(self.on_purge, key, is_prefix)
+        return count
+
+    async def apply_purge(self, key_or_prefix: str, is_prefix: bool) -> int:
+        """A purge from a peer (or from `purge`): local store only, no hook."""
+        self.counts["purged"] += 1
+        if not is_prefix:
+            return await self._delete(key_or_prefix)
+        try:
+            return await self.store.purge_prefix(key_or_prefix)
+        except Exception as exc:
+            self.counts["store_errors"] += 1
+            log.warning("cache purge of %s failed: %r", key_or_prefix[:200], exc)
+            return 0
+
+    async def accept_replica(self, entry: CacheEntry, service: str = "") -> bool:
+        """Store an entry a peer sent, after the checks a local fill would pass."""
+        reason = self.replica_refusal(entry, service)
+        if reason is not None:
+            self.counts["replica_refused"] += 1
+            log.info("replica of %s refused: %s", entry.key[:200], reason)
+            return False
+        try:
+            return await self.store.put(entry)
+        except Exception as exc:
+            self.counts["store_errors"] += 1
+            log.warning("cache store put failed for replica %s: %r", entry.key[:200], exc)
+            return False
+
+    def replica_refusal(self, entry: CacheEntry, service: str = "") -> str | None:
+        try:
+            if key_for_url(entry.key, self.config.dropped_query_params) != entry.key:
+                return "key not normalised"
+        except BadURL:
+            return "key is not a URL"
+        if len(entry.body) > self.config.max_object_size:
+            return "too large"
+        if not entry.request_time <= entry.response_time <= self.wall_clock() + 60:
+            return "implausible times"
+        verdict = storable("GET", (), entry.status, entry.headers, request_cc=Directives(),
+                           policy=self._policy(service))
+        return None if verdict.ok else verdict.reason
+
+    # -- background tasks ---------------------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for background refreshes and stores started so far (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.drain()
+
+
+def _discard(response: Response) -> None:
+    if not isinstance(response.body, bytes):
+        response.body.cancel()
+
+
+def _call_hook(hook: Callable[..., None], *args: object) -> None:
+    try:
+        hook(*args)
+    except Exception:  # a replication hook must not fail the request it follows
+        log.exception("cache hook %r failed", hook)
