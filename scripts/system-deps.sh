@@ -3,7 +3,7 @@
 # when we are root on a Debian-like machine. Without them the tests that need
 # them skip and say why, so this never fails the run.
 set -u
-want=(chromium)
+want=(chromium iptables)  # iptables: the netns fixture's loss and relay rules
 [ "${1:-}" = "bench" ] && want=(nginx-light wrk)
 missing=()
 for p in "${want[@]}"; do
