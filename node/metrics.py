@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import tornado.web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
@@ -168,3 +169,21 @@ def _safe(source: Callable[[], T] | None, name: str) -> T | None:
     except Exception:
         log.exception("metrics source %s failed; its gauges are left out of this scrape", name)
         return None
+
+
+class MetricsHandler(tornado.web.RequestHandler):
+    """GET /_scale0/metrics on the admin listener."""
+
+    def initialize(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def get(self) -> None:
+        body, content_type = self.metrics.render(self.request.headers.get("Accept"))
+        self.set_header("Content-Type", content_type)
+        self.set_header("Cache-Control", "no-store")
+        self.write(body)
+
+
+def metrics_route(metrics: Metrics) -> tuple[str, type[MetricsHandler], dict[str, Any]]:
+    """The admin rule to mount: `make_admin_app(state, extra_routes=[metrics_route(m)])`."""
+    return (r"/_scale0/metrics", MetricsHandler, {"metrics": metrics})

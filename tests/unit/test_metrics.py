@@ -121,3 +121,4 @@ def test_openmetrics_when_asked() -> None:
 @given(st.text(max_size=20))
 def test_outcome_labels_are_bounded(outcome: str) -> None:
     assert outcome_label(outcome) in OUTCOMES
+
