@@ -1,0 +1,282 @@
+"""`scale0`: the operator's command line (node, worker, demo).
+
+Flags are DESIGN.md's "Command line" names, which scripts depend on: keep them.
+Every node flag also has a TOML key (`--config`); a flag that is given wins
+over the file, one that is not leaves the file's value (or the default) alone.
+Flags for parts that are not built yet are accepted and stored, so scripts
+written today keep working. Mistakes are reported in one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from node.errors import ConfigError
+
+EPILOG_NODE = """\
+examples:
+  scale0 node                                   # :8080, admin 127.0.0.1:8081, workers tcp://*:7950
+  scale0 node --id east-1 --dc east --route www.example.com=www --route '*.example.com/api=api'
+  scale0 node --config /etc/scale0/node.toml --http 0.0.0.0:80
+
+Unmapped hosts go to the service `default`; with no such service the node answers 404.
+Health: curl http://127.0.0.1:8081/_scale0/health   Readiness: /_scale0/ready
+SIGTERM drains: stop accepting, finish in-flight requests (limits.drain_grace, 20 s), exit 0.
+"""
+
+
+def _node_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "node", help="run a node: HTTP front door + worker broker + mesh member",
+        description="Run one Scale0 node. Flags win over the --config file; "
+                    "every flag below also has a key of the same name in that file.",
+        epilog=EPILOG_NODE, formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    a = p.add_argument
+    a("--config", metavar="FILE", help="TOML config file (keys as the flags: id, dc, http, "
+      "routes = [...], [workers], [limits]); default: none")
+    a("--id", metavar="NAME", help="this node's name in logs and the mesh; default: host name")
+    a("--dc", metavar="NAME", help="datacenter label; routing prefers its own dc; default: default")
+    a("--http", metavar="HOST:PORT", help="client HTTP listener; default: :8080 (all interfaces)")
+    a("--https", metavar="HOST:PORT",
+      help="TLS listener (needs --tls-cert, --tls-key); default: off")
+    a("--tls-cert", metavar="FILE", help="PEM certificate chain for --https")
+    a("--tls-key", metavar="FILE", help="PEM private key for --https")
+    a("--admin", metavar="HOST:PORT", help="admin listener (health, readiness, mesh); "
+      "default: 127.0.0.1:8081 — keep it private")
+    a("--processes", metavar="N", type=int, help="node processes sharing the HTTP port; default: 1")
+    a("--workers", metavar="ENDPOINT", help="ZeroMQ ROUTER that workers connect to; "
+      "default: tcp://*:7950")
+    a("--gossip", metavar="ENDPOINT", help="PUB socket for mesh state; default: tcp://*:7946")
+    a("--peer", metavar="ENDPOINT", help="ROUTER socket for peers; default: tcp://*:7947")
+    a("--advertise", metavar="HOST", help="address peers should dial (behind NAT); default: bound")
+    a("--seed", metavar="ENDPOINT", action="append", dest="seeds",
+      help="a peer socket to join the mesh through, e.g. tcp://10.0.0.5:7947 (repeatable)")
+    a("--discover", metavar="mdns", choices=["mdns"], help="find peers on the LAN with zeroconf")
+    a("--route", metavar="HOST[/PREFIX]=SERVICE", action="append", dest="routes",
+      help="map requests to a service, e.g. www.example.com=www, '*.example.com/api=api', "
+           "'*/static=files'; most specific host, then longest prefix wins (repeatable)")
+    a("--cache", metavar="SPEC",
+      help="files:DIR | memory | mongo:URL; default: files:./scale0-cache")
+    a("--static", metavar="PREFIX=DIR", action="append",
+      help="serve files under a URL prefix from a directory, e.g. /assets=./public (repeatable)")
+    a("--app", metavar="MODULE:ATTR", help="an in-node Tornado application or URL rules")
+    a("--curve", metavar="KEYDIR", help="CurveZMQ on every ZeroMQ socket, keys from KEYDIR")
+    a("--log-level", metavar="LEVEL", default="INFO", help="DEBUG, INFO, WARNING; default: INFO")
+    p.set_defaults(func=_cmd_node)
+
+
+def _cmd_node(args: argparse.Namespace) -> int:
+    from node.config import load_config
+    from node.server import run_node
+
+    given = dict(vars(args))
+    for key in ("func", "command", "log_level", "config"):
+        given.pop(key, None)
+    if "workers" in given:
+        given["workers"] = {"endpoint": given["workers"]}
+    config = load_config(getattr(args, "config", None), given)
+    return run_node(config)
+
+
+def _worker_parser(sub: Any) -> None:
+    try:
+        worker_cli = importlib.import_module("node.worker.cli")
+    except ImportError as exc:  # the worker CLI is another part of the tree
+        why = str(exc)
+        p = sub.add_parser("worker", help="run a worker (unavailable in this build)")
+        p.set_defaults(func=lambda _a: _fail(f"scale0 worker is unavailable: {why}"))
+        return
+    worker_cli.add_worker_parser(sub)
+
+
+def _fail(message: str) -> int:
+    print(f"scale0: {message}", file=sys.stderr)
+    return 2
+
+
+def _demo_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "demo", help="a local node with two demo workers you can curl",
+        description="Start, in subprocesses, a tiny origin web server, one node (default ports "
+                    "when free, else free ones) and two workers: one turning the origin into "
+                    "the `default` service, one Python-API worker for /hello. Prints what to "
+                    "curl; Ctrl-C (or --for) stops everything.",
+        epilog="example:\n  scale0 demo --for 60\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--for", dest="seconds", type=float, default=0.0, metavar="SECONDS",
+                   help="stop by itself after SECONDS; default: run until Ctrl-C")
+    p.add_argument("--log-level", default="WARNING", help="for the demo's own lines")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    return run_demo(args.seconds)
+
+
+# -- the demo ------------------------------------------------------------------------
+# Lives here so `scale0 demo` needs nothing but the installed package.
+
+
+async def demo_hello(request: Any) -> Any:
+    """The demo's Python-API worker handler (`scale0 worker --app node.cli:demo_hello`)."""
+    from node.http import Headers, Response
+
+    text = f"hello from a Python-API worker: {request.method} {request.target}\n"
+    return Response(200, Headers([("Content-Type", "text/plain; charset=utf-8")]), text.encode())
+
+
+def demo_origin(port: int) -> None:
+    """A tiny origin web server for the demo (run in its own process)."""
+    import asyncio
+
+    import tornado.web
+
+    class Page(tornado.web.RequestHandler):
+        def get(self) -> None:
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.set_header("Cache-Control", "max-age=10")
+            self.add_header("Set-Cookie", "demo=1; Path=/")
+            self.write(f"hello from the demo origin: you asked for {self.request.uri}\n"
+                       f"it came through {self.request.headers.get('Via', '(no proxy)')} "
+                       f"for {self.request.headers.get('X-Forwarded-For', '?')}\n")
+
+    async def serve() -> None:
+        tornado.web.Application([(r"/.*", Page)]).listen(port, "127.0.0.1")
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+def _port(preferred: int) -> int:
+    import socket
+
+    for candidate in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError("no free port on 127.0.0.1")
+
+
+def run_demo(seconds: float) -> int:
+    """Start origin, node and two workers; print what to try; stop them all cleanly."""
+    import json
+    import signal
+    import subprocess
+    import tempfile
+    import threading
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    http, admin, workers, origin = _port(8080), _port(8081), _port(7950), _port(0)
+    logs = Path(tempfile.mkdtemp(prefix="scale0-demo-"))
+    py = [sys.executable]
+    endpoint = f"tcp://127.0.0.1:{workers}"
+    commands = {
+        "origin": [*py, "-c", f"from node.cli import demo_origin; demo_origin({origin})"],
+        "node": [*py, "-m", "node", "node", "--id", "demo", "--http", f"127.0.0.1:{http}",
+                 "--admin", f"127.0.0.1:{admin}", "--workers", endpoint,
+                 "--route", "*/hello=hello"],
+        "worker-upstream": [*py, "-m", "node", "worker", "--node", endpoint, "--service",
+                            "default", "--upstream", f"http://127.0.0.1:{origin}"],
+        "worker-python": [*py, "-m", "node", "worker", "--node", endpoint, "--service", "hello",
+                          "--app", "node.cli:demo_hello"],
+    }
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def healthy() -> bool:
+        url = f"http://127.0.0.1:{admin}/_scale0/health"
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            found = json.load(resp).get("workers", {})
+        return all(found.get(s, {}).get("workers", 0) > 0 for s in ("default", "hello"))
+
+    code = 0
+    try:
+        for name, argv in commands.items():
+            with open(logs / f"{name}.log", "wb") as out:
+                procs[name] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                               start_new_session=True)
+        end = time.monotonic() + 30
+        while not stop.is_set():
+            dead = [n for n, p in procs.items() if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"{', '.join(dead)} exited early; see {logs}")
+            try:
+                if healthy():
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > end:
+                raise RuntimeError(f"the demo did not come up within 30 s; see {logs}")
+            stop.wait(0.1)
+        print(f"""Scale0 demo: node "demo", origin, two workers (logs in {logs})
+
+  curl -i http://127.0.0.1:{http}/            # the origin, through an HTTP-upstream worker
+  curl -i http://127.0.0.1:{http}/hello       # a Python-API worker (route */hello=hello)
+  curl -s http://127.0.0.1:{admin}/_scale0/health   # the node's workers per service
+
+Look at the response headers: Via (the node), X-Request-Id (one id through every log),
+the two Set-Cookie-free and Set-Cookie answers. {'Ctrl-C stops it.' if not seconds else
+f'Stops by itself after {seconds:g} s (or Ctrl-C).'}""", flush=True)
+        stop.wait(seconds if seconds > 0 else None)
+    except RuntimeError as exc:
+        print(f"scale0 demo: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        for name in ("node", "worker-upstream", "worker-python", "origin"):
+            proc = procs.get(name)
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    print("scale0 demo: stopped", flush=True)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scale0",
+        description="Scale0: a mesh of identical HTTP proxy nodes with ZeroMQ workers. "
+                    "Start with `scale0 demo`, then `scale0 node --help`.",
+        epilog="each command has its own --help, e.g. scale0 node --help",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _node_parser(sub)
+    _worker_parser(sub)
+    _demo_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = getattr(args, "log_level", "INFO")
+    logging.basicConfig(level=str(level).upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

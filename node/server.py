@@ -1,0 +1,193 @@
+"""The Node: one `scale0 node` process wired from its config, and its lifecycle.
+
+Start order binds the worker socket first (workers reconnect to it on their
+own), then the admin listener, then the public HTTP listener last, so the node
+never accepts a client it cannot serve. SIGTERM or SIGINT drains in the other
+direction: readiness turns 503, the HTTP listener stops accepting, in-flight
+requests get `limits.drain_grace` seconds to finish, then the broker drains and
+closes and the process exits 0. A second signal during the drain stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import socket
+import ssl
+import time
+from typing import Any
+
+from tornado.httpserver import HTTPServer
+
+from node.admin import AdminState, make_admin_app
+from node.broker import Broker, BrokerConfig
+from node.config import NodeConfig, WorkersConfig, parse_hostport
+from node.errors import ConfigError
+from node.front import Front, FrontLimits, TornadoAppMount, bound_port
+from node.pipeline import Pipeline
+from node.services import ServiceMap
+from node.stage import Stage
+
+log = logging.getLogger("scale0.node")
+
+
+def default_node_id() -> str:
+    return socket.gethostname().split(".", 1)[0] or "node"
+
+
+def broker_config(workers: WorkersConfig) -> BrokerConfig:
+    """The broker's own config from the `[workers]` table (fields both know)."""
+    known = {f.name for f in dataclasses.fields(BrokerConfig)}
+    values = {f.name: getattr(workers, f.name) for f in dataclasses.fields(workers)
+              if f.name in known}
+    return BrokerConfig(**values)
+
+
+def front_limits(config: NodeConfig) -> FrontLimits:
+    lim = config.limits
+    return FrontLimits(max_header_size=lim.max_header_size, max_body_size=lim.max_body_size,
+                       buffer_body_below=lim.buffer_body_below, idle_timeout=lim.idle_timeout,
+                       body_timeout=lim.body_timeout)
+
+
+def _static_stage(specs: list[str]) -> Stage | None:
+    if not specs:
+        return None
+    from node.static import StaticFiles
+
+    mounts = []
+    for spec in specs:
+        prefix, sep, directory = spec.partition("=")
+        if not sep or not prefix.startswith("/") or not directory:
+            raise ConfigError(f"--static {spec!r}: expected PREFIX=DIR, e.g. /assets=./public")
+        mounts.append((prefix, directory))
+    try:
+        return StaticFiles(mounts)
+    except ValueError as exc:
+        raise ConfigError(f"--static: {exc}") from exc
+
+
+class Node:
+    """One node process. `await run()` serves until SIGTERM/SIGINT, then drains."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.node_id = config.id or default_node_id()
+        self.routes = ServiceMap.from_specs(config.routes)  # bad rules fail before any bind
+        self.broker: Broker | None = None
+        self.fronts: list[Front] = []
+        self.servers: list[HTTPServer] = []
+        self.admin_server: HTTPServer | None = None
+        self.state: AdminState | None = None
+        self.http_port = 0
+        self.admin_port = 0
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        cfg = self.config
+        if cfg.processes > 1:
+            log.warning("--processes %d is not supported yet: running one process", cfg.processes)
+        broker = Broker(broker_config(cfg.workers), self.node_id)
+        await broker.start()
+        self.broker = broker
+        self.state = AdminState(self.node_id, cfg.dc, broker.service_loads)
+        admin_host, admin_port = parse_hostport(cfg.admin, "--admin")
+        self.admin_server = make_admin_app(self.state).listen(admin_port, admin_host,
+                                                              xheaders=False)
+        self.admin_port = bound_port(self.admin_server)
+        pre: list[Stage] = []
+        mount = None
+        if cfg.app:
+            from node.inapp import InNodeApp
+
+            mount = TornadoAppMount(InNodeApp.from_spec(cfg.app).application)
+        static = _static_stage(cfg.static)
+        if static is not None:
+            pre.append(static)
+        pipeline = Pipeline(pre, self.routes, [], broker, self.node_id,
+                            known_services=broker.services)
+        limits = front_limits(cfg)
+        host, port = parse_hostport(cfg.http, "--http")
+        front = Front(pipeline.handle, limits=limits, mount=mount)
+        self.fronts.append(front)
+        self.servers.append(front.listen(port, host))
+        self.http_port = bound_port(self.servers[0])
+        if cfg.https:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"--tls-cert/--tls-key: cannot load: {exc}") from exc
+            tls_host, tls_port = parse_hostport(cfg.https, "--https")
+            secure = Front(pipeline.handle, limits=limits, scheme="https", mount=mount)
+            self.fronts.append(secure)
+            self.servers.append(secure.listen(tls_port, tls_host, ssl_options=tls))
+        self.state.ready = True
+        log.info("scale0 node %s (dc %s) ready: http=%s:%d admin=%s:%d workers=%s",
+                 self.node_id, cfg.dc, host or "*", self.http_port, admin_host, self.admin_port,
+                 broker.bound_endpoint)
+
+    def stop(self) -> None:
+        """Ask `run()` to drain and return (what SIGTERM does)."""
+        self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        signals = 0
+
+        def on_signal(sig: int) -> None:
+            nonlocal signals
+            signals += 1
+            if signals > 1:
+                log.warning("second signal: stopping without waiting")
+                raise SystemExit(1)
+            log.info("%s: draining (grace %.0fs)", signal.Signals(sig).name,
+                     self.config.limits.drain_grace)
+            self._stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            await self.start()
+            await self._stop.wait()
+            clean = await self.shutdown()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        log.info("scale0 node %s stopped%s", self.node_id,
+                 "" if clean else " (some requests did not finish within the grace period)")
+        return 0
+
+    async def shutdown(self) -> bool:
+        """Drain and close everything; True if every in-flight request finished."""
+        if self.state is not None:
+            self.state.draining = True
+        end = time.monotonic() + self.config.limits.drain_grace
+        results = await asyncio.gather(*(f.drain(self.config.limits.drain_grace)
+                                         for f in self.fronts))
+        if self.broker is not None:
+            await self.broker.drain(max(0.0, end - time.monotonic()))
+            await self.broker.close()
+        if self.admin_server is not None:
+            self.admin_server.stop()
+            await self.admin_server.close_all_connections()
+        return all(results)
+
+
+def run_node(config: NodeConfig) -> int:
+    """Run a node until it is told to stop; the process exit code."""
+    node = Node(config)
+
+    async def main() -> int:
+        return await node.run()
+
+    runner: Any = asyncio.run
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        pass
+    return int(runner(main()))
