@@ -44,7 +44,7 @@ def vary_fields(values: Iterable[str]) -> tuple[str, ...] | VaryStar:
             name = member.strip().lower()
             if name == "*":
                 return VARY_STAR
-            if name and all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in name):
+            if name and name.isascii() and all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in name):
                 names.add(name)
     if len(names) > MAX_VARY_FIELDS:
         return VARY_STAR
