@@ -229,8 +229,9 @@ def run_demo(seconds: float) -> int:
   curl -i http://127.0.0.1:{http}/hello       # a Python-API worker (route */hello=hello)
   curl -s http://127.0.0.1:{admin}/_scale0/health   # the node's workers per service
 
-Look at the response headers: Via (the node), X-Request-Id (one id through every log),
-the two Set-Cookie-free and Set-Cookie answers. {'Ctrl-C stops it.' if not seconds else
+Look at the response headers: Via (the node that proxied it), X-Request-Id (the id in
+every log line of this request), Set-Cookie and Cache-Control passed through from the origin.
+{'Ctrl-C stops it.' if not seconds else
 f'Stops by itself after {seconds:g} s (or Ctrl-C).'}""", flush=True)
         stop.wait(seconds if seconds > 0 else None)
     except RuntimeError as exc:
