@@ -223,7 +223,7 @@ def dashboard_routes(
     interval: float = 1.0,
     poll: float = 0.2,
     max_streams: int = 32,
-) -> list[tuple[str, Any, dict[str, Any]]]:
+) -> list[tuple[str, type[RequestHandler], dict[str, Any]]]:
     """Tornado URL rules for the dashboard, the mesh JSON and its event stream.
 
     `get_table_json` is called on the IO loop, often (every `poll` seconds per

@@ -29,10 +29,11 @@ the count, because the peer's own numbers now include what we sent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from gossip.load import ServiceLoad
 
@@ -40,6 +41,35 @@ STATES = ("alive", "suspect", "dead", "left")
 # Only alive peers take routed work; a suspect peer may be gone already, and the
 # failure detector decides faster than a client's deadline would.
 ROUTABLE_STATES = frozenset({"alive"})
+
+
+class MemberLike(Protocol):
+    """What `LoadTable.sync` needs of a membership row (gossip.membership.MemberView)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def dc(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def incarnation(self) -> int: ...
+    @property
+    def addresses(self) -> Any: ...  # a Mapping or a dataclass of endpoint strings
+    @property
+    def last_heard(self) -> float | None: ...  # our clock; None if never heard directly
+    @property
+    def load(self) -> Iterable[tuple[str, ServiceLoad]]: ...
+
+
+def _address_map(addresses: Any) -> dict[str, str]:
+    if isinstance(addresses, Mapping):
+        pairs = addresses.items()
+    elif dataclasses.is_dataclass(addresses) and not isinstance(addresses, type):
+        pairs = dataclasses.asdict(addresses).items()
+    else:
+        raise LoadTableError(f"addresses must be a mapping or a dataclass, not {addresses!r:.60}")
+    return {str(k): str(v) for k, v in pairs if v}  # unadvertised endpoints are ""
 
 
 class LoadTableError(ValueError):
@@ -177,6 +207,35 @@ class LoadTable:
             return False
         self.version += 1
         return True
+
+    def apply_member(self, view: MemberLike, now: float) -> bool:
+        """Fold one membership row in; True when it carried a newer report.
+
+        Age counts from when we last heard the node itself (`last_heard`); a
+        node known only from others' news keeps the age it had. Our own row is
+        always fresh. A row that is not newer still moves the state."""
+        old = self._nodes.get(view.id)
+        if view.id == self.self_id:
+            heard = now
+        elif view.last_heard is not None:
+            heard = view.last_heard
+        else:
+            heard = old.reported_at if old is not None else now
+        accepted = self.update(view.id, view.dc, view.state, view.incarnation,
+                               _address_map(view.addresses), dict(view.load), heard,
+                               seq=old.seq if old is not None else 0)
+        if not accepted:
+            self.mark(view.id, view.state)
+        return accepted
+
+    def sync(self, views: Iterable[MemberLike], now: float) -> None:
+        """Make the table match the membership: fold every row in, drop the rest."""
+        seen = set()
+        for view in views:
+            self.apply_member(view, now)
+            seen.add(view.id)
+        for gone in [node_id for node_id in self._nodes if node_id not in seen]:
+            self.remove(gone)
 
     def state(self, node_id: str) -> str | None:
         entry = self._nodes.get(node_id)

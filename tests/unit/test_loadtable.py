@@ -147,3 +147,33 @@ def test_unknown_peer_and_service_have_no_free_slots() -> None:
     t.update("p", "east", "alive", 1, {}, {"www": ServiceLoad(slots=3)}, 0.0)
     assert t.effective_free("p", "api") == 0
     assert t.effective_free("p", "www") == 3
+
+
+def test_sync_folds_membership_rows_in() -> None:
+    from gossip.membership import MemberView
+    from gossip.messages import Addresses
+
+    def view(node_id: str, state: str, inc: int, heard: float | None,
+             load: ServiceLoad) -> MemberView:
+        return MemberView(node_id, "west", state, inc,
+                          Addresses(http="h:80", gossip="tcp://g:7946", peer="tcp://p:7947"),
+                          heard, (("www", load),))
+
+    t = LoadTable("me")
+    t.sync([view("me", "alive", 1, None, ServiceLoad(slots=1)),
+            view("w1", "alive", 2, 10.0, ServiceLoad(slots=8)),
+            view("w2", "alive", 1, None, ServiceLoad())], now=12.0)
+    rows = {r.id: r for r in t.rows(12.0)}
+    assert rows["w1"].age_s == 2.0 and rows["me"].age_s == 0.0
+    assert rows["w1"].addresses == {"http": "h:80", "gossip": "tcp://g:7946",
+                                    "peer": "tcp://p:7947"}  # empty "workers" left out
+    t.note_sent("w1", "www", 3)
+    # Same report again with a new state (the detector spoke): state moves, counters stay.
+    t.sync([view("me", "alive", 1, None, ServiceLoad(slots=1)),
+            view("w1", "suspect", 2, 10.0, ServiceLoad(slots=8))], now=15.0)
+    assert t.state("w1") == "suspect" and "w2" not in t
+    assert t.sent_since_report("w1", "www") == 3
+    # A fresh report resets them.
+    t.sync([view("w1", "alive", 2, 14.5, ServiceLoad(slots=8))], now=15.0)
+    assert t.sent_since_report("w1", "www") == 0 and t.effective_free("w1", "www") == 8
+    assert [r.id for r in t.rows(15.0)] == ["w1"]
