@@ -254,9 +254,11 @@ class Membership:
             self._apply(msg.me, now, out)
             out.append(SendTo(msg.sender, msg.me.addresses.peer, self._snapshot()))
         elif isinstance(msg, Snapshot):
+            # Old news to everyone else: merged quietly, not pushed (the digest repairs).
             self.stats["snapshots"] += 1
             for rec in msg.members:
                 self._merge_record(rec, msg.sender, now, out)
+            self._fresh = [n for n in self._fresh if n.id == self.me.id]
         elif isinstance(msg, Reliable):
             self._heard(msg.sender, now)
             ready, gap = self._inbox.accept(msg, now)
@@ -418,8 +420,7 @@ class Membership:
         """Push what we learned during this call, and queue it for the next beats."""
         if not self._fresh:
             return
-        fresh = self._fresh[: self.config.max_news_per_beat * 4]
-        self._fresh = []
+        fresh, self._fresh = self._fresh, []
         for i in range(0, len(fresh), 64):
             out.append(Publish(Push(self.me.id, self._next_seq(), tuple(fresh[i : i + 64]))))
         for n in fresh:
