@@ -45,6 +45,8 @@ class _Parse:
     headers_done: bool = False
     done: bool = False
     got_bytes: bool = False
+    keep_alive: bool = False
+    parser: httptools.HttpResponseParser | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
@@ -56,6 +58,8 @@ class _Parse:
         self.body.append(bytes(body))
 
     def on_message_complete(self) -> None:
+        # Asked now: llhttp resets its flags once the message is complete.
+        self.keep_alive = self.parser is not None and self.parser.should_keep_alive()
         self.done = True
 
 
@@ -174,7 +178,7 @@ class UpstreamClient:
         else:
             await self._send_stream(w, body, chunked=not request.headers.get("Content-Length"))
         p = _Parse()
-        parser = httptools.HttpResponseParser(p)
+        parser = p.parser = httptools.HttpResponseParser(p)
         try:
             await w.drain()
             while not p.headers_done:
@@ -194,7 +198,7 @@ class UpstreamClient:
         status = parser.get_status_code()
         out = Headers((k, v) for k, v in p.headers if k.lower() not in HOP_BY_HOP)
         if request.method == "HEAD" or status in (204, 304):
-            self._release(conn, parser.should_keep_alive() and status >= 200)
+            self._release(conn, parser.should_keep_alive() and status >= 200 and p.got_bytes)
             return Response(status, out, b"")
         length = p_len(p.headers)
         # Small bodies of known length are read here: one frame, no channel.
@@ -205,7 +209,7 @@ class UpstreamClient:
                 raise ConnectionResetError("closed in the middle of the response body")
             parser.feed_data(data)
         if p.done:
-            self._release(conn, parser.should_keep_alive())
+            self._release(conn, p.keep_alive)
             return Response(status, out, b"".join(p.body))
         chan = BodyChannel(8)
         task = asyncio.create_task(self._pump(conn, parser, p, chan, length))
@@ -239,7 +243,7 @@ class UpstreamClient:
                     raise ConnectionResetError("closed in the middle of the response body")
                 parser.feed_data(data)
             chan.finish()
-            ok = p.done and parser.should_keep_alive()
+            ok = p.done and p.keep_alive
         except BodyError:
             pass  # the reader went away: drop the connection, the rest is unwanted
         except Exception as exc:
