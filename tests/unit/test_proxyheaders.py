@@ -1,0 +1,138 @@
+"""Proxy header rules: hop-by-hop removal, forwarding headers, request ids, targets."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from node.errors import ClientError
+from node.http import Headers, Request
+from node.proxyheaders import (
+    HOP_BY_HOP,
+    downstream_headers,
+    normalise_target,
+    request_id_of,
+    strip_hop_by_hop,
+    upstream_headers,
+)
+
+names = st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,15}", fullmatch=True)
+values = st.from_regex(r"[ -~]{0,30}", fullmatch=True)
+fields = st.lists(st.tuples(names, values), max_size=12)
+hop = st.sampled_from(["Keep-Alive", "TE", "Trailer", "Transfer-Encoding",
+                       "Upgrade", "Proxy-Authorization", "Proxy-Connection", "proxy-x"])
+
+
+@given(fields, st.lists(st.tuples(hop, values), max_size=4), st.lists(names, max_size=3))
+def test_strip_removes_hop_by_hop_and_listed_and_keeps_the_rest_in_order(
+        plain: list[tuple[str, str]], hops: list[tuple[str, str]], listed: list[str]) -> None:
+    h = Headers(plain + hops)
+    if listed:
+        h.add("Connection", ", ".join(listed))
+    out = strip_hop_by_hop(h)
+    dropped = {n.lower() for n in listed} - {"host", "content-length"}
+    for name, _ in out:
+        low = name.lower()
+        assert low not in HOP_BY_HOP and not low.startswith("proxy-") and low not in dropped
+    expected = [(k, v) for k, v in plain
+                if k.lower() not in HOP_BY_HOP | dropped and not k.lower().startswith("proxy-")]
+    assert out.items() == expected  # order and repeats kept for everything else
+
+
+def test_connection_cannot_remove_host_or_content_length() -> None:
+    h = Headers([("Host", "a"), ("Content-Length", "3"), ("Connection", "host, content-length")])
+    assert strip_hop_by_hop(h).items() == [("Host", "a"), ("Content-Length", "3")]
+
+
+def _req(**kw: object) -> Request:
+    base: dict[str, object] = {"method": "GET", "target": "/", "headers": Headers(),
+                               "host": "a.test", "client": "192.0.2.1", "request_id": "rid"}
+    base.update(kw)
+    return Request(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("client", "expected"), [
+    ("192.0.2.1", "for=192.0.2.1"),
+    ("2001:db8::1", 'for="[2001:db8::1]"'),
+    ("", "for=unknown"),
+])
+def test_forwarded_quotes_ipv6(client: str, expected: str) -> None:
+    out = upstream_headers(_req(client=client), "n1")
+    assert out.get("Forwarded") == f"{expected};proto=http;host=a.test"
+
+
+def test_upstream_appends_to_existing_chains() -> None:
+    h = Headers([("X-Forwarded-For", "10.0.0.1"), ("Forwarded", "for=10.0.0.1"),
+                 ("Via", "1.0 edge"), ("X-Forwarded-Proto", "https")])
+    out = upstream_headers(_req(headers=h), "n1")
+    assert out.get("X-Forwarded-For") == "10.0.0.1, 192.0.2.1"
+    assert out.get("Forwarded") == "for=10.0.0.1, for=192.0.2.1;proto=http;host=a.test"
+    assert out.get("Via") == "1.0 edge, 1.1 n1"
+    assert out.get("X-Forwarded-Proto") == "http"
+    assert out.get("X-Request-Id") == "rid"
+
+
+def test_a_forwarded_request_keeps_the_first_nodes_view() -> None:
+    h = Headers([("X-Forwarded-For", "10.0.0.1"), ("Via", "1.1 n1")])
+    out = upstream_headers(_req(headers=h, hops=1, client="10.9.9.9"), "n2")
+    assert out.get("X-Forwarded-For") == "10.0.0.1"
+    assert out.get("Via") == "1.1 n1, 1.1 n2"
+
+
+@given(fields)
+def test_downstream_always_has_one_via_and_no_hop_by_hop(plain: list[tuple[str, str]]) -> None:
+    out = downstream_headers(Headers([*plain, ("Keep-Alive", "5")]), "n1", "rid")
+    assert len(out.get_all("via")) == 1 and out.get("via", "").endswith("1.1 n1")
+    assert "keep-alive" not in out
+    assert out.get("x-request-id") is not None
+
+
+@given(st.text(max_size=200))
+def test_request_id_is_the_clients_only_when_sane(given_id: str) -> None:
+    rid = request_id_of(Headers([("X-Request-Id", given_id)]), lambda: "generated")
+    assert rid in (given_id.strip(), "generated")
+    assert len(rid) <= 128 and all(c.isprintable() and c != " " for c in rid)
+
+
+@given(st.sampled_from(["http", "HTTP", "https"]),
+       st.from_regex(r"[a-z0-9.-]{1,20}(:[0-9]{1,5})?", fullmatch=True),
+       st.from_regex(r"(/[a-z0-9._~%-]{0,8}){0,4}(\?[a-z0-9=&]{0,10})?", fullmatch=True))
+def test_absolute_form_splits_and_overrides_host(scheme: str, host: str, rest: str) -> None:
+    t = normalise_target("GET", f"{scheme}://{host}{rest}", ["ignored.test"], "HTTP/1.1", "http")
+    assert t.scheme == scheme.lower() and t.host == host.lower()
+    assert t.target.startswith("/") and t.target.endswith(rest.lstrip("/"))
+
+
+@given(st.text(max_size=60), st.lists(st.text(max_size=20), max_size=2),
+       st.sampled_from(["GET", "OPTIONS", "CONNECT", "POST"]),
+       st.sampled_from(["HTTP/1.0", "HTTP/1.1"]))
+def test_normalise_never_fails_other_than_client_error(
+        target: str, hosts: list[str], method: str, version: str) -> None:
+    try:
+        t = normalise_target(method, target, hosts, version, "http")
+    except ClientError as exc:
+        assert exc.status == 400 and exc.reason
+    else:
+        assert t.target == "*" or t.target.startswith("/")
+        assert t.host == t.host.lower()
+
+
+@pytest.mark.parametrize(("method", "target", "hosts", "version"), [
+    ("GET", "/", [], "HTTP/1.1"),
+    ("GET", "/", ["a", "b"], "HTTP/1.1"),
+    ("GET", "*", ["a"], "HTTP/1.1"),
+    ("CONNECT", "a:443", ["a:443"], "HTTP/1.1"),
+    ("GET", "ftp://a/", ["a"], "HTTP/1.1"),
+    ("GET", "http://user@a/", ["a"], "HTTP/1.1"),
+    ("GET", "/", ["bad host"], "HTTP/1.1"),
+])
+def test_bad_targets_are_client_errors(method: str, target: str, hosts: list[str],
+                                       version: str) -> None:
+    with pytest.raises(ClientError):
+        normalise_target(method, target, hosts, version, "http")
+
+
+def test_http10_without_host_and_options_star_are_fine() -> None:
+    assert normalise_target("GET", "/x", [], "HTTP/1.0", "http").host == ""
+    assert normalise_target("OPTIONS", "*", ["A.test"], "HTTP/1.1", "https").target == "*"

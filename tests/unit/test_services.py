@@ -1,0 +1,81 @@
+"""Service mapping: host and prefix rules, precedence, the default, 404."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from node.errors import ConfigError, NoRoute
+from node.services import Route, ServiceMap, hostname
+
+MAP = ServiceMap.from_specs([
+    "www.example.com=www",
+    "www.example.com/api=api",
+    "www.example.com/api/v2=api2",
+    "*.example.com=wild",
+    "*.deep.example.com=deeper",
+    "*/health=health",
+])
+
+
+@pytest.mark.parametrize(("host", "path", "service"), [
+    ("www.example.com", "/", "www"),
+    ("WWW.Example.com:8080", "/api", "api"),
+    ("www.example.com", "/api/users?x=1", "api"),
+    ("www.example.com", "/apix", "www"),  # prefixes match whole segments
+    ("www.example.com", "/api/v2/x", "api2"),  # longest prefix wins
+    ("shop.example.com", "/api", "wild"),
+    ("a.b.example.com", "/", "wild"),
+    ("x.deep.example.com", "/", "deeper"),  # longest wildcard wins
+    ("example.com", "/", "default"),  # *.example.com does not take the bare domain
+    ("other.test", "/health", "health"),
+    ("www.example.com", "/health", "www"),  # an exact host beats *
+    ("[::1]:8080", "/", "default"),
+])
+def test_table(host: str, path: str, service: str) -> None:
+    assert MAP.service_for(host, path, None) == service
+
+
+def test_unmapped_without_default_is_404_with_a_reason() -> None:
+    with pytest.raises(NoRoute) as err:
+        MAP.service_for("nowhere.test", "/", known={"www"})
+    assert err.value.status == 404
+    assert "nowhere.test" in err.value.reason and "\n" not in err.value.reason
+    assert MAP.service_for("nowhere.test", "/", known={"default"}) == "default"
+
+
+@pytest.mark.parametrize("spec", ["", "www", "=svc", "www=", "a b=svc", "ex*.com=x",
+                                  "*.*.com=x", "a:80=x", "a=s v c"])
+def test_bad_specs_name_the_flag(spec: str) -> None:
+    with pytest.raises(ConfigError, match="--route"):
+        Route.parse(spec)
+
+
+labels = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?", fullmatch=True)
+hosts = st.lists(labels, min_size=1, max_size=4).map(".".join)
+segments = st.lists(st.from_regex(r"[a-z0-9]{1,4}", fullmatch=True), max_size=3)
+specs = st.tuples(st.one_of(hosts, hosts.map(lambda h: "*." + h), st.just("*")), segments,
+                  st.from_regex(r"[a-z]{1,5}", fullmatch=True))
+
+
+@given(st.lists(specs, max_size=8), hosts, segments)
+def test_the_winner_matches_and_nothing_more_specific_does(
+        rules: list[tuple[str, list[str], str]], host: str, path_parts: list[str]) -> None:
+    routes = [Route.parse(f"{h}{''.join('/' + s for s in p)}={svc}") for h, p, svc in rules]
+    smap = ServiceMap(routes)
+    path = "/" + "/".join(path_parts)
+    won = smap.match(host, path)
+    matching = [r for r in routes if r.host_rank(host) >= 0 and r.takes_path(path)]
+    if won is None:
+        assert not matching
+        assert smap.service_for(host, path, None) == "default"
+    else:
+        key = (won.host_rank(host), len(won.prefix))
+        assert all((r.host_rank(host), len(r.prefix)) <= key for r in matching)
+        assert smap.service_for(host, path, ()) == won.service
+
+
+@given(hosts, st.integers(0, 65535))
+def test_hostname_drops_the_port(host: str, port: int) -> None:
+    assert hostname(f"{host.upper()}:{port}") == host
