@@ -98,7 +98,7 @@ def merge_not_modified(
         kept = [(k, v) for k, v in kept if k.lower() != "age"]
     return dataclasses.replace(
         entry,
-        headers=tuple(kept + updates),
+        headers=stored_header_items(kept + updates),
         request_time=request_time,
         response_time=response_time,
     )
