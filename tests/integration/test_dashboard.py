@@ -8,10 +8,17 @@ condition with a deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
+import os
+import pty
+import select
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -23,7 +30,7 @@ from typing import Any
 import pytest
 import tornado.httpserver
 import tornado.web
-from testkit.procs import Proc, wait_until
+from testkit.procs import Proc, free_port, wait_until
 from tornado.websocket import websocket_connect
 
 from gossip.load import ServiceLoad
@@ -183,6 +190,51 @@ def test_cli_once_and_json_against_the_server(live: LiveTable, tmp_path: Path) -
     args.once, args.json = False, True
     assert run_mesh(args, out, err) == 0
     assert json.loads(out.getvalue())["self"] == "east-1"
+
+
+def test_cli_says_unreachable_in_one_line_and_exits_1() -> None:
+    import argparse
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    args = argparse.Namespace(admin=f"http://127.0.0.1:{free_port()}", once=True, json=False,
+                              interval=1.0, timeout=5.0)
+    assert run_mesh(args, out, err) == 1
+    assert out.getvalue() == ""
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 1 and "cannot reach the node's admin listener" in lines[0]
+
+
+def test_cli_live_redraws_in_place_until_ctrl_c(live: LiveTable) -> None:
+    """The live table on a real pseudo-terminal: it redraws in place and Ctrl-C ends it."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mesh.cli", "--admin", f"127.0.0.1:{live.port}",
+         "--interval", "0.1"],
+        stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+        env={**os.environ, "COLUMNS": "160", "LINES": "40"})
+    os.close(slave)
+    screen = bytearray()
+
+    def shows(text: bytes) -> bool:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            with contextlib.suppress(OSError):
+                screen.extend(os.read(master, 65536))
+        return text in screen
+
+    try:
+        wait_until(lambda: shows(b"west-1"), timeout=15, what="the first table")
+        live.change(lambda t: t.mark("west-1", "dead"))
+        wait_until(lambda: shows(b"dead"), timeout=15, what="the change on screen")
+        assert b"\x1b[2K" in screen or b"\x1b[1A" in screen  # cursor moved: redrawn in place
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(master)
 
 
 # -- headless Chromium over the DevTools protocol --------------------------------
