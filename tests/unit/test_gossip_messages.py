@@ -134,9 +134,12 @@ def test_mutation(msg: Message, data: st.DataObject) -> None:
     decodes_or_rejects(bytes(wire))
 
 
-@given(st.recursive(st.none() | st.integers() | st.text(max_size=5) | st.binary(max_size=5)
-                    | st.floats(), lambda c: st.lists(c, max_size=4) | st.dictionaries(
-                        st.text(max_size=3), c, max_size=3), max_leaves=30))
+scalars = (st.none() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5)
+           | st.binary(max_size=5) | st.floats())
+
+
+@given(st.recursive(scalars, lambda c: st.lists(c, max_size=4)
+                    | st.dictionaries(st.text(max_size=3), c, max_size=3), max_leaves=30))
 def test_arbitrary_msgpack_values(value: object) -> None:
     decodes_or_rejects(b"\x01" + msgpack.packb(value, use_bin_type=True))
 
