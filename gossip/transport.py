@@ -264,8 +264,12 @@ class Transport:
         self._router_drain = _Drain(self._router, self._on_request, batch)
         self._drains += [self._sub_drain, self._router_drain]
 
-    def close(self) -> None:
-        """Close every socket at once (LINGER 0: queued output is discarded)."""
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, linger_ms: int = 0) -> None:
+        """Close every socket; queued output is discarded, except PUB's for `linger_ms`."""
         if self._closed:
             return
         self._closed = True
@@ -281,7 +285,7 @@ class Transport:
         for name in ("_pub", "_sub", "_router"):
             sock = getattr(self, name, None)
             if sock is not None:
-                sock.close()
+                sock.close(linger_ms if name == "_pub" else 0)
 
     # -- PUB/SUB -----------------------------------------------------------------
     def publish(self, topic: bytes, *frames: bytes) -> None:

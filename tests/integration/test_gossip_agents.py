@@ -1,0 +1,151 @@
+"""Several GossipAgents in one process on loopback ports: join, converge, LEAVE, crash, restart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from gossip.agent import AgentConfig, GossipAgent, advertised
+from gossip.config import GossipConfig
+from gossip.load import ServiceLoad
+from gossip.membership import MemberView, SelfInfo
+from gossip.messages import Addresses
+from gossip.transport import PeerRefused, Transport, TransportConfig
+
+LOOPBACK = TransportConfig(gossip="tcp://127.0.0.1:*", peer="tcp://127.0.0.1:*")
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def until(check: Callable[[], object], what: str, within: float = 15.0,
+                between: Callable[[], object] | None = None) -> None:
+    """Poll a real condition with a deadline (generous: CI machines are slow)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while not check():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        if between is not None:
+            between()
+        await asyncio.sleep(0.02)
+
+
+def agent(name: str, seeds: tuple[str, ...] = (), dc: str = "east",
+          load: dict[str, ServiceLoad] | None = None) -> GossipAgent:
+    config = AgentConfig(gossip=GossipConfig.local(), transport=LOOPBACK, seeds=seeds)
+    info = SelfInfo(name, dc, Addresses(http="127.0.0.1:8080", gossip="", peer=""))
+    return GossipAgent(config, info, lambda: dict(load or {}))
+
+
+def states(a: GossipAgent) -> dict[str, str]:
+    return {v.id: v.state for v in a.members()}
+
+
+def view(a: GossipAgent, member: str) -> MemberView | None:
+    return next((v for v in a.members() if v.id == member), None)
+
+
+def test_join_converge_leave_crash_restart() -> None:
+    async def main() -> None:
+        load = {"www": ServiceLoad(workers=2, slots=8, in_flight=3)}
+        seed = agent("n0", load=load)
+        await seed.start()
+        endpoint = seed.self_info.addresses.peer
+        others = [agent(f"n{i}", seeds=(endpoint,)) for i in range(1, 6)]
+        changes: list[MemberView] = []
+        others[0].on_change(changes.append)
+        for a in others:
+            await a.start()
+        mesh = [seed, *others]
+        names = {f"n{i}" for i in range(6)}
+        await until(lambda: all(set(states(a)) == names
+                                and set(states(a).values()) == {"alive"} for a in mesh),
+                    "6 agents to list each other alive")
+        assert all(a.joined.is_set() for a in others)
+        assert any(v.id == "n5" and v.state == "alive" for v in changes)
+        # The seed's load reached the others through its beats.
+        await until(lambda: dict(view(others[3], "n0").load).get("www") == load["www"],  # type: ignore[union-attr]
+                    "the seed's load in a peer's view")
+
+        # A clean stop: LEAVE reaches everyone.
+        leaver = others.pop()
+        await leaver.stop()
+        mesh.remove(leaver)
+        await until(lambda: all(states(a).get("n5") == "left" for a in mesh), "n5 to be left")
+
+        # A crash: no word, the failure detector must notice.
+        crashed = others.pop()
+        old = crashed.self_info.incarnation
+        await crashed.abort()
+        mesh.remove(crashed)
+        await until(lambda: all(states(a).get("n4") == "dead" for a in mesh), "n4 to be dead")
+
+        # Back from the dead with a higher incarnation, through another seed.
+        reborn = agent("n4", seeds=(others[1].self_info.addresses.peer,))
+        await reborn.start()
+        mesh.append(reborn)
+        assert reborn.self_info.incarnation > old
+        await until(lambda: all(states(a).get("n4") == "alive" for a in mesh), "n4 alive again")
+        assert all(view(a, "n4").incarnation == reborn.self_info.incarnation  # type: ignore[union-attr]
+                   for a in mesh)
+        stats = seed.stats()
+        assert stats["in"]["Beat"] > 0 and stats["out"]["Beat"] > 0
+        for a in mesh:
+            await a.abort()
+
+    run(main())
+
+
+def test_join_retries_until_the_seed_appears() -> None:
+    async def main() -> None:
+        holder = agent("placeholder")
+        await holder.start()
+        endpoint = holder.self_info.addresses.peer
+        await holder.abort()  # the port is free again; nobody answers there yet
+        joiner = agent("late-joiner", seeds=("tcp://127.0.0.1:1", endpoint))
+        await joiner.start()
+        await until(lambda: joiner.stats()["dropped"].get("send:PeerTimeout", 0) >= 2,
+                    "a few failed join attempts")
+        seed = GossipAgent(
+            AgentConfig(gossip=GossipConfig.local(),
+                        transport=TransportConfig(gossip="tcp://127.0.0.1:*", peer=endpoint)),
+            SelfInfo("seed", "east", Addresses("", "", "")), dict)
+        await seed.start()
+        await until(joiner.joined.is_set, "the joiner to get a snapshot")
+        await until(lambda: set(states(seed)) == {"seed", "late-joiner"}, "the seed to list it")
+        await joiner.abort()
+        await seed.abort()
+
+    run(main())
+
+
+def test_garbage_gossip_is_dropped_and_counted() -> None:
+    async def main() -> None:
+        b = agent("b")
+        await b.start()
+        rogue = Transport(LOOPBACK)
+        rogue.start()
+        b.transport.follow(rogue.gossip_endpoint)
+        await until(lambda: b.stats()["dropped"].get("sub:decode", 0) >= 1, "a SUB decode drop",
+                    between=lambda: rogue.publish(b"g", b"\x01not msgpack"))
+        with pytest.raises(PeerRefused, match="not a gossip message"):
+            await rogue.request(b.self_info.addresses.peer, "gossip", body=(b"junk",))
+        assert b.stats()["dropped"]["peer:decode"] == 1
+        assert states(b) == {"b": "alive"}  # and it still works
+        rogue.close()
+        await b.abort()
+
+    run(main())
+
+
+def test_advertise_replaces_only_wildcards() -> None:
+    assert advertised("tcp://0.0.0.0:7946", "10.1.2.3") == "tcp://10.1.2.3:7946"
+    assert advertised("tcp://*:7947", "node.example") == "tcp://node.example:7947"
+    assert advertised("0.0.0.0:8080", "10.1.2.3") == "10.1.2.3:8080"
+    assert advertised("tcp://127.0.0.1:7946", "10.1.2.3") == "tcp://127.0.0.1:7946"
+    assert advertised("tcp://*:7946", None).startswith("tcp://")
