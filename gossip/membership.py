@@ -352,11 +352,11 @@ class Membership:
         if m is not None and m.state in LIVE:
             self._digest ^= _contrib(mid, m.incarnation)
             self._live -= 1
+        was_live = m is not None and m.state in LIVE
         if m is None:
             m = self._members[mid] = _Member(mid, dc, addrs, inc, state, now)
-        was_live = m.state in LIVE
-        if (m.state in LIVE) != (state in LIVE) or m.dc != dc:
-            self._dirty = True
+        if was_live != (state in LIVE) or m.dc != dc:
+            self._dirty = True  # the follow graph changes with the live set
         if m.addresses != addrs and mid in self._following:
             self._dirty = True
         m.dc, m.addresses, m.incarnation = dc, addrs, inc
