@@ -36,8 +36,8 @@ def call(
     return asyncio.run(go())
 
 
-@pytest.fixture()
-def site(tmp_path: Path) -> tuple[StaticFiles, Path]:
+@pytest.fixture(params=[True, False], ids=["offload", "inline"])
+def site(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[StaticFiles, Path]:
     root = tmp_path / "www"
     (root / "css").mkdir(parents=True)
     (root / "docs").mkdir()
@@ -54,7 +54,8 @@ def site(tmp_path: Path) -> tuple[StaticFiles, Path]:
     (tmp_path / "secret.txt").write_bytes(b"top secret")
     (root / "out").symlink_to(tmp_path / "secret.txt")
     (root / "outdir").symlink_to(tmp_path)
-    stage = StaticFiles([("/static", str(root))], StaticConfig(max_age=42, inline_max=1024))
+    config = StaticConfig(max_age=42, inline_max=1024, offload=request.param)
+    stage = StaticFiles([("/static", str(root))], config)
     return stage, root
 
 
