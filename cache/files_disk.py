@@ -5,8 +5,10 @@ first four hex digits of the key hash, so a key's variants share one small
 directory and a lookup lists just that directory. Files appear only by
 rename(2) of a fully written and fsynced temp file from the same directory, so
 a reader sees a whole old file or a whole new one — also when several processes
-share the tree. Everything here tolerates files vanishing between list and open
-(another process evicted or purged them), and treats every file as untrusted:
+share the tree; writers of one shard take its `.lock` (flock) so that the
+newer-wins check and the rename are one step across processes. Everything here
+tolerates files vanishing between list and open (another process evicted or
+purged them), and treats every file as untrusted:
 no symlinks, no FIFOs (opened non-blocking), sizes checked before reading, and
 the entry inside must hash to the file's own name.
 """
@@ -41,6 +43,8 @@ _NAME = re.compile(r"([0-9a-f]{64})-([0-9a-f]{16})\.s0c")
 _SHARD = re.compile(r"[0-9a-f]{2}")
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
+StrPath = str | os.PathLike[str]
+_FIRST_READ = 4096  # header + metadata of almost every entry in one read(2)
 FileId = tuple[int, int, int]  # (device, inode, mtime_ns): "the same file I read"
 
 
@@ -68,54 +72,59 @@ def relpath(key: str, variant: str) -> str:
     return f"{kh[:2]}/{kh[2:4]}/{kh}-{variant_hash(variant)}{SUFFIX}"
 
 
-def read_entry(path: Path, limit: int) -> tuple[CacheEntry, int, FileId]:
+def read_entry(path: StrPath, limit: int) -> tuple[CacheEntry, int, FileId]:
     """The verified entry in `path`, its size and identity (FileNotFoundError if gone)."""
     data, ident = _read(path, limit, whole=True)
     return decode_entry(data), len(data), ident
 
 
-def read_meta(path: Path, limit: int) -> tuple[CacheEntry, int, FileId]:
+def read_meta(path: StrPath, limit: int) -> tuple[CacheEntry, int, FileId]:
     """Like read_entry but reads only header + metadata (body empty, checksum unchecked)."""
     data, ident = _read(path, limit, whole=False)
     return decode_meta(data[HEADER_SIZE:]), decode_header(data).file_size, ident
 
 
-def _read(path: Path, limit: int, whole: bool) -> tuple[bytes, FileId]:
+def _read(path: StrPath, limit: int, whole: bool) -> tuple[bytes, FileId]:
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise EntryFormatError("entry file is a symbolic link") from None
         raise
-    with os.fdopen(fd, "rb") as f:
+    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise EntryFormatError("entry file is not a regular file")
         if st.st_size > limit:
             raise EntryFormatError(f"entry file of {st.st_size} bytes exceeds {limit}")
-        ident = (st.st_dev, st.st_ino, st.st_mtime_ns)
-        head = f.read(HEADER_SIZE)
-        header = decode_header(head)
+        # Whole reads ask one byte more: a file that grew under us is not trusted.
+        data = os.read(fd, st.st_size + 1 if whole else _FIRST_READ)
+        header = decode_header(data)
         if header.file_size != st.st_size:
             raise EntryFormatError(
                 f"file is {st.st_size} bytes, header says {header.file_size} (truncated?)"
             )
-        want = st.st_size - HEADER_SIZE if whole else header.meta_len
-        # Whole reads ask one byte more: a file that grew under us is not trusted.
-        rest = f.read(want + 1 if whole else want)
-        if len(rest) != want:
+        want = st.st_size + 1 if whole else HEADER_SIZE + header.meta_len
+        while len(data) < want:
+            chunk = os.read(fd, want - len(data))
+            if not chunk:
+                break
+            data += chunk
+        if (len(data) != st.st_size) if whole else (len(data) < want):
             raise EntryFormatError("entry file changed size while being read")
-        return head + rest, ident
+        return (data if whole else data[:want]), (st.st_dev, st.st_ino, st.st_mtime_ns)
+    finally:
+        os.close(fd)
 
 
-def discard(path: Path, ident: FileId | None) -> None:
+def discard(path: StrPath, ident: FileId | None) -> None:
     """Remove a damaged file, unless someone replaced it since we read it."""
     try:
         st = os.lstat(path)
         if ident is not None and (st.st_dev, st.st_ino, st.st_mtime_ns) != ident:
             return
         if not stat.S_ISDIR(st.st_mode):
-            path.unlink()
+            os.unlink(path)
     except OSError:
         pass
 
@@ -226,20 +235,21 @@ def scan(root: Path, limit: int, now: float | None = None) -> tuple[list[Found],
     now = time.time() if now is None else now
     found: list[Found] = []
     corrupt = 0
-    for top in _subdirs(root):
+    for top in _subdirs(str(root)):
         for shard in _subdirs(top):
             try:
-                entries = list(os.scandir(shard))
+                names = os.listdir(shard)
             except OSError:
                 continue
-            for item in entries:
-                if item.name.startswith(TMP_PREFIX):
-                    _drop_stale_tmp(Path(item.path), now)
+            rel_dir = shard[len(str(root)) + 1 :]
+            for name in names:
+                path = f"{shard}/{name}"
+                if name.startswith(TMP_PREFIX):
+                    _drop_stale_tmp(path, now)
                     continue
-                match = _NAME.fullmatch(item.name)
+                match = _NAME.fullmatch(name)
                 if not match:
                     continue
-                path = Path(item.path)
                 ident: FileId | None = None
                 try:
                     meta, size, ident = read_meta(path, limit)
@@ -254,24 +264,23 @@ def scan(root: Path, limit: int, now: float | None = None) -> tuple[list[Found],
                     corrupt += 1
                     discard(path, ident)
                     continue
-                rel = f"{top.name}/{shard.name}/{item.name}"
-                found.append(Found(rel, meta.key, meta.variant, size, mtime))
+                found.append(Found(f"{rel_dir}/{name}", meta.key, meta.variant, size, mtime))
     return found, corrupt
 
 
-def _subdirs(parent: Path) -> list[Path]:
+def _subdirs(parent: str) -> list[str]:
     try:
-        return [
-            Path(d.path) for d in os.scandir(parent)
-            if _SHARD.fullmatch(d.name) and d.is_dir(follow_symlinks=False)
-        ]
+        with os.scandir(parent) as it:
+            return [
+                d.path for d in it if _SHARD.fullmatch(d.name) and d.is_dir(follow_symlinks=False)
+            ]
     except OSError:
         return []
 
 
-def _drop_stale_tmp(path: Path, now: float) -> None:
+def _drop_stale_tmp(path: str, now: float) -> None:
     try:
-        if now - path.lstat().st_mtime > STALE_TMP_SECONDS:
-            path.unlink()
+        if now - os.lstat(path).st_mtime > STALE_TMP_SECONDS:
+            os.unlink(path)
     except OSError:
         pass
