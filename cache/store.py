@@ -49,4 +49,11 @@ class CacheStore(Protocol):
         """Remove every entry whose key starts with `prefix`; how many were removed."""
         ...
 
+    async def keys_with_prefix(self, prefix: str) -> list[str]:
+        """Stored keys starting with `prefix`, sorted (admin listings, purge previews).
+
+        A store shared between nodes may answer from its own view (files: the
+        keys its index knows)."""
+        ...
+
     def stats(self) -> StoreStats: ...
