@@ -84,8 +84,9 @@ class StaticConfig:
     gzip_max: int = 1024 * 1024  # larger files are sent as they are unless a .gz sibling exists
     gzip_cache_bytes: int = 16 * 1024 * 1024  # memory kept for files compressed on the fly
     # Stat, open and small reads in a worker thread (safe on slow or network disks). False
-    # does them on the event loop: about 3x cheaper per request on a local SSD/page cache
-    # (~50 vs ~180 µs measured), at the risk of stalling the loop if the disk stalls.
+    # does them on the event loop: 2-3x cheaper per request from the page cache (~75-95 vs
+    # ~190-370 µs through the stage, measured on a busy 2-core box), at the risk of
+    # stalling the loop whenever the disk stalls.
     offload: bool = True
 
 
