@@ -15,6 +15,7 @@ routing never forwards a second time (hop limit 1).
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -92,6 +93,16 @@ class OverflowDispatcher:
         self.forwarded_out = RateMeter()
         self.forwarded_in = RateMeter()
         self._share: dict[str, ShareMeter] = {}
+        self._inflight: dict[str, set[asyncio.Task[PeerReply]]] = {}
+
+    def peer_down(self, peer: str) -> None:
+        """The failure detector says `peer` is dead or left: stop waiting for it now.
+
+        Its in-flight forwards fail at once, so idempotent ones move on to another
+        candidate instead of waiting for their deadline."""
+        for task in self._inflight.pop(peer, set()):
+            task.cancel()
+        self.breakers.forget(peer)
 
     def policy(self, service: str) -> OverflowPolicy:
         return self.policies.get(service) or self.policies.get("*") or OverflowPolicy()
@@ -168,10 +179,22 @@ class OverflowDispatcher:
         self.table.note_sent(peer, service)
         self.forwarded_out.add(now)
         started = self.clock()
-        try:
-            reply = await self.peers.request(
+        call = asyncio.ensure_future(
+            self.peers.request(
                 endpoint, KIND, request_meta(fwd), (body,) if body else (), timeout=ttl
             )
+        )
+        self._inflight.setdefault(peer, set()).add(call)
+        try:
+            try:
+                reply = await asyncio.shield(call)
+            except asyncio.CancelledError:
+                if not call.cancelled():  # we were cancelled (client left), not the peer
+                    call.cancel()
+                    raise
+                raise PeerError("the peer left the mesh") from None
+            finally:
+                self._inflight.get(peer, set()).discard(call)
             answer = decode_response(reply.meta, reply.body)
         except PeerRefused as exc:
             if BUSY_REASON in str(exc):

@@ -1,0 +1,275 @@
+"""Overflow to peers over real ZeroMQ sockets: brokers, SDK workers, peer transports.
+
+Node A has one slow worker slot; node B (another broker + transport in this
+process) has free workers. A's OverflowDispatcher must send what A cannot take
+to B, count what it sent so a stale report cannot draw more than B offered,
+hear "busy" from a full B and fall back to its own queue, and never forward a
+forwarded request again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from testkit.procs import free_port
+
+from gossip.load import ServiceLoad
+from gossip.transport import Transport, TransportConfig
+from mesh.loadtable import LoadTable
+from node.broker import Broker, BrokerConfig
+from node.errors import PeerBusy, UpstreamTimeout
+from node.http import Headers, Request, Response
+from node.overflow import ForwardedServer, OverflowDispatcher
+from node.worker.sdk import Worker
+
+
+@dataclass
+class Side:
+    name: str
+    broker: Broker
+    transport: Transport
+    worker: Worker
+    gate: asyncio.Event
+    served: list[str]
+
+
+def _ep() -> str:
+    return f"tcp://127.0.0.1:{free_port()}"
+
+
+@contextlib.asynccontextmanager
+async def side(name: str, concurrency: int) -> AsyncIterator[Side]:
+    broker = Broker(BrokerConfig(endpoint=_ep(), heartbeat_interval=0.2), name)
+    await broker.start()
+    transport = Transport(TransportConfig(gossip=_ep(), peer=_ep(), request_timeout=5.0))
+    transport.start()
+    gate = asyncio.Event()
+    gate.set()
+    served: list[str] = []
+
+    async def handler(request: Request) -> Response:
+        await gate.wait()
+        served.append(request.target)
+        return Response(200, Headers([("Content-Type", "text/plain")]), name.encode())
+
+    worker = Worker(broker.bound_endpoint, ["www"], concurrency, handler, heartbeat_interval=0.2)
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(500):
+            if broker.has_free_slot("www"):
+                break
+            await asyncio.sleep(0.01)  # polling a real condition with a bound
+        assert broker.has_free_slot("www"), f"worker never joined {name}"
+        yield Side(name, broker, transport, worker, gate, served)
+    finally:
+        await worker.stop(0.5)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await broker.close()
+        transport.close()
+
+
+def _request(target: str, hops: int = 0) -> Request:
+    return Request(
+        "GET",
+        target,
+        Headers([("Host", "example.test")]),
+        host="example.test",
+        hops=hops,
+        service="www",
+    )
+
+
+def _advertise(table: LoadTable, peer: Side, free: int, at: float, seq: int) -> None:
+    table.update(
+        peer.name,
+        "west",
+        "alive",
+        1,
+        {"peer": peer.transport.peer_endpoint},
+        {"www": ServiceLoad(workers=1, slots=free, in_flight=0)},
+        at,
+        seq=seq,
+    )
+
+
+async def test_overflow_goes_to_a_peer_with_room_and_respects_its_report() -> None:
+    async with side("A", 1) as a, side("B", 2) as b:
+        b_dispatch = OverflowDispatcher(
+            b.broker, LoadTable("B"), b.transport, node_id="B", dc="west"
+        )
+        b.transport.register_handler(
+            "http", ForwardedServer(lambda r: b_dispatch.dispatch("www", r), node_id="B", dc="west")
+        )
+        table = LoadTable("A")
+        _advertise(table, b, free=2, at=0.0, seq=1)
+        a_dispatch = OverflowDispatcher(
+            a.broker, table, a.transport, node_id="A", dc="east", rng=random.Random(1)
+        )
+        a.gate.clear()  # A's only slot will stay busy
+        held = asyncio.create_task(a_dispatch.dispatch("www", _request("/held")))
+        for _ in range(500):
+            if not a.broker.has_free_slot("www"):
+                break
+            await asyncio.sleep(0.01)
+        b.gate.clear()  # hold B's workers too, so its two slots stay taken
+        first = asyncio.create_task(a_dispatch.dispatch("www", _request("/1")))
+        second = asyncio.create_task(a_dispatch.dispatch("www", _request("/2")))
+        for _ in range(500):
+            if table.sent_since_report("B", "www") == 2:
+                break
+            await asyncio.sleep(0.01)
+        # B's report still says 2 free, but we sent 2 since: the third waits at home.
+        assert table.effective_free("B", "www") == 0
+        third = asyncio.create_task(a_dispatch.dispatch("www", _request("/3")))
+        b.gate.set()
+        r1, r2 = await first, await second
+        assert (r1.body, r2.body) == (b"B", b"B")
+        assert r1.served_by == "B" and r1.outcome.startswith("forwarded")
+        a.gate.set()
+        assert (await held).body == b"A"
+        assert (await third).body == b"A"
+        assert sorted(b.served) == ["/1", "/2"]
+
+
+async def test_a_full_peer_says_busy_and_the_request_waits_locally() -> None:
+    async with side("A", 1) as a, side("B", 1) as b:
+        b_dispatch = OverflowDispatcher(
+            b.broker, LoadTable("B"), b.transport, node_id="B", dc="west"
+        )
+        b.transport.register_handler(
+            "http", ForwardedServer(lambda r: _serve(b_dispatch, r), node_id="B", dc="west")
+        )
+        b.gate.clear()
+        b_local = asyncio.create_task(b_dispatch.dispatch("www", _request("/b-local")))
+        for _ in range(500):
+            if not b.broker.has_free_slot("www"):
+                break
+            await asyncio.sleep(0.01)
+        table = LoadTable("A")
+        _advertise(table, b, free=1, at=0.0, seq=1)  # stale: B is actually full
+        a_dispatch = OverflowDispatcher(a.broker, table, a.transport, node_id="A", dc="east")
+        a.gate.clear()
+        held = asyncio.create_task(a_dispatch.dispatch("www", _request("/held")))
+        for _ in range(500):
+            if not a.broker.has_free_slot("www"):
+                break
+            await asyncio.sleep(0.01)
+        waiting = asyncio.create_task(a_dispatch.dispatch("www", _request("/w")))
+        for _ in range(500):
+            if a.broker.service_loads()["www"].queued == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert a.broker.service_loads()["www"].queued == 1  # B said busy; it waits at A
+        a.gate.set()
+        b.gate.set()
+        assert (await waiting).body == b"A"
+        await held
+        await b_local
+        assert b.served == ["/b-local"]
+        assert not a_dispatch.breakers.is_open("B", 0.0)  # busy is not a failure
+
+
+async def _serve(dispatcher: OverflowDispatcher, request: Request) -> Response:
+    try:
+        return await dispatcher.dispatch("www", request)
+    except PeerBusy:
+        return Response(503, outcome=PeerBusy.outcome)
+
+
+async def test_forwarded_request_is_never_forwarded_again() -> None:
+    async with side("A", 1) as a, side("B", 1) as b:
+        table = LoadTable("A")
+        _advertise(table, b, free=1, at=0.0, seq=1)
+        dispatcher = OverflowDispatcher(a.broker, table, a.transport, node_id="A", dc="east")
+        a.gate.clear()
+        held = asyncio.create_task(dispatcher.dispatch("www", _request("/held")))
+        for _ in range(500):
+            if not a.broker.has_free_slot("www"):
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(PeerBusy):
+            await dispatcher.dispatch("www", _request("/hop", hops=1))
+        assert table.sent_since_report("B", "www") == 0
+        a.gate.set()
+        await held
+
+
+async def test_a_dead_peer_opens_its_circuit_and_idempotent_requests_stay_home() -> None:
+    async with side("A", 1) as a:
+        table = LoadTable("A")
+        dead = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+        table.update(
+            "C",
+            "west",
+            "alive",
+            1,
+            {"peer": dead},
+            {"www": ServiceLoad(workers=1, slots=50)},
+            0.0,
+            seq=1,
+        )
+        transport = a.transport
+        transport.config = TransportConfig(request_timeout=0.3)
+        dispatcher = OverflowDispatcher(
+            a.broker, table, transport, node_id="A", dc="east", default_timeout=5.0
+        )
+        dispatcher.breakers.config = type(dispatcher.breakers.config)(failures=1, open_for=60)
+        a.gate.clear()
+        held = asyncio.create_task(dispatcher.dispatch("www", _request("/held")))
+        for _ in range(500):
+            if not a.broker.has_free_slot("www"):
+                break
+            await asyncio.sleep(0.01)
+        go = asyncio.create_task(dispatcher.dispatch("www", _request("/g")))
+        for _ in range(500):
+            if table.sent_since_report("C", "www"):
+                break
+            await asyncio.sleep(0.01)
+        assert dispatcher._inflight.get("C")
+        dispatcher.peer_down("C")  # what the failure detector's verdict triggers
+        for _ in range(500):
+            if a.broker.service_loads()["www"].queued == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert a.broker.service_loads()["www"].queued == 1  # the GET came home to wait
+        a.gate.set()
+        assert (await go).body == b"A"
+        await held
+
+
+async def test_a_timed_out_peer_opens_its_circuit() -> None:
+    async with side("A", 1) as a:
+        table = LoadTable("A")
+        dead = f"tcp://127.0.0.1:{free_port()}"
+        table.update(
+            "C",
+            "west",
+            "alive",
+            1,
+            {"peer": dead},
+            {"www": ServiceLoad(workers=1, slots=50)},
+            0.0,
+            seq=1,
+        )
+        dispatcher = OverflowDispatcher(a.broker, table, a.transport, node_id="A", dc="east")
+        dispatcher.breakers.config = type(dispatcher.breakers.config)(failures=1, open_for=60)
+        a.gate.clear()
+        held = asyncio.create_task(dispatcher.dispatch("www", _request("/held")))
+        for _ in range(500):
+            if not a.broker.has_free_slot("www"):
+                break
+            await asyncio.sleep(0.01)
+        req = _request("/g")
+        req.deadline = dispatcher.clock() + 0.5
+        with pytest.raises(UpstreamTimeout):
+            await dispatcher.dispatch("www", req)
+        assert dispatcher.breakers.is_open("C", dispatcher.clock())
+        a.gate.set()
+        await held
