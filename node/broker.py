@@ -52,6 +52,8 @@ from node.ratelog import RateLimitedLog
 from node.workerpool import Decisions, WorkerPool, is_retryable
 
 log = logging.getLogger("scale0.broker")
+_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_LAST = int(zmq.NOBLOCK)
 
 
 class ZmqPump:
@@ -106,8 +108,12 @@ class ZmqPump:
         """Send without blocking; False if the peer is unknown/gone or its queue is full."""
         if self._closed:
             return False
+        send = self.sock.send
         try:
-            self.sock.send_multipart(frames, zmq.NOBLOCK, copy=len(frames[-1]) < 65536)
+            # send_multipart's enum arithmetic costs more than the sends here: plain ints.
+            for frame in frames[:-1]:
+                send(frame, _MORE)
+            send(frames[-1], _LAST, copy=len(frames[-1]) < 65536)
             return True
         except zmq.ZMQError:
             return False

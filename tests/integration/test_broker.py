@@ -270,9 +270,10 @@ def test_garbage_frames_are_counted_and_broker_still_serves() -> None:
             try:
                 raw.send_multipart(encode(Ready(("www",), 1)))
                 await until(lambda: len(broker.pool.workers) == 2, "raw peer registered")
-                bad = [[os.urandom(20)], [VERSION], [VERSION, bytes([Cmd.REPLY])],
-                       [VERSION, b"\x06", b"\xc1"], [b"x"] * 50,
-                       [VERSION, b"\x06", b"\x94\x01\xcd\x00\xc8\x90\xc2"]]  # no body frame
+                reply = VERSION + bytes([Cmd.REPLY])
+                bad = [[os.urandom(20)], [VERSION], [reply], [VERSION, b"\x06", b"\xc1"],
+                       [reply, b"\xc1", b""], [b"x"] * 50,
+                       [reply, b"\x94\x01\xcd\x00\xc8\x90\xc2"]]  # no body frame
                 for frames in bad:
                     raw.send_multipart(frames)
                 await until(lambda: broker.stats["malformed"] >= len(bad), "all counted")

@@ -1,0 +1,113 @@
+"""Broker dispatch throughput in one process, against raw ZeroMQ in the same run.
+
+python -m bench.bench_dispatch [--requests N] [--concurrency C]
+
+(a) reference: a DEALER echoing a ROUTER's messages, both drained through their
+    FDs on one asyncio loop (the floor any protocol on this loop pays);
+(b) Broker.dispatch → SDK Worker (trivial handler) → reply, same loop.
+Prints round trips/s for both and the ratio b/a. Bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import zmq
+
+from node.broker import Broker, BrokerConfig, ZmqPump
+from node.http import Headers, Request, Response
+from node.worker.sdk import Worker
+
+LIMIT = 60.0  # seconds: no run goes past this, whatever N
+
+
+async def raw(n: int, conc: int) -> float:
+    ctx = zmq.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    router.bind("tcp://127.0.0.1:0")
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(router.getsockopt_string(zmq.LAST_ENDPOINT))
+    waiting: dict[bytes, asyncio.Future[None]] = {}
+    pumps: list[ZmqPump] = []
+
+    def echo(frames: list[bytes]) -> None:
+        pumps[0].send(frames)  # back to the sender
+
+    rp = ZmqPump(router, echo)
+    pumps.append(rp)
+    dp = ZmqPump(dealer, lambda f: waiting.pop(f[0]).set_result(None))
+    sent = 0
+    end = time.monotonic() + LIMIT
+
+    async def client() -> None:
+        nonlocal sent
+        loop = asyncio.get_running_loop()
+        while sent < n and time.monotonic() < end:
+            sent += 1
+            key = sent.to_bytes(8, "big")
+            fut = waiting[key] = loop.create_future()
+            dp.send([key, b"x" * 64])
+            await fut
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(conc)))
+    dt = time.perf_counter() - t0
+    rp.close()
+    dp.close()
+    return sent / dt
+
+
+async def brokered(n: int, conc: int) -> float:
+    broker = Broker(BrokerConfig(endpoint="tcp://127.0.0.1:0"), "bench")
+    await broker.start()
+    body = b"x" * 1024
+
+    async def handle(r: Request) -> Response:
+        return Response(200, Headers([("Content-Type", "text/plain")]), body)
+
+    worker = Worker(broker.bound_endpoint, ["www"], conc, handle)
+    task = asyncio.create_task(worker.run())
+    joined = time.monotonic() + 10
+    while not broker.has_free_slot("www") and time.monotonic() < joined:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)  # polling a real condition, bounded
+    done = 0
+    end = time.monotonic() + LIMIT
+    headers = Headers([("Host", "bench"), ("User-Agent", "bench"), ("Accept", "*/*")])
+
+    async def client() -> None:
+        nonlocal done
+        while done < n and time.monotonic() < end:
+            done += 1
+            await broker.dispatch("www", Request("GET", "/", headers))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(conc)))
+    dt = time.perf_counter() - t0
+    worker.kill()
+    await task
+    await broker.close()
+    return done / dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--requests", type=int, default=50_000)
+    ap.add_argument("--concurrency", type=int, default=32)
+    args = ap.parse_args()
+    try:
+        import uvloop
+
+        run = uvloop.run
+    except ImportError:
+        run = asyncio.run  # type: ignore[assignment]
+    a = run(raw(args.requests, args.concurrency))
+    b = run(brokered(args.requests, args.concurrency))
+    print(f"(a) raw zmq round trips, one loop:   {a:9.0f} /s")
+    print(f"(b) broker → worker → reply:          {b:9.0f} /s")
+    print(f"b/a = {b / a:.2f}")
+
+
+if __name__ == "__main__":
+    main()
