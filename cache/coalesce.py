@@ -168,9 +168,7 @@ class Coalescer(Generic[T]):
         self._flights[key] = flight  # replaces a flight older than lock_timeout
         return flight
 
-    async def run(
-        self, key: str, fetch: Callable[[], Awaitable[tuple[T, bool]]]
-    ) -> tuple[T, Role]:
+    async def run(self, key: str, fetch: Callable[[], Awaitable[tuple[T, bool]]]) -> tuple[T, Role]:
         """Fetch through the flight: `fetch` returns (value, shareable).
 
         Returns the value and how this caller got it; a waiter released by the

@@ -87,7 +87,7 @@ def normalise_host(scheme: str, host: str) -> str:
     host = host.strip().lower()
     if host.startswith("[") and "]" in host:  # IPv6 literal, maybe with a port
         end = host.index("]") + 1
-        name, port = host[:end], host[end + 1 :] if host[end:end + 1] == ":" else ""
+        name, port = host[:end], host[end + 1 :] if host[end : end + 1] == ":" else ""
     else:
         name, _, port = host.partition(":")
         name = name.rstrip(".")

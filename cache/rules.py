@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cache.cachecontrol import Directives, parse_cache_control, parse_delta
-from cache.key import BadURL, cache_key, normalise_host, split_url
+from cache.entry import CacheEntry
+from cache.key import BadURL, cache_key, key_for_url, normalise_host, split_url, unkeyed_conflict
 from cache.vary import VaryStar, vary_fields
 
 Fields = Iterable[tuple[str, str]]
@@ -29,8 +30,29 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # RFC 9110 §15.1 "heuristically cacheable" codes, without 206 (no range support).
 DEFAULT_CACHEABLE = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
 UNDERSTOOD = frozenset(
-    {200, 203, 204, 300, 301, 302, 303, 307, 308, 400, 403, 404, 405, 410, 414, 451, 500, 501,
-     502, 503, 504}
+    {
+        200,
+        203,
+        204,
+        300,
+        301,
+        302,
+        303,
+        307,
+        308,
+        400,
+        403,
+        404,
+        405,
+        410,
+        414,
+        451,
+        500,
+        501,
+        502,
+        503,
+        504,
+    }
 )
 
 
@@ -201,9 +223,7 @@ def decide(
     lifetime = freshness_lifetime(status, headers, response_time, policy)
     staleness = age - lifetime
     # §4.2.4: no stale answers where a directive forbids them, not even on error.
-    stale_forbidden = (
-        cc.no_cache or cc.must_revalidate or cc.proxy_revalidate or cc.has("s-maxage")
-    )
+    stale_forbidden = cc.no_cache or cc.must_revalidate or cc.proxy_revalidate or cc.has("s-maxage")
     sie = _window(cc, request_cc, "stale-if-error", policy.default_sie)
     on_error = not stale_forbidden and staleness <= sie
 
@@ -292,3 +312,64 @@ def invalidated_keys(
             keys.append(key)
     return keys
 
+
+# -- the whole "may the shared cache keep this?" question ------------------------
+
+
+def refusal(
+    request_headers: Fields,
+    host: str,
+    status: int,
+    response_headers: Fields,
+    *,
+    request_cc: Directives,
+    policy: Policy,
+    max_size: int,
+) -> str | None:
+    """Why a GET's response must not be stored or shared, or None when it may be.
+
+    `storable` plus the two guards a shared cache adds: a request whose unkeyed
+    headers could have shaped the answer (cache.key.unkeyed_conflict), and a
+    declared body larger than the cache takes."""
+    items = list(response_headers)
+    verdict = storable("GET", request_headers, status, items, request_cc=request_cc, policy=policy)
+    if not verdict.ok:
+        return verdict.reason
+    keyed = [n.strip() for v in get_all(items, "vary") for n in v.split(",")]
+    conflict = unkeyed_conflict(request_headers, host, keyed)
+    if conflict is not None:
+        return conflict
+    length = get_first(items, "content-length")
+    if length and length.strip().isdigit() and int(length) > max_size:
+        return "too large"
+    return None
+
+
+def replica_refusal(
+    entry: CacheEntry,
+    *,
+    policy: Policy,
+    max_size: int,
+    now: float,
+    drop_params: Iterable[str] = (),
+    max_skew: float = 60.0,
+) -> str | None:
+    """Why an entry sent by a peer must not be stored here, or None.
+
+    A peer's entry is checked as a local fill would be (it may come from a
+    misconfigured or older node): its key must be one this node would build,
+    its headers storable, its body within the cap, and its times plausible —
+    a response time far in our future would keep it fresh for ever."""
+    try:
+        if key_for_url(entry.key, drop_params) != entry.key:
+            return "key not normalised"
+    except BadURL:
+        return "key is not a URL"
+    if len(entry.body) > max_size:
+        return "too large"
+    if not entry.request_time <= entry.response_time <= now + max_skew:
+        return "implausible times"
+    verdict = storable(
+        "GET", (), entry.status, entry.headers, request_cc=Directives(), policy=policy
+    )
+    return None if verdict.ok else verdict.reason

@@ -20,8 +20,17 @@ from cache.rules import get_all, get_first, http_date
 Fields = Iterable[tuple[str, str]]
 
 HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-     "upgrade", "proxy-authenticate", "proxy-authorization"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
 )
 # §3.2: never taken from a 304; the stored body depends on them.
 NOT_UPDATED = frozenset({"content-length", "content-encoding", "content-range", "content-type"})

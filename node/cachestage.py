@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from cache.cachecontrol import Directives, request_directives
 from cache.coalesce import Coalescer, Flight, Role
@@ -38,9 +38,9 @@ from cache.rules import (
     Policy,
     decide,
     get_all,
-    get_first,
     invalidated_keys,
-    storable,
+    refusal,
+    replica_refusal,
 )
 from cache.status import CacheStatus, Outcome, cache_name, status_headers
 from cache.store import CacheStore
@@ -152,6 +152,17 @@ class _Tee:
             self._on_abort()
 
 
+class _StatusArgs(TypedDict, total=False):
+    """What a response's Cache-Status member says besides the cache name and ttl."""
+
+    hit: bool
+    fwd: str
+    fwd_status: int
+    stored: bool
+    collapsed: bool
+    detail: str
+
+
 @dataclass(slots=True)
 class _Ctx:
     """One GET's lookup: what a fill needs to know about the request and the stale entry."""
@@ -194,8 +205,12 @@ class CacheStage:
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._policies: dict[bool, Policy] = {
-            share: Policy(share, self.config.default_swr, self.config.default_sie,
-                          heuristic_cap=self.config.heuristic_cap)
+            share: Policy(
+                share,
+                self.config.default_swr,
+                self.config.default_sie,
+                heuristic_cap=self.config.heuristic_cap,
+            )
             for share in (False, True)
         }
 
@@ -234,16 +249,23 @@ class CacheStage:
         return await self._fetch(ctx)
 
     def key_of(self, request: Request) -> str:
-        return cache_key(request.scheme, request.host, request.target,
-                         self.config.dropped_query_params)
+        return cache_key(
+            request.scheme, request.host, request.target, self.config.dropped_query_params
+        )
 
     def _policy(self, service: str) -> Policy:
         return self._policies[service in self.config.share_set_cookie]
 
     def _decide(self, entry: CacheEntry, req_cc: Directives, policy: Policy) -> Decision:
-        return decide(entry.status, entry.headers, request_time=entry.request_time,
-                      response_time=entry.response_time, request_cc=req_cc,
-                      now=self.wall_clock(), policy=policy)
+        return decide(
+            entry.status,
+            entry.headers,
+            request_time=entry.request_time,
+            response_time=entry.response_time,
+            request_cc=req_cc,
+            now=self.wall_clock(),
+            policy=policy,
+        )
 
     async def _lookup(self, key: str, request: Request) -> CacheEntry | None:
         try:
@@ -276,12 +298,14 @@ class CacheStage:
             got = await flight.wait()
         except Exception:
             if ctx.stale_if_error and ctx.stale is not None:
-                return self._serve(ctx.request, ctx.stale, Outcome.STALE, fwd="stale",
-                                   detail="error")
+                return self._serve(
+                    ctx.request, ctx.stale, Outcome.STALE, fwd="stale", detail="error"
+                )
             raise
         if got is not None and self._variant_fits(got.value, ctx.request):
-            return self._serve(ctx.request, got.value, Outcome.COALESCED, fwd="uri-miss",
-                               collapsed=True)
+            return self._serve(
+                ctx.request, got.value, Outcome.COALESCED, fwd="uri-miss", collapsed=True
+            )
         return await self._fill(ctx, None)  # released or timed out: on our own, at once
 
     async def _fill(self, ctx: _Ctx, flight: Flight[CacheEntry] | None) -> Response:
@@ -297,26 +321,34 @@ class CacheStage:
                     if flight is not None:
                         flight.fail(exc)
                     if ctx.stale_if_error and stale is not None:
-                        return self._serve(request, stale, Outcome.STALE, fwd="stale",
-                                           detail="error")
+                        return self._serve(
+                            request, stale, Outcome.STALE, fwd="stale", detail="error"
+                        )
                     raise
                 response_time = self.wall_clock()
                 if stale is not None and response.status == 304:
                     _discard(response)
                     if validators_match(stale.headers, response.headers):
-                        merged = merge_not_modified(stale, response.headers, request_time,
-                                                    response_time)
+                        merged = merge_not_modified(
+                            stale, response.headers, request_time, response_time
+                        )
                         await self._keep(ctx, merged, flight)
-                        return self._serve(request, merged, Outcome.REVALIDATED, fwd="stale",
-                                           fwd_status=304)
+                        return self._serve(
+                            request, merged, Outcome.REVALIDATED, fwd="stale", fwd_status=304
+                        )
                     ctx.stale = None  # a 304 for another representation: ask plainly, once
                     continue
                 if response.status in ERROR_STATUSES and ctx.stale_if_error and stale:
                     _discard(response)
-                    return self._serve(request, stale, Outcome.STALE, fwd="stale",
-                                       fwd_status=response.status, detail="error")
-                handed_off = await self._admit(ctx, response, request_time, response_time,
-                                               flight)
+                    return self._serve(
+                        request,
+                        stale,
+                        Outcome.STALE,
+                        fwd="stale",
+                        fwd_status=response.status,
+                        detail="error",
+                    )
+                handed_off = await self._admit(ctx, response, request_time, response_time, flight)
                 return response
             raise AssertionError("unreachable: the second attempt always returns")
         finally:
@@ -324,18 +356,26 @@ class CacheStage:
                 flight.abandon()  # no-op when it already ended
 
     async def _admit(
-        self, ctx: _Ctx, response: Response, request_time: float, response_time: float,
+        self,
+        ctx: _Ctx,
+        response: Response,
+        request_time: float,
+        response_time: float,
         flight: Flight[CacheEntry] | None,
     ) -> bool:
         """Store the response if the rules allow; True when a tee now owns the flight."""
         reason = self._refusal(ctx, response.status, response.headers)
-        if reason is None and isinstance(response.body, bytes) and \
-                len(response.body) > self.config.max_object_size:
+        if (
+            reason is None
+            and isinstance(response.body, bytes)
+            and len(response.body) > self.config.max_object_size
+        ):
             reason = "too large"
         if reason is not None:
             self.counts["not_stored"] += 1
-            self._mark(response, Outcome.MISS, fwd="uri-miss", fwd_status=response.status,
-                       detail=reason)
+            self._mark(
+                response, Outcome.MISS, fwd="uri-miss", fwd_status=response.status, detail=reason
+            )
             if flight is not None:
                 # A refusal caused by this request alone must not mark the URL hit-for-miss.
                 (flight.abandon if reason in ("authorization", "no-store") else flight.release)()
@@ -344,16 +384,25 @@ class CacheStage:
         headers = stored_header_items(response.headers)
 
         def entry_of(body: bytes) -> CacheEntry:
-            return CacheEntry(ctx.key, variant, response.status, headers, body, request_time,
-                              response_time, self.node_id)
+            return CacheEntry(
+                ctx.key,
+                variant,
+                response.status,
+                headers,
+                body,
+                request_time,
+                response_time,
+                self.node_id,
+            )
 
         if isinstance(response.body, bytes):
             entry = entry_of(response.body)
             await self._put(entry)
             if flight is not None:
                 flight.share(entry)
-            self._mark(response, Outcome.MISS, fwd="uri-miss", fwd_status=response.status,
-                       stored=True)
+            self._mark(
+                response, Outcome.MISS, fwd="uri-miss", fwd_status=response.status, stored=True
+            )
             return False
 
         def complete(body: bytes) -> None:
@@ -372,20 +421,15 @@ class CacheStage:
         return True
 
     def _refusal(self, ctx: _Ctx, status: int, headers: Iterable[tuple[str, str]]) -> str | None:
-        """Why this response must not be stored for this request, or None."""
-        items = list(headers)
-        verdict = storable("GET", ctx.request.headers, status, items, request_cc=ctx.req_cc,
-                           policy=ctx.policy)
-        if not verdict.ok:
-            return verdict.reason
-        keyed = [n.strip() for v in get_all(items, "vary") for n in v.split(",")]
-        conflict = unkeyed_conflict(ctx.request.headers, ctx.request.host, keyed)
-        if conflict is not None:
-            return conflict
-        length = get_first(items, "content-length")
-        if length and length.strip().isdigit() and int(length) > self.config.max_object_size:
-            return "too large"
-        return None
+        return refusal(
+            ctx.request.headers,
+            ctx.request.host,
+            status,
+            headers,
+            request_cc=ctx.req_cc,
+            policy=ctx.policy,
+            max_size=self.config.max_object_size,
+        )
 
     async def _keep(self, ctx: _Ctx, merged: CacheEntry, flight: Flight[CacheEntry] | None) -> None:
         """Store an entry refreshed by a 304, unless its new headers forbid storing it."""
@@ -415,26 +459,13 @@ class CacheStage:
         self._spawn(self._refresh(ctx, stale))
 
     async def _refresh(self, ctx: _Ctx, stale: CacheEntry) -> None:
+        """One background refresh (stale-while-revalidate): a fill nobody waits for."""
+        self.counts["background_refresh"] += 1
+        ctx.stale, ctx.decision = stale, None  # no stale-if-error: failures just end it
         try:
-            self.counts["background_refresh"] += 1
-            request_time = self.wall_clock()
-            response = await ctx.call_next(self._upstream(ctx.request, stale))
-            response_time = self.wall_clock()
-            if response.status == 304:
-                _discard(response)
-                if validators_match(stale.headers, response.headers):
-                    await self._keep(ctx, merge_not_modified(
-                        stale, response.headers, request_time, response_time), None)
-                return
-            if self._refusal(ctx, response.status, response.headers) is not None:
-                _discard(response)
-                return
-            body = await read_body(response.body, self.config.max_object_size)
-            variant = request_variant(get_all(response.headers, "vary"), ctx.request.headers)
-            await self._put(CacheEntry(
-                ctx.key, variant or "", response.status, stored_header_items(response.headers),
-                body, request_time, response_time, self.node_id))
-        except Exception as exc:  # includes BodyError: too large or broken
+            response = await self._fill(ctx, None)
+            await read_body(response.body, self.config.max_object_size)  # drives the tee
+        except Exception as exc:  # the origin failed, or the body broke or grew too large
             self.counts["refresh_errors"] += 1
             log.info("background refresh of %s failed: %r", ctx.key[:200], exc)
         finally:
@@ -442,9 +473,7 @@ class CacheStage:
 
     # -- answering from an entry --------------------------------------------------------
     def _serve(
-        self, request: Request, entry: CacheEntry, outcome: Outcome, *, hit: bool = False,
-        fwd: str | None = None, fwd_status: int | None = None, detail: str | None = None,
-        collapsed: bool = False,
+        self, request: Request, entry: CacheEntry, outcome: Outcome, **cs: Unpack[_StatusArgs]
     ) -> Response:
         self.counts[outcome.value] += 1
         decision = self._decide(entry, Directives(), self._policy(request.service))
@@ -459,19 +488,15 @@ class CacheStage:
             headers.set("Content-Length", str(len(entry.body)))
         if request.method.upper() == "HEAD":
             body = b""
-        member = CacheStatus(self._name, hit=hit, fwd=fwd, fwd_status=fwd_status,
-                             ttl=int(decision.ttl), collapsed=collapsed, detail=detail)
+        member = CacheStatus(self._name, ttl=int(decision.ttl), **cs)
         for name, value in status_headers(outcome, member):
             headers.set(name, value)
         return Response(status, headers, body, served_by=self.node_id, outcome=outcome.value)
 
-    def _mark(self, response: Response, outcome: Outcome, *, fwd: str | None = None,
-              fwd_status: int | None = None, stored: bool = False,
-              detail: str | None = None) -> Response:
+    def _mark(self, response: Response, outcome: Outcome, **cs: Unpack[_StatusArgs]) -> Response:
         self.counts[outcome.value] += 1
         upstream = response.headers.get_joined("cache-status")
-        member = CacheStatus(self._name, fwd=fwd, fwd_status=fwd_status, stored=stored,
-                             detail=detail)
+        member = CacheStatus(self._name, **cs)
         for name, value in status_headers(outcome, member, upstream):
             response.headers.set(name, value)
         if not response.outcome:
@@ -500,9 +525,15 @@ class CacheStage:
             return 0
 
     async def _invalidate(self, request: Request, response: Response) -> None:
-        keys = invalidated_keys(request.method.upper(), response.status, response.headers,
-                                scheme=request.scheme, host=request.host, target=request.target,
-                                drop_params=self.config.dropped_query_params)
+        keys = invalidated_keys(
+            request.method.upper(),
+            response.status,
+            response.headers,
+            scheme=request.scheme,
+            host=request.host,
+            target=request.target,
+            drop_params=self.config.dropped_query_params,
+        )
         for key in keys:
             self.counts["invalidated"] += await self._delete(key)
             if self.on_purge is not None:
@@ -524,15 +555,21 @@ class CacheStage:
         except ClientError as exc:
             return Response.error(400, exc.reason)
         body = json.dumps({"purged": count}).encode() + b"\n"
-        return Response(200, Headers([("Content-Type", "application/json")]), body,
-                        served_by=self.node_id, outcome="purge")
+        return Response(
+            200,
+            Headers([("Content-Type", "application/json")]),
+            body,
+            served_by=self.node_id,
+            outcome="purge",
+        )
 
     async def purge(self, url_or_prefix: str) -> int:
         """Remove one URL's entries, or every key under a prefix ending in `*`; the count."""
         is_prefix = url_or_prefix.endswith("*")
         try:
-            key = key_for_url(url_or_prefix[:-1] if is_prefix else url_or_prefix,
-                              self.config.dropped_query_params)
+            key = key_for_url(
+                url_or_prefix[:-1] if is_prefix else url_or_prefix, self.config.dropped_query_params
+            )
         except BadURL as exc:
             raise ClientError(str(exc)) from None
         count = await self.apply_purge(key, is_prefix)
@@ -567,18 +604,13 @@ class CacheStage:
             return False
 
     def replica_refusal(self, entry: CacheEntry, service: str = "") -> str | None:
-        try:
-            if key_for_url(entry.key, self.config.dropped_query_params) != entry.key:
-                return "key not normalised"
-        except BadURL:
-            return "key is not a URL"
-        if len(entry.body) > self.config.max_object_size:
-            return "too large"
-        if not entry.request_time <= entry.response_time <= self.wall_clock() + 60:
-            return "implausible times"
-        verdict = storable("GET", (), entry.status, entry.headers, request_cc=Directives(),
-                           policy=self._policy(service))
-        return None if verdict.ok else verdict.reason
+        return replica_refusal(
+            entry,
+            policy=self._policy(service),
+            max_size=self.config.max_object_size,
+            now=self.wall_clock(),
+            drop_params=self.config.dropped_query_params,
+        )
 
     # -- background tasks ---------------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -29,11 +29,18 @@ def date(t: float) -> str:
     return formatdate(t, usegmt=True)
 
 
-def ok(method: str = "GET", *, req: list[tuple[str, str]] | None = None, status: int = 200,
-       resp: list[tuple[str, str]] | None = None, req_cc: str = "",
-       policy: Policy = POLICY) -> tuple[bool, str]:
-    v = storable(method, req or [], status, resp or [], request_cc=parse_cache_control(req_cc),
-                 policy=policy)
+def ok(
+    method: str = "GET",
+    *,
+    req: list[tuple[str, str]] | None = None,
+    status: int = 200,
+    resp: list[tuple[str, str]] | None = None,
+    req_cc: str = "",
+    policy: Policy = POLICY,
+) -> tuple[bool, str]:
+    v = storable(
+        method, req or [], status, resp or [], request_cc=parse_cache_control(req_cc), policy=policy
+    )
     return v.ok, v.reason
 
 
@@ -64,8 +71,10 @@ AUTH = [("Authorization", "Bearer x")]
         ({"status": 304, "resp": [("Cache-Control", "max-age=5")]}, (False, "status")),
         ({"status": 599, "resp": [("Cache-Control", "max-age=5")]}, (False, "status")),
         ({"status": 404}, (True, "")),
-        ({"resp": [("Cache-Control", "max-age=1, " + "x" * 5000)]},
-         (False, "cache-control too long")),
+        (
+            {"resp": [("Cache-Control", "max-age=1, " + "x" * 5000)]},
+            (False, "cache-control too long"),
+        ),
     ],
 )
 def test_storable_table(kwargs: dict[str, object], expected: tuple[bool, str]) -> None:
@@ -103,14 +112,25 @@ def test_current_age_rfc_example() -> None:
     assert current_age([], T0 + 100, T0 + 100, T0) == 0  # a peer's clock ahead of ours
 
 
-def dec(headers: list[tuple[str, str]], now: float, req: str = "", status: int = 200,
-        policy: Policy = POLICY) -> Action:
-    return decide(status, headers, request_time=T0, response_time=T0,
-                  request_cc=parse_cache_control(req), now=now, policy=policy).action
+def dec(
+    headers: list[tuple[str, str]],
+    now: float,
+    req: str = "",
+    status: int = 200,
+    policy: Policy = POLICY,
+) -> Action:
+    return decide(
+        status,
+        headers,
+        request_time=T0,
+        response_time=T0,
+        request_cc=parse_cache_control(req),
+        now=now,
+        policy=policy,
+    ).action
 
 
-F, S, R, M = (Action.FRESH, Action.STALE_SERVE_AND_REVALIDATE, Action.MUST_REVALIDATE,
-              Action.MISS)
+F, S, R, M = (Action.FRESH, Action.STALE_SERVE_AND_REVALIDATE, Action.MUST_REVALIDATE, Action.MISS)
 MA60 = [("Cache-Control", "max-age=60")]
 
 
@@ -137,54 +157,114 @@ MA60 = [("Cache-Control", "max-age=60")]
         ([("Cache-Control", "max-age=60"), ("Vary", "*")], 1, "", M),
     ],
 )
-def test_decision_table(headers: list[tuple[str, str]], age: float, req: str,
-                        expected: Action) -> None:
+def test_decision_table(
+    headers: list[tuple[str, str]], age: float, req: str, expected: Action
+) -> None:
     assert dec(headers, T0 + age, req) is expected
 
 
 def test_operator_swr_default_and_stale_if_error() -> None:
     assert dec(MA60, T0 + 70, policy=Policy(default_swr=20)) is S
-    d = decide(200, MA60, request_time=T0, response_time=T0, request_cc=NONE, now=T0 + 100,
-               policy=Policy(default_sie=50))
+    d = decide(
+        200,
+        MA60,
+        request_time=T0,
+        response_time=T0,
+        request_cc=NONE,
+        now=T0 + 100,
+        policy=Policy(default_sie=50),
+    )
     assert d.action is R and d.stale_if_error and d.ttl == pytest.approx(-40)
-    d = decide(200, [("Cache-Control", "max-age=60, stale-if-error=10")], request_time=T0,
-               response_time=T0, request_cc=NONE, now=T0 + 100, policy=POLICY)
+    d = decide(
+        200,
+        [("Cache-Control", "max-age=60, stale-if-error=10")],
+        request_time=T0,
+        response_time=T0,
+        request_cc=NONE,
+        now=T0 + 100,
+        policy=POLICY,
+    )
     assert not d.stale_if_error
-    d = decide(200, [("Cache-Control", "max-age=60, must-revalidate, stale-if-error=999")],
-               request_time=T0, response_time=T0, request_cc=NONE, now=T0 + 100, policy=POLICY)
+    d = decide(
+        200,
+        [("Cache-Control", "max-age=60, must-revalidate, stale-if-error=999")],
+        request_time=T0,
+        response_time=T0,
+        request_cc=NONE,
+        now=T0 + 100,
+        policy=POLICY,
+    )
     assert not d.stale_if_error
 
 
 def test_invalidation() -> None:
-    keys = invalidated_keys("POST", 201, [("Location", "/items/7"),
-                                          ("Content-Location", "http://other.example/x")],
-                            scheme="http", host="shop.example", target="/items")
+    keys = invalidated_keys(
+        "POST",
+        201,
+        [("Location", "/items/7"), ("Content-Location", "http://other.example/x")],
+        scheme="http",
+        host="shop.example",
+        target="/items",
+    )
     assert keys == ["http://shop.example/items", "http://shop.example/items/7"]
     assert invalidated_keys("GET", 200, [], scheme="http", host="h", target="/") == []
     assert invalidated_keys("DELETE", 500, [], scheme="http", host="h", target="/") == []
-    assert invalidated_keys("PUT", 204, [("Location", "HTTP://H:80/y"), ("Location", "junk")],
-                            scheme="http", host="h", target="/x") == ["http://h/x", "http://h/y"]
+    assert invalidated_keys(
+        "PUT",
+        204,
+        [("Location", "HTTP://H:80/y"), ("Location", "junk")],
+        scheme="http",
+        host="h",
+        target="/x",
+    ) == ["http://h/x", "http://h/y"]
 
 
 # -- properties ---------------------------------------------------------------------------
 
-cc_members = st.sampled_from(["public", "private", "no-store", "no-cache", "max-age=30",
-                              "s-maxage=10", "must-revalidate", "proxy-revalidate",
-                              "stale-while-revalidate=20", "stale-if-error=40", "max-age=junk"])
-resp_headers = st.lists(cc_members, max_size=5).map(
-    lambda ms: [("Cache-Control", ", ".join(ms))] if ms else []
-) .flatmap(lambda h: st.lists(st.sampled_from([
-    ("Expires", date(T0 + 50)), ("Date", date(T0 - 3)), ("Last-Modified", date(T0 - 900)),
-    ("Age", "7"), ("Set-Cookie", "a=1"), ("Vary", "Accept"), ("Vary", "*")]), max_size=4)
-    .map(lambda extra: h + extra))
+cc_members = st.sampled_from(
+    [
+        "public",
+        "private",
+        "no-store",
+        "no-cache",
+        "max-age=30",
+        "s-maxage=10",
+        "must-revalidate",
+        "proxy-revalidate",
+        "stale-while-revalidate=20",
+        "stale-if-error=40",
+        "max-age=junk",
+    ]
+)
+resp_headers = (
+    st.lists(cc_members, max_size=5)
+    .map(lambda ms: [("Cache-Control", ", ".join(ms))] if ms else [])
+    .flatmap(
+        lambda h: st.lists(
+            st.sampled_from(
+                [
+                    ("Expires", date(T0 + 50)),
+                    ("Date", date(T0 - 3)),
+                    ("Last-Modified", date(T0 - 900)),
+                    ("Age", "7"),
+                    ("Set-Cookie", "a=1"),
+                    ("Vary", "Accept"),
+                    ("Vary", "*"),
+                ]
+            ),
+            max_size=4,
+        ).map(lambda extra: h + extra)
+    )
+)
 methods = st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"])
 statuses = st.sampled_from([200, 203, 204, 206, 301, 302, 304, 404, 410, 500, 502, 503])
 req_headers = st.lists(st.sampled_from([("Authorization", "x"), ("Accept", "a")]), max_size=2)
 
 
 @given(methods, req_headers, statuses, resp_headers, st.booleans())
-def test_storable_properties(method: str, req: list[tuple[str, str]], status: int,
-                             resp: list[tuple[str, str]], share: bool) -> None:
+def test_storable_properties(
+    method: str, req: list[tuple[str, str]], status: int, resp: list[tuple[str, str]], share: bool
+) -> None:
     v = storable(method, req, status, resp, request_cc=NONE, policy=Policy(share_set_cookie=share))
     cc = parse_cache_control([v for k, v in resp if k == "Cache-Control"])
     if v.ok:
@@ -194,13 +274,19 @@ def test_storable_properties(method: str, req: list[tuple[str, str]], status: in
         assert share or all(k != "Set-Cookie" for k, _ in resp)
         if any(k == "Authorization" for k, _ in req):
             assert cc.public or cc.has("s-maxage") or cc.must_revalidate
-        assert status in DEFAULT_CACHEABLE or cc.public or cc.has("max-age") or \
-            cc.has("s-maxage") or any(k == "Expires" for k, _ in resp)
+        assert (
+            status in DEFAULT_CACHEABLE
+            or cc.public
+            or cc.has("max-age")
+            or cc.has("s-maxage")
+            or any(k == "Expires" for k, _ in resp)
+        )
 
 
 @given(resp_headers, st.floats(0, 1e6), st.floats(0, 1e6), st.floats(0, 10))
-def test_age_monotonic_and_lifetime_nonnegative(headers: list[tuple[str, str]], dt1: float,
-                                                dt2: float, delay: float) -> None:
+def test_age_monotonic_and_lifetime_nonnegative(
+    headers: list[tuple[str, str]], dt1: float, dt2: float, delay: float
+) -> None:
     a1 = current_age(headers, T0 - delay, T0, T0 + dt1)
     a2 = current_age(headers, T0 - delay, T0, T0 + dt1 + dt2)
     assert 0 <= a1 <= a2
@@ -213,14 +299,23 @@ def test_s_maxage_wins(s: int, m: int, status: int) -> None:
     assert freshness_lifetime(status, headers, T0, POLICY) == s
 
 
-@given(resp_headers, st.floats(0, 1e5), st.sampled_from(["", "no-cache", "max-age=0",
-                                                          "max-stale", "min-fresh=10"]))
+@given(
+    resp_headers,
+    st.floats(0, 1e5),
+    st.sampled_from(["", "no-cache", "max-age=0", "max-stale", "min-fresh=10"]),
+)
 def test_decision_consistent(headers: list[tuple[str, str]], dt: float, req: str) -> None:
-    d = decide(200, headers, request_time=T0, response_time=T0,
-               request_cc=parse_cache_control(req), now=T0 + dt, policy=POLICY)
+    d = decide(
+        200,
+        headers,
+        request_time=T0,
+        response_time=T0,
+        request_cc=parse_cache_control(req),
+        now=T0 + dt,
+        policy=POLICY,
+    )
     cc = parse_cache_control([v for k, v in headers if k == "Cache-Control"])
     if d.action is Action.FRESH:
         assert d.age < d.lifetime and not cc.no_cache and req != "no-cache"
     if d.action is Action.STALE_SERVE_AND_REVALIDATE or (d.stale_if_error and d.ttl <= 0):
-        assert not (cc.must_revalidate or cc.proxy_revalidate or cc.has("s-maxage")
-                    or cc.no_cache)
+        assert not (cc.must_revalidate or cc.proxy_revalidate or cc.has("s-maxage") or cc.no_cache)

@@ -45,8 +45,17 @@ def test_first_occurrence_wins() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "value"),
-    [("0", 0), ("17", 17), (" 3 ", 3), ("-1", None), ("1.5", None), ("", None), ("x", None),
-     ("99999999999999999999", DELTA_MAX), ("٣", None)],
+    [
+        ("0", 0),
+        ("17", 17),
+        (" 3 ", 3),
+        ("-1", None),
+        ("1.5", None),
+        ("", None),
+        ("x", None),
+        ("99999999999999999999", DELTA_MAX),
+        ("٣", None),
+    ],
 )
 def test_delta_seconds(raw: str, value: int | None) -> None:
     assert parse_delta(raw) == value
@@ -89,8 +98,13 @@ def test_never_raises_and_stays_bounded(field: str | list[str]) -> None:
         d.seconds(name)
 
 
-@given(st.dictionaries(st.sampled_from(["max-age", "s-maxage", "min-fresh", "max-stale"]),
-                       st.integers(0, 2**40), max_size=4))
+@given(
+    st.dictionaries(
+        st.sampled_from(["max-age", "s-maxage", "min-fresh", "max-stale"]),
+        st.integers(0, 2**40),
+        max_size=4,
+    )
+)
 def test_round_trip_of_numbers(values: dict[str, int]) -> None:
     d = parse_cache_control(", ".join(f"{k}={v}" for k, v in values.items()))
     for k, v in values.items():

@@ -19,8 +19,9 @@ class ManualClock:
         return self.now
 
 
-async def gather_run(group: Coalescer[int], n: int, shareable: bool,
-                     gate: asyncio.Event) -> tuple[list[tuple[int, Role]], list[int]]:
+async def gather_run(
+    group: Coalescer[int], n: int, shareable: bool, gate: asyncio.Event
+) -> tuple[list[tuple[int, Role]], list[int]]:
     calls: list[int] = []
     started = asyncio.Event()
     all_in = asyncio.Event()  # every caller is inside fetch at the same moment
@@ -65,8 +66,7 @@ def test_not_shareable_releases_waiters_in_parallel(n: int) -> None:
         results, calls = await gather_run(group, n, False, gate)
         # Everyone fetched once, the released ones all at the same time.
         assert len(calls) == n
-        assert sorted(r.value for _, r in results) == sorted(
-            ["leader"] + ["solo"] * (n - 1))
+        assert sorted(r.value for _, r in results) == sorted(["leader"] + ["solo"] * (n - 1))
         assert group.marked("k")
 
     asyncio.run(main())

@@ -26,7 +26,9 @@ def entry(headers: list[tuple[str, str]]) -> CacheEntry:
 
 def test_conditional_headers() -> None:
     assert conditional_headers([("ETag", '"v1"'), ("Last-Modified", LM)]) == [
-        ("If-None-Match", '"v1"'), ("If-Modified-Since", LM)]
+        ("If-None-Match", '"v1"'),
+        ("If-Modified-Since", LM),
+    ]
     assert conditional_headers([("Last-Modified", "garbage")]) == []
     assert conditional_headers([]) == []
 
@@ -43,11 +45,29 @@ def test_validators_match() -> None:
 
 
 def test_merge_replaces_fields_but_not_body_framing() -> None:
-    old = entry([("ETag", '"v1"'), ("Cache-Control", "max-age=1"), ("Content-Length", "4"),
-                 ("Content-Type", "text/plain"), ("Age", "50"), ("X-Keep", "yes")])
-    merged = merge_not_modified(old, [("Cache-Control", "max-age=600"), ("ETag", '"v1"'),
-                                      ("Content-Length", "0"), ("Connection", "close, X-Hop"),
-                                      ("X-Hop", "1"), ("Content-Type", "text/html")], 20.0, 21.0)
+    old = entry(
+        [
+            ("ETag", '"v1"'),
+            ("Cache-Control", "max-age=1"),
+            ("Content-Length", "4"),
+            ("Content-Type", "text/plain"),
+            ("Age", "50"),
+            ("X-Keep", "yes"),
+        ]
+    )
+    merged = merge_not_modified(
+        old,
+        [
+            ("Cache-Control", "max-age=600"),
+            ("ETag", '"v1"'),
+            ("Content-Length", "0"),
+            ("Connection", "close, X-Hop"),
+            ("X-Hop", "1"),
+            ("Content-Type", "text/html"),
+        ],
+        20.0,
+        21.0,
+    )
     h = dict(merged.headers)
     assert h["Cache-Control"] == "max-age=600"
     assert h["Content-Length"] == "4" and h["Content-Type"] == "text/plain"
@@ -62,34 +82,49 @@ def test_client_conditionals() -> None:
     assert not_modified([("If-None-Match", "*")], stored)
     assert not not_modified([("If-None-Match", '"v2"'), ("If-Modified-Since", LATER)], stored)
     assert not_modified([("If-Modified-Since", LATER)], stored)
-    assert not not_modified([("If-Modified-Since", formatdate(1_500_000_000, usegmt=True))],
-                            stored)
+    assert not not_modified([("If-Modified-Since", formatdate(1_500_000_000, usegmt=True))], stored)
     assert not not_modified([], stored)
     assert not not_modified([("If-None-Match", '"v1"')], [])
 
 
 def test_stored_header_items_drop_hop_by_hop_and_cache_status() -> None:
-    items = stored_header_items([("Connection", "keep-alive, X-Secret"), ("X-Secret", "1"),
-                                 ("Transfer-Encoding", "chunked"), ("X-Cache", "HIT"),
-                                 ("Cache-Status", "other; hit"), ("Age", "3"), ("A", "b")])
+    items = stored_header_items(
+        [
+            ("Connection", "keep-alive, X-Secret"),
+            ("X-Secret", "1"),
+            ("Transfer-Encoding", "chunked"),
+            ("X-Cache", "HIT"),
+            ("Cache-Status", "other; hit"),
+            ("Age", "3"),
+            ("A", "b"),
+        ]
+    )
     assert items == (("Age", "3"), ("A", "b"))
 
 
-fields = st.lists(st.tuples(st.sampled_from(["ETag", "Last-Modified", "Cache-Control", "Age",
-                                             "Content-Length", "X-A", "Connection"]),
-                            st.text(max_size=20)), max_size=8)
+fields = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["ETag", "Last-Modified", "Cache-Control", "Age", "Content-Length", "X-A", "Connection"]
+        ),
+        st.text(max_size=20),
+    ),
+    max_size=8,
+)
 
 
 @given(fields, fields)
-def test_merge_never_loses_body_or_keeps_hop_fields(old: list[tuple[str, str]],
-                                                    new: list[tuple[str, str]]) -> None:
+def test_merge_never_loses_body_or_keeps_hop_fields(
+    old: list[tuple[str, str]], new: list[tuple[str, str]]
+) -> None:
     e = entry(old)
     merged = merge_not_modified(e, new, 30.0, 31.0)
     assert merged.body == e.body and merged.status == e.status and merged.key == e.key
     assert all(k.lower() != "connection" for k, _ in merged.headers)
     for k, v in new:
         if k in ("Cache-Control", "X-A") and not any(
-                k.lower() in c.lower() for n, c in new if n == "Connection"):
+            k.lower() in c.lower() for n, c in new if n == "Connection"
+        ):
             assert (k, v) in merged.headers or any(n == k for n, _ in merged.headers)
     conditional_headers(merged.headers)
     validators_match(old, new)

@@ -17,7 +17,9 @@ from cache.vary import (
 
 def test_fields_normalised() -> None:
     assert vary_fields(["Accept-Encoding, accept-language", "ACCEPT-ENCODING"]) == (
-        "accept-encoding", "accept-language")
+        "accept-encoding",
+        "accept-language",
+    )
     assert vary_fields([]) == ()
     assert vary_fields(["", " , "]) == ()
     assert vary_fields(["Accept, *"]) is VARY_STAR
@@ -54,8 +56,12 @@ def test_unrelated_headers_ignored_and_long_values_digested() -> None:
     assert long.startswith("sha256:") and len(long) < MAX_VARIANT_LENGTH
 
 
-headers = st.lists(st.tuples(st.sampled_from(["Accept", "accept-encoding", "X-A", "Cookie"]),
-                             st.text(max_size=20)), max_size=6)
+headers = st.lists(
+    st.tuples(
+        st.sampled_from(["Accept", "accept-encoding", "X-A", "Cookie"]), st.text(max_size=20)
+    ),
+    max_size=6,
+)
 
 
 @given(st.lists(st.text(max_size=30), max_size=3), headers)
@@ -71,6 +77,7 @@ def test_order_of_fields_with_different_names_irrelevant(
 ) -> None:
     original, permuted = pair
     fields = ("accept", "x-a")
+
     # Only the relative order of repeats of one field may matter (they are a list).
     def per_name(items: list[tuple[str, str]]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
