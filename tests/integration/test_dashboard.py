@@ -320,7 +320,7 @@ async def _drive_page(ws_url: str, live: LiveTable) -> None:
     ws = await websocket_connect(ws_url)
     try:
         page = DevTools(ws)
-        await page.until("Number(document.body.dataset.updates || 0) >= 1")
+        await page.until("!!document.body && Number(document.body.dataset.updates || 0) >= 1")
         rows = json.loads(await page.eval(ROWS_JS))
         assert rows == [["east-1", "alive", "state state-alive"],
                         ["west-1", "alive", "state state-alive"]]
