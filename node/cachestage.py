@@ -24,9 +24,9 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, TypeVar, Unpack
 
 from cache.cachecontrol import Directives, request_directives
 from cache.coalesce import Coalescer, Flight, Role
@@ -60,6 +60,7 @@ from node.http import BodyStream, Headers, Request, Response
 from node.stage import Next
 
 log = logging.getLogger("scale0.cache")
+T = TypeVar("T")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 ERROR_STATUSES = frozenset({500, 502, 503, 504})
@@ -102,25 +103,17 @@ class CacheConfig:
         object.__setattr__(self, "networks", tuple(nets))
 
 
+@dataclass(slots=True)
 class _Tee:
     """A BodyStream passing chunks to the client while keeping a copy of at most `limit` bytes."""
 
-    __slots__ = ("_ended", "_inner", "_limit", "_on_abort", "_on_complete", "_parts", "_size")
-
-    def __init__(
-        self,
-        inner: BodyStream,
-        limit: int,
-        on_complete: Callable[[bytes], None],
-        on_abort: Callable[[], None],
-    ) -> None:
-        self._inner = inner
-        self._limit = limit
-        self._on_complete = on_complete
-        self._on_abort = on_abort
-        self._parts: list[bytes] | None = []
-        self._size = 0
-        self._ended = False
+    _inner: BodyStream
+    _limit: int
+    _on_complete: Callable[[bytes], None]
+    _on_abort: Callable[[], None]
+    _parts: list[bytes] | None = field(default_factory=list)
+    _size: int = 0
+    _ended: bool = False
 
     async def read(self) -> bytes:
         try:
@@ -268,12 +261,7 @@ class CacheStage:
         )
 
     async def _lookup(self, key: str, request: Request) -> CacheEntry | None:
-        try:
-            entries = await self.store.get(key)
-        except Exception as exc:  # a broken store is a miss, not a failed request
-            self.counts["store_errors"] += 1
-            log.warning("cache store get failed for %s: %r", key[:200], exc)
-            return None
+        entries: list[CacheEntry] = await self._safely(self.store.get(key), [], key)
         best: CacheEntry | None = None
         for e in entries:
             fits = e.key == key and self._variant_fits(e, request)
@@ -340,15 +328,9 @@ class CacheStage:
                     continue
                 if response.status in ERROR_STATUSES and ctx.stale_if_error and stale:
                     _discard(response)
-                    return self._serve(
-                        request,
-                        stale,
-                        Outcome.STALE,
-                        fwd="stale",
-                        fwd_status=response.status,
-                        detail="error",
-                    )
-                handed_off = await self._admit(ctx, response, request_time, response_time, flight)
+                    why = _StatusArgs(fwd="stale", fwd_status=response.status, detail="error")
+                    return self._serve(request, stale, Outcome.STALE, **why)
+                handed_off = await self._admit(ctx, response, (request_time, response_time), flight)
                 return response
             raise AssertionError("unreachable: the second attempt always returns")
         finally:
@@ -356,20 +338,12 @@ class CacheStage:
                 flight.abandon()  # no-op when it already ended
 
     async def _admit(
-        self,
-        ctx: _Ctx,
-        response: Response,
-        request_time: float,
-        response_time: float,
-        flight: Flight[CacheEntry] | None,
+        self, ctx: _Ctx, response: Response, times: tuple[float, float], flight: Flight[Any] | None
     ) -> bool:
         """Store the response if the rules allow; True when a tee now owns the flight."""
         reason = self._refusal(ctx, response.status, response.headers)
-        if (
-            reason is None
-            and isinstance(response.body, bytes)
-            and len(response.body) > self.config.max_object_size
-        ):
+        body = response.body
+        if reason is None and isinstance(body, bytes) and len(body) > self.config.max_object_size:
             reason = "too large"
         if reason is not None:
             self.counts["not_stored"] += 1
@@ -384,16 +358,8 @@ class CacheStage:
         headers = stored_header_items(response.headers)
 
         def entry_of(body: bytes) -> CacheEntry:
-            return CacheEntry(
-                ctx.key,
-                variant,
-                response.status,
-                headers,
-                body,
-                request_time,
-                response_time,
-                self.node_id,
-            )
+            status, node = response.status, self.node_id
+            return CacheEntry(ctx.key, variant, status, headers, body, *times, node)
 
         if isinstance(response.body, bytes):
             entry = entry_of(response.body)
@@ -504,25 +470,23 @@ class CacheStage:
         return response
 
     # -- store operations, purge, replication --------------------------------------------
-    async def _put(self, entry: CacheEntry) -> None:
+    async def _safely(self, op: Awaitable[T], default: T, key: str) -> T:
+        """A store operation whose failure is counted and logged, never the request's."""
         try:
-            stored = await self.store.put(entry)
+            return await op
         except Exception as exc:
             self.counts["store_errors"] += 1
-            log.warning("cache store put failed for %s: %r", entry.key[:200], exc)
-            return
-        if stored:
+            log.warning("cache store failed on %s: %r", key[:200], exc)
+            return default
+
+    async def _put(self, entry: CacheEntry) -> None:
+        if await self._safely(self.store.put(entry), False, entry.key):
             self.counts["stored"] += 1
             if self.on_store is not None:
                 _call_hook(self.on_store, entry)
 
     async def _delete(self, key: str, variant: str | None = None) -> int:
-        try:
-            return await self.store.delete(key, variant)
-        except Exception as exc:
-            self.counts["store_errors"] += 1
-            log.warning("cache store delete failed for %s: %r", key[:200], exc)
-            return 0
+        return await self._safely(self.store.delete(key, variant), 0, key)
 
     async def _invalidate(self, request: Request, response: Response) -> None:
         keys = invalidated_keys(
@@ -555,13 +519,8 @@ class CacheStage:
         except ClientError as exc:
             return Response.error(400, exc.reason)
         body = json.dumps({"purged": count}).encode() + b"\n"
-        return Response(
-            200,
-            Headers([("Content-Type", "application/json")]),
-            body,
-            served_by=self.node_id,
-            outcome="purge",
-        )
+        headers = Headers([("Content-Type", "application/json")])
+        return Response(200, headers, body, served_by=self.node_id, outcome="purge")
 
     async def purge(self, url_or_prefix: str) -> int:
         """Remove one URL's entries, or every key under a prefix ending in `*`; the count."""
@@ -582,12 +541,7 @@ class CacheStage:
         self.counts["purged"] += 1
         if not is_prefix:
             return await self._delete(key_or_prefix)
-        try:
-            return await self.store.purge_prefix(key_or_prefix)
-        except Exception as exc:
-            self.counts["store_errors"] += 1
-            log.warning("cache purge of %s failed: %r", key_or_prefix[:200], exc)
-            return 0
+        return await self._safely(self.store.purge_prefix(key_or_prefix), 0, key_or_prefix)
 
     async def accept_replica(self, entry: CacheEntry, service: str = "") -> bool:
         """Store an entry a peer sent, after the checks a local fill would pass."""
@@ -596,12 +550,7 @@ class CacheStage:
             self.counts["replica_refused"] += 1
             log.info("replica of %s refused: %s", entry.key[:200], reason)
             return False
-        try:
-            return await self.store.put(entry)
-        except Exception as exc:
-            self.counts["store_errors"] += 1
-            log.warning("cache store put failed for replica %s: %r", entry.key[:200], exc)
-            return False
+        return await self._safely(self.store.put(entry), False, entry.key)
 
     def replica_refusal(self, entry: CacheEntry, service: str = "") -> str | None:
         return replica_refusal(
