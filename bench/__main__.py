@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = {"proxy": "bench.bench_proxy"}
+BENCHES = {"proxy": "bench.bench_proxy", "stores": "bench.bench_stores"}
 
 
 def main() -> None:
