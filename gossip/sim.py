@@ -20,6 +20,7 @@ import random
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from gossip.config import GossipConfig
 from gossip.load import ServiceLoad
@@ -33,7 +34,7 @@ from gossip.membership import (
     Subscribe,
     Unsubscribe,
 )
-from gossip.messages import Addresses, MemberRecord, Message, Snapshot, decode, encode
+from gossip.messages import Addresses, Beat, MemberRecord, Message, Snapshot, decode, encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,8 @@ class Sim:
     queue: list[tuple[float, int, str, Message]] = field(default_factory=list)
     watchers: list[Callable[[float, str, MemberChanged], None]] = field(default_factory=list)
     sent: int = 0
+    beat_bytes: int = 0  # encoded size of every beat published (for the mean beat size)
+    beats: int = 0
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -156,6 +159,9 @@ class Sim:
             if isinstance(a, Publish):
                 data = encode(a.msg)
                 msg = decode(data)
+                if isinstance(msg, Beat):
+                    self.beat_bytes += len(data)
+                    self.beats += 1
                 for dst in self.subs.get(self.nodes[src].core.me.addresses.gossip, ()):
                     self._deliver(src, dst, msg, len(data))
             elif isinstance(a, SendTo):
@@ -220,6 +226,8 @@ class Report:
     node_hours: float
     kbit_in_mean: float  # inbound gossip per node, steady state
     kbit_in_max: float
+    beat_bytes: float  # mean encoded beat
+    trials: int = 1  # joins and crashes measured; the times are the worst of them
 
     def lines(self) -> list[str]:
         def s(v: float | None) -> str:
@@ -234,12 +242,16 @@ class Report:
             f"node-hours = {fph:.3f}/node-hour (target 0); false deaths {self.false_deaths}",
             f"inbound gossip per node       mean {self.kbit_in_mean:.1f} kbit/s, max "
             f"{self.kbit_in_max:.1f} kbit/s   (target <= 328 kbit/s)",
+            f"mean beat {self.beat_bytes:.0f} B; every node following every other would take "
+            f"{self.beat_bytes * 8 * (self.nodes - 1) / 1000:.0f} kbit/s per node; "
+            f"worst of {self.trials} join(s) and crash(es)",
         ]
 
 
 def scenario(n: int, *, seed: int = 1, loss: float = 0.01, steady: float = 30.0, dcs: int = 1,
-             config: GossipConfig | None = None, net: NetConfig | None = None) -> Report:
-    """Bootstrap ``n`` nodes, run steady at ``loss``, then one join and one crash."""
+             config: GossipConfig | None = None, net: NetConfig | None = None,
+             trials: int = 1) -> Report:
+    """Bootstrap ``n`` nodes, run steady at ``loss``, then ``trials`` joins and crashes."""
     sim = Sim(seed, config or GossipConfig.lan(), replace(net or NetConfig(), loss=loss))
     sim.bootstrap(n, dcs)
     sim.run(5.0)  # subscriptions settle, beat phases spread, jitter history fills
@@ -259,22 +271,28 @@ def scenario(n: int, *, seed: int = 1, loss: float = 0.01, steady: float = 30.0,
     false_deaths = len({m for st, m in suspicions if st == "dead"})
     sim.watchers.clear()
 
-    joiner = "joiner"
-    t0 = sim.now
-    sim.join(joiner, "n0000", "dc1")
-    joined = sim.run(10.0, lambda: sim.all_see(joiner, ("alive",)))
-    join_s = sim.now - t0 if joined else None
+    worst: dict[str, float | None] = {"join": 0.0, "suspect": 0.0, "dead": 0.0}
 
-    victim = sim.rng.choice([nid for nid in sim.up_ids() if nid not in ("n0000", joiner)])
-    sim.run(sim.rng.uniform(0, 1))  # crash at a random phase of its beat
-    t0 = sim.now
-    sim.crash(victim)
-    suspected = sim.run(10.0, lambda: sim.all_see(victim, ("suspect", "dead")))
-    suspect_s = sim.now - t0 if suspected else None
-    dead = sim.run(10.0, lambda: sim.all_see(victim, ("dead",)))
-    dead_s = sim.now - t0 if dead else None
-    return Report(n, loss, join_s, suspect_s, dead_s, originated, false_deaths,
-                  n * steady / 3600, statistics.mean(rates), max(rates))
+    def took(key: str, t0: float, ok: bool) -> None:
+        prev = worst[key]
+        worst[key] = None if prev is None or not ok else max(prev, sim.now - t0)
+
+    beat_bytes = sim.beat_bytes / max(1, sim.beats)
+    for i in range(trials):
+        joiner = f"joiner{i}"
+        t0 = sim.now
+        sim.join(joiner, sim.rng.choice(sim.up_ids()), "dc1")
+        took("join", t0, sim.run(10.0, partial(sim.all_see, joiner, ("alive",))))
+        sim.run(3.0)  # the joiner gets followed; then crash someone, at a random beat phase
+        victim = sim.rng.choice(sim.up_ids())
+        sim.run(sim.rng.uniform(0, 1))
+        t0 = sim.now
+        sim.crash(victim)
+        took("suspect", t0, sim.run(10.0, partial(sim.all_see, victim, ("suspect", "dead"))))
+        took("dead", t0, sim.run(10.0, partial(sim.all_see, victim, ("dead",))))
+    return Report(n, loss, worst["join"], worst["suspect"], worst["dead"], originated,
+                  false_deaths, n * steady / 3600, statistics.mean(rates), max(rates),
+                  beat_bytes, trials)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -285,9 +303,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steady", type=float, default=30.0, help="simulated seconds of steady state")
     p.add_argument("--dcs", type=int, default=1)
     p.add_argument("--latency", type=float, default=0.002)
+    p.add_argument("--trials", type=int, default=1, help="joins and crashes to measure")
     args = p.parse_args(argv)
     rep = scenario(args.nodes, seed=args.seed, loss=args.loss, steady=args.steady, dcs=args.dcs,
-                   net=NetConfig(latency=args.latency))
+                   net=NetConfig(latency=args.latency), trials=args.trials)
     print("\n".join(rep.lines()))
 
 
