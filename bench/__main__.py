@@ -8,7 +8,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = {"proxy": "bench.bench_proxy", "stores": "bench.bench_stores"}
+BENCHES = {"proxy": "bench.bench_proxy", "stores": "bench.bench_stores",
+           "gossip": "bench.bench_gossip_sim"}
 
 
 def main() -> None:
