@@ -288,8 +288,18 @@ async def _serve(port: int, delay: float) -> None:
         await server.serve_forever()
 
 
+def _die_with_parent() -> None:
+    """Exit when the test process dies, even by SIGKILL (no stray relay left running)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, 15)  # SIGTERM
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] != "relay":
         sys.exit("usage: netns.py relay PORT DELAY_SECONDS")
+    _die_with_parent()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(int(sys.argv[2]), float(sys.argv[3])))
