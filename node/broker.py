@@ -47,6 +47,7 @@ from node.protocol import (
     RequestMsg,
     decode,
     encode,
+    salvage_id,
 )
 from node.ratelog import RateLimitedLog
 from node.workerpool import Decisions, WorkerPool, is_retryable
@@ -366,6 +367,11 @@ class Broker:
             self.stats["malformed"] += 1
             self._rlog.warn("malformed", "dropped a malformed frame from %s: %s",
                             ident[:16].hex(), exc.reason)
+            call = self._calls.get(salvage_id(frames[1:]) or -1)
+            if call is not None and call.worker == ident:
+                # A broken reply to a request we can name: fail it now, not at the deadline.
+                self._abandon(call)
+                self._fail(call, UpstreamError(f"the worker sent a malformed reply: {exc.reason}"))
             return
         if isinstance(msg, Ready):
             if self._draining:

@@ -327,3 +327,22 @@ def decode(frames: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> Message:
             raise ProtocolError(f"body frame longer than {limits.max_body_frame} bytes")
         values["body"] = body if type(body) is bytes else bytes(body)
     return cls(**values)  # type: ignore[no-any-return]
+
+
+def salvage_id(frames: Sequence[bytes]) -> int | None:
+    """The request id of an undecodable REPLY/BODY/ABORT, if it can still be read.
+
+    Lets the node fail the one request a broken reply belongs to at once (502)
+    instead of at its deadline. Never raises."""
+    try:
+        if len(frames) < 2 or _BY_HEAD.get(bytes(frames[0])) not in (Cmd.REPLY, Cmd.BODY,
+                                                                      Cmd.ABORT):
+            return None
+        unpacker = msgpack.Unpacker(max_buffer_size=128, max_bin_len=0,
+                                    max_map_len=0, max_ext_len=0)
+        unpacker.feed(frames[1][:64])
+        header = unpacker.read_array_header()
+        first = unpacker.unpack() if header else None
+    except Exception:
+        return None
+    return first if type(first) is int and 0 <= first <= MAX_ID else None

@@ -109,7 +109,7 @@ class Worker:
                 break
             self._drop_connection()
             # Back off only while the node stays silent; a node that answered resets it.
-            backoff = self.interval if self._last_heard > heard_before else min(backoff * 2, 32)
+            backoff = self.interval if self._last_heard > heard_before else min(backoff * 2, 5.0)
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))  # backoff, not a sync
         self._stopped.set()
 

@@ -16,8 +16,8 @@ import zmq
 from node.body import BodyChannel
 from node.broker import Broker, BrokerConfig
 from node.errors import NoCapacity, UpstreamError, UpstreamTimeout
-from node.http import Headers, Request, Response
-from node.protocol import VERSION, Cmd, Ready, encode
+from node.http import BodyError, Headers, Request, Response
+from node.protocol import VERSION, BodyMsg, Cmd, Ready, Reply, RequestMsg, decode, encode
 from node.worker.sdk import Handler, Worker
 
 pytestmark = pytest.mark.timeout(60)
@@ -321,4 +321,51 @@ def test_set_concurrency_and_graceful_stop() -> None:
             await broker.drain(0.1)
             with pytest.raises(NoCapacity):
                 await broker.dispatch("www", req())
+    run(main())
+
+
+def test_misbehaving_worker_replies_fail_fast_with_502() -> None:
+    """A raw DEALER playing a broken worker: bad headers, uncredited chunks, stray ids."""
+
+    async def main() -> None:
+        async with mesh() as (broker, _):
+            raw = zmq.Context.instance().socket(zmq.DEALER)
+            raw.setsockopt(zmq.LINGER, 0)
+            raw.connect(broker.bound_endpoint)
+            try:
+                raw.send_multipart(encode(Ready(("www",), 4, "raw")))
+                await until(lambda: broker.services() == {"www"}, "raw worker joined")
+
+                async def next_request() -> RequestMsg:
+                    while True:
+                        if raw.poll(0):
+                            msg = decode(raw.recv_multipart())
+                            if isinstance(msg, RequestMsg):
+                                return msg
+                        else:
+                            await asyncio.sleep(0.005)  # polling a real socket, bounded by wait_for
+
+                far = time.monotonic() + 20
+                call = asyncio.create_task(broker.dispatch("www", req(deadline=far)))
+                rq = await asyncio.wait_for(next_request(), 5)
+                raw.send_multipart(encode(Reply(rq.id, 200, (("X", "a\r\nSet-Cookie: x"),))))
+                with pytest.raises(UpstreamError, match="malformed"):
+                    await asyncio.wait_for(call, 5)  # at once, not at the deadline
+
+                call = asyncio.create_task(broker.dispatch("www", req(deadline=far)))
+                rq = await asyncio.wait_for(next_request(), 5)
+                raw.send_multipart(encode(Reply(rq.id, 200, (), True, b"a")))
+                resp = await asyncio.wait_for(call, 5)
+                assert isinstance(resp.body, BodyChannel)
+                for _ in range(20):  # far beyond the granted window
+                    raw.send_multipart(encode(BodyMsg(rq.id, True, b"b")))
+                with pytest.raises(BodyError):
+                    while await resp.body.read():
+                        pass
+                assert broker.stats["malformed"] >= 1
+
+                raw.send_multipart(encode(Reply(999_999, 200, ())))
+                await until(lambda: broker.stats["dropped_replies"] >= 1, "stray reply dropped")
+            finally:
+                raw.close()
     run(main())

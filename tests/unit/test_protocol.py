@@ -25,6 +25,7 @@ from node.protocol import (
     RequestMsg,
     decode,
     encode,
+    salvage_id,
 )
 
 ids = st.integers(0, 2**63 - 1)
@@ -143,3 +144,17 @@ def test_limits_bound_headers_and_sizes() -> None:
         decode(encode(BodyMsg(1, True, b"x" * 11)), small)
     with pytest.raises(ProtocolError, match="metadata longer"):
         decode(encode(Reply(1, 200, (("A", "v" * 10_001),))), small)
+
+
+@given(st.lists(st.binary(max_size=80), max_size=4), st.sampled_from([Cmd.REPLY, Cmd.BODY]))
+def test_salvage_id_never_raises(frames: list[bytes], cmd: Cmd) -> None:
+    got = salvage_id([VERSION + bytes([cmd]), *frames[:2]])
+    assert got is None or 0 <= got <= 2**63 - 1
+
+
+def test_salvage_id_names_the_request_of_a_broken_reply() -> None:
+    frames = encode(Reply(42, 200, (("X", "a\r\nb"),)))
+    with pytest.raises(ProtocolError):
+        decode(frames)
+    assert salvage_id(frames) == 42
+    assert salvage_id(encode(Cancel(42))) is None  # only replies from a worker count
