@@ -42,7 +42,7 @@ from mesh.loadtable import LoadTable
 class LiveTable:
     """A load table served by the dashboard routes on a loopback port."""
 
-    def __init__(self, max_streams: int = 32) -> None:
+    def __init__(self, max_streams: int = 32, interval: float = 1.0) -> None:
         self.table = LoadTable("east-1")
         self.table.update("east-1", "east", "alive", 1, {"peer": "tcp://10.0.0.1:7947"},
                           {"www": ServiceLoad(workers=1, slots=4, in_flight=2)}, time.monotonic())
@@ -51,15 +51,17 @@ class LiveTable:
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(max_streams,), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(max_streams, interval),
+                                        daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("dashboard server did not start")
 
-    def _run(self, max_streams: int) -> None:
+    def _run(self, max_streams: int, interval: float) -> None:
         asyncio.set_event_loop(self.loop)
         app = tornado.web.Application(dashboard_routes(
-            lambda: self.table.to_json(time.monotonic()), poll=0.05, max_streams=max_streams))
+            lambda: self.table.to_json(time.monotonic()), interval=interval, poll=0.05,
+            max_streams=max_streams))
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
@@ -152,6 +154,19 @@ def test_sse_delivers_changes_and_periodic_beats(live: LiveTable) -> None:
         assert _states(doc)["west-2"] == "suspect"
     finally:
         sse.close()
+
+
+def test_sse_pushes_a_change_without_waiting_for_the_beat() -> None:
+    # With an hour between beats, only the on-change path can deliver the update.
+    server = LiveTable(interval=3600)
+    sse = SSE(server.port)
+    try:
+        assert _states(sse.next_data())["west-1"] == "alive"
+        server.change(lambda t: t.mark("west-1", "suspect"))
+        assert _states(sse.next_data())["west-1"] == "suspect"
+    finally:
+        sse.close()
+        server.close()
 
 
 def test_streams_are_bounded_and_released(live: LiveTable) -> None:

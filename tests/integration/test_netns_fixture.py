@@ -80,6 +80,23 @@ def test_tcp_echo_across_datacenters_sees_the_inserted_delay(two_dcs: TwoDatacen
         server.wait(10)
 
 
+REFUSED_CLIENT = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+print(repr(s.recv(1)))
+"""
+
+
+def test_a_refused_connection_across_datacenters_closes_instead_of_hanging(
+    two_dcs: TwoDatacenters,
+) -> None:
+    # The relay accepts first; when the far side refuses it must close our side.
+    done = two_dcs.run(two_dcs.east, [sys.executable, "-c", REFUSED_CLIENT,
+                                      two_dcs.west.address, "9001"], timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "b''"
+
+
 def test_the_drop_rule_exists(two_dcs: TwoDatacenters) -> None:
     rules = two_dcs.drop_rules()
     assert rules, "no statistic DROP rule in the router"
