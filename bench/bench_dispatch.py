@@ -4,8 +4,11 @@ python -m bench.bench_dispatch [--requests N] [--concurrency C]
 
 (a) reference: a DEALER echoing a ROUTER's messages, both drained through their
     FDs on one asyncio loop (the floor any protocol on this loop pays);
-(b) Broker.dispatch → SDK Worker (trivial handler) → reply, same loop.
-Prints round trips/s for both and the ratio b/a. Bounded in count and time.
+(a') the same echo with zmq.asyncio sockets (what the FD pump replaces);
+(b) Broker.dispatch → SDK Worker (trivial handler) → reply, same loop;
+(u) with --origin URL: the worker's UpstreamClient (httptools) against Tornado's
+    simple_httpclient, GETs to the same origin at the same concurrency.
+Prints rates and ratios. Bounded in count and time.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import zmq
 
@@ -59,6 +63,81 @@ async def raw(n: int, conc: int) -> float:
     return sent / dt
 
 
+async def raw_asyncio(n: int, conc: int) -> float:
+    import zmq.asyncio
+
+    ctx = zmq.asyncio.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    router.bind("tcp://127.0.0.1:0")
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(router.getsockopt_string(zmq.LAST_ENDPOINT))
+    waiting: dict[bytes, asyncio.Future[None]] = {}
+    end = time.monotonic() + LIMIT
+
+    async def echo() -> None:
+        while True:
+            await router.send_multipart(await router.recv_multipart())
+
+    async def replies() -> None:
+        while True:
+            frames = await dealer.recv_multipart()
+            waiting.pop(frames[0]).set_result(None)
+
+    tasks = [asyncio.create_task(echo()), asyncio.create_task(replies())]
+    sent = 0
+
+    async def client() -> None:
+        nonlocal sent
+        loop = asyncio.get_running_loop()
+        while sent < n and time.monotonic() < end:
+            sent += 1
+            key = sent.to_bytes(8, "big")
+            fut = waiting[key] = loop.create_future()
+            await dealer.send_multipart([key, b"x" * 64])
+            await fut
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(conc)))
+    dt = time.perf_counter() - t0
+    for t in tasks:
+        t.cancel()
+    router.close(linger=0)
+    dealer.close(linger=0)
+    return sent / dt
+
+
+async def upstream_rates(url: str, seconds: float, conc: int) -> tuple[float, float]:
+    """GETs/s of UpstreamClient and of Tornado's simple_httpclient against `url`."""
+    from tornado.httpclient import AsyncHTTPClient
+
+    from node.worker.upstream import UpstreamClient
+
+    ours = UpstreamClient(url, conc)
+    AsyncHTTPClient.configure("tornado.simple_httpclient.SimpleAsyncHTTPClient",
+                              max_clients=conc)
+    theirs = AsyncHTTPClient()
+
+    async def measure(get: Callable[[], Awaitable[object]]) -> float:
+        count = 0
+        stop = time.monotonic() + seconds
+
+        async def client() -> None:
+            nonlocal count
+            while time.monotonic() < stop:
+                await get()
+                count += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(conc)))
+        return count / (time.perf_counter() - t0)
+
+    a = await measure(lambda: ours(Request("GET", "/", Headers())))
+    b = await measure(lambda: theirs.fetch(url))
+    await ours.close()
+    theirs.close()
+    return a, b
+
+
 async def brokered(n: int, conc: int) -> float:
     broker = Broker(BrokerConfig(endpoint="tcp://127.0.0.1:0"), "bench")
     await broker.start()
@@ -95,6 +174,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--requests", type=int, default=50_000)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--origin", help="an HTTP origin URL for the upstream client comparison")
     args = ap.parse_args()
     try:
         import uvloop
@@ -103,10 +183,15 @@ def main() -> None:
     except ImportError:
         run = asyncio.run  # type: ignore[assignment]
     a = run(raw(args.requests, args.concurrency))
+    a2 = run(raw_asyncio(args.requests, args.concurrency))
     b = run(brokered(args.requests, args.concurrency))
-    print(f"(a) raw zmq round trips, one loop:   {a:9.0f} /s")
-    print(f"(b) broker → worker → reply:          {b:9.0f} /s")
-    print(f"b/a = {b / a:.2f}")
+    print(f"(a)  raw zmq round trips, FD pump:    {a:9.0f} /s")
+    print(f"(a') raw zmq round trips, zmq.asyncio: {a2:9.0f} /s   a/a' = {a / a2:.2f}")
+    print(f"(b)  broker → worker → reply:          {b:9.0f} /s   b/a = {b / a:.2f}")
+    if args.origin:
+        u, t = run(upstream_rates(args.origin, 3.0, args.concurrency))
+        print(f"(u)  UpstreamClient (httptools):       {u:9.0f} GET/s")
+        print(f"(t)  tornado simple_httpclient:        {t:9.0f} GET/s   u/t = {u / t:.2f}")
 
 
 if __name__ == "__main__":
