@@ -80,15 +80,26 @@ def add_mesh_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--admin", default=DEFAULT_ADMIN,
-                        help=f"the node's admin listener (default {DEFAULT_ADMIN})")
+    parser.add_argument(
+        "--admin",
+        default=DEFAULT_ADMIN,
+        help=f"the node's admin listener (default {DEFAULT_ADMIN})",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="print the table once and exit")
     mode.add_argument("--json", action="store_true", help="print the JSON document and exit")
-    parser.add_argument("--interval", type=_positive, default=1.0,
-                        help="seconds between refreshes of the live table (default 1)")
-    parser.add_argument("--timeout", type=_positive, default=5.0,
-                        help="seconds to wait for the node to answer (default 5)")
+    parser.add_argument(
+        "--interval",
+        type=_positive,
+        default=1.0,
+        help="seconds between refreshes of the live table (default 1)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive,
+        default=5.0,
+        help="seconds to wait for the node to answer (default 5)",
+    )
 
 
 def _positive(text: str) -> float:

@@ -49,10 +49,13 @@ def _fingerprint(doc: dict[str, Any]) -> str:
     """The document minus its ages: ages change every call and are not news."""
     nodes = doc.get("nodes")
     if isinstance(nodes, list):
-        doc = {**doc, "nodes": [
-            {k: v for k, v in n.items() if k != "age_s"} if isinstance(n, dict) else n
-            for n in nodes
-        ]}
+        doc = {
+            **doc,
+            "nodes": [
+                {k: v for k, v in n.items() if k != "age_s"} if isinstance(n, dict) else n
+                for n in nodes
+            ],
+        }
     return json.dumps(doc, sort_keys=True, default=str)
 
 

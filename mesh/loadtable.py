@@ -221,9 +221,16 @@ class LoadTable:
             heard = view.last_heard
         else:
             heard = old.reported_at if old is not None else now
-        accepted = self.update(view.id, view.dc, view.state, view.incarnation,
-                               _address_map(view.addresses), dict(view.load), heard,
-                               seq=old.seq if old is not None else 0)
+        accepted = self.update(
+            view.id,
+            view.dc,
+            view.state,
+            view.incarnation,
+            _address_map(view.addresses),
+            dict(view.load),
+            heard,
+            seq=old.seq if old is not None else 0,
+        )
         if not accepted:
             self.mark(view.id, view.state)
         return accepted

@@ -44,24 +44,42 @@ class LiveTable:
 
     def __init__(self, max_streams: int = 32, interval: float = 1.0) -> None:
         self.table = LoadTable("east-1")
-        self.table.update("east-1", "east", "alive", 1, {"peer": "tcp://10.0.0.1:7947"},
-                          {"www": ServiceLoad(workers=1, slots=4, in_flight=2)}, time.monotonic())
-        self.table.update("west-1", "west", "alive", 3, {"peer": "tcp://10.0.1.1:7947"},
-                          {"www": ServiceLoad(workers=4, slots=16)}, time.monotonic())
+        self.table.update(
+            "east-1",
+            "east",
+            "alive",
+            1,
+            {"peer": "tcp://10.0.0.1:7947"},
+            {"www": ServiceLoad(workers=1, slots=4, in_flight=2)},
+            time.monotonic(),
+        )
+        self.table.update(
+            "west-1",
+            "west",
+            "alive",
+            3,
+            {"peer": "tcp://10.0.1.1:7947"},
+            {"www": ServiceLoad(workers=4, slots=16)},
+            time.monotonic(),
+        )
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(max_streams, interval),
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(max_streams, interval), daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("dashboard server did not start")
 
     def _run(self, max_streams: int, interval: float) -> None:
         asyncio.set_event_loop(self.loop)
-        app = tornado.web.Application(dashboard_routes(
-            lambda: self.table.to_json(time.monotonic()), interval=interval, poll=0.05,
-            max_streams=max_streams))
+        app = tornado.web.Application(
+            dashboard_routes(
+                lambda: self.table.to_json(time.monotonic()),
+                interval=interval,
+                poll=0.05,
+                max_streams=max_streams,
+            )
+        )
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
@@ -131,8 +149,11 @@ def test_json_page_and_redirect(live: LiveTable) -> None:
         assert resp.url.endswith("/_scale0/")
         page = resp.read().decode()
         assert "script-src 'sha256-" in resp.headers["Content-Security-Policy"]
-    assert "EventSource" in page and "<script src" not in page and "http" not in page.split(
-        "<script>")[1]  # self-contained: no external script or URL
+    assert (
+        "EventSource" in page
+        and "<script src" not in page
+        and "http" not in page.split("<script>")[1]
+    )  # self-contained: no external script or URL
 
 
 def test_sse_delivers_changes_and_periodic_beats(live: LiveTable) -> None:
@@ -197,8 +218,9 @@ def test_cli_once_and_json_against_the_server(live: LiveTable, tmp_path: Path) -
     import io
 
     out, err = io.StringIO(), io.StringIO()
-    args = argparse.Namespace(admin=f"127.0.0.1:{live.port}", once=True, json=False,
-                              interval=1.0, timeout=5.0)
+    args = argparse.Namespace(
+        admin=f"127.0.0.1:{live.port}", once=True, json=False, interval=1.0, timeout=5.0
+    )
     assert run_mesh(args, out, err) == 0, err.getvalue()
     assert "east-1" in out.getvalue() and "west-1" in out.getvalue()
     out = io.StringIO()
@@ -212,8 +234,9 @@ def test_cli_says_unreachable_in_one_line_and_exits_1() -> None:
     import io
 
     out, err = io.StringIO(), io.StringIO()
-    args = argparse.Namespace(admin=f"http://127.0.0.1:{free_port()}", once=True, json=False,
-                              interval=1.0, timeout=5.0)
+    args = argparse.Namespace(
+        admin=f"http://127.0.0.1:{free_port()}", once=True, json=False, interval=1.0, timeout=5.0
+    )
     assert run_mesh(args, out, err) == 1
     assert out.getvalue() == ""
     lines = err.getvalue().splitlines()
@@ -224,10 +247,21 @@ def test_cli_live_redraws_in_place_until_ctrl_c(live: LiveTable) -> None:
     """The live table on a real pseudo-terminal: it redraws in place and Ctrl-C ends it."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mesh.cli", "--admin", f"127.0.0.1:{live.port}",
-         "--interval", "0.1"],
-        stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-        env={**os.environ, "COLUMNS": "160", "LINES": "40"})
+        [
+            sys.executable,
+            "-m",
+            "mesh.cli",
+            "--admin",
+            f"127.0.0.1:{live.port}",
+            "--interval",
+            "0.1",
+        ],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        env={**os.environ, "COLUMNS": "160", "LINES": "40"},
+    )
     os.close(slave)
     screen = bytearray()
 
@@ -254,14 +288,18 @@ def test_cli_live_redraws_in_place_until_ctrl_c(live: LiveTable) -> None:
 
 # -- headless Chromium over the DevTools protocol --------------------------------
 
+
 def _chromium() -> str:
     for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists()
-                                      else None)
+        path = shutil.which(name) or (
+            f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None
+        )
         if path:
             return path
-    pytest.skip("chromium is not installed (`apt-get install -y chromium`, or `make test` "
-                "which runs scripts/system-deps.sh)")
+    pytest.skip(
+        "chromium is not installed (`apt-get install -y chromium`, or `make test` "
+        "which runs scripts/system-deps.sh)"
+    )
 
 
 class DevTools:
@@ -274,9 +312,15 @@ class DevTools:
     async def eval(self, expression: str) -> Any:
         self.next_id += 1
         msg_id = self.next_id
-        await self.ws.write_message(json.dumps({
-            "id": msg_id, "method": "Runtime.evaluate",
-            "params": {"expression": expression, "returnByValue": True}}))
+        await self.ws.write_message(
+            json.dumps(
+                {
+                    "id": msg_id,
+                    "method": "Runtime.evaluate",
+                    "params": {"expression": expression, "returnByValue": True},
+                }
+            )
+        )
         while True:
             raw = await asyncio.wait_for(self.ws.read_message(), 10)
             if raw is None:
@@ -297,33 +341,60 @@ class DevTools:
         raise AssertionError(f"page never satisfied {expression}")
 
 
-ROWS_JS = ("JSON.stringify([...document.querySelectorAll('#rows tr')].map("
-           "tr => [tr.dataset.node, tr.children[2].textContent, tr.children[2].className]))")
+ROWS_JS = (
+    "JSON.stringify([...document.querySelectorAll('#rows tr')].map("
+    "tr => [tr.dataset.node, tr.children[2].textContent, tr.children[2].className]))"
+)
 
 
 @pytest.mark.browser
-def test_headless_chromium_shows_the_table_and_live_changes(live: LiveTable,
-                                                            tmp_path: Path) -> None:
+def test_headless_chromium_shows_the_table_and_live_changes(
+    live: LiveTable, tmp_path: Path
+) -> None:
     chromium = _chromium()
     profile = tmp_path / "profile"
     url = live.base + "/_scale0/"
-    proc = Proc([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                 f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1",
-                 "--remote-debugging-port=0", url], tmp_path / "chromium.log")
+    proc = Proc(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+            url,
+        ],
+        tmp_path / "chromium.log",
+    )
     try:
         port_file = profile / "DevToolsActivePort"
-        wait_until(lambda: port_file.exists() and port_file.read_text().strip(), timeout=30,
-                   what=f"chromium's DevTools port (log: {proc.log_path})")
+        wait_until(
+            lambda: port_file.exists() and port_file.read_text().strip(),
+            timeout=30,
+            what=f"chromium's DevTools port (log: {proc.log_path})",
+        )
         devtools_port = int(port_file.read_text().split()[0])
 
         def page_ws() -> str | None:
-            with urllib.request.urlopen(f"http://127.0.0.1:{devtools_port}/json/list",
-                                        timeout=5) as resp:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{devtools_port}/json/list", timeout=5
+            ) as resp:
                 targets = json.load(resp)
-            return next((t["webSocketDebuggerUrl"] for t in targets
-                         if t.get("type") == "page" and t.get("url", "").startswith(url)), None)
+            return next(
+                (
+                    t["webSocketDebuggerUrl"]
+                    for t in targets
+                    if t.get("type") == "page" and t.get("url", "").startswith(url)
+                ),
+                None,
+            )
 
         ws_url = wait_until(page_ws, timeout=15, what="the dashboard page target")
         asyncio.run(_drive_page(ws_url, live))
@@ -337,17 +408,25 @@ async def _drive_page(ws_url: str, live: LiveTable) -> None:
         page = DevTools(ws)
         await page.until("!!document.body && Number(document.body.dataset.updates || 0) >= 1")
         rows = json.loads(await page.eval(ROWS_JS))
-        assert rows == [["east-1", "alive", "state state-alive"],
-                        ["west-1", "alive", "state state-alive"]]
+        assert rows == [
+            ["east-1", "alive", "state state-alive"],
+            ["west-1", "alive", "state state-alive"],
+        ]
         # A marker that a reload would wipe: the change below must arrive without one.
         await page.eval("window.__scale0NoReload = 42")
-        live.change(lambda t: (t.mark("west-1", "dead"),
-                               t.update("west-2", "west", "suspect", 1, {}, {}, time.monotonic())))
+        live.change(
+            lambda t: (
+                t.mark("west-1", "dead"),
+                t.update("west-2", "west", "suspect", 1, {}, {}, time.monotonic()),
+            )
+        )
         await page.until("document.querySelectorAll('#rows tr').length === 3")
         rows = json.loads(await page.eval(ROWS_JS))
-        assert rows == [["east-1", "alive", "state state-alive"],
-                        ["west-1", "dead", "state state-dead"],
-                        ["west-2", "suspect", "state state-suspect"]]
+        assert rows == [
+            ["east-1", "alive", "state state-alive"],
+            ["west-1", "dead", "state state-dead"],
+            ["west-2", "suspect", "state state-suspect"],
+        ]
         assert await page.eval("window.__scale0NoReload") == 42
         header = await page.eval("document.querySelector('#head').textContent")
         assert "www" in header

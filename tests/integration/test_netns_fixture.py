@@ -59,8 +59,11 @@ print(json.dumps(rtts))
 
 
 def _echo_server(topo: TwoDatacenters, port: int) -> subprocess.Popen[bytes]:
-    server = topo.popen(topo.west, [sys.executable, "-c", ECHO_SERVER, topo.west.address,
-                                    str(port)], stdout=subprocess.PIPE)
+    server = topo.popen(
+        topo.west,
+        [sys.executable, "-c", ECHO_SERVER, topo.west.address, str(port)],
+        stdout=subprocess.PIPE,
+    )
     assert server.stdout is not None
     assert server.stdout.readline().strip() == b"listening"  # bounded: pytest timeout
     return server
@@ -69,8 +72,11 @@ def _echo_server(topo: TwoDatacenters, port: int) -> subprocess.Popen[bytes]:
 def test_tcp_echo_across_datacenters_sees_the_inserted_delay(two_dcs: TwoDatacenters) -> None:
     server = _echo_server(two_dcs, 9000)
     try:
-        done = two_dcs.run(two_dcs.east, [sys.executable, "-c", ECHO_CLIENT,
-                                          two_dcs.west.address, "9000", "10"], timeout=60)
+        done = two_dcs.run(
+            two_dcs.east,
+            [sys.executable, "-c", ECHO_CLIENT, two_dcs.west.address, "9000", "10"],
+            timeout=60,
+        )
         rtts = json.loads(done.stdout)
         assert len(rtts) == 10
         # 40 ms each way was inserted; any round trip faster than 80 ms bypassed it.
@@ -91,8 +97,12 @@ def test_a_refused_connection_across_datacenters_closes_instead_of_hanging(
     two_dcs: TwoDatacenters,
 ) -> None:
     # The relay accepts first; when the far side refuses it must close our side.
-    done = two_dcs.run(two_dcs.east, [sys.executable, "-c", REFUSED_CLIENT,
-                                      two_dcs.west.address, "9001"], timeout=60, check=False)
+    done = two_dcs.run(
+        two_dcs.east,
+        [sys.executable, "-c", REFUSED_CLIENT, two_dcs.west.address, "9001"],
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "b''"
 
@@ -103,7 +113,11 @@ def test_the_drop_rule_exists(two_dcs: TwoDatacenters) -> None:
     assert all("--mode random --probability 0.0" in r for r in rules), rules
     # Both directions lose packets: one rule per router-side interface and chain.
     assert {(r.split()[1], r.split()[3]) for r in rules} == {
-        ("INPUT", "re"), ("INPUT", "rw"), ("FORWARD", "re"), ("FORWARD", "rw")}
+        ("INPUT", "re"),
+        ("INPUT", "rw"),
+        ("FORWARD", "re"),
+        ("FORWARD", "rw"),
+    }
 
 
 def test_a_datacenter_reaches_only_through_the_router(two_dcs: TwoDatacenters) -> None:
@@ -122,8 +136,9 @@ def test_teardown_removes_everything_it_created_even_on_failure(tmp_path: Path) 
         names = [topo.router, topo.east.netns, topo.west.netns]
         relay = topo._relay
         raise RuntimeError("boom")
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                            check=True).stdout
+    listed = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, check=True
+    ).stdout
     assert not [n for n in names if n in listed], listed
     assert relay is not None
     wait_until(lambda: relay.poll() is not None, timeout=10, what="the relay to exit")

@@ -89,8 +89,20 @@ def unavailable_reason() -> str | None:
         return f"`ip netns add` is not permitted here: {exc}"
     try:
         _in(probe, "iptables", "-t", "nat", "-S")
-        _in(probe, "iptables", "-A", "INPUT", "-m", "statistic", "--mode", "random",
-            "--probability", "0.01", "-j", "DROP")
+        _in(
+            probe,
+            "iptables",
+            "-A",
+            "INPUT",
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            "0.01",
+            "-j",
+            "DROP",
+        )
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         return f"iptables nat/statistic unavailable in a namespace: {exc}"
     finally:
@@ -118,11 +130,25 @@ class TwoDatacenters:
             _ip("netns", "add", ns)
             self._created.append(ns)
             _in(ns, "ip", "link", "set", "lo", "up")
-        for dc, rt_if, rt_addr in ((self.east, "re", "10.250.1.1"),
-                                   (self.west, "rw", "10.250.2.1")):
+        for dc, rt_if, rt_addr in (
+            (self.east, "re", "10.250.1.1"),
+            (self.west, "rw", "10.250.2.1"),
+        ):
             # Both ends are born inside their namespaces: nothing appears on the host.
-            _ip("link", "add", rt_if, "netns", self.router, "type", "veth",
-                "peer", "name", "dc0", "netns", dc.netns)
+            _ip(
+                "link",
+                "add",
+                rt_if,
+                "netns",
+                self.router,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "dc0",
+                "netns",
+                dc.netns,
+            )
             _in(self.router, "ip", "addr", "add", f"{rt_addr}/24", "dev", rt_if)
             _in(self.router, "ip", "link", "set", rt_if, "up")
             _in(dc.netns, "ip", "addr", "add", f"{dc.address}/24", "dev", "dc0")
@@ -130,11 +156,35 @@ class TwoDatacenters:
             _in(dc.netns, "ip", "route", "add", "default", "via", rt_addr)
         _in(self.router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
         for rt_if, other in (("re", self.west.subnet), ("rw", self.east.subnet)):
-            _in(self.router, "iptables", "-t", "nat", "-A", "PREROUTING", "-i", rt_if, "-p",
-                "tcp", "-d", other, "-j", "REDIRECT", "--to-ports", str(RELAY_PORT))
+            _in(
+                self.router,
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-i",
+                rt_if,
+                "-p",
+                "tcp",
+                "-d",
+                other,
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                str(RELAY_PORT),
+            )
         if self.loss > 0:
-            drop = ["-m", "statistic", "--mode", "random", "--probability", str(self.loss),
-                    "-j", "DROP"]
+            drop = [
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                str(self.loss),
+                "-j",
+                "DROP",
+            ]
             for rt_if in ("re", "rw"):
                 _in(self.router, "iptables", "-A", "INPUT", "-i", rt_if, *drop)
                 _in(self.router, "iptables", "-A", "FORWARD", "-i", rt_if, *drop)
@@ -144,9 +194,18 @@ class TwoDatacenters:
         log = open(self._relay_log, "wb")  # noqa: SIM115 - the child holds it; closed below
         try:
             self._relay = subprocess.Popen(
-                [*["ip", "netns", "exec", self.router], sys.executable, str(Path(__file__)),
-                 "relay", str(RELAY_PORT), str(self.delay_s)],
-                stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+                [
+                    *["ip", "netns", "exec", self.router],
+                    sys.executable,
+                    str(Path(__file__)),
+                    "relay",
+                    str(RELAY_PORT),
+                    str(self.delay_s),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,
+            )
         finally:
             log.close()
         assert self._relay.stdout is not None
@@ -164,14 +223,21 @@ class TwoDatacenters:
         """argv prefix for a command in a datacenter (or the router, by namespace name)."""
         return ["ip", "netns", "exec", where.netns if isinstance(where, Datacenter) else where]
 
-    def run(self, where: Datacenter | str, args: Sequence[str], timeout: float = 30,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, where: Datacenter | str, args: Sequence[str], timeout: float = 30, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command inside a namespace and capture its output."""
-        return subprocess.run([*self.prefix(where), *args], capture_output=True, text=True,
-                              timeout=timeout, check=check)
+        return subprocess.run(
+            [*self.prefix(where), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+        )
 
-    def popen(self, where: Datacenter | str, args: Sequence[str],
-              **kwargs: Any) -> subprocess.Popen[bytes]:
+    def popen(
+        self, where: Datacenter | str, args: Sequence[str], **kwargs: Any
+    ) -> subprocess.Popen[bytes]:
         """Start a command inside a namespace; the caller stops it (by its PID).
 
         `ip netns exec` execs the command in place, so the PID is the command's."""
@@ -206,8 +272,9 @@ class TwoDatacenters:
 
 
 @contextlib.contextmanager
-def two_datacenters(delay_s: float = 0.04, loss: float = 0.01,
-                    log_dir: Path | None = None) -> Iterator[TwoDatacenters]:
+def two_datacenters(
+    delay_s: float = 0.04, loss: float = 0.01, log_dir: Path | None = None
+) -> Iterator[TwoDatacenters]:
     """Build the two-datacenter topology; tear it down on exit, even on failure."""
     topo = TwoDatacenters(delay_s, loss, log_dir or Path("/tmp"))
     try:
@@ -232,8 +299,8 @@ def two_dcs(tmp_path: Path) -> Iterator[TwoDatacenters]:
 
 # -- the relay (runs inside the router namespace) --------------------------------
 
-async def _carry(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 delay: float) -> None:
+
+async def _carry(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
     """Copy one direction, each chunk delivered `delay` seconds after it arrived."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=256)
@@ -271,7 +338,8 @@ async def _serve(port: int, delay: float) -> None:
         up_writer = None
         try:
             up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(dst_ip, dst_port), 10)
+                asyncio.open_connection(dst_ip, dst_port), 10
+            )
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(_carry(reader, up_writer, delay))
                 tasks.create_task(_carry(up_reader, writer, delay))

@@ -64,8 +64,16 @@ def test_json_has_documented_shape_and_round_trips(rows: list[Report], now: floa
         assert set(node) == {"id", "dc", "state", "incarnation", "age_s", "addresses", "services"}
         assert node["state"] in STATES
         for svc in node["services"].values():
-            assert set(svc) == {"workers", "slots", "in_flight", "queued", "p50_ms", "rps",
-                                "fwd_in_rps", "fwd_out_rps"}
+            assert set(svc) == {
+                "workers",
+                "slots",
+                "in_flight",
+                "queued",
+                "p50_ms",
+                "rps",
+                "fwd_in_rps",
+                "fwd_out_rps",
+            }
 
 
 @given(loads, st.lists(st.integers(0, 20), max_size=20), st.sampled_from(STATES))
@@ -95,8 +103,9 @@ def test_counters_reset_on_new_report_only(
     assert not t.update("p", "east", "alive", 5, {}, {"www": load}, 10.0, seq=7)
     assert not t.update("p", "east", "alive", 4, {}, {"www": load}, 99.0, seq=99)
     assert t.sent_since_report("p", "www") == sent
-    accepted = t.update("p", "east", "alive", 5 + inc_step, {}, {"www": load}, 11.0,
-                        seq=7 + seq_step)
+    accepted = t.update(
+        "p", "east", "alive", 5 + inc_step, {}, {"www": load}, 11.0, seq=7 + seq_step
+    )
     assert accepted
     assert t.sent_since_report("p", "www") == 0
     assert t.effective_free("p", "www") == load.free
@@ -153,24 +162,44 @@ def test_sync_folds_membership_rows_in() -> None:
     from gossip.membership import MemberView
     from gossip.messages import Addresses
 
-    def view(node_id: str, state: str, inc: int, heard: float | None,
-             load: ServiceLoad) -> MemberView:
-        return MemberView(node_id, "west", state, inc,
-                          Addresses(http="h:80", gossip="tcp://g:7946", peer="tcp://p:7947"),
-                          heard, (("www", load),))
+    def view(
+        node_id: str, state: str, inc: int, heard: float | None, load: ServiceLoad
+    ) -> MemberView:
+        return MemberView(
+            node_id,
+            "west",
+            state,
+            inc,
+            Addresses(http="h:80", gossip="tcp://g:7946", peer="tcp://p:7947"),
+            heard,
+            (("www", load),),
+        )
 
     t = LoadTable("me")
-    t.sync([view("me", "alive", 1, None, ServiceLoad(slots=1)),
+    t.sync(
+        [
+            view("me", "alive", 1, None, ServiceLoad(slots=1)),
             view("w1", "alive", 2, 10.0, ServiceLoad(slots=8)),
-            view("w2", "alive", 1, None, ServiceLoad())], now=12.0)
+            view("w2", "alive", 1, None, ServiceLoad()),
+        ],
+        now=12.0,
+    )
     rows = {r.id: r for r in t.rows(12.0)}
     assert rows["w1"].age_s == 2.0 and rows["me"].age_s == 0.0
-    assert rows["w1"].addresses == {"http": "h:80", "gossip": "tcp://g:7946",
-                                    "peer": "tcp://p:7947"}  # empty "workers" left out
+    assert rows["w1"].addresses == {
+        "http": "h:80",
+        "gossip": "tcp://g:7946",
+        "peer": "tcp://p:7947",
+    }  # empty "workers" left out
     t.note_sent("w1", "www", 3)
     # Same report again with a new state (the detector spoke): state moves, counters stay.
-    t.sync([view("me", "alive", 1, None, ServiceLoad(slots=1)),
-            view("w1", "suspect", 2, 10.0, ServiceLoad(slots=8))], now=15.0)
+    t.sync(
+        [
+            view("me", "alive", 1, None, ServiceLoad(slots=1)),
+            view("w1", "suspect", 2, 10.0, ServiceLoad(slots=8)),
+        ],
+        now=15.0,
+    )
     assert t.state("w1") == "suspect" and "w2" not in t
     assert t.sent_since_report("w1", "www") == 3
     # A fresh report resets them.

@@ -26,9 +26,13 @@ loads = st.builds(
 )
 nodes = st.dictionaries(
     node_ids,
-    st.tuples(st.sampled_from(["east", "west"]), st.sampled_from(STATES),
-              st.dictionaries(st.sampled_from(["www", "api"]), loads, max_size=2)),
-    min_size=1, max_size=8,
+    st.tuples(
+        st.sampled_from(["east", "west"]),
+        st.sampled_from(STATES),
+        st.dictionaries(st.sampled_from(["www", "api"]), loads, max_size=2),
+    ),
+    min_size=1,
+    max_size=8,
 )
 
 
@@ -77,8 +81,14 @@ def test_parse_round_trips_the_load_table_json(spec: dict) -> None:  # type: ign
 
 
 def test_states_are_coloured() -> None:
-    doc = _doc({"a": ("east", "alive", {}), "b": ("east", "suspect", {}),
-                "c": ("west", "dead", {}), "d": ("west", "left", {})})
+    doc = _doc(
+        {
+            "a": ("east", "alive", {}),
+            "b": ("east", "suspect", {}),
+            "c": ("west", "dead", {}),
+            "d": ("west", "left", {}),
+        }
+    )
     console = Console(width=200, color_system="truecolor")
     segments = list(console.render(render_table(doc)))
     assert list(_cells(_text(doc))) == ["a", "b", "c", "d"]  # sorted by dc, then id
@@ -93,8 +103,12 @@ def test_states_are_coloured() -> None:
 
 
 def test_services_become_columns() -> None:
-    doc = _doc({"a": ("east", "alive", {"www": ServiceLoad(workers=2, slots=8, in_flight=3)}),
-                "b": ("west", "alive", {"api": ServiceLoad(slots=1)})})
+    doc = _doc(
+        {
+            "a": ("east", "alive", {"www": ServiceLoad(workers=2, slots=8, in_flight=3)}),
+            "b": ("west", "alive", {"api": ServiceLoad(slots=1)}),
+        }
+    )
     text = _text(doc)
     header = text.splitlines()[1]
     assert "api" in header and "www" in header
@@ -108,17 +122,32 @@ def test_services_become_columns() -> None:
         ({"self": "a"}, "nodes: expected a list"),
         ({"self": 3, "nodes": []}, "self: expected a string"),
         ({"self": "a", "nodes": [{"id": "a", "state": "zombie"}]}, r"nodes\[0\]\.state"),
-        ({"self": "a", "nodes": [{"id": "a", "state": "alive", "incarnation": -1}]},
-         r"nodes\[0\]\.incarnation"),
-        ({"self": "a", "nodes": [{"id": "a", "state": "alive",
-                                  "services": {"www": {"slots": "many"}}}]},
-         r"nodes\[0\]\.services\.www\.slots"),
-        ({"self": "a", "nodes": [{"id": "a", "state": "alive",
-                                  "services": {"www": {"rps": float("inf")}}}]}, "finite"),
+        (
+            {"self": "a", "nodes": [{"id": "a", "state": "alive", "incarnation": -1}]},
+            r"nodes\[0\]\.incarnation",
+        ),
+        (
+            {
+                "self": "a",
+                "nodes": [{"id": "a", "state": "alive", "services": {"www": {"slots": "many"}}}],
+            },
+            r"nodes\[0\]\.services\.www\.slots",
+        ),
+        (
+            {
+                "self": "a",
+                "nodes": [
+                    {"id": "a", "state": "alive", "services": {"www": {"rps": float("inf")}}}
+                ],
+            },
+            "finite",
+        ),
         ({"self": "a", "nodes": [{"id": "\x1b[2J", "state": "alive"}]}, "control characters"),
         ({"self": "a", "nodes": [{"id": "x" * 300, "state": "alive"}]}, "longer than"),
-        ({"self": "a", "nodes": [{"id": "a", "state": "alive", "incarnation": True}]},
-         "non-negative integer"),
+        (
+            {"self": "a", "nodes": [{"id": "a", "state": "alive", "incarnation": True}]},
+            "non-negative integer",
+        ),
     ],
 )
 def test_malformed_documents_name_the_bad_field(doc: object, where: str) -> None:
@@ -128,16 +157,29 @@ def test_malformed_documents_name_the_bad_field(doc: object, where: str) -> None
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=30,
 )
 near_docs = st.fixed_dictionaries(
-    {"self": json_values | node_ids,
-     "nodes": st.lists(st.fixed_dictionaries(
-         {"id": json_values | node_ids, "state": json_values | st.sampled_from(STATES)},
-         optional={"dc": json_values, "incarnation": json_values, "age_s": json_values,
-                   "addresses": json_values, "services": json_values}), max_size=4) | json_values}
+    {
+        "self": json_values | node_ids,
+        "nodes": st.lists(
+            st.fixed_dictionaries(
+                {"id": json_values | node_ids, "state": json_values | st.sampled_from(STATES)},
+                optional={
+                    "dc": json_values,
+                    "incarnation": json_values,
+                    "age_s": json_values,
+                    "addresses": json_values,
+                    "services": json_values,
+                },
+            ),
+            max_size=4,
+        )
+        | json_values,
+    }
 )
 
 
