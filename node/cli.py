@@ -63,7 +63,7 @@ def _node_parser(sub: Any) -> None:
       help="map requests to a service, e.g. www.example.com=www, '*.example.com/api=api', "
            "'*/static=files'; most specific host, then longest prefix wins (repeatable)")
     a("--cache", metavar="SPEC",
-      help="files:DIR | memory | mongo:URL; default: files:./scale0-cache")
+      help="files:DIR | memory | mongo:URL | off; default: files:./scale0-cache")
     a("--static", metavar="PREFIX=DIR", action="append",
       help="serve files under a URL prefix from a directory, e.g. /assets=./public (repeatable)")
     a("--app", metavar="MODULE:ATTR", help="an in-node Tornado application or URL rules")
@@ -187,7 +187,7 @@ def run_demo(seconds: float) -> int:
         "origin": [*py, "-c", f"from node.cli import demo_origin; demo_origin({origin})"],
         "node": [*py, "-m", "node", "node", "--id", "demo", "--http", f"127.0.0.1:{http}",
                  "--admin", f"127.0.0.1:{admin}", "--workers", endpoint,
-                 "--route", "*/hello=hello"],
+                 "--route", "*/hello=hello", "--cache", f"files:{logs / 'cache'}"],
         "worker-upstream": [*py, "-m", "node", "worker", "--node", endpoint, "--service",
                             "default", "--upstream", f"http://127.0.0.1:{origin}"],
         "worker-python": [*py, "-m", "node", "worker", "--node", endpoint, "--service", "hello",

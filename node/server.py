@@ -69,6 +69,21 @@ def _static_stage(specs: list[str]) -> Stage | None:
         raise ConfigError(f"--static: {exc}") from exc
 
 
+async def _cache_stage(spec: str, node_id: str) -> tuple[Stage | None, Any]:
+    """The cache stage for `--cache SPEC` ("off" for none) and its store, opened."""
+    if spec.strip().lower() in ("", "off", "none"):
+        return None, None
+    from cache.stores import open_store
+    from node.cachestage import CacheStage
+
+    try:
+        store = open_store(spec)
+        await store.open()
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"--cache {spec!r}: {exc}") from exc
+    return CacheStage(store, node_id=node_id), store
+
+
 class Node:
     """One node process. `await run()` serves until SIGTERM/SIGINT, then drains."""
 
@@ -83,6 +98,7 @@ class Node:
         self.state: AdminState | None = None
         self.http_port = 0
         self.admin_port = 0
+        self.cache_store: Any = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -106,7 +122,9 @@ class Node:
         static = _static_stage(cfg.static)
         if static is not None:
             pre.append(static)
-        pipeline = Pipeline(pre, self.routes, [], broker, self.node_id,
+        cache, self.cache_store = await _cache_stage(cfg.cache, self.node_id)
+        stages: list[Stage] = [cache] if cache is not None else []
+        pipeline = Pipeline(pre, self.routes, stages, broker, self.node_id,
                             known_services=broker.services)
         limits = front_limits(cfg)
         host, port = parse_hostport(cfg.http, "--http")
@@ -125,9 +143,9 @@ class Node:
             self.fronts.append(secure)
             self.servers.append(secure.listen(tls_port, tls_host, ssl_options=tls))
         self.state.ready = True
-        log.info("scale0 node %s (dc %s) ready: http=%s:%d admin=%s:%d workers=%s",
+        log.info("scale0 node %s (dc %s) ready: http=%s:%d admin=%s:%d workers=%s cache=%s",
                  self.node_id, cfg.dc, host or "*", self.http_port, admin_host, self.admin_port,
-                 broker.bound_endpoint)
+                 broker.bound_endpoint, cfg.cache or "off")
 
     def stop(self) -> None:
         """Ask `run()` to drain and return (what SIGTERM does)."""
@@ -170,6 +188,8 @@ class Node:
         if self.broker is not None:
             await self.broker.drain(max(0.0, end - time.monotonic()))
             await self.broker.close()
+        if self.cache_store is not None:
+            await self.cache_store.close()
         if self.admin_server is not None:
             self.admin_server.stop()
             await self.admin_server.close_all_connections()

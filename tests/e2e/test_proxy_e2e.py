@@ -43,7 +43,7 @@ class Site:
         config.write_text(f"[limits]\ndrain_grace = {grace}\n")
         args = [scale0_bin(), "node", "--config", str(config), "--id", "e2e",
                 "--http", f"127.0.0.1:{self.http}", "--admin", f"127.0.0.1:{self.admin}",
-                "--workers", self.endpoint]
+                "--workers", self.endpoint, "--cache", "memory"]
         for route in routes:
             args += ["--route", route]
         self.node = self.start("node", args)
@@ -245,11 +245,11 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
         s.wait_workers("default", 1)
         results: list[tuple[int, bytes]] = []
 
-        def slow() -> None:
-            status, _, body = s.get("/slow?ms=2000")
+        def slow(i: int) -> None:
+            status, _, body = s.get(f"/slow?ms=2000&i={i}")  # distinct: no coalescing
             results.append((status, body))
 
-        threads = [threading.Thread(target=slow) for _ in range(3)]
+        threads = [threading.Thread(target=slow, args=(i,)) for i in range(3)]
         for t in threads:
             t.start()
         wait_until(lambda: s.health()["workers"]["default"]["in_flight"] == 3, timeout=20,
