@@ -506,11 +506,10 @@ class Membership:
         nonce = self.detector.nonce(target)
         out.append(SendTo(target, m.addresses.peer, Ping(self.me.id, self._seq, nonce, target)))
         observers = sorted(self._overlay.observers(target)) if self._overlay else []
-        observers = [o for o in observers if o != self.me.id
-                     and self._members[o].state == "alive"]
-        for o in self.rng.sample(observers, min(self.config.probe_fanout, len(observers))):
-            out.append(SendTo(o, self._members[o].addresses.peer,
-                              Probe(self.me.id, self._seq, nonce, target)))
+        live = [self._members[o] for o in observers
+                if o != self.me.id and o in self._members and self._members[o].state == "alive"]
+        for o in self.rng.sample(live, min(self.config.probe_fanout, len(live))):
+            out.append(SendTo(o.id, o.addresses.peer, Probe(self.me.id, self._seq, nonce, target)))
 
     def _refollow(self, now: float, out: list[Action]) -> None:
         """Recompute whom to follow from the current view; emit (un)subscribes."""
