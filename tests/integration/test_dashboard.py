@@ -42,7 +42,10 @@ from mesh.loadtable import LoadTable
 class LiveTable:
     """A load table served by the dashboard routes on a loopback port."""
 
-    def __init__(self, max_streams: int = 32, interval: float = 1.0) -> None:
+    def __init__(
+        self, max_streams: int = 32, interval: float = 1.0, use_version: bool = False
+    ) -> None:
+        self.use_version = use_version
         self.table = LoadTable("east-1")
         self.table.update(
             "east-1",
@@ -78,6 +81,7 @@ class LiveTable:
                 interval=interval,
                 poll=0.05,
                 max_streams=max_streams,
+                version=(lambda: self.table.version) if self.use_version else None,
             )
         )
         sock = socket.socket()
@@ -177,9 +181,10 @@ def test_sse_delivers_changes_and_periodic_beats(live: LiveTable) -> None:
         sse.close()
 
 
-def test_sse_pushes_a_change_without_waiting_for_the_beat() -> None:
+@pytest.mark.parametrize("use_version", [False, True], ids=["fingerprint", "version"])
+def test_sse_pushes_a_change_without_waiting_for_the_beat(use_version: bool) -> None:
     # With an hour between beats, only the on-change path can deliver the update.
-    server = LiveTable(interval=3600)
+    server = LiveTable(interval=3600, use_version=use_version)
     sse = SSE(server.port)
     try:
         assert _states(sse.next_data())["west-1"] == "alive"
