@@ -128,9 +128,11 @@ class MeshEventsHandler(_Base):
         self.write("retry: 2000\n\n")
         last_fp: object = None
         last_sent = float("-inf")
+        failing = False
         while not self._closed.is_set():
             try:
                 fp, text = feed.current()
+                failing = False
                 now = time.monotonic()
                 if fp != last_fp or now - last_sent >= feed.interval:
                     self.write("data: " + text + "\n\n")
@@ -139,8 +141,10 @@ class MeshEventsHandler(_Base):
             except StreamClosedError:
                 return
             except Exception:  # a broken table source must not kill the listener
-                log.exception("dashboard: the mesh table could not be read")
-                self.write('event: problem\ndata: "the node could not read its mesh table"\n\n')
+                if not failing:  # once per streak, not every tick
+                    log.exception("dashboard: the mesh table could not be read")
+                    self.write('event: problem\ndata: "the node could not read its mesh table"\n\n')
+                failing = True
             try:
                 await asyncio.wait_for(self._closed.wait(), timeout=feed.poll)
             except TimeoutError:

@@ -136,6 +136,12 @@ class SSE:
             if line.startswith(b"data: "):
                 return json.loads(line[6:])  # type: ignore[no-any-return]
 
+    def next_line_starting(self, prefix: bytes) -> bytes:
+        while not (line := self.resp.fp.readline(1 << 20)).startswith(prefix):
+            if not line:
+                raise AssertionError("event stream closed")
+        return line
+
     def close(self) -> None:
         self.conn.close()
 
@@ -193,6 +199,21 @@ def test_sse_pushes_a_change_without_waiting_for_the_beat(use_version: bool) -> 
     finally:
         sse.close()
         server.close()
+
+
+def test_a_broken_table_source_is_reported_and_the_stream_survives(live: LiveTable) -> None:
+    def broken(now: float) -> dict[str, Any]:
+        raise RuntimeError("table on fire")
+
+    sse = SSE(live.port)
+    try:
+        sse.next_data()
+        live.change(lambda t: setattr(t, "to_json", broken))
+        sse.next_line_starting(b"event: problem")
+        live.change(lambda t: delattr(t, "to_json"))
+        assert "west-1" in _states(sse.next_data())
+    finally:
+        sse.close()
 
 
 def test_streams_are_bounded_and_released(live: LiveTable) -> None:
