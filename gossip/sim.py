@@ -273,23 +273,37 @@ def scenario(n: int, *, seed: int = 1, loss: float = 0.01, steady: float = 30.0,
 
     worst: dict[str, float | None] = {"join": 0.0, "suspect": 0.0, "dead": 0.0}
 
-    def took(key: str, t0: float, ok: bool) -> None:
-        prev = worst[key]
-        worst[key] = None if prev is None or not ok else max(prev, sim.now - t0)
+    first: dict[tuple[str, str, str], float] = {}  # (member, category, observer) -> time
 
+    def record(now: float, observer: str, ch: MemberChanged) -> None:
+        cats = {"alive": ("alive",), "suspect": ("down",), "dead": ("down", "dead")}
+        for cat in cats.get(ch.view.state, ()):
+            first.setdefault((ch.view.id, cat, observer), now)
+
+    def took(key: str, member: str, cat: str, t0: float, ok: bool) -> None:
+        """Worst over trials of: the last node's first sight of ``member`` in ``cat``."""
+        prev = worst[key]
+        times = [t for (m, c, _), t in first.items() if m == member and c == cat]
+        worst[key] = None if prev is None or not ok else max(prev, max(times) - t0)
+
+    sim.watchers.append(record)
     beat_bytes = sim.beat_bytes / max(1, sim.beats)
     for i in range(trials):
         joiner = f"joiner{i}"
         t0 = sim.now
         sim.join(joiner, sim.rng.choice(sim.up_ids()), "dc1")
-        took("join", t0, sim.run(10.0, partial(sim.all_see, joiner, ("alive",))))
+        ok = sim.run(10.0, partial(sim.all_see, joiner, ("alive",)))
+        took("join", joiner, "alive", t0, ok)
         sim.run(3.0)  # the joiner gets followed; then crash someone, at a random beat phase
         victim = sim.rng.choice(sim.up_ids())
         sim.run(sim.rng.uniform(0, 1))
         t0 = sim.now
         sim.crash(victim)
-        took("suspect", t0, sim.run(10.0, partial(sim.all_see, victim, ("suspect", "dead"))))
-        took("dead", t0, sim.run(10.0, partial(sim.all_see, victim, ("dead",))))
+        ok = sim.run(10.0, partial(sim.all_see, victim, ("suspect", "dead")))
+        took("suspect", victim, "down", t0, ok)
+        ok = sim.run(10.0, partial(sim.all_see, victim, ("dead",)))
+        took("dead", victim, "dead", t0, ok)
+        first.clear()
     return Report(n, loss, worst["join"], worst["suspect"], worst["dead"], originated,
                   false_deaths, n * steady / 3600, statistics.mean(rates), max(rates),
                   beat_bytes, trials)
