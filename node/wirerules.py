@@ -1,0 +1,156 @@
+"""HTTP/1.1 request-head checks and response framing for the fast wire, as pure functions.
+
+llhttp (httptools) parses the bytes; it is strict about most things but lenient
+where Tornado is not, so `check_request_head` adds what it lacks, to keep the
+rule "everything Tornado >= 6.5.3 rejects, the fast wire rejects too":
+HTTP/0.9 and HTTP/2.0 request lines (llhttp accepts both), any
+Transfer-Encoding other than exactly `chunked` (llhttp accepts `gzip, chunked`),
+and the Host rules Tornado applies in HTTPServerRequest (required in 1.1, one
+only, no comma, URI characters only). llhttp itself refuses CL+TE, duplicate
+or non-digit Content-Length, obs-fold, CR/NUL/CTL in values, bad chunk sizes
+and bare LF. It is stricter than Tornado in a few places (unknown or lower-case
+methods, duplicate identical Content-Length, non-ASCII targets, bare LF): those
+get a 400 here, never a silent difference in framing.
+
+`frame_response_head` is Tornado's HTTP1Connection.write_headers decision,
+copied rule for rule, so a handler gets the same bytes on either server.
+Nothing here does I/O; errors are node.errors families carrying their status.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from http.client import responses as _PHRASES
+
+from tornado import httputil
+
+from node.errors import ClientError
+
+_HOST = re.compile(r"(?:[\[\]:A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*(?::[0-9]*)?")
+_DIGITS = re.compile(r"[0-9]+")
+_CR_OR_LF = re.compile(b"\r|\n")
+_VERSIONS = frozenset({"HTTP/1.0", "HTTP/1.1"})
+
+
+@dataclass(frozen=True, slots=True)
+class HeadFacts:
+    """What the framing of one request's body and connection depends on."""
+
+    content_length: int | None  # None: no Content-Length (chunked, or no body)
+    chunked: bool
+    keep_alive: bool
+    expect_continue: bool
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+def check_request_head(method: str, target: str, version: str,
+                       headers: httputil.HTTPHeaders, *, no_keep_alive: bool = False) -> HeadFacts:
+    """Validate a parsed request head; ClientError (400) says what is wrong with it."""
+    if version not in _VERSIONS:
+        raise ClientError(f"unsupported HTTP version {version[:20]!r}")
+    if not target or any(c in target for c in " \t\r\n\x00"):
+        raise ClientError("invalid request target")
+    te = headers.get_list("Transfer-Encoding")
+    cl = headers.get_list("Content-Length")
+    chunked = False
+    if te:
+        if cl:
+            raise ClientError("both Content-Length and Transfer-Encoding: an ambiguous body")
+        joined = ",".join(te)
+        if len(te) != 1 or joined.strip(" \t").lower() != "chunked":
+            raise ClientError(f"unsupported Transfer-Encoding {joined[:60]!r}")
+        chunked = True
+    length: int | None = None
+    if cl:
+        if len(cl) != 1 or not _DIGITS.fullmatch(cl[0]):
+            raise ClientError(f"invalid Content-Length {', '.join(cl)[:60]!r}")
+        length = int(cl[0])
+    hosts = headers.get_list("Host")
+    if len(hosts) > 1:
+        raise ClientError("more than one Host header")
+    if not hosts and version == "HTTP/1.1":
+        raise ClientError("missing Host header (required in HTTP/1.1)")
+    if hosts and ("," in hosts[0] or not _HOST.fullmatch(hosts[0])):
+        raise ClientError(f"invalid Host header {hosts[0][:100]!r}")
+    keep = not no_keep_alive and can_keep_alive(method, version, headers.get("Connection"),
+                                                 length is not None or chunked)
+    expect = headers.get("Expect") == "100-continue"
+    return HeadFacts(length, chunked, keep, expect)
+
+
+def can_keep_alive(method: str, version: str, connection: str | None, framed: bool) -> bool:
+    """Tornado's rule: 1.1 unless `Connection: close`; 1.0 only if asked and delimited."""
+    if version == "HTTP/1.1":  # Tornado compares the whole value; a `close` token is enough
+        return not connection or "close" not in {t.strip().lower() for t in connection.split(",")}
+    if framed or method in ("HEAD", "GET"):
+        return (connection or "").lower() == "keep-alive"
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """How the response body that follows a head is delimited."""
+
+    head: bytes  # status line and fields, ending with the blank line
+    chunking: bool
+    expected: int | None  # bytes the body must have; None when chunked or read-to-close
+    close: bool  # the connection must close after this response
+
+
+def frame_response_head(request: httputil.RequestStartLine, request_connection: str | None,
+                        close: bool, start_line: httputil.ResponseStartLine,
+                        headers: httputil.HTTPHeaders) -> Framing:
+    """Tornado's server-side write_headers: adds Connection / Transfer-Encoding to
+    `headers` exactly as HTTP1Connection does. ValueError on CR or LF in a line.
+
+    One improvement: a 1.0 response whose body is delimited by the close keeps no
+    connection alive (Tornado would send `Connection: Keep-Alive` and hang the client)."""
+    code = start_line.code
+    bodiless = request.method == "HEAD" or code in (204, 304) or 100 <= code < 200
+    chunking = (request.version == "HTTP/1.1" and not bodiless
+                and "Content-Length" not in headers)
+    if request.version == "HTTP/1.1" and close:
+        headers["Connection"] = "close"
+    if request.version == "HTTP/1.0":
+        if not bodiless and "Content-Length" not in headers:
+            close = True
+        elif (request_connection or "").lower() == "keep-alive" and not close:
+            headers["Connection"] = "Keep-Alive"
+    if chunking:
+        headers["Transfer-Encoding"] = "chunked"
+    expected: int | None
+    if request.method == "HEAD" or code == 304:
+        expected = 0
+    elif "Content-Length" in headers:
+        value = headers["Content-Length"]
+        if not _DIGITS.fullmatch(value):
+            raise ValueError(f"not an integer Content-Length: {value!r}")
+        expected = int(value)
+    else:
+        expected = None
+    reason = start_line.reason
+    lines = [b"HTTP/1.1 %d %s" % (code, reason.encode("latin1"))]
+    lines.extend(f"{n}: {v}".encode("latin1") for n, v in headers.get_all())
+    for line in lines:
+        if _CR_OR_LF.search(line):
+            raise ValueError(f"Illegal characters (CR or LF) in header: {line!r}")
+    return Framing(b"\r\n".join(lines) + b"\r\n\r\n", chunking, expected, close)
+
+
+def format_chunk(chunk: bytes, chunking: bool) -> bytes:
+    """One piece of body on the wire; an empty chunk writes nothing (0 ends the body)."""
+    if chunking and chunk:
+        return b"%x\r\n%b\r\n" % (len(chunk), chunk)
+    return chunk
+
+
+def error_response(status: int, reason: str) -> bytes:
+    """A complete short plain-text answer that also closes the connection."""
+    body = (reason + "\n").encode("utf-8", "replace")
+    return (b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%b"
+            % (status, _PHRASES.get(status, "Error").encode(), len(body), body))
