@@ -137,14 +137,15 @@ class MeshEventsHandler(_Base):
                 if fp != last_fp or now - last_sent >= feed.interval:
                     self.write("data: " + text + "\n\n")
                     last_fp, last_sent = fp, now
-                await self.flush()
-            except StreamClosedError:
-                return
             except Exception:  # a broken table source must not kill the listener
                 if not failing:  # once per streak, not every tick
                     log.exception("dashboard: the mesh table could not be read")
                     self.write('event: problem\ndata: "the node could not read its mesh table"\n\n')
                 failing = True
+            try:
+                await self.flush()
+            except StreamClosedError:
+                return
             try:
                 await asyncio.wait_for(self._closed.wait(), timeout=feed.poll)
             except TimeoutError:

@@ -210,6 +210,7 @@ def test_a_broken_table_source_is_reported_and_the_stream_survives(live: LiveTab
         sse.next_data()
         live.change(lambda t: setattr(t, "to_json", broken))
         sse.next_line_starting(b"event: problem")
+        assert "could not read its mesh table" in sse.next_data()  # type: ignore[operator]
         live.change(lambda t: delattr(t, "to_json"))
         assert "west-1" in _states(sse.next_data())
     finally:
