@@ -297,6 +297,16 @@ def two_dcs(tmp_path: Path) -> Iterator[TwoDatacenters]:
         yield topo
 
 
+@pytest.fixture(scope="module")
+def two_dcs_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoDatacenters]:
+    """`two_dcs` built once for a whole test module (tests must not change it)."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with two_datacenters(log_dir=tmp_path_factory.mktemp("netns")) as topo:
+        yield topo
+
+
 # -- the relay (runs inside the router namespace) --------------------------------
 
 
