@@ -8,10 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from testkit.netns import TwoDatacenters, two_datacenters, two_dcs, unavailable_reason
+from testkit.netns import (
+    TwoDatacenters,
+    two_datacenters,
+    two_dcs,
+    two_dcs_module,
+    unavailable_reason,
+)
 from testkit.procs import wait_until
 
-__all__ = ["two_dcs"]  # the fixture is used by name below
+__all__ = ["two_dcs", "two_dcs_module"]  # the fixture is used by name below
 
 pytestmark = pytest.mark.netns
 
@@ -107,8 +113,8 @@ def test_a_refused_connection_across_datacenters_closes_instead_of_hanging(
     assert done.stdout.strip() == "b''"
 
 
-def test_the_drop_rule_exists(two_dcs: TwoDatacenters) -> None:
-    rules = two_dcs.drop_rules()
+def test_the_drop_rule_exists(two_dcs_module: TwoDatacenters) -> None:
+    rules = two_dcs_module.drop_rules()
     assert rules, "no statistic DROP rule in the router"
     assert all("--mode random --probability 0.0" in r for r in rules), rules
     # Both directions lose packets: one rule per router-side interface and chain.
@@ -120,10 +126,11 @@ def test_the_drop_rule_exists(two_dcs: TwoDatacenters) -> None:
     }
 
 
-def test_a_datacenter_reaches_only_through_the_router(two_dcs: TwoDatacenters) -> None:
-    routes = two_dcs.run(two_dcs.east, ["ip", "route"]).stdout
+def test_a_datacenter_reaches_only_through_the_router(two_dcs_module: TwoDatacenters) -> None:
+    topo = two_dcs_module
+    routes = topo.run(topo.east, ["ip", "route"]).stdout
     assert "default via 10.250.1.1" in routes
-    forwarding = two_dcs.run(two_dcs.router, ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout
+    forwarding = topo.run(topo.router, ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout
     assert forwarding.strip() == "1"
 
 
