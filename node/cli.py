@@ -180,6 +180,7 @@ def run_demo(seconds: float) -> int:
     from pathlib import Path
 
     http, admin, workers, origin = _port(8080), _port(8081), _port(7950), _port(0)
+    gossip, peer = _port(7946), _port(7947)
     logs = Path(tempfile.mkdtemp(prefix="scale0-demo-"))
     py = [sys.executable]
     endpoint = f"tcp://127.0.0.1:{workers}"
@@ -187,6 +188,7 @@ def run_demo(seconds: float) -> int:
         "origin": [*py, "-c", f"from node.cli import demo_origin; demo_origin({origin})"],
         "node": [*py, "-m", "node", "node", "--id", "demo", "--http", f"127.0.0.1:{http}",
                  "--admin", f"127.0.0.1:{admin}", "--workers", endpoint,
+                 "--gossip", f"tcp://127.0.0.1:{gossip}", "--peer", f"tcp://127.0.0.1:{peer}",
                  "--route", "*/hello=hello", "--cache", f"files:{logs / 'cache'}"],
         "worker-upstream": [*py, "-m", "node", "worker", "--node", endpoint, "--service",
                             "default", "--upstream", f"http://127.0.0.1:{origin}"],

@@ -26,6 +26,9 @@ from node.broker import Broker, BrokerConfig
 from node.config import NodeConfig, WorkersConfig, parse_hostport
 from node.errors import ConfigError
 from node.front import Front, FrontLimits, TornadoAppMount, bound_port
+from node.http import Request, Response
+from node.meshmember import MeshMember
+from node.metrics import Metrics, metrics_route
 from node.pipeline import Pipeline
 from node.services import ServiceMap
 from node.stage import Stage
@@ -99,6 +102,8 @@ class Node:
         self.http_port = 0
         self.admin_port = 0
         self.cache_store: Any = None
+        self.mesh: MeshMember | None = None
+        self.metrics = Metrics()
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -108,11 +113,6 @@ class Node:
         broker = Broker(broker_config(cfg.workers), self.node_id)
         await broker.start()
         self.broker = broker
-        self.state = AdminState(self.node_id, cfg.dc, broker.service_loads)
-        admin_host, admin_port = parse_hostport(cfg.admin, "--admin")
-        self.admin_server = make_admin_app(self.state).listen(admin_port, admin_host,
-                                                              xheaders=False)
-        self.admin_port = bound_port(self.admin_server)
         pre: list[Stage] = []
         mount = None
         if cfg.app:
@@ -124,11 +124,31 @@ class Node:
             pre.append(static)
         cache, self.cache_store = await _cache_stage(cfg.cache, self.node_id)
         stages: list[Stage] = [cache] if cache is not None else []
-        pipeline = Pipeline(pre, self.routes, stages, broker, self.node_id,
-                            known_services=broker.services)
-        limits = front_limits(cfg)
         host, port = parse_hostport(cfg.http, "--http")
-        front = Front(pipeline.handle, limits=limits, mount=mount)
+        mesh = MeshMember(
+            node_id=self.node_id, dc=cfg.dc, broker=broker, gossip_endpoint=cfg.gossip,
+            peer_endpoint=cfg.peer, http_address=f"{cfg.advertise or host or 'localhost'}:{port}",
+            workers_endpoint=broker.bound_endpoint, seeds=list(cfg.seeds),
+            advertise=cfg.advertise, discover=cfg.discover)
+        pipeline = Pipeline(pre, self.routes, stages, mesh.dispatcher, self.node_id,
+                            known_services=lambda: self._services(broker, mesh))
+        metrics = self.metrics
+
+        async def handle(request: Request) -> Response:
+            response = await pipeline.handle(request)
+            metrics.observe_request(request.service, response.status, response.outcome,
+                                    time.monotonic() - request.received)
+            return response
+
+        await mesh.start(pipeline.handle)
+        self.mesh = mesh
+        store = self.cache_store
+        metrics.set_sources(loads=broker.service_loads,
+                            cache_stats=store.stats if store is not None else None,
+                            peers=lambda: _peer_states(mesh))
+        self._start_admin(broker, mesh)
+        limits = front_limits(cfg)
+        front = Front(handle, limits=limits, mount=mount)
         self.fronts.append(front)
         self.servers.append(front.listen(port, host))
         self.http_port = bound_port(self.servers[0])
@@ -139,13 +159,32 @@ class Node:
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError(f"--tls-cert/--tls-key: cannot load: {exc}") from exc
             tls_host, tls_port = parse_hostport(cfg.https, "--https")
-            secure = Front(pipeline.handle, limits=limits, scheme="https", mount=mount)
+            secure = Front(handle, limits=limits, scheme="https", mount=mount)
             self.fronts.append(secure)
             self.servers.append(secure.listen(tls_port, tls_host, ssl_options=tls))
+        assert self.state is not None
         self.state.ready = True
-        log.info("scale0 node %s (dc %s) ready: http=%s:%d admin=%s:%d workers=%s cache=%s",
-                 self.node_id, cfg.dc, host or "*", self.http_port, admin_host, self.admin_port,
-                 broker.bound_endpoint, cfg.cache or "off")
+        log.info("scale0 node %s (dc %s) ready: http=%s:%d admin=%s workers=%s mesh=%s cache=%s",
+                 self.node_id, cfg.dc, host or "*", self.http_port, cfg.admin,
+                 broker.bound_endpoint, mesh.endpoints, cfg.cache or "off")
+
+    def _start_admin(self, broker: Broker, mesh: MeshMember) -> None:
+        from mesh.dashboard import dashboard_routes
+
+        self.state = AdminState(self.node_id, self.config.dc, broker.service_loads)
+        host, port = parse_hostport(self.config.admin, "--admin")
+        routes = [metrics_route(self.metrics), *dashboard_routes(mesh.mesh_json)]
+        self.admin_server = make_admin_app(self.state, extra_routes=routes).listen(
+            port, host, xheaders=False)
+        self.admin_port = bound_port(self.admin_server)
+
+    @staticmethod
+    def _services(broker: Broker, mesh: MeshMember) -> set[str]:
+        """Services offered here or by any peer we know of."""
+        known = set(broker.services())
+        for row in mesh.table.rows(time.monotonic()):
+            known.update(row.services)
+        return known
 
     def stop(self) -> None:
         """Ask `run()` to drain and return (what SIGTERM does)."""
@@ -187,6 +226,9 @@ class Node:
                                          for f in self.fronts))
         if self.broker is not None:
             await self.broker.drain(max(0.0, end - time.monotonic()))
+        if self.mesh is not None:
+            await self.mesh.stop()  # says LEAVE: peers stop sending us work
+        if self.broker is not None:
             await self.broker.close()
         if self.cache_store is not None:
             await self.cache_store.close()
@@ -194,6 +236,14 @@ class Node:
             self.admin_server.stop()
             await self.admin_server.close_all_connections()
         return all(results)
+
+
+def _peer_states(mesh: MeshMember) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for view in mesh.agent.members():
+        if view.id != mesh.node_id:
+            counts[view.state] = counts.get(view.state, 0) + 1
+    return counts
 
 
 def run_node(config: NodeConfig) -> int:
