@@ -94,6 +94,8 @@ class Detector:
             w.gaps.append(gap)
         w.last = max(w.last, now)
         w.probe_at = None
+        # its deadline may have been infinite (reported suspect) at the last scan
+        self._earliest = min(self._earliest, w.last + self.config.window_min)
 
     def acked(self, member: str, now: float) -> None:
         """Someone vouched for ``member``: the doubt is over, the window restarts now."""
@@ -101,6 +103,7 @@ class Detector:
         if w is not None:
             w.last = max(w.last, now)
             w.probe_at = None
+            self._earliest = min(self._earliest, w.last + self.config.window_min)
 
     def window(self, member: str) -> float:
         """Current silence allowance for ``member``."""

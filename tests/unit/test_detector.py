@@ -128,3 +128,13 @@ def test_clear_drops_the_timer() -> None:
     d.suspect("x", 1, "a", 0.0)
     d.clear("x")
     assert d.expired(100.0) == []
+
+
+def test_a_suspect_heard_again_is_watched_again() -> None:
+    """Every watch reported suspect, then heard: silence must be noticed anew."""
+    d = Detector(CFG)
+    d.watch("a", 0.0)
+    assert d.due(CFG.window_min) == (["a"], [])
+    assert d.due(CFG.window_min + CFG.probe_timeout) == ([], ["a"])
+    d.heard("a", 10.0)
+    assert d.due(10.0 + CFG.window_max) == (["a"], [])
