@@ -98,6 +98,15 @@ class Site:
             proc.stop()
 
 
+def _status(port: int, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 def _connects(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
@@ -245,6 +254,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
     try:
         s.upstream_worker()
         s.wait_workers("default", 1)
+        assert _status(s.admin, "/_scale0/ready") == 200
         results: list[tuple[int, bytes]] = []
 
         def slow(i: int) -> None:
@@ -257,7 +267,10 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
         wait_until(lambda: s.health()["workers"]["default"]["in_flight"] == 3, timeout=20,
                    what="three requests in flight")
         s.node.signal(signal.SIGTERM)
+        wait_until(lambda: _status(s.admin, "/_scale0/ready") == 503, timeout=10,
+                   what="readiness to turn 503 while draining")
         wait_until(lambda: not _connects(s.http), timeout=10, what="the listener to close")
+        assert len(results) < 3  # the slow requests were still in flight
         for t in threads:
             t.join(30)
         assert results == [(200, b"slow done")] * 3

@@ -11,12 +11,15 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import tornado.web
+
 from node.body import BodyChannel, read_body
 from node.errors import NoCapacity
-from node.front import Front, FrontLimits, bound_port
+from node.front import Front, FrontLimits, TornadoAppMount, bound_port
 from node.http import Headers, Request, Response
 from node.pipeline import Pipeline
 from node.services import ServiceMap
+from node.stage import Next
 
 Reply = Callable[[Request], Awaitable[Response]]
 
@@ -80,13 +83,15 @@ async def echo(request: Request) -> Response:
 
 
 class Harness:
-    def __init__(self, reply: Reply = echo, routes: tuple[str, ...] = (),
-                 known: tuple[str, ...] | None = None) -> None:
+    def __init__(self, reply: Reply = echo, *, routes: tuple[str, ...] = (),
+                 known: tuple[str, ...] | None = None, pre: tuple[object, ...] = (),
+                 stages: tuple[object, ...] = (), mount: object = None) -> None:
         self.twin = Twin(reply)
         known_fn = (lambda: known) if known is not None else None
-        self.pipeline = Pipeline([], ServiceMap.from_specs(routes), [], self.twin, "test-node",
+        self.pipeline = Pipeline(list(pre), ServiceMap.from_specs(routes),  # type: ignore[arg-type]
+                                 list(stages), self.twin, "test-node",  # type: ignore[arg-type]
                                  known_services=known_fn)
-        self.front = Front(self.pipeline.handle,
+        self.front = Front(self.pipeline.handle, mount=mount,  # type: ignore[arg-type]
                            limits=FrontLimits(max_header_size=4096, max_body_size=100_000))
         self.server = self.front.listen(0, "127.0.0.1")
         self.port = bound_port(self.server)
@@ -355,3 +360,38 @@ def test_client_leaving_while_waiting_cancels_the_dispatch() -> None:
         await asyncio.wait_for(cancelled.wait(), 10)
 
     run(scenario, reply=reply)
+
+
+def test_stage_order_and_mounted_app() -> None:
+    order: list[str] = []
+
+    async def in_node(request: Request, call_next: Next) -> Response:
+        order.append(f"pre:{request.service or '-'}")
+        if request.path == "/static":
+            return Response(200, Headers(), b"from a pre-stage", outcome="static")
+        return await call_next(request)
+
+    async def after_mapping(request: Request, call_next: Next) -> Response:
+        order.append(f"stage:{request.service}")
+        response = await call_next(request)
+        response.headers.add("X-Stage", "seen")
+        return response
+
+    class Mounted(tornado.web.RequestHandler):
+        def get(self) -> None:
+            self.finish("from the mounted app")
+
+    app = tornado.web.Application([(r"/app", Mounted)])
+
+    async def scenario(h: Harness) -> None:
+        r = await h.exchange(b"GET /static HTTP/1.1\r\nHost: w.test\r\n\r\n")
+        assert r.body == b"from a pre-stage" and order == ["pre:-"]
+        r = await h.exchange(b"GET /x HTTP/1.1\r\nHost: w.test\r\n\r\n")
+        assert r.body == b"hello" and r.get("X-Stage") == "seen"
+        assert order[1:] == ["pre:-", "stage:www"]
+        r = await h.exchange(b"GET /app HTTP/1.1\r\nHost: w.test\r\n\r\n")
+        assert r.status == 200 and r.body == b"from the mounted app"
+        assert len(order) == 3 and len(h.twin.seen) == 1  # the pipeline never saw /app
+
+    run(scenario, routes=("w.test=www",), pre=(in_node,), stages=(after_mapping,),
+        mount=TornadoAppMount(app))
