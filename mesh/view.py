@@ -138,6 +138,16 @@ def _service_cell(load: ServiceLoad | None) -> Text:
     return cell
 
 
+def _short_addresses(addresses: Mapping[str, str]) -> str:
+    """What an operator dials: the HTTP front door and the peer socket (`--seed`).
+
+    The other endpoints are in `--json`; showing them all made rows four lines tall."""
+    shown = [addresses[k] for k in ("http", "peer") if addresses.get(k)]
+    if not shown:  # a node that names its endpoints differently: show what there is
+        shown = [f"{k} {v}" for k, v in sorted(addresses.items())]
+    return "\n".join(shown)
+
+
 def render_snapshot(snap: MeshSnapshot, title: str | None = None) -> Table:
     """One table row per node; one column per service any node offers."""
     service_names = sorted({name for row in snap.nodes for name in row.services})
@@ -150,11 +160,11 @@ def render_snapshot(snap: MeshSnapshot, title: str | None = None) -> Table:
     table.add_column("node", no_wrap=True)
     table.add_column("dc", no_wrap=True)
     table.add_column("state", no_wrap=True)
-    table.add_column("inc", justify="right")
-    table.add_column("age", justify="right")
-    table.add_column("addresses", style="dim")
+    table.add_column("inc", justify="right", overflow="fold")
+    table.add_column("age", justify="right", no_wrap=True, min_width=5)
+    table.add_column("http / peer", style="dim", overflow="fold")
     for name in service_names:
-        table.add_column(f"{name}\nbusy/slots", no_wrap=True)
+        table.add_column(f"{name}\nbusy/slots")
     for row in snap.nodes:
         age_style = "yellow" if row.age_s > STALE_AFTER_S else ""
         table.add_row(
@@ -163,7 +173,7 @@ def render_snapshot(snap: MeshSnapshot, title: str | None = None) -> Table:
             Text(row.state, style=STATE_STYLES.get(row.state, "")),
             str(row.incarnation),
             Text(f"{row.age_s:.1f}s", style=age_style),
-            Text("\n".join(f"{k} {v}" for k, v in sorted(row.addresses.items()))),
+            Text(_short_addresses(row.addresses)),
             *(_service_cell(row.services.get(name)) for name in service_names),
         )
     return table
