@@ -94,6 +94,7 @@ class _Wire(asyncio.Protocol):
         self.in_head = False
         self.head_bytes = 0  # parsed: request line and fields
         self.head_raw = 0  # raw bytes of reads that fell wholly inside the head
+        self.completed = 0  # messages ended during the current read
         self.facts = HeadFacts(None, False, False, False)
         self.url = b""
         self.fields: list[tuple[bytes, bytes]] = []
@@ -115,6 +116,7 @@ class _Wire(asyncio.Protocol):
         if self.dead_parser or self.closed:
             return
         was_in_head = self.in_head
+        self.completed = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -122,8 +124,10 @@ class _Wire(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._parse_failed(exc)
         else:
-            if self.in_head and was_in_head:
-                self.head_raw += len(data)  # llhttp keeps a partial field to itself
+            if self.in_head and (was_in_head or not self.completed):
+                # llhttp keeps a partial field to itself, so count raw bytes; a read
+                # that also ended an earlier message is not counted (bounded undercount)
+                self.head_raw += len(data)
                 if self.head_raw > self.limits.max_header_size:
                     self._queue_error(HeadersTooLarge(self._too_large_headers()))
         self._pump()
@@ -211,6 +215,7 @@ class _Wire(asyncio.Protocol):
         self.events.append((_BODY, body, None))
 
     def on_message_complete(self) -> None:
+        self.completed += 1
         self.events.append((_END, None, None))
 
     # -- parser outcomes ------------------------------------------------------------
@@ -358,14 +363,27 @@ class _Wire(asyncio.Protocol):
         self.close()
 
     def _fail(self, error: Scale0Error) -> None:
-        """Answer `error` unless an answer already began, then close."""
+        """Answer `error` unless an answer already began, then close.
+
+        The close lingers: we stop sending, then read and drop what the client is
+        still sending for a moment, because closing with unread bytes makes the
+        kernel send a reset that can destroy the answer before the client reads it."""
         self.events.clear()
         self.dead_parser = True
         conn = self.conn
         if conn is None or not conn.response_started:  # else only the close is left
             self.send(error_response(error.status, error.reason))
         log.info("closing %s: %s", self.context, error.reason)
-        self.close()
+        transport = self.transport
+        if transport is None or self.closed or not transport.can_write_eof():
+            self.close()
+            return
+        transport.write_eof()
+        self.deadline = self.loop.time() + min(2.0, self.limits.header_timeout)
+        self.waiting = False
+        if self.read_paused and not self.write_paused:
+            self.read_paused = False
+            transport.resume_reading()
 
     # -- what FastHTTPConnection calls ----------------------------------------------
     def send(self, data: bytes) -> asyncio.Future[None]:
