@@ -277,6 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         return _fail(str(exc))
+    except OSError as exc:  # a port in use, a missing file: the operator's environment
+        print(f"scale0: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

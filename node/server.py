@@ -17,6 +17,7 @@ import signal
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tornado.httpserver import HTTPServer
@@ -150,7 +151,7 @@ class Node:
         limits = front_limits(cfg)
         front = Front(handle, limits=limits, mount=mount)
         self.fronts.append(front)
-        self.servers.append(front.listen(port, host))
+        self.servers.append(_listening(cfg.http, "--http", lambda: front.listen(port, host)))
         self.http_port = bound_port(self.servers[0])
         if cfg.https:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -161,7 +162,8 @@ class Node:
             tls_host, tls_port = parse_hostport(cfg.https, "--https")
             secure = Front(handle, limits=limits, scheme="https", mount=mount)
             self.fronts.append(secure)
-            self.servers.append(secure.listen(tls_port, tls_host, ssl_options=tls))
+            self.servers.append(_listening(
+                cfg.https, "--https", lambda: secure.listen(tls_port, tls_host, ssl_options=tls)))
         assert self.state is not None
         self.state.ready = True
         log.info("scale0 node %s (dc %s) ready: http=%s:%d admin=%s workers=%s mesh=%s cache=%s",
@@ -174,8 +176,9 @@ class Node:
         self.state = AdminState(self.node_id, self.config.dc, broker.service_loads)
         host, port = parse_hostport(self.config.admin, "--admin")
         routes = [metrics_route(self.metrics), *dashboard_routes(mesh.mesh_json)]
-        self.admin_server = make_admin_app(self.state, extra_routes=routes).listen(
-            port, host, xheaders=False)
+        app = make_admin_app(self.state, extra_routes=routes)
+        self.admin_server = _listening(self.config.admin, "--admin",
+                                       lambda: app.listen(port, host, xheaders=False))
         self.admin_port = bound_port(self.admin_server)
 
     @staticmethod
@@ -236,6 +239,13 @@ class Node:
             self.admin_server.stop()
             await self.admin_server.close_all_connections()
         return all(results)
+
+
+def _listening(address: str, flag: str, listen: Callable[[], HTTPServer]) -> HTTPServer:
+    try:
+        return listen()
+    except OSError as exc:
+        raise OSError(f"cannot listen on {address} ({flag}): {exc.strerror or exc}") from exc
 
 
 def _peer_states(mesh: MeshMember) -> dict[str, int]:
