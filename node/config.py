@@ -18,6 +18,9 @@ Example file:
     default_timeout = 30.0
     [limits]
     max_body_size = 1073741824
+    [cache]
+    store = "files:/var/cache/scale0"
+    max_object_size = 8388608
 """
 
 from __future__ import annotations
@@ -74,7 +77,10 @@ class NodeConfig:
     seeds: list[str] = field(default_factory=list)  # peer endpoints to join through
     discover: str = ""  # "mdns" to find peers on the LAN
     routes: list[str] = field(default_factory=list)  # HOST[/PREFIX]=SERVICE rules
-    cache: str = "files:./scale0-cache"  # files:DIR | memory | mongo:URL
+    cache: str = "files:./scale0-cache"  # files:DIR | memory | mongo:URL | off
+    # From a `[cache]` table: `store = SPEC` sets `cache`, the other keys are
+    # node.cachestage.CacheConfig's (max_object_size, default_swr, purge_allowed, ...).
+    cache_settings: dict[str, Any] = field(default_factory=dict)
     static: list[str] = field(default_factory=list)  # PREFIX=DIR mounts
     app: str = ""  # MODULE:ATTR of an in-node Tornado application
     curve: str = ""  # key directory: CurveZMQ on every ZeroMQ socket
@@ -115,7 +121,13 @@ def _fill(obj: Any, data: Mapping[str, Any], where: str) -> None:
             known = ", ".join(sorted(names))
             raise ConfigError(f"{where}: unknown key {raw_key!r} (known: {known})")
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
+        if key == "cache" and isinstance(value, Mapping):
+            settings = dict(value)
+            obj.cache = _check("store", settings.pop("store", obj.cache), "", f"{where} [cache]")
+            obj.cache_settings = {**obj.cache_settings, **settings}
+        elif key == "cache_settings":
+            raise ConfigError(f"{where}: put cache settings in a [cache] table")
+        elif dataclasses.is_dataclass(current):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{where}: {key!r} must be a table, not {value!r}")
             _fill(current, value, f"{where} [{key}]")
@@ -130,6 +142,7 @@ def from_mapping(data: Mapping[str, Any], where: str = "config",
     if base is not None:  # replace() is shallow: copy the tables we may change
         config.workers = dataclasses.replace(base.workers)
         config.limits = dataclasses.replace(base.limits)
+        config.cache_settings = dict(base.cache_settings)
     _fill(config, data, where)
     validate(config, where)
     return config

@@ -73,19 +73,24 @@ def _static_stage(specs: list[str]) -> Stage | None:
         raise ConfigError(f"--static: {exc}") from exc
 
 
-async def _cache_stage(spec: str, node_id: str) -> tuple[Stage | None, Any]:
+async def _cache_stage(spec: str, settings: dict[str, Any],
+                       node_id: str) -> tuple[Stage | None, Any]:
     """The cache stage for `--cache SPEC` ("off" for none) and its store, opened."""
     if spec.strip().lower() in ("", "off", "none"):
         return None, None
     from cache.stores import open_store
-    from node.cachestage import CacheStage
+    from node.cachestage import CacheConfig, CacheStage
 
+    try:
+        config = CacheConfig(**settings)
+    except TypeError as exc:
+        raise ConfigError(f"[cache]: {exc}") from exc
     try:
         store = open_store(spec)
         await store.open()
     except (ValueError, OSError) as exc:
         raise ConfigError(f"--cache {spec!r}: {exc}") from exc
-    return CacheStage(store, node_id=node_id), store
+    return CacheStage(store, config, node_id=node_id), store
 
 
 class Node:
@@ -123,7 +128,7 @@ class Node:
         static = _static_stage(cfg.static)
         if static is not None:
             pre.append(static)
-        cache, self.cache_store = await _cache_stage(cfg.cache, self.node_id)
+        cache, self.cache_store = await _cache_stage(cfg.cache, cfg.cache_settings, self.node_id)
         stages: list[Stage] = [cache] if cache is not None else []
         host, port = parse_hostport(cfg.http, "--http")
         mesh = MeshMember(

@@ -40,7 +40,8 @@ class Site:
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
         self.origin = self.start("origin", ["python", "-m", "origin", str(self.origin_port)])
         config = tmp / "node.toml"
-        config.write_text(f"[limits]\ndrain_grace = {grace}\n")
+        config.write_text(f"[limits]\ndrain_grace = {grace}\n"
+                          "[cache]\nstore = 'files:./never-used'\nmax_object_size = 1048576\n")
         args = [scale0_bin(), "node", "--config", str(config), "--id", "e2e",
                 "--http", f"127.0.0.1:{self.http}", "--admin", f"127.0.0.1:{self.admin}",
                 "--workers", self.endpoint, "--cache", "memory",

@@ -48,6 +48,16 @@ def test_errors_name_the_key(doc: dict[str, object], fragment: str) -> None:
     assert fragment in str(err.value) and "node.toml" in str(err.value)
 
 
+def test_cache_as_a_spec_or_a_table() -> None:
+    assert from_mapping({"cache": "memory"}).cache == "memory"
+    c = from_mapping({"cache": {"store": "memory", "max_object_size": 10}})
+    assert (c.cache, c.cache_settings) == ("memory", {"max_object_size": 10})
+    c = from_mapping({"cache": {"default_swr": 5}}, base=c)
+    assert c.cache_settings == {"max_object_size": 10, "default_swr": 5}
+    with pytest.raises(ConfigError, match="store"):
+        from_mapping({"cache": {"store": 3}})
+
+
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(str(tmp_path / "missing.toml"))
