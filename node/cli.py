@@ -113,7 +113,6 @@ def _demo_parser(sub: Any) -> None:
     )
     p.add_argument("--for", dest="seconds", type=float, default=0.0, metavar="SECONDS",
                    help="stop by itself after SECONDS; default: run until Ctrl-C")
-    p.add_argument("--log-level", default="WARNING", help="for the demo's own lines")
     p.set_defaults(func=_cmd_demo)
 
 

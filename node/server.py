@@ -116,6 +116,8 @@ class Node:
         cfg = self.config
         if cfg.processes > 1:
             log.warning("--processes %d is not supported yet: running one process", cfg.processes)
+        if cfg.curve:
+            log.warning("--curve is accepted but not wired yet: ZeroMQ sockets are NOT encrypted")
         broker = Broker(broker_config(cfg.workers), self.node_id)
         await broker.start()
         self.broker = broker
