@@ -321,6 +321,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
             await self._write(response, close=self.too_large)
         except asyncio.CancelledError:
             pass  # the client left; its streams were cancelled on the way out
+        except Exception:  # a bug here must not leave the connection hanging
+            log.exception("failed to answer %s", self._describe())
+            self._close()
         finally:
             if self.channel is not None:
                 self.channel.cancel()
