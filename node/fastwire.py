@@ -22,39 +22,13 @@ while a body is read. Checks llhttp lacks are in node.wirerules.
 from __future__ import annotations
 
 import asyncio
-import collections
-import dataclasses
-import logging
-import socket
 import ssl
-from dataclasses import dataclass
-from typing import Any, cast
 
-import httptools
 from tornado import httputil
 
-from node.errors import BodyTooLarge, ClientError, HeadersTooLarge, Scale0Error
-from node.fastconn import Context, FastHTTPConnection
-from node.wirerules import HeadFacts, check_request_head, error_response
+from node.fastproto import WireLimits, WireProtocol
 
-log = logging.getLogger("scale0.fastwire")
-
-_HEAD, _BODY, _END, _ERROR = 0, 1, 2, 3
-
-
-@dataclass(frozen=True, slots=True)
-class WireLimits:
-    """Per-listener limits (one documented object; the defaults suit a public port)."""
-
-    max_header_size: int = 32 * 1024  # request line + fields → 431 above
-    max_body_size: int = 1 << 30  # default per request; delegates may lower it → 413
-    header_timeout: float = 30.0  # first byte of a head → its end (slowloris)
-    idle_timeout: float = 75.0  # keep-alive wait for the next request
-    body_timeout: float = 120.0  # while a request body is read
-    high_water: int = 64 * 1024  # outgoing bytes buffered before writers wait
-    low_water: int = 16 * 1024
-    no_keep_alive: bool = False
-    backlog: int = 1024
+__all__ = ["FastHTTPServer", "WireLimits", "new_event_loop"]
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -65,381 +39,6 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
     loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     return loop
-
-
-class _Wire(asyncio.Protocol):
-    """One client connection."""
-
-    def __init__(self, server: FastHTTPServer) -> None:
-        self.server = server
-        self.limits = server.limits
-        self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
-        self.context = Context(None, "https" if server.ssl_context else "http")
-        self.parser = httptools.HttpRequestParser(self)
-        self.events: collections.deque[tuple[int, Any, Any]] = collections.deque()
-        self.closed = False
-        self.deadline = 0.0  # loop time after which the sweep closes us; 0: none
-        self.conn: FastHTTPConnection | None = None  # the exchange being served
-        self.delegate: httputil.HTTPMessageDelegate | None = None
-        self.waiting = False  # a delegate's awaitable is pending
-        self.dead_parser = False
-        self.write_paused = False
-        self.read_paused = False
-        self.drain_waiters: list[asyncio.Future[None]] = []
-        self.ready: asyncio.Future[None] = self.loop.create_future()
-        self.ready.set_result(None)
-        self.received = 0
-        # parser state for the head being read
-        self.in_head = False
-        self.head_bytes = 0  # parsed: request line and fields
-        self.head_raw = 0  # raw bytes of reads that fell wholly inside the head
-        self.completed = 0  # messages ended during the current read
-        self.facts = HeadFacts(None, False, False, False)
-        self.url = b""
-        self.fields: list[tuple[bytes, bytes]] = []
-
-    # -- asyncio.Protocol -------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        self.transport = transport
-        self.context = Context(transport.get_extra_info("peername"), self.context.protocol)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport.set_write_buffer_limits(self.limits.high_water, self.limits.low_water)
-        self.deadline = self.loop.time() + min(self.limits.header_timeout,
-                                               self.limits.idle_timeout)
-        self.server._added(self)
-
-    def data_received(self, data: bytes) -> None:
-        if self.dead_parser or self.closed:
-            return
-        was_in_head = self.in_head
-        self.completed = 0
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._upgrade()
-        except httptools.HttpParserError as exc:
-            self._parse_failed(exc)
-        else:
-            if self.in_head and (was_in_head or not self.completed):
-                # llhttp keeps a partial field to itself, so count raw bytes; a read
-                # that also ended an earlier message is not counted (bounded undercount)
-                self.head_raw += len(data)
-                if self.head_raw > self.limits.max_header_size:
-                    self._queue_error(HeadersTooLarge(self._too_large_headers()))
-        self._pump()
-        if self.events and not self.read_paused and not self.closed:
-            self._pause_reading()
-
-    def eof_received(self) -> bool | None:
-        return False  # half-closed clients get no answer: close, as Tornado does
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.events.clear()
-        for waiter in self.drain_waiters:
-            if not waiter.done():
-                waiter.set_exception(ConnectionResetError("the client closed the connection"))
-                waiter.exception()
-        self.drain_waiters.clear()
-        conn, delegate = self.conn, self.delegate
-        self.conn = self.delegate = None
-        if conn is not None and delegate is not None:
-            try:
-                if not conn.read_finished:
-                    delegate.on_connection_close()
-                elif not conn.write_finished and conn.close_callback is not None:
-                    callback, conn.close_callback = conn.close_callback, None
-                    callback()
-            except Exception:
-                log.exception("delegate failed on connection close")
-        self.server._removed(self)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        self._pause_reading()
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        waiters, self.drain_waiters = self.drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._maybe_resume_reading()
-
-    # -- llhttp callbacks ---------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self.in_head = True
-        self.head_bytes = self.head_raw = 0
-        self.url = b""
-        self.fields = []
-        if self.conn is None:
-            self.deadline = self.loop.time() + self.limits.header_timeout
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-        self.head_bytes += len(url)
-        if self.head_bytes > self.limits.max_header_size:
-            raise HeadersTooLarge(self._too_large_headers())
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.in_head:
-            raise ClientError("trailer fields after a chunked body are not supported")
-        self.fields.append((name, value))
-        self.head_bytes += len(name) + len(value) + 4
-        if self.head_bytes > self.limits.max_header_size:
-            raise HeadersTooLarge(self._too_large_headers())
-
-    def on_headers_complete(self) -> None:
-        self.in_head = False
-        parser = self.parser
-        method = parser.get_method().decode("latin1")
-        version = "HTTP/" + parser.get_http_version()
-        target = self.url.decode("latin1")
-        headers = httputil.HTTPHeaders()
-        try:
-            for name, value in self.fields:
-                headers.add(name.decode("latin1"), value.decode("latin1").strip(" \t"),
-                            _chars_are_bytes=False)
-        except httputil.HTTPInputError as exc:
-            raise ClientError(str(exc)) from exc
-        facts = check_request_head(method, target, version, headers,
-                                   no_keep_alive=self.limits.no_keep_alive)
-        start = httputil.RequestStartLine(method, target, version)
-        self.events.append((_HEAD, (start, headers), facts))
-
-    def on_body(self, body: bytes) -> None:
-        self.events.append((_BODY, body, None))
-
-    def on_message_complete(self) -> None:
-        self.completed += 1
-        self.events.append((_END, None, None))
-
-    # -- parser outcomes ------------------------------------------------------------
-    def _too_large_headers(self) -> str:
-        return f"request headers larger than {self.limits.max_header_size} bytes"
-
-    def _parse_failed(self, exc: httptools.HttpParserError) -> None:
-        cause = exc.__context__
-        if isinstance(cause, Scale0Error):
-            self._queue_error(cause)
-        else:
-            self._queue_error(ClientError(f"malformed request: {exc}"))
-
-    def _queue_error(self, error: Scale0Error) -> None:
-        self.dead_parser = True
-        self.in_head = False
-        self.events.append((_ERROR, error, None))
-
-    def _upgrade(self) -> None:
-        """Upgrade or CONNECT: nothing after the head is HTTP we could read, so the
-        request is answered (Front refuses CONNECT) and the connection closed."""
-        self.dead_parser = True
-        events = self.events
-        for i in range(len(events) - 1, -1, -1):
-            kind, a, facts = events[i]
-            if kind == _HEAD:
-                events[i] = (kind, a, dataclasses.replace(facts, keep_alive=False))
-                if i == len(events) - 1 or events[-1][0] != _END:
-                    events.append((_END, None, None))
-                break
-
-    # -- handing events to the delegate ---------------------------------------------
-    def _pump(self) -> None:
-        events = self.events
-        while events and not self.waiting and not self.closed:
-            conn = self.conn
-            if conn is not None and conn.read_finished:
-                return  # the previous answer is still being written: wait for it
-            kind, a, b = events.popleft()
-            if kind == _HEAD:
-                self._start(a[0], a[1], b)
-            elif kind == _BODY:
-                self._body(a)
-            elif kind == _END:
-                self._end()
-            else:
-                self._fail(a)
-        if not events:
-            self._maybe_resume_reading()
-
-    def _start(self, start: httputil.RequestStartLine, headers: httputil.HTTPHeaders,
-               facts: HeadFacts) -> None:
-        limits = self.limits
-        keep = facts.keep_alive and not self.server.stopping
-        conn = FastHTTPConnection(self, self.context, start, headers, keep_alive=keep,
-                                  max_body_size=limits.max_body_size,
-                                  body_timeout=limits.body_timeout)
-        self.conn = conn
-        self.facts = facts
-        self.received = 0
-        try:
-            delegate = self.server.delegate.start_request(self, conn)
-            self.delegate = delegate
-            self._wait(delegate.headers_received(start, headers), self._after_headers)
-        except Exception as exc:
-            self._delegate_failed(exc)
-
-    def _after_headers(self) -> None:
-        conn = self.conn
-        if conn is None:
-            return
-        facts = self.facts
-        if facts.expect_continue and not conn.write_finished:
-            self.send(b"HTTP/1.1 100 (Continue)\r\n\r\n")
-        if facts.content_length is not None and facts.content_length > conn.max_body_size:
-            self._fail(BodyTooLarge(f"request body larger than {conn.max_body_size} bytes"))
-            return
-        if facts.has_body:
-            self.deadline = self.loop.time() + conn.body_timeout
-        else:
-            self.deadline = 0.0
-
-    def _body(self, chunk: bytes) -> None:
-        conn, delegate = self.conn, self.delegate
-        if conn is None or delegate is None:
-            return
-        self.received += len(chunk)
-        if self.received > conn.max_body_size:
-            self._fail(BodyTooLarge(f"request body larger than {conn.max_body_size} bytes"))
-            return
-        if conn.write_finished:
-            return  # answered already; the rest is dropped, then the connection closes
-        try:
-            self._wait(delegate.data_received(chunk), None)
-        except Exception as exc:
-            self._delegate_failed(exc)
-
-    def _end(self) -> None:
-        conn, delegate = self.conn, self.delegate
-        if conn is None or delegate is None:
-            return
-        conn.read_finished = True
-        self.deadline = 0.0
-        if conn.write_finished:
-            self.exchange_finished(conn)
-            return
-        try:
-            delegate.finish()
-        except Exception as exc:
-            self._delegate_failed(exc)
-
-    def _wait(self, result: Any, then: Any) -> None:
-        """Go on at once when `result` is None or done; else pause until it is."""
-        if result is None:
-            if then is not None:
-                then()
-            return
-        future = asyncio.ensure_future(result)
-        if future.done():
-            self._resolved(future, then)
-            return
-        self.waiting = True
-        self._pause_reading()
-        future.add_done_callback(lambda f: self._resumed(f, then))
-
-    def _resumed(self, future: asyncio.Future[Any], then: Any) -> None:
-        self.waiting = False
-        if self.closed:
-            return
-        self._resolved(future, then)
-        self._pump()
-
-    def _resolved(self, future: asyncio.Future[Any], then: Any) -> None:
-        exc = None if future.cancelled() else future.exception()
-        if exc is not None:
-            self._delegate_failed(exc)
-        elif then is not None:
-            then()
-
-    def _delegate_failed(self, exc: BaseException) -> None:
-        if isinstance(exc, httputil.HTTPInputError):  # Tornado: malformed input → 400
-            self._fail(ClientError(str(exc)))
-            return
-        log.error("delegate failed", exc_info=exc)
-        self.close()
-
-    def _fail(self, error: Scale0Error) -> None:
-        """Answer `error` unless an answer already began, then close.
-
-        The close lingers: we stop sending, then read and drop what the client is
-        still sending for a moment, because closing with unread bytes makes the
-        kernel send a reset that can destroy the answer before the client reads it."""
-        self.events.clear()
-        self.dead_parser = True
-        conn = self.conn
-        if conn is None or not conn.response_started:  # else only the close is left
-            self.send(error_response(error.status, error.reason))
-        log.info("closing %s: %s", self.context, error.reason)
-        transport = self.transport
-        if transport is None or self.closed or not transport.can_write_eof():
-            self.close()
-            return
-        transport.write_eof()
-        self.deadline = self.loop.time() + min(2.0, self.limits.header_timeout)
-        self.waiting = False
-        if self.read_paused and not self.write_paused:
-            self.read_paused = False
-            transport.resume_reading()
-
-    # -- what FastHTTPConnection calls ----------------------------------------------
-    def send(self, data: bytes) -> asyncio.Future[None]:
-        transport = self.transport
-        if self.closed or transport is None:
-            return self.ready
-        transport.write(data)
-        if not self.write_paused:
-            return self.ready
-        waiter: asyncio.Future[None] = self.loop.create_future()
-        self.drain_waiters.append(waiter)
-        return waiter
-
-    def exchange_finished(self, conn: FastHTTPConnection) -> None:
-        if conn is not self.conn:
-            return
-        if conn.disconnect_on_finish or self.server.stopping:
-            self.close()
-            return
-        if not conn.read_finished:
-            return  # _end closes or finishes once the body is in
-        self.conn = self.delegate = None
-        limits = self.limits
-        timeout = limits.header_timeout if self.in_head else limits.idle_timeout
-        self.deadline = self.loop.time() + timeout
-        if self.events:
-            self.loop.call_soon(self._pump)
-
-    def close(self) -> None:
-        """Flush what is buffered, then close."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    # -- reading on and off -----------------------------------------------------------
-    def _pause_reading(self) -> None:
-        if not self.read_paused and self.transport is not None and not self.closed:
-            self.read_paused = True
-            self.transport.pause_reading()
-
-    def _maybe_resume_reading(self) -> None:
-        if (self.read_paused and not self.waiting and not self.write_paused
-                and not self.events and not self.closed and self.transport is not None):
-            self.read_paused = False
-            self.transport.resume_reading()
-
-    @property
-    def idle(self) -> bool:
-        return self.conn is None and not self.events and not self.in_head
-
-    def expired(self, now: float) -> None:
-        """The sweep found our deadline passed."""
-        if self.conn is not None and not self.conn.read_finished:
-            log.info("body timeout reading from %s", self.context)
-        self.deadline = 0.0
-        if self.transport is not None:
-            self.transport.abort()
 
 
 class FastHTTPServer:
@@ -453,7 +52,7 @@ class FastHTTPServer:
         self.ssl_context = ssl_context
         self.stopping = False
         self._servers: list[asyncio.Server] = []
-        self._wires: set[_Wire] = set()
+        self._wires: set[WireProtocol] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._all_closed = asyncio.Event()
         self._all_closed.set()
@@ -462,7 +61,7 @@ class FastHTTPServer:
         """Bind and serve; returns the bound port (useful with port 0)."""
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: _Wire(self), host or None, port, reuse_port=reuse_port or None,
+            lambda: WireProtocol(self), host or None, port, reuse_port=reuse_port or None,
             ssl=self.ssl_context, backlog=self.limits.backlog)
         self._servers.append(server)
         if self._sweeper is None:
@@ -508,11 +107,11 @@ class FastHTTPServer:
             self._sweeper.cancel()
             self._sweeper = None
 
-    def _added(self, wire: _Wire) -> None:
+    def _added(self, wire: WireProtocol) -> None:
         self._wires.add(wire)
         self._all_closed.clear()
 
-    def _removed(self, wire: _Wire) -> None:
+    def _removed(self, wire: WireProtocol) -> None:
         self._wires.discard(wire)
         if not self._wires:
             self._all_closed.set()
