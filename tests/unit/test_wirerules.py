@@ -1,0 +1,72 @@
+"""Property tests: the fast wire's head checks never accept what Tornado refuses,
+and its response framing matches Tornado's HTTP1Connection.write_headers."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from tornado import httputil
+from tornado.http1connection import is_transfer_encoding_chunked, parse_int
+
+from node.errors import ClientError
+from node.wirerules import check_request_head, frame_response_head
+
+VALUES = st.sampled_from(["5", "05", "5, 5", "-1", "", " 5", "chunked", "gzip, chunked",
+                          "Chunked", "xchunked", "a.test", "a.test,b.test", "a b", "[::1]:80"])
+NAMES = st.sampled_from(["Content-Length", "Transfer-Encoding", "Host", "Connection", "X-A"])
+
+
+def tornado_accepts(version: str, headers: httputil.HTTPHeaders) -> bool:
+    try:
+        is_transfer_encoding_chunked(headers)
+        if "Content-Length" in headers:
+            pieces = [p.strip() for p in headers["Content-Length"].split(",")]
+            if any(p != pieces[0] for p in pieces):
+                return False
+            parse_int(pieces[0])
+        host = headers.get("Host")
+        if host is None and version == "HTTP/1.1":
+            return False
+        if host is not None and ("," in host or not httputil._ABNF.host.fullmatch(host)):
+            return False
+    except (httputil.HTTPInputError, ValueError):
+        return False
+    return True
+
+
+@given(st.sampled_from(["HTTP/1.0", "HTTP/1.1"]), st.lists(st.tuples(NAMES, VALUES), max_size=5))
+def test_never_accepts_what_tornado_refuses(version: str, fields: list[tuple[str, str]]) -> None:
+    headers = httputil.HTTPHeaders()
+    for name, value in fields:
+        headers.add(name, value.strip(), _chars_are_bytes=False)
+    try:
+        facts = check_request_head("POST", "/", version, headers)
+    except ClientError:
+        return
+    assert tornado_accepts(version, headers)
+    assert facts.chunked == ("Transfer-Encoding" in headers)
+
+
+@given(st.sampled_from(["HTTP/1.0", "HTTP/1.1"]), st.sampled_from(["GET", "HEAD", "POST"]),
+       st.sampled_from([200, 204, 304, 404]), st.booleans(), st.booleans())
+def test_framing_matches_tornado(version: str, method: str, code: int, with_length: bool,
+                                 close: bool) -> None:
+    headers = httputil.HTTPHeaders({"X-A": "1"})
+    if with_length:
+        headers["Content-Length"] = "0" if method == "HEAD" or code in (204, 304) else "3"
+    framing = frame_response_head(httputil.RequestStartLine(method, "/", version), None, close,
+                                  httputil.ResponseStartLine("HTTP/1.1", code, "R"), headers)
+    chunking = (version == "HTTP/1.1" and method != "HEAD" and code not in (204, 304)
+                and not with_length)
+    assert framing.chunking == chunking
+    assert (b"Transfer-Encoding: chunked" in framing.head) == chunking
+    assert (b"Connection: close" in framing.head) == (close and version == "HTTP/1.1")
+    assert framing.head.startswith(b"HTTP/1.1 %d R\r\n" % code)
+
+
+def test_cr_in_a_response_header_is_refused() -> None:
+    with pytest.raises(ValueError):
+        frame_response_head(httputil.RequestStartLine("GET", "/", "HTTP/1.1"), None, False,
+                            httputil.ResponseStartLine("HTTP/1.1", 200, "OK"),
+                            httputil.HTTPHeaders({"X-A": "a\rb"}))
