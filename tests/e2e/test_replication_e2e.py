@@ -106,7 +106,8 @@ class Node:
                 ) -> tuple[int, str, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.http, timeout=60)
         try:
-            conn.request(method, path, headers=headers or {})
+            # One Host for every node, as round-robin DNS would give: one cache key.
+            conn.request(method, path, headers={"Host": "www.example.test", **(headers or {})})
             resp = conn.getresponse()
             return resp.status, resp.getheader("X-Cache") or "", resp.read()
         finally:
