@@ -81,6 +81,8 @@ class NodeConfig:
     # From a `[cache]` table: `store = SPEC` sets `cache`, the other keys are
     # node.cachestage.CacheConfig's (max_object_size, default_swr, purge_allowed, ...).
     cache_settings: dict[str, Any] = field(default_factory=dict)
+    # `[replication]`: node.replication.ReplicationConfig's keys (scope, coalesce, ...).
+    replication: dict[str, Any] = field(default_factory=dict)
     static: list[str] = field(default_factory=list)  # PREFIX=DIR mounts
     app: str = ""  # MODULE:ATTR of an in-node Tornado application
     curve: str = ""  # key directory: CurveZMQ on every ZeroMQ socket
@@ -127,6 +129,10 @@ def _fill(obj: Any, data: Mapping[str, Any], where: str) -> None:
             obj.cache_settings = {**obj.cache_settings, **settings}
         elif key == "cache_settings":
             raise ConfigError(f"{where}: put cache settings in a [cache] table")
+        elif isinstance(current, dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: {key!r} must be a table, not {value!r}")
+            setattr(obj, key, {**current, **value})
         elif dataclasses.is_dataclass(current):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{where}: {key!r} must be a table, not {value!r}")
@@ -143,6 +149,7 @@ def from_mapping(data: Mapping[str, Any], where: str = "config",
         config.workers = dataclasses.replace(base.workers)
         config.limits = dataclasses.replace(base.limits)
         config.cache_settings = dict(base.cache_settings)
+        config.replication = dict(base.replication)
     _fill(config, data, where)
     validate(config, where)
     return config

@@ -31,6 +31,7 @@ from node.http import Request, Response
 from node.meshmember import MeshMember
 from node.metrics import Metrics, metrics_route
 from node.pipeline import Pipeline
+from node.replication import ReplicationConfig, Replicator
 from node.services import ServiceMap
 from node.stage import Stage
 
@@ -93,6 +94,18 @@ async def _cache_stage(spec: str, settings: dict[str, Any],
     return CacheStage(store, config, node_id=node_id), store
 
 
+def _replicator(cache: Stage, mesh: MeshMember, node_id: str, cfg: NodeConfig) -> Replicator:
+    """Cache sharing with peers, configured by the `[replication]` table."""
+    from node.cachestage import CacheStage
+
+    assert isinstance(cache, CacheStage)
+    try:
+        settings = ReplicationConfig(**cfg.replication)
+    except TypeError as exc:
+        raise ConfigError(f"[replication]: {exc}") from exc
+    return Replicator(cache, mesh.agent, node_id=node_id, dc=cfg.dc, config=settings)
+
+
 class Node:
     """One node process. `await run()` serves until SIGTERM/SIGINT, then drains."""
 
@@ -109,6 +122,7 @@ class Node:
         self.admin_port = 0
         self.cache_store: Any = None
         self.mesh: MeshMember | None = None
+        self.replicator: Replicator | None = None
         self.metrics = Metrics()
         self._stop = asyncio.Event()
 
@@ -131,13 +145,16 @@ class Node:
         if static is not None:
             pre.append(static)
         cache, self.cache_store = await _cache_stage(cfg.cache, cfg.cache_settings, self.node_id)
-        stages: list[Stage] = [cache] if cache is not None else []
         host, port = parse_hostport(cfg.http, "--http")
         mesh = MeshMember(
             node_id=self.node_id, dc=cfg.dc, broker=broker, gossip_endpoint=cfg.gossip,
             peer_endpoint=cfg.peer, http_address=f"{cfg.advertise or host or 'localhost'}:{port}",
             workers_endpoint=broker.bound_endpoint, seeds=list(cfg.seeds),
             advertise=cfg.advertise, discover=cfg.discover)
+        stages: list[Stage] = []
+        if cache is not None:  # the Replicator stands in the cache stage's place
+            self.replicator = _replicator(cache, mesh, self.node_id, cfg)
+            stages.append(self.replicator)
         pipeline = Pipeline(pre, self.routes, stages, mesh.dispatcher, self.node_id,
                             known_services=lambda: self._services(broker, mesh))
         metrics = self.metrics
@@ -148,6 +165,8 @@ class Node:
                                     time.monotonic() - request.received)
             return response
 
+        if self.replicator is not None:
+            await self.replicator.start(pipeline.handle)
         await mesh.start(pipeline.handle)
         self.mesh = mesh
         store = self.cache_store
@@ -236,6 +255,8 @@ class Node:
                                          for f in self.fronts))
         if self.broker is not None:
             await self.broker.drain(max(0.0, end - time.monotonic()))
+        if self.replicator is not None:
+            await self.replicator.stop()
         if self.mesh is not None:
             await self.mesh.stop()  # says LEAVE: peers stop sending us work
         if self.broker is not None:
