@@ -68,6 +68,9 @@ class TransportConfig:
     request_timeout: float = 2.0
     max_serving: int = 512  # peer requests handled at once; more are refused as busy
     batch: int = 256  # messages drained per wake before yielding to the loop
+    # Socket hook (e.g. CurveZMQ): called before bind with endpoint "", before each
+    # connect with the endpoint; it may raise to refuse dialling that endpoint.
+    secure: Callable[[zmq.Socket[bytes], str], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +254,8 @@ class Transport:
         self._router = self._socket(zmq.ROUTER)
         for sock, endpoint in ((self._pub, self.config.gossip), (self._router, self.config.peer)):
             try:
+                if self.config.secure is not None:
+                    self.config.secure(sock, "")
                 sock.bind(endpoint)
             except zmq.ZMQError as exc:
                 self.close()
@@ -301,6 +306,12 @@ class Transport:
 
     def follow(self, endpoint: str) -> None:
         if endpoint not in self._following:
+            if self.config.secure is not None:
+                try:
+                    self.config.secure(self._sub, endpoint)
+                except Exception as exc:  # no key for it: never dial an unverifiable server
+                    self.drops.drop("sub:insecure", f"{endpoint}: {exc}")
+                    return
             self._sub.connect(endpoint)
             self._following.add(endpoint)
 
@@ -424,8 +435,10 @@ class Transport:
     def _connect(self, endpoint: str) -> _PeerLink:
         sock = self._socket(zmq.DEALER)
         try:
+            if self.config.secure is not None:
+                self.config.secure(sock, endpoint)
             sock.connect(endpoint)
-        except zmq.ZMQError as exc:
+        except Exception as exc:  # a bad endpoint, or no key to verify it with
             sock.close()
             raise PeerError(f"bad peer endpoint {endpoint!r}: {exc}") from None
         holder: list[_PeerLink] = []

@@ -143,6 +143,8 @@ class BrokerConfig:
     window: int = 8  # chunks a reader lets the sender have in flight
     max_message_size: int = 32 * 1024 * 1024  # zmq MAXMSGSIZE: larger frames cut the peer off
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
+    # Called on the ROUTER before bind, endpoint "" (e.g. node.curve.CurveKeys.secure).
+    secure: Callable[[zmq.Socket[bytes], str], None] | None = None
 
 
 @dataclass(eq=False)
@@ -199,6 +201,8 @@ class Broker:
         sock.setsockopt(zmq.SNDHWM, 10000)
         sock.setsockopt(zmq.RCVHWM, 10000)
         try:
+            if self.config.secure is not None:
+                self.config.secure(sock, "")
             sock.bind(self.config.endpoint)
         except zmq.ZMQError as exc:
             sock.close(linger=0)

@@ -63,7 +63,8 @@ class Worker:
 
     def __init__(self, node_endpoint: str, services: Sequence[str], concurrency: int,
                  handler: Handler, *, name: str | None = None, heartbeat_interval: float = 1.0,
-                 liveness: int = 3, chunk_size: int = CHUNK, window: int = WINDOW) -> None:
+                 liveness: int = 3, chunk_size: int = CHUNK, window: int = WINDOW,
+                 secure: Callable[[zmq.Socket[bytes], str], None] | None = None) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if not services:
@@ -77,6 +78,7 @@ class Worker:
         self.liveness = liveness
         self.chunk_size = chunk_size
         self.window = window
+        self.secure = secure  # called before connect (e.g. node.curve.CurveKeys.secure)
         self.connects = 0  # how many times we (re)connected: visible to tests and logs
         self._jobs: dict[int, _Job] = {}
         self._pump: ZmqPump | None = None
@@ -152,6 +154,8 @@ class Worker:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 10000)
         sock.setsockopt(zmq.RCVHWM, 10000)
+        if self.secure is not None:
+            self.secure(sock, self.endpoint)
         sock.connect(self.endpoint)
         self._pump = ZmqPump(sock, self._on_frames)
         self._last_heard = time.monotonic()
