@@ -68,6 +68,12 @@ def _node_parser(sub: Any) -> None:
       help="serve files under a URL prefix from a directory, e.g. /assets=./public (repeatable)")
     a("--app", metavar="MODULE:ATTR", help="an in-node Tornado application or URL rules")
     a("--curve", metavar="KEYDIR", help="CurveZMQ on every ZeroMQ socket, keys from KEYDIR")
+    a("--http-server", metavar="fast|tornado", choices=["fast", "tornado"],
+      help="HTTP wire layer: fast (httptools on uvloop) or tornado (Tornado's own server); "
+           "both serve the same pipeline; default: fast")
+    a("--gossip-preset", metavar="lan|wan|local", choices=["lan", "wan", "local"],
+      help="failure-detection timing: lan (1 s beats, a crash is noticed in ~2-3 s), "
+           "wan (long lossy links), local (loopback tests); default: lan")
     a("--log-level", metavar="LEVEL", default="INFO", help="DEBUG, INFO, WARNING; default: INFO")
     p.set_defaults(func=_cmd_node)
 
@@ -263,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _node_parser(sub)
     _worker_parser(sub)
+    from mesh.cli import add_mesh_parser
+    from node.purge import add_purge_parser
+
+    add_mesh_parser(sub)
+    add_purge_parser(sub)
     _demo_parser(sub)
     return parser
 
@@ -278,6 +289,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except OSError as exc:  # a port in use, a missing file: the operator's environment
         print(f"scale0: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        import zmq
+
+        if not isinstance(exc, zmq.ZMQError):
+            raise
+        print(f"scale0: {exc}", file=sys.stderr)  # e.g. a ZeroMQ endpoint already bound
         return 1
     except KeyboardInterrupt:
         return 130

@@ -87,6 +87,8 @@ class NodeConfig:
     app: str = ""  # MODULE:ATTR of an in-node Tornado application
     curve: str = ""  # key directory: CurveZMQ on every ZeroMQ socket
     processes: int = 1  # node processes sharing the HTTP port (SO_REUSEPORT)
+    http_server: str = "fast"  # wire layer: "fast" (httptools on uvloop) or "tornado"
+    gossip_preset: str = "lan"  # failure-detection timing: lan | wan | local (tests)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
@@ -165,6 +167,12 @@ def validate(config: NodeConfig, where: str = "config") -> None:
             raise ConfigError(f"{where}: 'https' needs both 'tls_cert' and 'tls_key'")
     if config.processes < 1:
         raise ConfigError(f"{where}: 'processes' must be at least 1")
+    if config.http_server not in ("fast", "tornado"):
+        raise ConfigError(f"{where}: 'http_server' must be 'fast' or 'tornado', "
+                          f"not {config.http_server!r}")
+    if config.gossip_preset not in ("lan", "wan", "local"):
+        raise ConfigError(f"{where}: 'gossip_preset' must be lan, wan or local, "
+                          f"not {config.gossip_preset!r}")
     if config.discover not in ("", "mdns"):
         raise ConfigError(f"{where}: 'discover' must be 'mdns' or empty, not {config.discover!r}")
     if config.limits.max_header_size < 1024:

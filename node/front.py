@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from tornado import httputil, iostream
 from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 
 from node.body import BodyChannel, read_body
 from node.errors import ClientError
@@ -53,6 +54,14 @@ class FrontLimits:
     body_timeout: float = 120.0
     chunk_size: int = 64 * 1024
     body_channel_chunks: int = 8  # chunks buffered before the client's reads are held
+
+
+class Listener(Protocol):
+    """What drain needs of a listening server (Tornado's HTTPServer, node.fastwire's)."""
+
+    def stop(self) -> None: ...
+
+    async def close_all_connections(self) -> None: ...
 
 
 class AppMount(Protocol):
@@ -93,7 +102,7 @@ class Front(httputil.HTTPServerConnectionDelegate):
         self._in_flight: set[_Exchange] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._servers: list[HTTPServer] = []
+        self._servers: list[Listener] = []
 
     @property
     def in_flight(self) -> int:
@@ -103,8 +112,11 @@ class Front(httputil.HTTPServerConnectionDelegate):
                       request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
         return _Exchange(self, server_conn, request_conn)
 
-    def listen(self, port: int, host: str = "", ssl_options: Any = None) -> HTTPServer:
-        """Bind and serve on `host:port` (port 0: any free one; see `bound_port`)."""
+    def listen(self, port: int, host: str = "", ssl_options: Any = None,
+               reuse_port: bool = False) -> HTTPServer:
+        """Bind and serve on `host:port` (port 0: any free one; see `bound_port`).
+
+        `reuse_port` lets several node processes share the port (SO_REUSEPORT)."""
         limits = self.limits
         server = HTTPServer(
             self, ssl_options=ssl_options, no_keep_alive=False, xheaders=False,
@@ -112,9 +124,13 @@ class Front(httputil.HTTPServerConnectionDelegate):
             max_header_size=limits.max_header_size * 4, max_body_size=1 << 62,
             idle_connection_timeout=limits.idle_timeout, body_timeout=limits.body_timeout,
         )
-        server.listen(port, host or "")
+        server.add_sockets(bind_sockets(port, host or None, reuse_port=reuse_port))
         self._servers.append(server)
         return server
+
+    def adopt(self, server: Listener) -> None:
+        """Drain `server` with this delegate's own listeners (another wire layer's server)."""
+        self._servers.append(server)
 
     async def drain(self, grace: float) -> bool:
         """Stop accepting, let in-flight exchanges finish (up to `grace` s), close the

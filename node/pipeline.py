@@ -57,8 +57,10 @@ class Pipeline:
             response = await self._call(0, request)
         except NoCapacity as exc:
             response = Response.error(exc.status, exc.reason, retry_after=exc.retry_after)
+            response.outcome = exc.outcome  # "busy" tells a forwarding peer to try elsewhere
         except Scale0Error as exc:
             response = Response.error(exc.status, exc.reason)
+            response.outcome = exc.outcome
         except BodyError as exc:
             response = Response.error(400, f"request body incomplete: {exc}")
         except Exception:

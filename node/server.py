@@ -128,8 +128,6 @@ class Node:
 
     async def start(self) -> None:
         cfg = self.config
-        if cfg.processes > 1:
-            log.warning("--processes %d is not supported yet: running one process", cfg.processes)
         if cfg.curve:
             log.warning("--curve is accepted but not wired yet: ZeroMQ sockets are NOT encrypted")
         broker = Broker(broker_config(cfg.workers), self.node_id)
@@ -150,7 +148,7 @@ class Node:
             node_id=self.node_id, dc=cfg.dc, broker=broker, gossip_endpoint=cfg.gossip,
             peer_endpoint=cfg.peer, http_address=f"{cfg.advertise or host or 'localhost'}:{port}",
             workers_endpoint=broker.bound_endpoint, seeds=list(cfg.seeds),
-            advertise=cfg.advertise, discover=cfg.discover)
+            advertise=cfg.advertise, discover=cfg.discover, preset=cfg.gossip_preset)
         stages: list[Stage] = []
         if cache is not None:  # the Replicator stands in the cache stage's place
             self.replicator = _replicator(cache, mesh, self.node_id, cfg)
@@ -159,26 +157,29 @@ class Node:
                             known_services=lambda: self._services(broker, mesh))
         metrics = self.metrics
 
+        stamp = f"{self.node_id}; dc={cfg.dc}"
+
         async def handle(request: Request) -> Response:
             response = await pipeline.handle(request)
+            if not response.outcome.startswith("forwarded"):  # a peer stamped its own
+                response.headers.set("X-Scale0-Node", stamp)
             metrics.observe_request(request.service, response.status, response.outcome,
                                     time.monotonic() - request.received)
             return response
 
         if self.replicator is not None:
             await self.replicator.start(pipeline.handle)
-        await mesh.start(pipeline.handle)
+        await mesh.start(handle)
         self.mesh = mesh
         store = self.cache_store
         metrics.set_sources(loads=broker.service_loads,
                             cache_stats=store.stats if store is not None else None,
                             peers=lambda: _peer_states(mesh))
-        self._start_admin(broker, mesh)
+        self._start_admin(broker, mesh, cache)
         limits = front_limits(cfg)
         front = Front(handle, limits=limits, mount=mount)
         self.fronts.append(front)
-        self.servers.append(_listening(cfg.http, "--http", lambda: front.listen(port, host)))
-        self.http_port = bound_port(self.servers[0])
+        self.http_port = await self._listen_http(front, host, port)
         if cfg.https:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             try:
@@ -196,12 +197,38 @@ class Node:
                  self.node_id, cfg.dc, host or "*", self.http_port, cfg.admin,
                  broker.bound_endpoint, mesh.endpoints, cfg.cache or "off")
 
-    def _start_admin(self, broker: Broker, mesh: MeshMember) -> None:
+    async def _listen_http(self, front: Front, host: str, port: int) -> int:
+        """Serve `front` on the public port with the configured wire layer; the bound port."""
+        cfg = self.config
+        shared = cfg.processes > 1  # SO_REUSEPORT: the kernel spreads connections
+        if cfg.http_server == "tornado":
+            server = _listening(cfg.http, "--http",
+                                lambda: front.listen(port, host, reuse_port=shared))
+            self.servers.append(server)
+            return bound_port(server)
+        from node.fastwire import FastHTTPServer, WireLimits
+
+        lim = cfg.limits
+        fast = FastHTTPServer(front, limits=WireLimits(
+            max_header_size=lim.max_header_size, max_body_size=lim.max_body_size,
+            idle_timeout=lim.idle_timeout, body_timeout=lim.body_timeout))
+        try:
+            bound = await fast.listen(host, port, reuse_port=shared)
+        except OSError as exc:
+            raise OSError(f"cannot listen on {cfg.http} (--http): {exc.strerror or exc}") from exc
+        front.adopt(fast)
+        return bound
+
+    def _start_admin(self, broker: Broker, mesh: MeshMember, cache: Stage | None) -> None:
         from mesh.dashboard import dashboard_routes
+        from node.cachestage import CacheStage
+        from node.purge import purge_route
 
         self.state = AdminState(self.node_id, self.config.dc, broker.service_loads)
         host, port = parse_hostport(self.config.admin, "--admin")
-        routes = [metrics_route(self.metrics), *dashboard_routes(mesh.mesh_json)]
+        purge = cache.purge if isinstance(cache, CacheStage) else None
+        routes = [metrics_route(self.metrics), purge_route(purge),
+                  *dashboard_routes(mesh.mesh_json, version=lambda: mesh.table.version)]
         app = make_admin_app(self.state, extra_routes=routes)
         self.admin_server = _listening(self.config.admin, "--admin",
                                        lambda: app.listen(port, host, xheaders=False))
@@ -285,7 +312,15 @@ def _peer_states(mesh: MeshMember) -> dict[str, int]:
 
 
 def run_node(config: NodeConfig) -> int:
-    """Run a node until it is told to stop; the process exit code."""
+    """Run a node (or `config.processes` of them) until told to stop; the exit code."""
+    if config.processes > 1:
+        from node.processes import run_processes
+
+        return run_processes(config, config.id or default_node_id(), _run_one)
+    return _run_one(config)
+
+
+def _run_one(config: NodeConfig) -> int:
     node = Node(config)
 
     async def main() -> int:
