@@ -57,6 +57,8 @@ def add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--name", help="name shown in the node's logs (default host:pid)")
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                    help="on SIGTERM, time allowed to finish requests in flight (default 10)")
+    p.add_argument("--curve", metavar="KEYDIR",
+                   help="CurveZMQ: this worker's NAME.key_secret and the node's node.key")
     p.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS",
                    help=argparse.SUPPRESS)
     p.set_defaults(func=run_worker)
@@ -104,6 +106,7 @@ def run_worker(args: argparse.Namespace) -> int:
         return 2
     try:
         handler, closeable = _handler(args)
+        secure = _curve(args)
     except ValueError as exc:
         print(f"scale0 worker: {exc}", file=sys.stderr)
         return 2
@@ -113,12 +116,24 @@ def run_worker(args: argparse.Namespace) -> int:
         runner: Any = uvloop.run
     except ImportError:
         runner = asyncio.run
-    return int(runner(_serve(args, handler, closeable)))
+    return int(runner(_serve(args, handler, closeable, secure)))
 
 
-async def _serve(args: argparse.Namespace, handler: Handler, closeable: Any) -> int:
+def _curve(args: argparse.Namespace) -> Any:
+    if not getattr(args, "curve", None):
+        return None
+    from node.curve import CurveError, CurveKeys
+
+    try:
+        return CurveKeys.load(args.curve).secure
+    except CurveError as exc:
+        raise ValueError(str(exc)) from None
+
+
+async def _serve(args: argparse.Namespace, handler: Handler, closeable: Any,
+                 secure: Any = None) -> int:
     worker = Worker(args.node, args.service, args.concurrency, handler, name=args.name,
-                    heartbeat_interval=args.heartbeat)
+                    heartbeat_interval=args.heartbeat, secure=secure)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
 
