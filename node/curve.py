@@ -69,6 +69,10 @@ def keygen(directory: str | Path, name: str = NODE,
         raise CurveError(f"{d / (name + '.key_secret')} exists; remove it to make a new key")
     public, secret = zmq.auth.create_certificates(str(d), name, metadata)
     Path(secret).chmod(0o600)
+    if metadata:  # pyzmq writes metadata into the secret file only; peers read the public one
+        pub = Path(public)
+        lines = "".join(f"    {k} = {v}\n" for k, v in metadata.items())
+        pub.write_text(pub.read_text().replace("metadata\n", "metadata\n" + lines, 1))
     return Path(public), Path(secret)
 
 

@@ -31,7 +31,7 @@ FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 
 
 def run(coro: Awaitable[None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 45))  # type: ignore[arg-type]
+    asyncio.run(asyncio.wait_for(coro, 45))
 
 
 async def until(cond: Callable[[], Any], what: str, limit: float = 10.0) -> None:
@@ -86,7 +86,7 @@ def test_only_a_listed_worker_joins(tmp_path: Path) -> None:
         broker = Broker(BrokerConfig(endpoint="tcp://127.0.0.1:0", heartbeat_interval=0.1,
                                      secure=keys.secure), "n1")
         await broker.start()
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context[Any] = zmq.Context.instance()
         plain = ctx.socket(zmq.DEALER)
         stranger = ctx.socket(zmq.DEALER)
         CurveKeys.load(dirs["stranger"]).secure(stranger, broker.bound_endpoint)
@@ -147,8 +147,13 @@ def test_only_a_listed_peer_gets_replies_and_gossip(tmp_path: Path) -> None:
             gossip="tcp://127.0.0.1:*", peer="tcp://127.0.0.1:*", request_timeout=1.0,
             secure=CurveKeys.load(dirs[name]).secure)) for name in ("p1", "stranger")}
         heard: dict[str, int] = {"p1": 0, "stranger": 0}
+        def counter(name: str) -> Callable[[list[bytes]], None]:
+            def count(frames: list[bytes]) -> None:
+                heard[name] += 1
+            return count
+
         for name, t in peers.items():
-            t.on_topic(b"g", lambda frames, name=name: heard.__setitem__(name, heard[name] + 1))
+            t.on_topic(b"g", counter(name))
             t.start()
             t.follow(node.gossip_endpoint)
         try:
@@ -179,7 +184,7 @@ def test_a_removed_key_is_refused_after_reload(tmp_path: Path) -> None:
     keys = CurveKeys.load(node_dir)
     gate = Gatekeeper(keys)
     gate.start()
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[Any] = zmq.Context.instance()
     server = ctx.socket(zmq.ROUTER)
     server.linger = 0
     keys.secure(server)
@@ -217,7 +222,7 @@ def test_a_removed_key_is_refused_after_reload(tmp_path: Path) -> None:
 
 
 def run_value(coro: Awaitable[Any]) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]
+    return asyncio.run(asyncio.wait_for(coro, 30))
 
 
 def test_refuses_to_start_without_a_running_authenticator(tmp_path: Path) -> None:
