@@ -59,7 +59,10 @@ class CountingOrigin:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # The stdlib default backlog is 5: hundreds of concurrent connections would
+        # be dropped by the kernel and retried for seconds. Raise it before binding.
+        server_class = type("Origin", (ThreadingHTTPServer,), {"request_queue_size": 1024})
+        self.server = server_class(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

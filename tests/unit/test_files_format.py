@@ -99,7 +99,8 @@ def test_random_metadata_never_raises_anything_else(blob: bytes) -> None:
         pass
 
 
-@given(st.dictionaries(st.sampled_from("kvshqro"), st.none() | st.integers() | text | st.lists(
+@given(st.dictionaries(st.sampled_from("kvshqro"), st.none() | st.integers(-(2**63), 2**64 - 1)
+                       | text | st.lists(
     st.lists(text, max_size=3), max_size=3) | st.floats(), max_size=7))
 def test_schema_violations_are_format_errors(obj: dict[str, object]) -> None:
     try:
