@@ -8,15 +8,21 @@ Forwarded) and that we passed it on (Via); a request id is kept if the client
 sent a sane one, otherwise made up, so one id follows the request through
 every log. Nothing here does I/O; the id source is injected for tests.
 
+Client-sent X-Forwarded-* and Forwarded are believed only when the TCP peer
+is in `TrustedProxies` (a load balancer in front of us); from anyone else they
+are dropped and replaced by what this node saw, so a client cannot claim to be
+another address, https, or another host to the backend.
+
 `normalise_target` turns the request-target of RFC 9112 §3.2 into the
 (scheme, host, origin-form target) the pipeline works with.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from node.errors import ClientError
@@ -33,6 +39,66 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]{0,5})?")
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)", re.DOTALL)
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_FORWARDING = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded")
+
+
+def _ip(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = addr.strip()
+    if text.startswith("[") and "]" in text:
+        text = text[1 : text.index("]")]
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedProxies:
+    """The networks whose forwarding headers we believe (`trusted_proxies` in the config)."""
+
+    networks: tuple[Network, ...] = ()
+
+    @classmethod
+    def parse(cls, specs: Iterable[str]) -> TrustedProxies:
+        """From CIDRs or addresses ("10.0.0.0/8", "::1"); ValueError naming a bad one."""
+        nets: list[Network] = []
+        for spec in specs:
+            try:
+                nets.append(ipaddress.ip_network(spec.strip(), strict=False))
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {spec!r} is not an address or network") \
+                    from None
+        return cls(tuple(nets))
+
+    def trusts(self, addr: str) -> bool:
+        ip = _ip(addr)
+        return ip is not None and any(ip in net for net in self.networks)
+
+
+NO_PROXIES = TrustedProxies()
+
+
+def client_address(peer: str, headers: Headers, trusted: TrustedProxies = NO_PROXIES) -> str:
+    """The address that really asked: X-Forwarded-For read right to left past trusted hops.
+
+    Only entries appended by proxies we trust count; the first untrusted one is
+    the client (anything left of it is the client's own claim)."""
+    if not trusted.trusts(peer):
+        return peer
+    joined = headers.get_joined("x-forwarded-for") or ""
+    chain = [e.strip() for e in joined.split(",") if e.strip()]
+    for entry in reversed(chain):
+        if _ip(entry) is None:
+            return peer  # garbage in the chain: believe only the TCP peer
+        if not trusted.trusts(entry):
+            return entry
+    return chain[0] if chain else peer
 
 
 def new_request_id() -> str:
@@ -74,26 +140,34 @@ def _node_for(client: str) -> str:
     return _forwarded_value(client)
 
 
-def upstream_headers(request: Request, node_id: str) -> Headers:
+def upstream_headers(request: Request, node_id: str,
+                     trusted: TrustedProxies = NO_PROXIES) -> Headers:
     """The headers to send upstream for `request` (already id-stamped).
 
-    X-Forwarded-For is appended to, like nginx's $proxy_add_x_forwarded_for;
-    X-Forwarded-Proto/-Host are set from what this node saw, because a client
-    could otherwise claim https. A request a peer already forwarded (hops > 0)
-    keeps the values the first node set."""
+    From a trusted proxy, X-Forwarded-For and Forwarded are appended to (like
+    nginx's $proxy_add_x_forwarded_for) and its X-Forwarded-Proto/-Host kept;
+    from anyone else, the client's own forwarding headers are dropped and
+    ours alone are sent, because a client could otherwise claim an address,
+    https or a host. A request a peer already forwarded (hops > 0) keeps the
+    values the first node set."""
     out = strip_hop_by_hop(request.headers)
     first_hop = request.hops == 0
     if first_hop:
+        believe = trusted.trusts(request.client)
+        if not believe:
+            for name in _FORWARDING:
+                out.remove(name)
         client = request.client or "unknown"
-        xff = request.headers.get_joined("x-forwarded-for")
+        xff = request.headers.get_joined("x-forwarded-for") if believe else ""
         out.set("X-Forwarded-For", f"{xff}, {client}" if xff else client)
-        out.set("X-Forwarded-Proto", request.scheme)
-        if request.host:
+        if not (believe and "x-forwarded-proto" in out):
+            out.set("X-Forwarded-Proto", request.scheme)
+        if request.host and not (believe and "x-forwarded-host" in out):
             out.set("X-Forwarded-Host", request.host)
         element = f"for={_node_for(request.client)};proto={request.scheme}"
         if request.host:
             element += f";host={_forwarded_value(request.host)}"
-        prior = request.headers.get_joined("forwarded")
+        prior = request.headers.get_joined("forwarded") if believe else ""
         out.set("Forwarded", f"{prior}, {element}" if prior else element)
     via = request.headers.get_joined("via")
     out.set("Via", f"{via}, 1.1 {node_id}" if via else f"1.1 {node_id}")

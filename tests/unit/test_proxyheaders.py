@@ -10,6 +10,7 @@ from node.errors import ClientError
 from node.http import Headers, Request
 from node.proxyheaders import (
     HOP_BY_HOP,
+    TrustedProxies,
     downstream_headers,
     normalise_target,
     request_id_of,
@@ -65,11 +66,12 @@ def test_forwarded_quotes_ipv6(client: str, expected: str) -> None:
 def test_upstream_appends_to_existing_chains() -> None:
     h = Headers([("X-Forwarded-For", "10.0.0.1"), ("Forwarded", "for=10.0.0.1"),
                  ("Via", "1.0 edge"), ("X-Forwarded-Proto", "https")])
-    out = upstream_headers(_req(headers=h), "n1")
+    # Only a trusted proxy's chain is appended to (node/proxyheaders.py, issue 8).
+    out = upstream_headers(_req(headers=h), "n1", TrustedProxies.parse(["192.0.2.0/24"]))
     assert out.get("X-Forwarded-For") == "10.0.0.1, 192.0.2.1"
     assert out.get("Forwarded") == "for=10.0.0.1, for=192.0.2.1;proto=http;host=a.test"
     assert out.get("Via") == "1.0 edge, 1.1 n1"
-    assert out.get("X-Forwarded-Proto") == "http"
+    assert out.get("X-Forwarded-Proto") == "https"  # the trusted proxy terminated TLS
     assert out.get("X-Request-Id") == "rid"
 
 
