@@ -109,11 +109,12 @@ def _fail(message: str) -> int:
 
 def _demo_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "demo", help="a local node with two demo workers you can curl",
-        description="Start, in subprocesses, a tiny origin web server, one node (default ports "
-                    "when free, else free ones) and two workers: one turning the origin into "
-                    "the `default` service, one Python-API worker for /hello. Prints what to "
-                    "curl; Ctrl-C (or --for) stops everything.",
+        "demo", help="a local two-datacenter mesh you can curl and watch",
+        description="Start, in subprocesses, a tiny origin web server, four nodes in two "
+                    "datacenters (east-1 takes the default ports when free), HTTP-upstream "
+                    "workers, a Python-API worker for /hello, a static mount and an in-node "
+                    "handler. Prints what to curl, the dashboard and the load table; Ctrl-C "
+                    "(or --for) stops everything.",
         epilog="example:\n  scale0 demo --for 60\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -123,140 +124,9 @@ def _demo_parser(sub: Any) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from node.demo import run_demo
+
     return run_demo(args.seconds)
-
-
-# -- the demo ------------------------------------------------------------------------
-# Lives here so `scale0 demo` needs nothing but the installed package.
-
-
-async def demo_hello(request: Any) -> Any:
-    """The demo's Python-API worker handler (`scale0 worker --app node.cli:demo_hello`)."""
-    from node.http import Headers, Response
-
-    text = f"hello from a Python-API worker: {request.method} {request.target}\n"
-    return Response(200, Headers([("Content-Type", "text/plain; charset=utf-8")]), text.encode())
-
-
-def demo_origin(port: int) -> None:
-    """A tiny origin web server for the demo (run in its own process)."""
-    import asyncio
-
-    import tornado.web
-
-    class Page(tornado.web.RequestHandler):
-        def get(self) -> None:
-            self.set_header("Content-Type", "text/plain; charset=utf-8")
-            self.set_header("Cache-Control", "max-age=10")
-            self.add_header("Set-Cookie", "demo=1; Path=/")
-            self.write(f"hello from the demo origin: you asked for {self.request.uri}\n"
-                       f"it came through {self.request.headers.get('Via', '(no proxy)')} "
-                       f"for {self.request.headers.get('X-Forwarded-For', '?')}\n")
-
-    async def serve() -> None:
-        tornado.web.Application([(r"/.*", Page)]).listen(port, "127.0.0.1")
-        await asyncio.Event().wait()
-
-    asyncio.run(serve())
-
-
-def _port(preferred: int) -> int:
-    import socket
-
-    for candidate in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
-    raise OSError("no free port on 127.0.0.1")
-
-
-def run_demo(seconds: float) -> int:
-    """Start origin, node and two workers; print what to try; stop them all cleanly."""
-    import json
-    import signal
-    import subprocess
-    import tempfile
-    import threading
-    import time
-    import urllib.request
-    from pathlib import Path
-
-    http, admin, workers, origin = _port(8080), _port(8081), _port(7950), _port(0)
-    gossip, peer = _port(7946), _port(7947)
-    logs = Path(tempfile.mkdtemp(prefix="scale0-demo-"))
-    py = [sys.executable]
-    endpoint = f"tcp://127.0.0.1:{workers}"
-    commands = {
-        "origin": [*py, "-c", f"from node.cli import demo_origin; demo_origin({origin})"],
-        "node": [*py, "-m", "node", "node", "--id", "demo", "--http", f"127.0.0.1:{http}",
-                 "--admin", f"127.0.0.1:{admin}", "--workers", endpoint,
-                 "--gossip", f"tcp://127.0.0.1:{gossip}", "--peer", f"tcp://127.0.0.1:{peer}",
-                 "--route", "*/hello=hello", "--cache", f"files:{logs / 'cache'}"],
-        "worker-upstream": [*py, "-m", "node", "worker", "--node", endpoint, "--service",
-                            "default", "--upstream", f"http://127.0.0.1:{origin}"],
-        "worker-python": [*py, "-m", "node", "worker", "--node", endpoint, "--service", "hello",
-                          "--app", "node.cli:demo_hello"],
-    }
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-
-    def healthy() -> bool:
-        url = f"http://127.0.0.1:{admin}/_scale0/health"
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            found = json.load(resp).get("workers", {})
-        return all(found.get(s, {}).get("workers", 0) > 0 for s in ("default", "hello"))
-
-    code = 0
-    try:
-        for name, argv in commands.items():
-            with open(logs / f"{name}.log", "wb") as out:
-                procs[name] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                               start_new_session=True)
-        end = time.monotonic() + 30
-        while not stop.is_set():
-            dead = [n for n, p in procs.items() if p.poll() is not None]
-            if dead:
-                raise RuntimeError(f"{', '.join(dead)} exited early; see {logs}")
-            try:
-                if healthy():
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > end:
-                raise RuntimeError(f"the demo did not come up within 30 s; see {logs}")
-            stop.wait(0.1)
-        print(f"""Scale0 demo: node "demo", origin, two workers (logs in {logs})
-
-  curl -i http://127.0.0.1:{http}/            # the origin, through an HTTP-upstream worker
-  curl -i http://127.0.0.1:{http}/hello       # a Python-API worker (route */hello=hello)
-  curl -s http://127.0.0.1:{admin}/_scale0/health   # the node's workers per service
-
-Look at the response headers: Via (the node that proxied it), X-Request-Id (the id in
-every log line of this request), Set-Cookie and Cache-Control passed through from the origin.
-{'Ctrl-C stops it.' if not seconds else
-f'Stops by itself after {seconds:g} s (or Ctrl-C).'}""", flush=True)
-        stop.wait(seconds if seconds > 0 else None)
-    except RuntimeError as exc:
-        print(f"scale0 demo: {exc}", file=sys.stderr)
-        code = 1
-    finally:
-        for name in ("node", "worker-upstream", "worker-python", "origin"):
-            proc = procs.get(name)
-            if proc is None or proc.poll() is not None:
-                continue
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    print("scale0 demo: stopped", flush=True)
-    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
