@@ -404,11 +404,14 @@ class Membership:
             self._changed(n, out)
 
     def _about_me(self, n: News) -> None:
-        """Someone says something about us: refute suspicion or death with a new incarnation."""
-        if isinstance(n, Suspect | Dead) and n.incarnation >= self.incarnation:
+        """Someone says something about us: refute suspicion, death, a departure we did not
+        announce (we return early while leaving) or an Alive with someone else's addresses,
+        with a new incarnation, so nobody can speak for us (docs/SECURITY.md)."""
+        me = self._members[self.me.id]
+        forged = isinstance(n, Alive) and (n.addresses, n.dc) != (me.addresses, me.dc)
+        if (isinstance(n, Suspect | Dead | Left) or forged) and n.incarnation >= self.incarnation:
             self.incarnation = n.incarnation + 1
             self.stats["refuted"] += 1
-            me = self._members[self.me.id]
             self._set(me.id, me.dc, me.addresses, self.incarnation, "alive", me.since)
             self._fresh.append(self._alive_self())
 
