@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,7 +23,7 @@ def node(i: str) -> Membership:
     return Membership(SelfInfo(i, "east", addr(i), 10), CFG, random.Random(i))
 
 
-def pushes(actions: list[object]) -> list[Push]:
+def pushes(actions: Sequence[object]) -> list[Push]:
     return [a.msg for a in actions if isinstance(a, Publish) and isinstance(a.msg, Push)]
 
 
