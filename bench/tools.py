@@ -56,7 +56,14 @@ def wrk(
     threads: int = 1,
 ) -> WrkResult:
     """Run wrk against `url` and parse its --latency report."""
-    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url]
+    args = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        url,
+    ]
     out = subprocess.run(
         args, check=True, capture_output=True, text=True, timeout=seconds + 30
     ).stdout
