@@ -7,7 +7,7 @@ changes. Reasons are the counters' own keys: a bounded set written in code,
 never taken from input.
 
 Wiring (node/server.py): `metrics.registry.register(DropCollector(broker=lambda:
-broker.stats, gossip=lambda: agent.transport.stats.dropped, gate=gatekeeper))`.
+broker.stats, gossip=lambda: mesh.agent.stats()["dropped"], gate=gatekeeper))`.
 """
 
 from __future__ import annotations
