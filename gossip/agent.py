@@ -115,7 +115,6 @@ class GossipAgent:
         self._seed_added = asyncio.Event()
         self._discovery: MdnsDiscovery | None = None
         self.joined = asyncio.Event()
-        self._known: set[str] = set()
         self.counters: dict[str, Counter[str]] = {"in": Counter(), "out": Counter(),
                                                   "dropped": Counter()}
 
@@ -309,11 +308,6 @@ class GossipAgent:
             elif isinstance(action, Unsubscribe):
                 self.transport.unfollow(action.address)
             elif isinstance(action, MemberChanged):
-                if action.view.id not in self._known and self.membership is not None:
-                    # Workaround: Membership._set (5772e80) does not mark the follow graph
-                    # stale when a member is first added; remove once the core does.
-                    self._known.add(action.view.id)
-                    self.membership._dirty = True
                 for listener in self._listeners:
                     try:
                         listener(action.view)

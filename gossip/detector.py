@@ -45,8 +45,9 @@ class DetectorConfig:
 
 @dataclass(slots=True)
 class _Watch:
-    last: float
+    last: float  # the silence window runs from here: last heard, or last vouched for
     gaps: deque[float]
+    heard: float  # last message actually received from the member (never an Ack about it)
     probe_at: float | None = None  # when the probe for the current doubt started
     nonce: int = 0
 
@@ -75,7 +76,7 @@ class Detector:
     def watch(self, member: str, now: float) -> None:
         """Start watching ``member`` as if just heard (a fresh follow gets a full window)."""
         if member not in self._watches:
-            self._watches[member] = _Watch(now, deque(maxlen=self.config.samples))
+            self._watches[member] = _Watch(now, deque(maxlen=self.config.samples), now)
             self._earliest = min(self._earliest, now + self.config.window_min)
 
     def unwatch(self, member: str) -> None:
@@ -93,12 +94,17 @@ class Detector:
         if gap > 0:
             w.gaps.append(gap)
         w.last = max(w.last, now)
+        w.heard = max(w.heard, now)
         w.probe_at = None
         # its deadline may have been infinite (reported suspect) at the last scan
         self._earliest = min(self._earliest, w.last + self.config.window_min)
 
     def acked(self, member: str, now: float) -> None:
-        """Someone vouched for ``member``: the doubt is over, the window restarts now."""
+        """Someone vouched for ``member``: the doubt is over, the window restarts now.
+
+        Only the window restarts: ``heard`` stays, so second-hand word is never passed
+        on as first-hand (see ``silent_for``).
+        """
         w = self._watches.get(member)
         if w is not None:
             w.last = max(w.last, now)
@@ -151,9 +157,15 @@ class Detector:
         return w.nonce if w is not None else 0
 
     def silent_for(self, member: str, now: float) -> float | None:
-        """Seconds since ``member`` was last heard, or None when not watched."""
+        """Seconds since a message *from* ``member`` arrived, or None when not watched.
+
+        This, not the window's restart time, decides whether we vouch for ``member``
+        when another observer probes. Were an Ack enough to vouch, observers whose
+        windows expire at different times would vouch for a crashed member to one
+        another in turn, each on the strength of the last one's Ack, for ever.
+        """
         w = self._watches.get(member)
-        return None if w is None else now - w.last
+        return None if w is None else now - w.heard
 
     def in_doubt(self, member: str) -> bool:
         w = self._watches.get(member)

@@ -43,12 +43,17 @@ class NetConfig:
     jitter: float = 0.001  # uniform extra delay 0..jitter
     loss: float = 0.0  # probability each delivery (PUB or peer) is dropped
     tick: float = 0.05  # how often each core's tick() runs
+    # CPU stalls, as a loaded machine has: each node freezes now and then for up to
+    # `stall` seconds (no ticks; what arrives meanwhile is handled in one batch after).
+    stall: float = 0.0
+    stall_every: float = 1.0  # mean seconds between a node's stalls (when stall > 0)
 
 
 @dataclass(slots=True)
 class _Node:
     core: Membership
     up: bool = True
+    busy_until: float = 0.0  # stalled (not ticking, not reading) until then
     bytes_in: int = 0
     msgs_in: int = 0
 
@@ -142,14 +147,20 @@ class Sim:
             step = min(self.now + self.net.tick, end)
             while self.queue and self.queue[0][0] <= step:
                 t, _, dst, msg = heapq.heappop(self.queue)
-                self.now = t
                 node = self.nodes.get(dst)
+                if node is not None and node.busy_until > t:  # read when the stall ends
+                    self.sent += 1
+                    heapq.heappush(self.queue, (node.busy_until, self.sent, dst, msg))
+                    continue
+                self.now = t
                 if node is not None and node.up:
                     self._act(dst, node.core.on_message(msg, t))
             self.now = step
             for nid, node in list(self.nodes.items()):
-                if node.up:
+                if node.up and node.busy_until <= step:
                     self._act(nid, node.core.tick(step))
+                    if self.net.stall and self.rng.random() < self.net.tick / self.net.stall_every:
+                        node.busy_until = step + self.rng.uniform(0, self.net.stall)
             if until is not None and until():
                 return True
         return until is not None and until()

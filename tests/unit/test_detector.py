@@ -138,3 +138,71 @@ def test_a_suspect_heard_again_is_watched_again() -> None:
     assert d.due(CFG.window_min + CFG.probe_timeout) == ([], ["a"])
     d.heard("a", 10.0)
     assert d.due(10.0 + CFG.window_max) == (["a"], [])
+
+
+def test_an_ack_ends_the_doubt_but_is_not_first_hand() -> None:
+    """acked() restarts the window; silent_for() still counts from the last real message."""
+    d = Detector(CFG)
+    d.watch("a", 0.0)
+    last = beating(d, "a", 10.0)
+    t = last + d.window("a")
+    assert d.due(t) == (["a"], [])
+    d.acked("a", t)
+    assert not d.in_doubt("a")
+    assert d.due(t + d.window("a") - 0.01) == ([], []), "the window restarted at the Ack"
+    assert d.silent_for("a", t + 0.01) == t + 0.01 - last, "but nothing was heard from a"
+    d.heard("a", t + 0.5)
+    assert d.silent_for("a", t + 0.5) == 0.0
+
+
+events = st.lists(st.tuples(st.sampled_from(["heard", "acked", "due"]), st.floats(0.0, 3.0)),
+                  max_size=50)
+
+
+@given(events)
+def test_silence_counts_only_messages_from_the_member(steps: list[tuple[str, float]]) -> None:
+    """Whatever mix of beats, Acks and scans: silent_for == time since the last beat."""
+    d = Detector(CFG)
+    d.watch("a", 0.0)
+    now = last_heard = 0.0
+    for what, dt in steps:
+        now += dt
+        if what == "heard":
+            d.heard("a", now)
+            last_heard = now
+        elif what == "acked":
+            d.acked("a", now)
+        else:
+            d.due(now)
+        assert d.silent_for("a", now) == now - last_heard
+
+
+@given(st.lists(st.floats(0.5, 1.5), min_size=2, max_size=16), st.integers(2, 6),
+       st.lists(st.floats(0.0, 0.5), min_size=6, max_size=6))
+def test_observers_that_only_pass_on_first_hand_word_agree_on_a_crash(
+        gaps: list[float], n: int, lags: list[float]) -> None:
+    """n observers of a member that stops: however their windows differ, each one's
+    doubts end in a suspicion within a bounded time, when each vouches (answers a probe)
+    only while its own first-hand silence is inside its own window."""
+    ds = [Detector(CFG) for _ in range(n)]
+    t = 0.0
+    for d in ds:
+        d.watch("a", 0.0)
+    for i, g in enumerate(gaps):  # a jittery history, seen a little differently by each
+        t += g
+        for k, d in enumerate(ds):
+            d.heard("a", t + lags[k] * (i % 2))
+    crash = t + max(lags)
+    suspected: set[int] = set()
+    now = crash
+    while len(suspected) < n and now < crash + 30:
+        now += 0.05
+        for k, d in enumerate(ds):
+            probe, suspect = d.due(now)
+            if probe and any(  # any other observer vouches at once: the doubt is over
+                    not o.in_doubt("a") and (o.silent_for("a", now) or 0.0) < o.window("a")
+                    for j, o in enumerate(ds) if j != k):
+                d.acked("a", now)
+            suspected.update([k] if suspect else [])
+    bound = CFG.window_max * 2 + CFG.probe_timeout + 0.2
+    assert len(suspected) == n and now - crash <= bound

@@ -31,6 +31,7 @@ from gossip.messages import (
     Message,
     News,
     Ping,
+    Probe,
     Push,
     Reliable,
     ResendRequest,
@@ -191,6 +192,45 @@ def test_ping_is_acked_and_dead_speakers_are_told() -> None:
     acts = m.on_message(Beat("x", 5, 0, "east", addr("x")), 3.0)
     assert Dead("x", 0, "me") in news_out(acts), "a zombie hears it is dead, so it refutes"
     assert state(m, "x") == ("dead", 0)
+
+
+@pytest.mark.parametrize("first_word", [
+    Push("o", 1, (Alive("x", 0, "east", addr("x")),)),
+    Beat("x", 1, 0, "east", addr("x")),
+    Snapshot("o", 1, (MemberRecord("x", 0, "east", addr("x"), "alive"),)),
+])
+def test_a_new_member_is_followed_at_the_next_tick(first_word: Message) -> None:
+    """The core marks its follow graph stale on a newcomer (the shell needs no nudge)."""
+    m = node("me")
+    assert not [a for a in m.tick(0.0) if isinstance(a, Subscribe)]
+    m.on_message(first_word, 0.1)
+    assert Subscribe(addr("x").gossip) in m.tick(0.2)
+    assert "x" in m.publishers_to_follow() and "x" in m.detector.watched()
+
+
+def test_only_first_hand_word_is_vouched_for() -> None:
+    """An Ack about x ends our doubt but never lets us vouch for x to the next prober.
+
+    Otherwise observers whose windows expire at different times vouch for a crashed
+    member to one another in turn, for ever (issue 4: a crash never declared dead).
+    """
+    m = node("me")
+    for who in "xbc":
+        m.on_message(Push("o", 1, (Alive(who, 0, "east", addr(who)),)), 0.0)
+    assert Subscribe(addr("x").gossip) in m.tick(0.0)
+    m.on_message(Beat("x", 1, 0, "east", addr("x")), 1.0)
+    [ack] = sent(m.on_message(Probe("b", 1, 7, "x"), 1.1), Ack)
+    assert isinstance(ack, Ack) and (ack.target, ack.nonce) == ("x", 7), "heard it: vouch"
+    t, pings = 1.0, list[Ping]()
+    while not pings:
+        t += 0.05
+        pings = [p for p in sent(m.tick(t), Ping) if isinstance(p, Ping) and p.target == "x"]
+    m.on_message(Ack("b", 2, pings[0].nonce, "x", 0), t + 0.01)  # b vouches: doubt over
+    assert not [n for n in news_out(m.tick(t + CFG.probe_timeout + 0.05)) if n.id == "x"]
+    assert sent(m.on_message(Probe("c", 1, 9, "x"), t + 0.02), Ack) == [], (
+        "b's word is not ours to pass on")
+    m.on_message(Beat("x", 2, 0, "east", addr("x")), t + 0.5)
+    assert sent(m.on_message(Probe("c", 2, 10, "x"), t + 0.6), Ack), "heard again: vouch"
 
 
 def test_beats_carry_load_and_digest() -> None:
