@@ -81,6 +81,8 @@ class CacheConfig:
     hit_for_miss: float = 10.0
     heuristic_cap: float = 86400.0
     purge_allowed: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # Per-service (swr, sie) defaults, from `[services.NAME]` (node.serviceconf).
+    service_defaults: dict[str, tuple[float, float]] = field(default_factory=dict)
     networks: tuple[Network, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -247,7 +249,24 @@ class CacheStage:
         )
 
     def _policy(self, service: str) -> Policy:
-        return self._policies[service in self.config.share_set_cookie]
+        share = service in self.config.share_set_cookie
+        stale = self.config.service_defaults.get(service)
+        if stale is None:
+            return self._policies[share]
+        return Policy(share, stale[0], stale[1], heuristic_cap=self.config.heuristic_cap)
+
+    def reconfigure(self, config: CacheConfig) -> None:
+        """Swap in new settings (SIGHUP); a request in flight keeps the policy it took.
+        The coalescer keeps its lock_timeout and hit_for_miss until a restart."""
+        self.config = config
+        self._policies = {
+            share: Policy(share, config.default_swr, config.default_sie,
+                          heuristic_cap=config.heuristic_cap)
+            for share in (False, True)
+        }
+        hits = getattr(self, "hits", None)  # prepared fast-wire answers follow the old rules
+        if hits is not None:
+            hits.forget()
 
     def _decide(self, entry: CacheEntry, req_cc: Directives, policy: Policy) -> Decision:
         return decide(

@@ -23,10 +23,13 @@ examples:
   scale0 node                                   # :8080, admin 127.0.0.1:8081, workers tcp://*:7950
   scale0 node --id east-1 --dc east --route www.example.com=www --route '*.example.com/api=api'
   scale0 node --config /etc/scale0/node.toml --http 0.0.0.0:80
+  scale0 node --check-config /etc/scale0/node.toml   # validate, bind nothing; exit 0 or 2
 
 Unmapped hosts go to the service `default`; with no such service the node answers 404.
 Health: curl http://127.0.0.1:8081/_scale0/health   Readiness: /_scale0/ready
 SIGTERM drains: stop accepting, finish in-flight requests (limits.drain_grace, 20 s), exit 0.
+SIGHUP reloads the --config file: routes, static mounts, cache rules, [services.NAME]
+settings and logging; keys it cannot apply are logged as "needs a restart: KEY".
 """
 
 
@@ -40,7 +43,7 @@ def _node_parser(sub: Any) -> None:
     )
     a = p.add_argument
     a("--config", metavar="FILE", help="TOML config file (keys as the flags: id, dc, http, "
-      "routes = [...], [workers], [limits]); default: none")
+      "routes = [...], [workers], [limits], [cache], [services.NAME]); default: none")
     a("--id", metavar="NAME", help="this node's name in logs and the mesh; default: host name")
     a("--dc", metavar="NAME", help="datacenter label; routing prefers its own dc; default: default")
     a("--http", metavar="HOST:PORT", help="client HTTP listener; default: :8080 (all interfaces)")
@@ -74,7 +77,11 @@ def _node_parser(sub: Any) -> None:
     a("--gossip-preset", metavar="lan|wan|local", choices=["lan", "wan", "local"],
       help="failure-detection timing: lan (1 s beats, a crash is noticed in ~2-3 s), "
            "wan (long lossy links), local (loopback tests); default: lan")
-    a("--log-level", metavar="LEVEL", default="INFO", help="DEBUG, INFO, WARNING; default: INFO")
+    a("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING; default: INFO")
+    a("--log-format", metavar="text|json", choices=["text", "json"],
+      help="access log lines as text or one JSON object each; default: text")
+    a("--check-config", metavar="FILE", help="validate FILE (as --config would read it) "
+      "without binding anything; prints FILE: ok or FILE:LINE: the problem; exit 0 or 2")
     p.set_defaults(func=_cmd_node)
 
 
@@ -82,13 +89,22 @@ def _cmd_node(args: argparse.Namespace) -> int:
     from node.config import load_config
     from node.server import run_node
 
+    check = getattr(args, "check_config", None)
+    if check is not None:
+        from node.checkconfig import check_file
+
+        ok, line = check_file(check)
+        print(line, file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 2
     given = dict(vars(args))
-    for key in ("func", "command", "log_level", "config"):
+    for key in ("func", "command", "config"):
         given.pop(key, None)
     if "workers" in given:
         given["workers"] = {"endpoint": given["workers"]}
-    config = load_config(getattr(args, "config", None), given)
-    return run_node(config)
+    path = getattr(args, "config", None)
+    config = load_config(path, given)
+    logging.getLogger().setLevel(config.log_level.upper())
+    return run_node(config, reload=lambda: load_config(path, given) if path else None)
 
 
 def _worker_parser(sub: Any) -> None:
@@ -150,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = getattr(args, "log_level", "INFO")
+    level = getattr(args, "log_level", None) or "INFO"
     logging.basicConfig(level=str(level).upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

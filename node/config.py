@@ -21,6 +21,12 @@ Example file:
     [cache]
     store = "files:/var/cache/scale0"
     max_object_size = 8388608
+    [services.www]                 # per-service settings: node.serviceconf
+    routes = ["www.example.com"]
+    timeout = 10.0
+
+Errors are `ConfigKeyError`s carrying the table and key they are about, so
+`scale0 node --check-config` can point at the file's line (node.checkconfig).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import ConfigError
+from node.serviceconf import ConfigKeyError, ServiceSettings, parse_services, route_specs
 
 
 @dataclass(slots=True)
@@ -90,13 +97,24 @@ class NodeConfig:
     http_server: str = "fast"  # wire layer: "fast" (httptools on uvloop) or "tornado"
     gossip_preset: str = "lan"  # failure-detection timing: lan | wan | local (tests)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    # `[services.NAME]` tables: routes, cache rules, overflow, replication, timeout.
+    services: dict[str, ServiceSettings] = field(default_factory=dict)
+    log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR
+    log_format: str = "text"  # access (and other) log lines: text | json
+    access_log: bool = True  # one line per request through the `scale0.access` logger
+    access_log_file: str = ""  # append access lines to this file ("" = with the other logs)
+
+    def all_routes(self) -> list[str]:
+        """`routes`, then the `[services.NAME]` routes: what the service map is built from."""
+        return [*self.routes, *route_specs(self.services)]
 
 
 _TABLES: dict[str, type[Any]] = {"workers": WorkersConfig, "limits": LimitsConfig}
 _ALIASES = {"seed": "seeds", "route": "routes"}  # the flag names, singular
 
 
-def _check(key: str, value: Any, default: Any, where: str) -> Any:
+def _check(key: str, value: Any, default: Any, where: str,
+           table: tuple[str, ...] = ()) -> Any:
     """`value` if it has the type of `default` (ints pass as floats), else ConfigError."""
     if isinstance(default, bool) or isinstance(value, bool):
         ok = isinstance(value, bool) and isinstance(default, bool)
@@ -110,37 +128,43 @@ def _check(key: str, value: Any, default: Any, where: str) -> Any:
         ok = isinstance(value, type(default))
     if not ok:
         kind = "list of strings" if isinstance(default, list) else type(default).__name__
-        raise ConfigError(f"{where}: {key!r} must be a {kind}, not {value!r}")
+        raise ConfigKeyError(f"{where}: {key!r} must be a {kind}, not {value!r}", table, key)
     if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-        raise ConfigError(f"{where}: {key!r} must not be negative, got {value!r}")
+        raise ConfigKeyError(f"{where}: {key!r} must not be negative, got {value!r}", table, key)
     return value
 
 
-def _fill(obj: Any, data: Mapping[str, Any], where: str) -> None:
+def _fill(obj: Any, data: Mapping[str, Any], where: str, table: tuple[str, ...] = ()) -> None:
     names = {f.name for f in dataclasses.fields(obj)}
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
         key = _ALIASES.get(key, key)
         if key not in names:
             known = ", ".join(sorted(names))
-            raise ConfigError(f"{where}: unknown key {raw_key!r} (known: {known})")
+            raise ConfigKeyError(f"{where}: unknown key {raw_key!r} (known: {known})",
+                                 table, str(raw_key))
         current = getattr(obj, key)
         if key == "cache" and isinstance(value, Mapping):
             settings = dict(value)
-            obj.cache = _check("store", settings.pop("store", obj.cache), "", f"{where} [cache]")
+            obj.cache = _check("store", settings.pop("store", obj.cache), "", f"{where} [cache]",
+                               ("cache",))
             obj.cache_settings = {**obj.cache_settings, **settings}
         elif key == "cache_settings":
-            raise ConfigError(f"{where}: put cache settings in a [cache] table")
+            raise ConfigKeyError(f"{where}: put cache settings in a [cache] table", table, raw_key)
+        elif key == "services" and not table:
+            obj.services = {**obj.services, **parse_services(value, where)}
         elif isinstance(current, dict):
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}: {key!r} must be a table, not {value!r}")
+                raise ConfigKeyError(f"{where}: {key!r} must be a table, not {value!r}",
+                                     table, str(raw_key))
             setattr(obj, key, {**current, **value})
         elif dataclasses.is_dataclass(current):
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}: {key!r} must be a table, not {value!r}")
-            _fill(current, value, f"{where} [{key}]")
+                raise ConfigKeyError(f"{where}: {key!r} must be a table, not {value!r}",
+                                     table, str(raw_key))
+            _fill(current, value, f"{where} [{key}]", (*table, str(raw_key)))
         else:
-            setattr(obj, key, _check(key, value, current, where))
+            setattr(obj, key, _check(key, value, current, where, table))
 
 
 def from_mapping(data: Mapping[str, Any], where: str = "config",
@@ -152,6 +176,7 @@ def from_mapping(data: Mapping[str, Any], where: str = "config",
         config.limits = dataclasses.replace(base.limits)
         config.cache_settings = dict(base.cache_settings)
         config.replication = dict(base.replication)
+        config.services = dict(base.services)
     _fill(config, data, where)
     validate(config, where)
     return config
@@ -159,24 +184,37 @@ def from_mapping(data: Mapping[str, Any], where: str = "config",
 
 def validate(config: NodeConfig, where: str = "config") -> None:
     """Cross-field rules that types alone cannot say."""
-    for key in ("http", "admin"):
-        parse_hostport(getattr(config, key), f"{where}: {key!r}")
-    if config.https:
-        parse_hostport(config.https, f"{where}: 'https'")
-        if not (config.tls_cert and config.tls_key):
-            raise ConfigError(f"{where}: 'https' needs both 'tls_cert' and 'tls_key'")
+    def bad(key: str, message: str) -> ConfigKeyError:
+        return ConfigKeyError(f"{where}: {message}", (), key)
+
+    for key in ("http", "admin", "https"):
+        if key == "https" and not config.https:
+            continue
+        try:
+            parse_hostport(getattr(config, key), f"{where}: {key!r}")
+        except ConfigError as exc:
+            raise ConfigKeyError(str(exc), (), key) from None
+    if config.https and not (config.tls_cert and config.tls_key):
+        raise bad("https", "'https' needs both 'tls_cert' and 'tls_key'")
     if config.processes < 1:
-        raise ConfigError(f"{where}: 'processes' must be at least 1")
+        raise bad("processes", "'processes' must be at least 1")
     if config.http_server not in ("fast", "tornado"):
-        raise ConfigError(f"{where}: 'http_server' must be 'fast' or 'tornado', "
-                          f"not {config.http_server!r}")
+        raise bad("http_server", f"'http_server' must be 'fast' or 'tornado', "
+                                 f"not {config.http_server!r}")
     if config.gossip_preset not in ("lan", "wan", "local"):
-        raise ConfigError(f"{where}: 'gossip_preset' must be lan, wan or local, "
-                          f"not {config.gossip_preset!r}")
+        raise bad("gossip_preset", f"'gossip_preset' must be lan, wan or local, "
+                                   f"not {config.gossip_preset!r}")
     if config.discover not in ("", "mdns"):
-        raise ConfigError(f"{where}: 'discover' must be 'mdns' or empty, not {config.discover!r}")
+        raise bad("discover", f"'discover' must be 'mdns' or empty, not {config.discover!r}")
     if config.limits.max_header_size < 1024:
-        raise ConfigError(f"{where}: [limits] 'max_header_size' must be at least 1024 bytes")
+        raise ConfigKeyError(f"{where}: [limits] 'max_header_size' must be at least 1024 bytes",
+                             ("limits",), "max_header_size")
+    if config.log_format not in ("text", "json"):
+        raise ConfigKeyError(f"{where}: 'log_format' must be text or json, "
+                             f"not {config.log_format!r}", (), "log_format")
+    if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigKeyError(f"{where}: 'log_level' must be DEBUG, INFO, WARNING or ERROR, "
+                             f"not {config.log_level!r}", (), "log_level")
 
 
 def parse_hostport(value: str, where: str = "address") -> tuple[str, int]:

@@ -33,13 +33,13 @@ from tornado import httputil, iostream
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from node.accesslog import AccessLog
 from node.body import BodyChannel, read_body
 from node.errors import ClientError
 from node.http import Body, BodyError, Headers, Request, Response
 from node.proxyheaders import normalise_target
 
 log = logging.getLogger("scale0.front")
-access_log = logging.getLogger("scale0.access")
 
 Handler = Callable[[Request], Awaitable[Response]]
 _NO_BODY_STATUS = (204, 304)
@@ -98,6 +98,7 @@ class Front(httputil.HTTPServerConnectionDelegate):
         self.limits = limits or FrontLimits()
         self.scheme = scheme
         self.mount = mount
+        self.access_log: AccessLog | None = None  # set (and swapped on SIGHUP) by node.server
         self.draining = False
         self._in_flight: set[_Exchange] = set()
         self._idle = asyncio.Event()
@@ -202,6 +203,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.done = False
         self.hold: asyncio.Future[None] | None = None
         self.out_body: Body = b""
+        self.sent = 0  # body bytes of a streamed answer, for the access log
         self.started_at = time.monotonic()
 
     # -- HTTPMessageDelegate ---------------------------------------------------
@@ -410,6 +412,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
                 raise iostream.StreamClosedError() from exc
             if not chunk:
                 return
+            self.sent += len(chunk)
             await self.conn.write(chunk)
 
     def _close(self) -> None:
@@ -427,10 +430,10 @@ class _Exchange(httputil.HTTPMessageDelegate):
         return f"{r.method} {r.host}{r.target} [{r.request_id}]" if r else "a client"
 
     def _access(self, status: int, response: Response) -> None:
-        r = self.request
-        if r is None:
-            access_log.info("- - - %d %s", status, response.reason)
+        access = self.front.access_log
+        if access is None:
             return
-        access_log.info("%s %s %s%s %d %.1fms %s rid=%s", r.client, r.method, r.host, r.target,
-                        status, (time.monotonic() - self.started_at) * 1000,
-                        response.outcome or "-", r.request_id or "-")
+        r = self.request or Request(method="-", target="-", headers=Headers())  # refused early
+        body = self.out_body
+        access.log(r, response, sent_bytes=len(body) if isinstance(body, bytes) else self.sent,
+                   duration=time.monotonic() - self.started_at, status=status)

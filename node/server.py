@@ -6,6 +6,15 @@ never accepts a client it cannot serve. SIGTERM or SIGINT drains in the other
 direction: readiness turns 503, the HTTP listener stops accepting, in-flight
 requests get `limits.drain_grace` seconds to finish, then the broker drains and
 closes and the process exits 0. A second signal during the drain stops at once.
+
+SIGHUP reloads the config file (node.reload): the new routes, static mounts,
+cache rules and per-service settings are built first — a bad file is refused,
+logged, and the old settings stay — then swapped in as whole immutable objects
+(a new Pipeline, a new CacheConfig, new overflow policies), so requests in
+flight finish with what they started with and no connection is touched. Keys
+that only a restart can apply are logged as "needs a restart: KEY".
+`Node.reload_hooks` are called with each accepted config (TLS certificates,
+CurveZMQ keys reload there).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from typing import Any
 
 from tornado.httpserver import HTTPServer
 
+from node.accesslog import AccessLog
 from node.admin import AdminState, make_admin_app
 from node.broker import Broker, BrokerConfig
 from node.config import NodeConfig, WorkersConfig, parse_hostport
@@ -31,9 +41,9 @@ from node.http import Request, Response
 from node.meshmember import MeshMember
 from node.metrics import Metrics, metrics_route
 from node.pipeline import Pipeline
-from node.replication import ReplicationConfig, Replicator
-from node.services import ServiceMap
-from node.stage import Stage
+from node.reload import Settings, build, needs_restart
+from node.replication import Replicator
+from node.stage import Next, Stage
 
 log = logging.getLogger("scale0.node")
 
@@ -57,35 +67,13 @@ def front_limits(config: NodeConfig) -> FrontLimits:
                        body_timeout=lim.body_timeout)
 
 
-def _static_stage(specs: list[str]) -> Stage | None:
-    if not specs:
-        return None
-    from node.static import StaticFiles
-
-    mounts = []
-    for spec in specs:
-        prefix, sep, directory = spec.partition("=")
-        if not sep or not prefix.startswith("/") or not directory:
-            raise ConfigError(f"--static {spec!r}: expected PREFIX=DIR, e.g. /assets=./public")
-        mounts.append((prefix, directory))
-    try:
-        return StaticFiles(mounts)
-    except ValueError as exc:
-        raise ConfigError(f"--static: {exc}") from exc
-
-
-async def _cache_stage(spec: str, settings: dict[str, Any],
-                       node_id: str) -> tuple[Stage | None, Any]:
+async def _cache_stage(spec: str, config: Any, node_id: str) -> tuple[Stage | None, Any]:
     """The cache stage for `--cache SPEC` ("off" for none) and its store, opened."""
     if spec.strip().lower() in ("", "off", "none"):
         return None, None
     from cache.stores import open_store
-    from node.cachestage import CacheConfig, CacheStage
+    from node.cachestage import CacheStage
 
-    try:
-        config = CacheConfig(**settings)
-    except TypeError as exc:
-        raise ConfigError(f"[cache]: {exc}") from exc
     try:
         store = open_store(spec)
         await store.open()
@@ -94,25 +82,37 @@ async def _cache_stage(spec: str, settings: dict[str, Any],
     return CacheStage(store, config, node_id=node_id), store
 
 
-def _replicator(cache: Stage, mesh: MeshMember, node_id: str, cfg: NodeConfig) -> Replicator:
-    """Cache sharing with peers, configured by the `[replication]` table."""
-    from node.cachestage import CacheStage
+class ServiceTimeouts:
+    """A stage giving a request without a deadline its service's `timeout`."""
 
-    assert isinstance(cache, CacheStage)
-    try:
-        settings = ReplicationConfig(**cfg.replication)
-    except TypeError as exc:
-        raise ConfigError(f"[replication]: {exc}") from exc
-    return Replicator(cache, mesh.agent, node_id=node_id, dc=cfg.dc, config=settings)
+    def __init__(self, current: Callable[[], Settings]) -> None:
+        self._current = current
+
+    async def __call__(self, request: Request, call_next: Next) -> Response:
+        if not request.deadline:
+            timeout = self._current().timeouts.get(request.service)
+            if timeout:
+                request.deadline = request.received + timeout
+        return await call_next(request)
 
 
 class Node:
     """One node process. `await run()` serves until SIGTERM/SIGINT, then drains."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, *,
+                 reload: Callable[[], NodeConfig | None] | None = None,
+                 base: NodeConfig | None = None) -> None:
         self.config = config
         self.node_id = config.id or default_node_id()
-        self.routes = ServiceMap.from_specs(config.routes)  # bad rules fail before any bind
+        self.settings = build(config)  # bad rules fail before any bind
+        # SIGHUP: `reload()` reads the config again (None: there is no file);
+        # `base` is what it is compared with (the file before --processes derived ours).
+        self._load = reload
+        self._base = base or config
+        self.reload_hooks: list[Callable[[NodeConfig], None]] = []
+        self.access: AccessLog | None = None
+        self.pipeline: Pipeline | None = None
+        self.cache: Stage | None = None
         self.broker: Broker | None = None
         self.fronts: list[Front] = []
         self.servers: list[HTTPServer] = []
@@ -133,34 +133,41 @@ class Node:
         broker = Broker(broker_config(cfg.workers), self.node_id)
         await broker.start()
         self.broker = broker
-        pre: list[Stage] = []
+        from node.logsetup import configure
+
+        self.access = configure(cfg, self.node_id)
         mount = None
         if cfg.app:
             from node.inapp import InNodeApp
 
             mount = TornadoAppMount(InNodeApp.from_spec(cfg.app).application)
-        static = _static_stage(cfg.static)
-        if static is not None:
-            pre.append(static)
-        cache, self.cache_store = await _cache_stage(cfg.cache, cfg.cache_settings, self.node_id)
+        settings = self.settings
+        cache, self.cache_store = await _cache_stage(cfg.cache, settings.cache, self.node_id)
+        self.cache = cache
         host, port = parse_hostport(cfg.http, "--http")
         mesh = MeshMember(
             node_id=self.node_id, dc=cfg.dc, broker=broker, gossip_endpoint=cfg.gossip,
             peer_endpoint=cfg.peer, http_address=f"{cfg.advertise or host or 'localhost'}:{port}",
             workers_endpoint=broker.bound_endpoint, seeds=list(cfg.seeds),
-            advertise=cfg.advertise, discover=cfg.discover, preset=cfg.gossip_preset)
-        stages: list[Stage] = []
+            advertise=cfg.advertise, discover=cfg.discover, preset=cfg.gossip_preset,
+            policies=settings.policies)
+        self.mesh = mesh
         if cache is not None:  # the Replicator stands in the cache stage's place
-            self.replicator = _replicator(cache, mesh, self.node_id, cfg)
-            stages.append(self.replicator)
-        pipeline = Pipeline(pre, self.routes, stages, mesh.dispatcher, self.node_id,
-                            known_services=lambda: self._services(broker, mesh))
+            from node.cachestage import CacheStage
+
+            assert isinstance(cache, CacheStage)
+            self.replicator = Replicator(
+                cache, mesh.agent, node_id=self.node_id, dc=cfg.dc, config=settings.replication,
+                scope_for=lambda s: self.settings.replication.service_scopes.get(
+                    s, self.settings.replication.scope))
+        self.pipeline = self._pipeline(settings)
         metrics = self.metrics
 
         stamp = f"{self.node_id}; dc={cfg.dc}"
 
         async def handle(request: Request) -> Response:
-            response = await pipeline.handle(request)
+            assert self.pipeline is not None  # read per request: a reload swaps it
+            response = await self.pipeline.handle(request)
             if not response.outcome.startswith("forwarded"):  # a peer stamped its own
                 response.headers.set("X-Scale0-Node", stamp)
             metrics.observe_request(request.service, response.status, response.outcome,
@@ -168,9 +175,8 @@ class Node:
             return response
 
         if self.replicator is not None:
-            await self.replicator.start(pipeline.handle)
+            await self.replicator.start(self._handle_current)
         await mesh.start(handle)
-        self.mesh = mesh
         store = self.cache_store
         metrics.set_sources(loads=broker.service_loads,
                             cache_stats=store.stats if store is not None else None,
@@ -178,6 +184,7 @@ class Node:
         self._start_admin(broker, mesh, cache)
         limits = front_limits(cfg)
         front = Front(handle, limits=limits, mount=mount)
+        front.access_log = self.access
         self.fronts.append(front)
         self.http_port = await self._listen_http(front, host, port)
         if cfg.https:
@@ -188,6 +195,7 @@ class Node:
                 raise ConfigError(f"--tls-cert/--tls-key: cannot load: {exc}") from exc
             tls_host, tls_port = parse_hostport(cfg.https, "--https")
             secure = Front(handle, limits=limits, scheme="https", mount=mount)
+            secure.access_log = self.access
             self.fronts.append(secure)
             self.servers.append(_listening(
                 cfg.https, "--https", lambda: secure.listen(tls_port, tls_host, ssl_options=tls)))
@@ -196,6 +204,63 @@ class Node:
         log.info("scale0 node %s (dc %s) ready: http=%s:%d admin=%s workers=%s mesh=%s cache=%s",
                  self.node_id, cfg.dc, host or "*", self.http_port, cfg.admin,
                  broker.bound_endpoint, mesh.endpoints, cfg.cache or "off")
+
+    def _pipeline(self, settings: Settings) -> Pipeline:
+        """The request path for `settings` (shares the cache, mesh and broker)."""
+        assert self.mesh is not None and self.broker is not None
+        broker, mesh = self.broker, self.mesh
+        pre = [settings.static] if settings.static is not None else []
+        stages: list[Stage] = [ServiceTimeouts(lambda: self.settings)]
+        if self.replicator is not None:
+            stages.append(self.replicator)
+        return Pipeline(pre, settings.routes, stages, mesh.dispatcher, self.node_id,
+                        known_services=lambda: self._services(broker, mesh))
+
+    async def _handle_current(self, request: Request) -> Response:
+        assert self.pipeline is not None
+        return await self.pipeline.handle(request)
+
+    def reload(self) -> bool:
+        """Read the config again and apply what can be applied; False if it was refused."""
+        if self._load is None:
+            log.warning("SIGHUP: nothing to reload (the node was started without --config)")
+            return False
+        try:
+            new = self._load()
+            if new is None:
+                return False
+            settings = build(new)
+            from node.logsetup import configure
+
+            access = configure(new, self.node_id)
+        except (ConfigError, OSError) as exc:
+            log.error("SIGHUP: config refused, the old one stays in force: %s", exc)
+            return False
+        for key in needs_restart(self._base, new):
+            log.warning("SIGHUP: needs a restart: %s (the old value stays until then)", key)
+        self.settings = settings
+        self.access = access
+        for front in self.fronts:
+            front.access_log = access
+        if self.cache is not None:
+            from node.cachestage import CacheStage
+
+            if isinstance(self.cache, CacheStage):
+                self.cache.reconfigure(settings.cache)
+        if self.replicator is not None:
+            self.replicator.config = settings.replication
+        if self.mesh is not None:
+            self.mesh.dispatcher.policies = dict(settings.policies)
+        if self.pipeline is not None:
+            self.pipeline = self._pipeline(settings)
+        for hook in list(self.reload_hooks):
+            try:
+                hook(new)
+            except Exception:  # one part's failure must not undo the others' reload
+                log.exception("SIGHUP: a reload hook failed")
+        log.info("SIGHUP: reloaded (%d routes, %d static mounts, services: %s)",
+                 len(settings.routes.routes), len(new.static), ", ".join(new.services) or "-")
+        return True
 
     async def _listen_http(self, front: Front, host: str, port: int) -> int:
         """Serve `front` on the public port with the configured wire layer; the bound port."""
@@ -262,12 +327,13 @@ class Node:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         try:
             await self.start()
             await self._stop.wait()
             clean = await self.shutdown()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         log.info("scale0 node %s stopped%s", self.node_id,
                  "" if clean else " (some requests did not finish within the grace period)")
@@ -311,17 +377,20 @@ def _peer_states(mesh: MeshMember) -> dict[str, int]:
     return counts
 
 
-def run_node(config: NodeConfig) -> int:
-    """Run a node (or `config.processes` of them) until told to stop; the exit code."""
+def run_node(config: NodeConfig, reload: Callable[[], NodeConfig | None] | None = None) -> int:
+    """Run a node (or `config.processes` of them) until told to stop; the exit code.
+    `reload` reads the config again on SIGHUP."""
     if config.processes > 1:
         from node.processes import run_processes
 
-        return run_processes(config, config.id or default_node_id(), _run_one)
-    return _run_one(config)
+        return run_processes(config, config.id or default_node_id(),
+                             lambda derived: _run_one(derived, reload, config))
+    return _run_one(config, reload)
 
 
-def _run_one(config: NodeConfig) -> int:
-    node = Node(config)
+def _run_one(config: NodeConfig, reload: Callable[[], NodeConfig | None] | None = None,
+             base: NodeConfig | None = None) -> int:
+    node = Node(config, reload=reload, base=base)
 
     async def main() -> int:
         return await node.run()

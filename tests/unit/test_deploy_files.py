@@ -43,9 +43,11 @@ CONFIG_KEYS = {
     "id", "dc", "http", "https", "tls_cert", "tls_key", "admin", "processes", "workers",
     "gossip", "peer", "advertise", "seed", "seeds", "discover", "route", "routes", "cache",
     "static", "app", "curve", "limits", "services", "log_format", "log_level",
+    "replication", "access_log", "access_log_file",
 }
-SERVICE_KEYS = {"timeout", "queue_limit", "overflow", "replicate", "stale_while_revalidate",
-                "stale_if_error", "routes", "cache"}
+SERVICE_KEYS = {"routes", "timeout", "cache", "share_set_cookie", "stale_while_revalidate",
+                "stale_if_error", "overflow", "overflow_dcs", "headroom", "max_share_away",
+                "replicate"}
 
 
 def hadolint_bin() -> str | None:
@@ -178,9 +180,18 @@ def test_configs_load_with_the_node_config() -> None:
         pytest.skip(f"node.config does not import yet: {exc}")
     for path in CONFIGS:
         data = load_toml(path)
-        data.pop("services", None)  # per-service tables: not read by node.config yet
         loaded = config.from_mapping(data, str(path))
         assert loaded.id == path.stem
+        assert set(loaded.services) == set(data.get("services", {}))
+        assert any(r.endswith("=www") for r in loaded.all_routes())
+
+
+def test_service_keys_are_the_codes() -> None:
+    import dataclasses
+
+    from node.serviceconf import ServiceSettings
+
+    assert {f.name for f in dataclasses.fields(ServiceSettings)} == SERVICE_KEYS
 
 
 def unit(name: str) -> configparser.ConfigParser:

@@ -1,0 +1,43 @@
+"""Where the access log goes, and in which format (config keys log_format, access_log...).
+
+The `scale0.access` logger gets a handler of its own that writes the message
+alone — the record already carries its time — to stderr or to
+`access_log_file` (appended; reopened on every reload, so logrotate's
+`postrotate kill -HUP` works), and does not propagate to the root logger's
+"time level name:" prefix, so a JSON line stays one JSON object. Called at
+start and on every SIGHUP; each call replaces the previous handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from node.accesslog import AccessLog, access_log
+from node.config import NodeConfig
+
+_MARK = "_scale0_access_handler"
+
+
+def configure(config: NodeConfig, node_id: str) -> AccessLog | None:
+    """Set up the access logger for `config`; the AccessLog to write through (None: off)."""
+    logging.getLogger().setLevel(config.log_level.upper())
+    for old in list(access_log.handlers):
+        if getattr(old, _MARK, False):
+            access_log.removeHandler(old)
+            old.close()
+    if not config.access_log:
+        access_log.disabled = True
+        return None
+    access_log.disabled = False
+    handler: logging.Handler
+    if config.access_log_file:
+        handler = logging.FileHandler(config.access_log_file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    setattr(handler, _MARK, True)
+    access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+    access_log.propagate = False
+    return AccessLog(config.log_format, node=node_id)
