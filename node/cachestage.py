@@ -56,6 +56,7 @@ from cache.validation import (
 from cache.vary import request_variant
 from node.body import read_body
 from node.errors import ClientError, ConfigError
+from node.hitcache import HitCache
 from node.http import BodyStream, Headers, Request, Response
 from node.stage import Next
 
@@ -197,6 +198,10 @@ class CacheStage:
         self.on_purge: Callable[[str, bool], None] | None = None
         self.counts: Counter[str] = Counter()
         self._name = cache_name(node_id)
+        # Prepared answers for the fast wire (node.hitcache): offered on fresh HITs,
+        # forgotten on every put, delete and purge that passes through here.
+        self.hits = HitCache(self._name, counts=self.counts, wall_clock=wall_clock,
+                             monotonic=monotonic)
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._policies: dict[bool, Policy] = {
@@ -226,10 +231,12 @@ class CacheStage:
             request.headers.get_all("cache-control"), request.headers.get_all("pragma")
         )
         ctx = _Ctx(request, call_next, key, req_cc, self._policy(request.service))
-        entry = await self._lookup(key, request)
+        entry, found = await self._lookup(key, request)
         if entry is not None:
             decision = self._decide(entry, req_cc, ctx.policy)
             if decision.action is Action.FRESH:
+                if found == 1 and method == "GET":
+                    self.hits.offer(request, entry, decision.lifetime)
                 return self._serve(request, entry, Outcome.HIT, hit=True)
             if decision.action is Action.STALE_SERVE_AND_REVALIDATE:
                 self._refresh_later(dataclasses.replace(ctx), entry)
@@ -279,14 +286,15 @@ class CacheStage:
             policy=policy,
         )
 
-    async def _lookup(self, key: str, request: Request) -> CacheEntry | None:
+    async def _lookup(self, key: str, request: Request) -> tuple[CacheEntry | None, int]:
+        """The stored entry that fits `request` best, and how many the key holds."""
         entries: list[CacheEntry] = await self._safely(self.store.get(key), [], key)
         best: CacheEntry | None = None
         for e in entries:
             fits = e.key == key and self._variant_fits(e, request)
             if fits and (best is None or e.response_time > best.response_time):
                 best = e
-        return best
+        return best, len(entries)
 
     @staticmethod
     def _variant_fits(entry: CacheEntry, request: Request) -> bool:
@@ -499,12 +507,16 @@ class CacheStage:
             return default
 
     async def _put(self, entry: CacheEntry) -> None:
-        if await self._safely(self.store.put(entry), False, entry.key):
+        self.hits.forget(entry.key)
+        stored = await self._safely(self.store.put(entry), False, entry.key)
+        self.hits.forget(entry.key)  # a hit may have offered the old entry meanwhile
+        if stored:
             self.counts["stored"] += 1
             if self.on_store is not None:
                 _call_hook(self.on_store, entry)
 
     async def _delete(self, key: str, variant: str | None = None) -> int:
+        self.hits.forget(key)
         return await self._safely(self.store.delete(key, variant), 0, key)
 
     async def _invalidate(self, request: Request, response: Response) -> None:
@@ -558,6 +570,7 @@ class CacheStage:
     async def apply_purge(self, key_or_prefix: str, is_prefix: bool) -> int:
         """A purge from a peer (or from `purge`): local store only, no hook."""
         self.counts["purged"] += 1
+        self.hits.forget(key_or_prefix, prefix=is_prefix)
         if not is_prefix:
             return await self._delete(key_or_prefix)
         return await self._safely(self.store.purge_prefix(key_or_prefix), 0, key_or_prefix)
@@ -569,6 +582,7 @@ class CacheStage:
             self.counts["replica_refused"] += 1
             log.info("replica of %s refused: %s", entry.key[:200], reason)
             return False
+        self.hits.forget(entry.key)
         return await self._safely(self.store.put(entry), False, entry.key)
 
     def replica_refusal(self, entry: CacheEntry, service: str = "") -> str | None:

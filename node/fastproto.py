@@ -9,21 +9,43 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import re
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httptools
 from tornado import httputil
 
 from node.errors import BodyTooLarge, ClientError, HeadersTooLarge, Scale0Error
 from node.fastconn import Context, FastHTTPConnection
+from node.hitcache import SLOW_FIELDS
 from node.wirerules import HeadFacts, check_request_head, error_response
 
 if TYPE_CHECKING:
     from node.fastwire import FastHTTPServer
 
 log = logging.getLogger("scale0.fastwire")
+
+_JOIN_BELOW = 16 * 1024  # smaller bodies are copied behind the head; larger go by writev
+# Tornado's field checks (HTTPHeaders.add), over all names / values of a head at once.
+_NAMES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
+_FORBIDDEN = re.compile(rb"[\x00-\x08\x0A-\x1F\x7F]")
+
+
+def _plain_fields(fields: list[tuple[bytes, bytes]]) -> bool:
+    """Every field name a token and no value with a control character (Tornado's rules)."""
+    return (_NAMES.fullmatch(b"\n".join([n for n, _ in fields])) is not None
+            and _FORBIDDEN.search(b"\t".join([v for _, v in fields])) is None)
+
+
+class Shortcut(Protocol):
+    """Answers some requests before a delegate sees them (node.hitcache.HitCache)."""
+
+    max_head: int  # larger request heads are not offered
+
+    def answer(self, scheme: str, host: bytes, target: bytes, request_id: bytes | None,
+               client: str) -> tuple[bytes, bytes] | None: ...
 
 _HEAD, _BODY, _END, _ERROR = 0, 1, 2, 3
 
@@ -74,6 +96,7 @@ class WireProtocol(asyncio.Protocol):
         self.facts = HeadFacts(None, False, False, False)
         self.url = b""
         self.fields: list[tuple[bytes, bytes]] = []
+        self.answered = False  # the current message was answered by the shortcut
 
     # -- asyncio.Protocol -------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -172,6 +195,11 @@ class WireProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         parser = self.parser
+        shortcut = self.server.shortcut
+        if (shortcut is not None and self.conn is None and not self.events
+                and not self.write_paused and self.head_bytes <= shortcut.max_head
+                and self._shortcut(shortcut)):
+            return
         method = parser.get_method().decode("latin1")
         version = "HTTP/" + parser.get_http_version()
         target = self.url.decode("latin1")
@@ -192,7 +220,54 @@ class WireProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.completed += 1
+        if self.answered:
+            self.answered = False  # answered from on_headers_complete: nothing to hand on
+            return
         self.events.append((_END, None, None))
+
+    def _shortcut(self, shortcut: Shortcut) -> bool:
+        """Answer a plain GET from a prepared cache hit (node.hitcache), before any
+        request object exists; False: the request goes the usual way.
+
+        Plain means: HTTP/1.1 GET, origin-form target, one Host, keep-alive by default,
+        no field the hit decision reads or that frames a body (SLOW_FIELDS), and every
+        field valid by Tornado's rules (the slow path would answer 400 otherwise)."""
+        parser = self.parser
+        if (parser.get_method() != b"GET" or parser.get_http_version() != "1.1"
+                or not self.url.startswith(b"/") or self.server.stopping
+                or self.limits.no_keep_alive):
+            return False
+        host = rid = None
+        for name, value in self.fields:
+            lname = name.lower()
+            if lname == b"host":
+                if host is not None:
+                    return False
+                host = value
+            elif lname == b"x-request-id":
+                if rid is None:
+                    rid = value
+            elif lname in SLOW_FIELDS:
+                return False
+        if host is None or not _plain_fields(self.fields):
+            return False
+        context = self.context
+        found = shortcut.answer(context.protocol, host.strip(b" \t").lower(), self.url, rid,
+                                context.remote_ip)
+        if found is None:
+            return False
+        head, body = found
+        transport = self.transport
+        if transport is not None and not self.closed:
+            if len(body) < _JOIN_BELOW:
+                transport.write(head + body)  # one send: no delayed-ACK stall
+            else:
+                transport.writelines((head, body))  # one writev, no copy of the body
+        self.answered = True
+        self.deadline = self.loop.time() + self.limits.idle_timeout
+        if self.write_paused:
+            self._pause_reading()  # a client that does not read stops being read
+        return True
 
     # -- parser outcomes ------------------------------------------------------------
     def _too_large_headers(self) -> str:

@@ -26,7 +26,7 @@ import ssl
 
 from tornado import httputil
 
-from node.fastproto import WireLimits, WireProtocol
+from node.fastproto import Shortcut, WireLimits, WireProtocol
 
 __all__ = ["FastHTTPServer", "WireLimits", "new_event_loop"]
 
@@ -56,6 +56,12 @@ class FastHTTPServer:
         self._sweeper: asyncio.TimerHandle | None = None
         self._all_closed = asyncio.Event()
         self._all_closed.set()
+
+    @property
+    def shortcut(self) -> Shortcut | None:
+        """The delegate's prepared answers (node.front.Front.shortcut), if it has any."""
+        found: Shortcut | None = getattr(self.delegate, "shortcut", None)
+        return found
 
     async def listen(self, host: str, port: int, reuse_port: bool = False) -> int:
         """Bind and serve; returns the bound port (useful with port 0)."""

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http.client import responses as _PHRASES
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tornado import httputil, iostream
 from tornado.httpserver import HTTPServer
@@ -38,6 +38,9 @@ from node.body import BodyChannel, read_body
 from node.errors import ClientError
 from node.http import Body, BodyError, Headers, Request, Response
 from node.proxyheaders import normalise_target
+
+if TYPE_CHECKING:
+    from node.hitcache import HitCache
 
 log = logging.getLogger("scale0.front")
 
@@ -104,6 +107,19 @@ class Front(httputil.HTTPServerConnectionDelegate):
         self._idle = asyncio.Event()
         self._idle.set()
         self._servers: list[Listener] = []
+        self._shortcut: HitCache | None = None
+
+    @property
+    def shortcut(self) -> HitCache | None:
+        """Prepared cache hits the fast wire answers before this delegate sees the
+        request (node.hitcache); None while draining, so every answer says close."""
+        return None if self.draining else self._shortcut
+
+    @shortcut.setter
+    def shortcut(self, hits: HitCache | None) -> None:
+        if hits is not None:  # heads our 431 rule could refuse never take the shortcut
+            hits.max_head = min(hits.max_head, self.limits.max_header_size // 2)
+        self._shortcut = hits
 
     @property
     def in_flight(self) -> int:
@@ -163,6 +179,21 @@ def bound_port(server: HTTPServer) -> int:
     for sock in server._sockets.values():
         return int(sock.getsockname()[1])
     raise RuntimeError("the server has no listening socket")
+
+
+def response_fields(headers: Headers, status: int, no_body: bool) -> httputil.HTTPHeaders:
+    """A response's fields as written: Transfer-Encoding dropped, Content-Length too unless
+    it describes a body we do not send (HEAD, 304); we frame the body ourselves.
+    (node.hitcache builds prepared hits with this very function.)"""
+    fields = httputil.HTTPHeaders()
+    for name, value in headers:
+        lname = name.lower()
+        if lname == "transfer-encoding":
+            continue
+        if lname == "content-length" and (status == 204 or not no_body):
+            continue
+        fields.add(name, value)
+    return fields
 
 
 def _header_bytes(start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders) -> int:
@@ -356,13 +387,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
             status = 502
         body: Body = response.body
         no_body = method == "HEAD" or status in _NO_BODY_STATUS
-        fields = httputil.HTTPHeaders()
-        for name, value in response.headers:
-            if name.lower() == "transfer-encoding":
-                continue
-            if name.lower() == "content-length" and (status == 204 or not no_body):
-                continue  # we frame the body ourselves
-            fields.add(name, value)
+        fields = response_fields(response.headers, status, no_body)
         if self.front.draining or close:
             fields["Connection"] = "close"
         if no_body:

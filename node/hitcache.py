@@ -1,0 +1,243 @@
+"""Prepared cache hits: a fresh stored response answered from bytes built once.
+
+The cache stage serves a fresh HIT through the whole pipeline (Tornado-shaped
+delegate, Request, stages, Response, framing) — about 60 µs of Python. Once it
+has done so for a (scheme, host, target), it `offer`s the entry here and we
+build, once, the exact bytes the slow path would write: status line and every
+field in the same order, with holes for the three values that change per
+request (Age, Cache-Status ttl, X-Request-Id). The fast wire then `answer`s a
+later plain GET for the same target from those bytes without building any
+request or response object (node.fastproto); anything not plain takes the
+slow path as before.
+
+Coherence: a prepared answer is used only while the entry is fresh (the same
+arithmetic as cache.rules.decide with no request directives) and for at most
+`hold` seconds, after which the slow path runs once and offers it again; the
+cache stage `forget`s a key on every put, delete, purge and replica it sees,
+so a purge is never answered from here. Evictions inside a store, and puts by
+another process sharing the file cache, are seen within `hold` (serving a
+still-fresh older response meanwhile is what RFC 9111 allows any cache to do).
+
+Which requests are plain is decided by the wire (`SLOW_FIELDS`): any field the
+hit path reads (conditionals, Cache-Control, Pragma) or that changes framing
+sends a request the slow way. Entries with Vary, 204/304 and HEAD requests are
+never prepared. Pure apart from the injected clocks; one event loop only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.client import responses as _PHRASES
+
+from tornado import httputil
+
+from cache.entry import CacheEntry
+from cache.rules import current_age, get_all
+from cache.status import CacheStatus, Outcome, status_headers
+from node.front import response_fields
+from node.http import Headers, Request
+from node.wirerules import frame_response_head
+
+# Request fields whose presence sends a GET the slow way: what the hit decision
+# reads (§5.2 request directives, conditionals) and what changes the framing.
+SLOW_FIELDS = frozenset({
+    b"cache-control", b"pragma", b"if-match", b"if-none-match", b"if-modified-since",
+    b"if-unmodified-since", b"if-range", b"connection", b"content-length",
+    b"transfer-encoding", b"expect", b"upgrade", b"te", b"range",
+})
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")  # node.proxyheaders' rule, as bytes
+_TTL0 = "; ttl=0"
+access_log = logging.getLogger("scale0.access")
+
+
+Slot = tuple[str, bytes, bytes]  # (scheme, lower-cased host, target) as the client sent them
+
+
+def new_request_id() -> bytes:
+    """32 hex digits, like node.proxyheaders.new_request_id (uuid4().hex), cheaper."""
+    return os.urandom(16).hex().encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One target's answer: `head % {b"age", b"ttl", b"rid"}` then `body`."""
+
+    head: bytes  # a bytes %-template; literal % doubled
+    body: bytes
+    key: str  # the cache key it came from (forget by key)
+    status: int
+    service: str
+    age0: float  # corrected initial age (RFC 9111 §4.2.3)
+    response_time: float  # wall clock
+    lifetime: float
+    hold_until: float  # monotonic
+
+
+_MARK = os.urandom(8).hex()  # holes, before encoding: valid field text no entry contains
+_AGE, _TTL, _RID = f"{_MARK}age", f"{_MARK}ttl", f"{_MARK}rid"
+
+
+def build_head(entry: CacheEntry, cache_name: str,
+               stamp: tuple[tuple[str, str], ...] = ()) -> bytes | None:
+    """The slow path's response head for a fresh HIT of `entry` to a plain HTTP/1.1 GET,
+    as a bytes template with %(age)d, %(ttl)d and %(rid)s holes; None if it cannot be
+    prepared. Built by the slow path's own steps, in its order: CacheStage._serve
+    (Age, Content-Length, X-Cache, Cache-Status), Pipeline.handle (X-Request-Id unless
+    present), `stamp` (fields the node's handler sets after the pipeline, e.g.
+    X-Scale0-Node), Front._write (`response_fields`, Content-Length last) and the
+    wire's `frame_response_head` — so both paths write the same bytes."""
+    status = entry.status
+    if not 200 <= status <= 999 or status in (204, 304) or get_all(entry.headers, "vary"):
+        return None
+    if any(_MARK in name or _MARK in value for name, value in entry.headers):
+        return None  # would collide with our holes
+    headers = Headers(entry.headers)
+    headers.set("Age", _AGE)
+    headers.set("Content-Length", str(len(entry.body)))
+    for name, value in status_headers(Outcome.HIT, CacheStatus(cache_name, hit=True, ttl=0)):
+        if name == "Cache-Status":
+            if not value.endswith(_TTL0):
+                return None
+            headers.set(name, value[: -len(_TTL0)] + "; ttl=" + _TTL)
+        else:
+            headers.set(name, value)
+    if "x-request-id" not in headers:
+        headers.add("X-Request-Id", _RID)
+    for name, value in stamp:
+        headers.set(name, value)
+    try:
+        fields = response_fields(headers, status, False)
+        fields["Content-Length"] = str(len(entry.body))
+        framing = frame_response_head(
+            httputil.RequestStartLine("GET", "/", "HTTP/1.1"), None, False,
+            httputil.ResponseStartLine("HTTP/1.1", status, _PHRASES.get(status, "Unknown")),
+            fields)
+    except Exception:  # whatever the slow path would choke on: not prepared
+        return None
+    if framing.chunking or framing.close or framing.expected != len(entry.body):
+        return None
+    head = framing.head.replace(b"%", b"%%")
+    for hole, fmt in ((_AGE, b"%(age)d"), (_TTL, b"%(ttl)d"), (_RID, b"%(rid)s")):
+        raw = hole.encode("latin1")
+        if head.count(raw) > 1:
+            return None
+        head = head.replace(raw, fmt)
+    return head
+
+
+class HitCache:
+    """Prepared answers by (scheme, host, target); bounded in count and body bytes."""
+
+    def __init__(
+        self,
+        cache_name: str,
+        *,
+        counts: Counter[str] | None = None,
+        hold: float = 1.0,
+        max_entries: int = 10_000,
+        max_bytes: int = 256 * 1024 * 1024,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        new_id: Callable[[], bytes] = new_request_id,
+    ) -> None:
+        self.cache_name = cache_name
+        self.counts: Counter[str] = counts if counts is not None else Counter()
+        self.hold = hold
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.max_head = 8 * 1024  # request heads larger than this go the slow way
+        self.on_hit: Callable[[str, int], None] | None = None  # (service, status): metrics
+        # Fields the node's handler sets on every answer after the pipeline (X-Scale0-Node).
+        self.stamp: tuple[tuple[str, str], ...] = ()
+        self._wall = wall_clock
+        self._mono = monotonic
+        self._new_id = new_id
+        self._table: dict[Slot, Prepared] = {}
+        self._by_key: dict[str, set[Slot]] = {}
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def offer(self, request: Request, entry: CacheEntry, lifetime: float) -> None:
+        """The slow path just served `entry`, the only one stored under its key, as a fresh
+        HIT to the GET `request`, `lifetime` being its freshness lifetime (cache.rules);
+        prepare it (quietly not, when it cannot be)."""
+        target, service = request.target, request.service
+        if self.hold <= 0 or not target.startswith("/") or request.method != "GET":
+            return
+        try:
+            slot = (request.scheme, request.host.encode("latin1"), target.encode("latin1"))
+        except UnicodeEncodeError:
+            return
+        if slot in self._table:
+            return
+        head = build_head(entry, self.cache_name, self.stamp)
+        if head is None or len(entry.body) > self.max_bytes:
+            return
+        age0 = current_age(entry.headers, entry.request_time, entry.response_time,
+                           entry.response_time)
+        prepared = Prepared(head, entry.body, entry.key, entry.status, service, age0,
+                            entry.response_time, lifetime, self._mono() + self.hold)
+        while self._table and (len(self._table) >= self.max_entries
+                               or self._bytes + len(entry.body) > self.max_bytes):
+            self._drop(next(iter(self._table)))  # oldest first
+        self._table[slot] = prepared
+        self._by_key.setdefault(entry.key, set()).add(slot)
+        self._bytes += len(entry.body)
+
+    def answer(self, scheme: str, host: bytes, target: bytes, request_id: bytes | None,
+               client: str = "") -> tuple[bytes, bytes] | None:
+        """(head, body) for a plain GET, or None: take the slow path. `host` lower-cased;
+        `client` (the peer's address) is for the access log."""
+        slot = (scheme, host, target)
+        p = self._table.get(slot)
+        if p is None:
+            return None
+        now = self._wall()
+        age = p.age0 + max(0.0, now - p.response_time)
+        if age >= p.lifetime or self._mono() >= p.hold_until:
+            self._drop(slot)
+            return None
+        rid = request_id.strip() if request_id is not None else b""
+        if not _REQUEST_ID.fullmatch(rid):
+            rid = self._new_id()
+        head = p.head % {b"age": int(age), b"ttl": int(p.lifetime - age), b"rid": rid}
+        self.counts["hit"] += 1
+        if self.on_hit is not None:
+            self.on_hit(p.service, p.status)
+        if access_log.isEnabledFor(logging.INFO):  # the line node.front writes, for a hit
+            access_log.info("%s GET %s%s %d 0.0ms hit rid=%s", client, host.decode("latin1"),
+                            target.decode("latin1"), p.status, rid.decode("latin1"))
+        return head, p.body
+
+    def forget(self, key: str | None = None, *, prefix: bool = False) -> None:
+        """Drop every prepared answer of cache key `key` (every key under it with `prefix`;
+        None: all of them)."""
+        if prefix and key:
+            for name in [k for k in self._by_key if k.startswith(key)]:
+                self.forget(name)
+            return
+        if key is None or prefix:
+            self._table.clear()
+            self._by_key.clear()
+            self._bytes = 0
+            return
+        for slot in list(self._by_key.get(key, ())):
+            self._drop(slot)
+
+    def _drop(self, slot: Slot) -> None:
+        p = self._table.pop(slot, None)
+        if p is not None:
+            self._bytes -= len(p.body)
+            slots = self._by_key.get(p.key)
+            if slots is not None:
+                slots.discard(slot)
+                if not slots:
+                    del self._by_key[p.key]
