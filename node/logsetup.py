@@ -21,20 +21,21 @@ _MARK = "_scale0_access_handler"
 
 def configure(config: NodeConfig, node_id: str) -> AccessLog | None:
     """Set up the access logger for `config`; the AccessLog to write through (None: off)."""
+    handler: logging.Handler | None = None
+    if config.access_log:  # opened first: a file that cannot be opened leaves the old one
+        if config.access_log_file:
+            handler = logging.FileHandler(config.access_log_file, encoding="utf-8")
+        else:
+            handler = logging.StreamHandler(sys.stderr)
     logging.getLogger().setLevel(config.log_level.upper())
     for old in list(access_log.handlers):
         if getattr(old, _MARK, False):
             access_log.removeHandler(old)
             old.close()
-    if not config.access_log:
+    if handler is None:
         access_log.disabled = True
         return None
     access_log.disabled = False
-    handler: logging.Handler
-    if config.access_log_file:
-        handler = logging.FileHandler(config.access_log_file, encoding="utf-8")
-    else:
-        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     setattr(handler, _MARK, True)
     access_log.addHandler(handler)
