@@ -9,7 +9,8 @@ import importlib
 import sys
 
 BENCHES = {"proxy": "bench.bench_proxy", "stores": "bench.bench_stores",
-           "gossip": "bench.bench_gossip_sim"}
+           "gossip": "bench.bench_gossip_sim",
+           "overflow": "bench.bench_overflow"}
 
 
 def main() -> None:

@@ -5,8 +5,10 @@ through a router namespace whose relay delays every TCP chunk 40 ms each way
 and whose iptables drop 1% of packets). West joins through east's first node.
 Once all four list all four alive, a watcher inside each datacenter polls its
 two nodes' `/_scale0/mesh` for a bounded run and records every row that is not
-alive: there must be none. The admin listeners live on each namespace's own
-loopback, which the test process cannot reach, hence the watcher runs inside.
+alive: there must be none. Then west-2 is killed with SIGKILL and every other
+node must call it dead: proof that the watchers would have seen a death. The
+admin listeners live on each namespace's own loopback, which the test process
+cannot reach, hence the watchers run inside.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import pytest
 from testkit.meshnodes import MeshNode, gossip_preset_flag
 from testkit.netns import TwoDatacenters, two_dcs
 
+from gossip.config import GossipConfig
+
 __all__ = ["two_dcs"]  # the fixture is used by name below
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
@@ -28,6 +32,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 RUN_S = 20.0
 CONVERGE_S = 60.0
 PRESET = "wan" if gossip_preset_flag() else None  # None: the node's default (lan)
+_CFG = GossipConfig.wan() if PRESET else GossipConfig.lan()
+# The crash at the end shows the watchers do see deaths (the test can fail):
+# silence -> doubt -> suspect -> dead, with slack for the 40 ms lossy hop.
+DETECT_S = _CFG.window_max + _CFG.probe_timeout + _CFG.suspicion_max + 2 * _CFG.interval + 5
 
 # Runs inside one namespace: phase 1 waits (bounded) until every node lists every
 # id alive; phase 2 polls for RUN seconds and reports each non-alive sighting.
@@ -71,7 +79,17 @@ while time.monotonic() < end:
         if odd:
             bad.append({"t": round(run_s - (end - time.monotonic()), 2), "port": port, "odd": odd})
     time.sleep(0.2)  # poll period of a watcher
-print(json.dumps({"converged": True, "converge_s": converged, "polls": polls, "bad": bad[:20]}))
+print(json.dumps({"converged": True, "converge_s": converged, "polls": polls, "bad": bad[:20]}),
+      flush=True)
+# Phase 3: the test kills `victim` (argv 5); every other node here must call it dead.
+victim, start = sys.argv[5], time.monotonic()
+while time.monotonic() - start < float(sys.argv[6]):
+    seen = [v for v in views().values() if "error" not in v]
+    if seen and all(v.get(victim) == "dead" for v in seen):
+        print(json.dumps({"dead_after_s": time.monotonic() - start}), flush=True)
+        sys.exit(0)
+    time.sleep(0.1)  # poll period of a watcher
+print(json.dumps({"dead_after_s": None, "last": {str(k): v for k, v in views().items()}}))
 """
 
 
@@ -114,30 +132,39 @@ def dc2(two_dcs: TwoDatacenters, tmp_path: Path) -> Iterator[Dc2]:
 
 def test_no_false_death_across_a_40ms_lossy_wan(dc2: Dc2) -> None:
     ids = json.dumps([n.name for n in dc2.nodes])
+    victim = dc2.in_dc("west")[1]
     watchers = {
         dc.name: dc2.topo.popen(
             dc,
             [sys.executable, "-c", WATCHER, json.dumps([n.admin for n in dc2.in_dc(dc.name)]),
-             ids, str(CONVERGE_S), str(RUN_S)],
+             ids, str(CONVERGE_S), str(RUN_S), victim.name, str(DETECT_S)],
             stdout=subprocess.PIPE,
         )
         for dc in (dc2.topo.east, dc2.topo.west)
     }
-    reports = {}
+    reports, deaths = {}, {}
     try:
         for name, proc in watchers.items():
-            out, _ = proc.communicate(timeout=CONVERGE_S + RUN_S + 30)
-            reports[name] = json.loads(out)
+            assert proc.stdout is not None
+            reports[name] = json.loads(proc.stdout.readline() or "{}")  # bounded: pytest timeout
+        for name, report in reports.items():
+            assert report.get("converged"), (name, report, dc2.logs())
+        for name, report in reports.items():
+            assert report["polls"] >= 2 * RUN_S, (name, report)  # it really watched, both nodes
+            assert report["bad"] == [], (name, report)
+        assert victim.proc is not None
+        victim.proc.kill9()
+        for name, proc in watchers.items():
+            out, _ = proc.communicate(timeout=DETECT_S + 30)
+            deaths[name] = json.loads(out)
     finally:
         for proc in watchers.values():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
-    for name, report in reports.items():
-        assert report["converged"], (name, report, dc2.logs())
-    for name, report in reports.items():
-        assert report["polls"] >= 2 * RUN_S, (name, report)  # it really watched, both nodes
-        assert report["bad"] == [], (name, report)
+    for name, death in deaths.items():
+        assert death["dead_after_s"] is not None, (name, death)
     print("\nnetns figures: " + ", ".join(
-        f"{name}: converged in {r['converge_s']:.2f}s, {r['polls']} polls, 0 non-alive"
+        f"{name}: converged in {r['converge_s']:.2f}s, {r['polls']} polls, 0 non-alive, "
+        f"kill -9 {victim.name} seen dead after {deaths[name]['dead_after_s']:.2f}s"
         for name, r in reports.items()))

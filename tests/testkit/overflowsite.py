@@ -17,7 +17,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ class OverflowSite:
     """Origin, east-1 with one worker, and (unless `west=False`) west-1/west-2 with four each."""
 
     def __init__(self, tmp: Path, *, west: bool = True, preset: str | None = None,
-                 delay_ms: int = 100) -> None:
+                 delay_ms: int = 100, east_extra: Sequence[str] = ()) -> None:
         self.tmp = tmp
         self.procs: list[Proc] = []
         self.origin_port = free_port()
@@ -44,7 +44,8 @@ class OverflowSite:
                                 "--port", str(self.origin_port)], tmp / "origin.log"))
         upstream = f"http://127.0.0.1:{self.origin_port}"
         common = ["--cache", "off"]
-        self.east = MeshNode(tmp, "east-1", dc="east", preset=preset, extra=common)
+        self.east = MeshNode(tmp, "east-1", dc="east", preset=preset,
+                             extra=[*common, *east_extra])
         self.west = [MeshNode(tmp, f"west-{i}", dc="west", seed=self.east.peer, preset=preset,
                               extra=common) for i in (1, 2)] if west else []
         self.nodes = [self.east, *self.west]
