@@ -87,8 +87,15 @@ async def zipf_load(port: int, paths: list[str], conns: int = 16) -> tuple[int, 
         for path in feed:
             if time.monotonic() > deadline:
                 break
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-            head = await reader.readuntil(b"\r\n\r\n")
+            request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+            writer.write(request)
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:  # nginx closes after keepalive_requests
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
             length = 0
             for line in head.split(b"\r\n"):
                 name, _, value = line.partition(b":")
