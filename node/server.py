@@ -181,6 +181,10 @@ class Node:
         metrics.set_sources(loads=broker.service_loads,
                             cache_stats=store.stats if store is not None else None,
                             peers=lambda: _peer_states(mesh))
+        from node.dropstats import DropCollector
+
+        metrics.registry.register(DropCollector(  # hostile frames, counted at scrape time
+            broker=lambda: broker.stats, gossip=lambda: mesh.agent.stats()["dropped"]))
         self._start_admin(broker, mesh, cache)
         limits = front_limits(cfg)
         front = Front(handle, limits=limits, mount=mount)
