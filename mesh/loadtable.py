@@ -17,7 +17,11 @@ Anti-herding (issue 5): a report says how many slots a peer had free when it
 was sent; every node that believed it would pile onto that peer until the next
 report. So the table counts what this node sent to each peer since that peer's
 last accepted report and subtracts it (`effective_free`). A new report resets
-the count, because the peer's own numbers now include what we sent.
+the count, because the peer's own numbers now include what we sent. A request
+that comes back before the next report gave its slot back, so `note_done`
+takes it off again (only while the report it was counted against is still the
+one held): otherwise a peer could take at most its free slots per gossip
+interval, however fast it answers (40 req/s to a 4-slot peer at 1 s beats).
 
 `to_json` is the documented `/_scale0/mesh` shape (docs: mesh JSON):
 
@@ -125,6 +129,7 @@ class _Entry:
     reported_at: float
     seq: int
     sent: dict[str, int] = field(default_factory=dict)  # service -> sent since this report
+    report_no: int = 0  # which accepted report this is (tokens of note_sent/note_done)
 
 
 def _check_state(state: str) -> None:
@@ -143,6 +148,7 @@ class LoadTable:
         # Bumped on every visible change, so a watcher can tell "changed" from
         # "only older" without diffing (the dashboard pushes on change).
         self.version = 0
+        self._reports = 0  # accepted reports so far: numbers each _Entry
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -186,7 +192,9 @@ class LoadTable:
             services=MappingProxyType(dict(services)),
             reported_at=reported_at,
             seq=seq,
+            report_no=self._reports + 1,
         )
+        self._reports += 1
         self.version += 1
         return True
 
@@ -273,14 +281,28 @@ class LoadTable:
 
     # -- anti-herding: what we sent since each peer's last report -------------
 
-    def note_sent(self, peer: str, service: str, count: int = 1) -> None:
-        """Count `count` requests sent to `peer` for `service` since its last report."""
+    def note_sent(self, peer: str, service: str, count: int = 1) -> int:
+        """Count `count` requests sent to `peer` for `service` since its last report.
+
+        Returns a token naming that report, for `note_done` (0: peer unknown)."""
         if count < 0:
             raise LoadTableError(f"cannot send a negative number of requests ({count})")
         entry = self._nodes.get(peer)
         if entry is None:
-            return  # nothing to subtract from; the next report starts clean anyway
+            return 0  # nothing to subtract from; the next report starts clean anyway
         entry.sent[service] = entry.sent.get(service, 0) + count
+        return entry.report_no
+
+    def note_done(self, peer: str, service: str, token: int, count: int = 1) -> None:
+        """`count` requests sent under report `token` came back: their slots are free again.
+
+        A no-op once a newer report replaced that one (it counts them itself)."""
+        if count < 0:
+            raise LoadTableError(f"cannot finish a negative number of requests ({count})")
+        entry = self._nodes.get(peer)
+        if entry is None or token == 0 or entry.report_no != token:
+            return
+        entry.sent[service] = max(0, entry.sent.get(service, 0) - count)
 
     def sent_since_report(self, peer: str, service: str) -> int:
         entry = self._nodes.get(peer)

@@ -176,7 +176,7 @@ class OverflowDispatcher:
             ttl=ttl,
             hops=request.hops + 1,
         )
-        self.table.note_sent(peer, service)
+        token = self.table.note_sent(peer, service)
         self.forwarded_out.add(now)
         started = self.clock()
         call = asyncio.ensure_future(
@@ -195,6 +195,11 @@ class OverflowDispatcher:
                 raise PeerError("the peer left the mesh") from None
             finally:
                 self._inflight.get(peer, set()).discard(call)
+                if (call.done() and not call.cancelled()
+                        and not isinstance(call.exception(), PeerTimeout)):
+                    # Answered or refused: the peer holds no slot for it any more. After
+                    # a timeout, or if our client left, it may still be working on it.
+                    self.table.note_done(peer, service, token)
             answer = decode_response(reply.meta, reply.body)
         except PeerRefused as exc:
             if BUSY_REASON in str(exc):
