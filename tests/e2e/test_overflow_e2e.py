@@ -18,15 +18,14 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from testkit.meshnodes import gossip_preset_flag
 from testkit.overflowsite import EAST_SLOTS, OverflowSite, Summary, run_load
 
 from gossip.config import GossipConfig
 
 pytestmark = pytest.mark.e2e
 
-PRESET = "local" if gossip_preset_flag() else None
-INTERVAL = (GossipConfig.local() if PRESET else GossipConfig.lan()).interval
+PRESET = "lan"  # the default: the anti-herding budget per beat matters at 1 s beats
+INTERVAL = GossipConfig.lan().interval
 OVERLOAD = 3 * EAST_SLOTS  # requests in flight at east: three times its slots
 
 
@@ -59,8 +58,10 @@ def test_three_times_east_capacity_overflows_to_west_and_returns(site: OverflowS
     assert high.success >= 0.99, (high.statuses(), [r.error for r in high.results if r.error][:5])
     # East's own slots stay full while it sheds the excess...
     assert high.saturated_share() >= 0.7, high.samples[:40]
-    # ...and the excess is served in west: about two thirds of the requests.
-    assert 0.4 <= high.remote <= 0.85, high.row("high")
+    # ...and the excess is served in west: two thirds of the requests in theory. Were
+    # the anti-herding count not released when a forward returns, east could send
+    # each west node only its free slots per 1 s beat, and queue the rest (~47%).
+    assert 0.55 <= high.remote <= 0.8, high.row("high")
     assert all(r.passed("east-1") for r in high.results if r.status == 200)
 
     dropped = time.monotonic()

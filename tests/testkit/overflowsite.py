@@ -163,10 +163,15 @@ class Summary:
 
 
 async def run_load(url: str, *, concurrency: int, count: int, max_s: float,
+                   rate: float | None = None,
                    hooks: dict[int, Callable[[], None]] | None = None,
                    sample_url: str = "", request_timeout: float = 60.0) -> Summary:
-    """`count` GETs (fewer if `max_s` runs out), `concurrency` in flight at any time.
+    """`count` GETs (fewer if `max_s` runs out), at most `concurrency` in flight.
 
+    Closed loop by default: `concurrency` clients, each sending its next request
+    when the last one is answered. With `rate` (req/s), open loop: a request is
+    started every 1/rate seconds whatever the answers, so fast refusals do not
+    raise the offered load (a closed loop against a shedding node would).
     `hooks[n]` runs once n results are in (e.g. a kill -9 mid-run). With
     `sample_url` (an admin /_scale0/health), east's own load is sampled meanwhile."""
     client = AsyncHTTPClient(force_instance=True, max_clients=concurrency + 2)
@@ -176,23 +181,48 @@ async def run_load(url: str, *, concurrency: int, count: int, max_s: float,
     stop_at = time.monotonic() + max_s
     pending_hooks = dict(hooks or {})
 
+    async def fetch_one() -> None:
+        started = time.monotonic()
+        try:
+            resp = await client.fetch(HTTPRequest(url, request_timeout=request_timeout),
+                                      raise_error=False)
+            status, error = resp.code, ""
+            via, node = resp.headers.get("Via", ""), resp.headers.get("X-Scale0-Node", "")
+            if resp.error is not None and resp.code == 599:
+                error = repr(resp.error)
+        except Exception as exc:  # a client-side failure is a failed request
+            status, via, node, error = 599, "", "", repr(exc)
+        results.append(Result(started, time.monotonic(), status, via, node, error))
+        for n in [n for n in pending_hooks if len(results) >= n]:
+            pending_hooks.pop(n)()
+
     async def one() -> None:
         nonlocal issued
         while issued < count and time.monotonic() < stop_at:
             issued += 1
-            started = time.monotonic()
+            await fetch_one()
+
+    async def paced(per_s: float) -> None:
+        slots = asyncio.Semaphore(concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        first = time.monotonic()
+
+        async def bounded() -> None:
             try:
-                resp = await client.fetch(HTTPRequest(url, request_timeout=request_timeout),
-                                          raise_error=False)
-                status, error = resp.code, ""
-                via, node = resp.headers.get("Via", ""), resp.headers.get("X-Scale0-Node", "")
-                if resp.error is not None and resp.code == 599:
-                    error = repr(resp.error)
-            except Exception as exc:  # a client-side failure is a failed request
-                status, via, node, error = 599, "", "", repr(exc)
-            results.append(Result(started, time.monotonic(), status, via, node, error))
-            for n in [n for n in pending_hooks if len(results) >= n]:
-                pending_hooks.pop(n)()
+                await fetch_one()
+            finally:
+                slots.release()
+
+        for i in range(count):
+            if (wait := first + i / per_s - time.monotonic()) > 0:
+                await asyncio.sleep(wait)  # the arrival schedule itself
+            if time.monotonic() >= stop_at:
+                break
+            await slots.acquire()  # beyond `concurrency` in flight, arrivals wait
+            task = asyncio.create_task(bounded())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
 
     async def sample() -> None:
         sampler = AsyncHTTPClient(force_instance=True, max_clients=1)
@@ -208,7 +238,10 @@ async def run_load(url: str, *, concurrency: int, count: int, max_s: float,
 
     sampler_task = asyncio.create_task(sample()) if sample_url else None
     try:
-        await asyncio.gather(*(one() for _ in range(concurrency)))
+        if rate is None:
+            await asyncio.gather(*(one() for _ in range(concurrency)))
+        else:
+            await paced(rate)
     finally:
         if sampler_task is not None:
             sampler_task.cancel()
