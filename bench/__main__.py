@@ -10,7 +10,7 @@ import sys
 
 BENCHES = {"proxy": "bench.bench_proxy", "stores": "bench.bench_stores",
            "gossip": "bench.bench_gossip_sim",
-           "overflow": "bench.bench_overflow"}
+           "overflow": "bench.bench_overflow", "cache": "bench.bench_cache"}
 
 
 def main() -> None:
