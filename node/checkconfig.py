@@ -103,9 +103,9 @@ def _look_without_opening(config: NodeConfig) -> None:
             raise ConfigKeyError(f"app: module {module!r} is not on the Python path "
                                  "(PYTHONPATH)", (), "app")
     for key in ("tls_cert", "tls_key"):
-        name = getattr(config, key)
-        if name and not Path(name).is_file():
-            raise ConfigKeyError(f"{key}: {name!r} is not a readable file", (), key)
+        for name in getattr(config, key):
+            if not Path(name).is_file():
+                raise ConfigKeyError(f"{key}: {name!r} is not a readable file", (), key)
 
 
 def check_file(path: str) -> tuple[bool, str]:

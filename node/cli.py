@@ -49,8 +49,10 @@ def _node_parser(sub: Any) -> None:
     a("--http", metavar="HOST:PORT", help="client HTTP listener; default: :8080 (all interfaces)")
     a("--https", metavar="HOST:PORT",
       help="TLS listener (needs --tls-cert, --tls-key); default: off")
-    a("--tls-cert", metavar="FILE", help="PEM certificate chain for --https")
-    a("--tls-key", metavar="FILE", help="PEM private key for --https")
+    a("--tls-cert", metavar="FILE", action="append",
+      help="PEM certificate chain for --https; repeat for several sites (chosen by SNI)")
+    a("--tls-key", metavar="FILE", action="append",
+      help="PEM private key of the --tls-cert at the same position (repeatable)")
     a("--admin", metavar="HOST:PORT", help="admin listener (health, readiness, mesh); "
       "default: 127.0.0.1:8081 — keep it private")
     a("--processes", metavar="N", type=int, help="node processes sharing the HTTP port; default: 1")
@@ -70,7 +72,16 @@ def _node_parser(sub: Any) -> None:
     a("--static", metavar="PREFIX=DIR", action="append",
       help="serve files under a URL prefix from a directory, e.g. /assets=./public (repeatable)")
     a("--app", metavar="MODULE:ATTR", help="an in-node Tornado application or URL rules")
-    a("--curve", metavar="KEYDIR", help="CurveZMQ on every ZeroMQ socket, keys from KEYDIR")
+    a("--curve", metavar="KEYDIR",
+      help="CurveZMQ on every ZeroMQ socket: KEYDIR holds this node's key pair "
+           "(scale0 keygen) and authorized/ with the public keys of peers and workers allowed "
+           "in; the node refuses to start if it cannot enforce that list")
+    a("--admin-token-file", metavar="FILE",
+      help="file holding a bearer token the admin listener requires (mandatory when --admin "
+           "is not on loopback)")
+    a("--trusted-proxy", metavar="CIDR", action="append", dest="trusted_proxies",
+      help="a load balancer whose X-Forwarded-For/-Proto/-Host and Forwarded are believed "
+           "(repeatable); default: none, client-sent ones are replaced")
     a("--http-server", metavar="fast|tornado", choices=["fast", "tornado"],
       help="HTTP wire layer: fast (httptools on uvloop) or tornado (Tornado's own server); "
            "both serve the same pipeline; default: fast")
@@ -160,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_mesh_parser(sub)
     add_purge_parser(sub)
+    from node.keygen import add_keygen_parser
+
+    add_keygen_parser(sub)
     _demo_parser(sub)
     return parser
 

@@ -74,9 +74,13 @@ class NodeConfig:
     dc: str = "default"  # datacenter label; routing prefers its own
     http: str = ":8080"  # client HTTP listener, HOST:PORT ("" host = all interfaces)
     https: str = ""  # optional TLS listener, HOST:PORT (needs tls_cert and tls_key)
-    tls_cert: str = ""
-    tls_key: str = ""
+    tls_cert: list[str] = field(default_factory=list)  # PEM chains, one per site (SNI picks)
+    tls_key: list[str] = field(default_factory=list)  # their keys, in the same order
+    # `[https_hosts."www.example.com"]`: redirect = true, hsts_max_age = 31536000, ...
+    https_hosts: dict[str, Any] = field(default_factory=dict)
     admin: str = "127.0.0.1:8081"  # admin listener: health, readiness (never public by default)
+    admin_token_file: str = ""  # bearer token required when admin is not on loopback
+    trusted_proxies: list[str] = field(default_factory=list)  # CIDRs whose X-Forwarded-* count
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     gossip: str = "tcp://*:7946"  # PUB bind for state beats
     peer: str = "tcp://*:7947"  # ROUTER bind for joins, forwards, cache fetches
@@ -110,7 +114,8 @@ class NodeConfig:
 
 
 _TABLES: dict[str, type[Any]] = {"workers": WorkersConfig, "limits": LimitsConfig}
-_ALIASES = {"seed": "seeds", "route": "routes"}  # the flag names, singular
+_ALIASES = {"seed": "seeds", "route": "routes",  # the flag names, singular
+            "trusted_proxy": "trusted_proxies"}
 
 
 def _check(key: str, value: Any, default: Any, where: str,
@@ -194,6 +199,8 @@ def validate(config: NodeConfig, where: str = "config") -> None:
             parse_hostport(getattr(config, key), f"{where}: {key!r}")
         except ConfigError as exc:
             raise ConfigKeyError(str(exc), (), key) from None
+    if len(config.tls_cert) != len(config.tls_key):
+        raise bad("tls_cert", "give one 'tls_key' for every 'tls_cert', in the same order")
     if config.https and not (config.tls_cert and config.tls_key):
         raise bad("https", "'https' needs both 'tls_cert' and 'tls_key'")
     if config.processes < 1:

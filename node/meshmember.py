@@ -59,6 +59,7 @@ class MeshMember:
         discover: str = "",
         preset: str = "lan",
         policies: dict[str, OverflowPolicy] | None = None,
+        secure: Callable[..., None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if preset not in PRESETS:
@@ -70,7 +71,7 @@ class MeshMember:
         self.table = LoadTable(node_id)
         config = AgentConfig(
             gossip=PRESETS[preset](),
-            transport=TransportConfig(gossip=gossip_endpoint, peer=peer_endpoint),
+            transport=TransportConfig(gossip=gossip_endpoint, peer=peer_endpoint, secure=secure),
             seeds=tuple(seeds),
             advertise=advertise or None,
             discover=discover or None,

@@ -17,7 +17,14 @@ from collections.abc import Callable, Collection, Sequence
 from node.dispatch import Dispatcher
 from node.errors import NoCapacity, Scale0Error
 from node.http import BodyError, Request, Response
-from node.proxyheaders import downstream_headers, new_request_id, request_id_of, upstream_headers
+from node.proxyheaders import (
+    NO_PROXIES,
+    TrustedProxies,
+    downstream_headers,
+    new_request_id,
+    request_id_of,
+    upstream_headers,
+)
 from node.services import ServiceMap
 from node.stage import Next, Stage
 
@@ -37,6 +44,7 @@ class Pipeline:
         *,
         known_services: Callable[[], Collection[str]] | None = None,
         new_id: Callable[[], str] = new_request_id,
+        trusted: TrustedProxies = NO_PROXIES,
     ) -> None:
         self._chain: tuple[Stage, ...] = (*pre_stages, self._map_service, *stages)
         self._mapper = mapper
@@ -44,6 +52,7 @@ class Pipeline:
         self._node_id = node_id
         self._known = known_services
         self._new_id = new_id
+        self._trusted = trusted  # whose X-Forwarded-* / Forwarded we believe
 
     @property
     def node_id(self) -> str:
@@ -90,7 +99,7 @@ class Pipeline:
         upstream = Request(
             method=request.method,
             target=request.target,
-            headers=upstream_headers(request, self._node_id),
+            headers=upstream_headers(request, self._node_id, self._trusted),
             body=request.body,
             scheme=request.scheme,
             host=request.host,

@@ -24,7 +24,6 @@ import dataclasses
 import logging
 import signal
 import socket
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +32,7 @@ from tornado.httpserver import HTTPServer
 
 from node.accesslog import AccessLog
 from node.admin import AdminState, make_admin_app
+from node.admintoken import guard
 from node.broker import Broker, BrokerConfig
 from node.config import NodeConfig, WorkersConfig, parse_hostport
 from node.errors import ConfigError
@@ -43,6 +43,7 @@ from node.metrics import Metrics, metrics_route
 from node.pipeline import Pipeline
 from node.reload import Settings, build, needs_restart
 from node.replication import Replicator
+from node.security import Security
 from node.stage import Next, Stage
 
 log = logging.getLogger("scale0.node")
@@ -124,13 +125,15 @@ class Node:
         self.mesh: MeshMember | None = None
         self.replicator: Replicator | None = None
         self.metrics = Metrics()
+        self.security: Security | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
         cfg = self.config
-        if cfg.curve:
-            log.warning("--curve is accepted but not wired yet: ZeroMQ sockets are NOT encrypted")
-        broker = Broker(broker_config(cfg.workers), self.node_id)
+        self.security = security = Security(cfg)  # refuses to start half-protected
+        self.reload_hooks.append(security.reload)
+        broker = Broker(dataclasses.replace(broker_config(cfg.workers), secure=security.secure),
+                        self.node_id)
         await broker.start()
         self.broker = broker
         from node.logsetup import configure
@@ -150,7 +153,7 @@ class Node:
             peer_endpoint=cfg.peer, http_address=f"{cfg.advertise or host or 'localhost'}:{port}",
             workers_endpoint=broker.bound_endpoint, seeds=list(cfg.seeds),
             advertise=cfg.advertise, discover=cfg.discover, preset=cfg.gossip_preset,
-            policies=settings.policies)
+            policies=settings.policies, secure=security.secure)
         self.mesh = mesh
         if cache is not None:  # the Replicator stands in the cache stage's place
             from node.cachestage import CacheStage
@@ -184,19 +187,16 @@ class Node:
         from node.dropstats import DropCollector
 
         metrics.registry.register(DropCollector(  # hostile frames, counted at scrape time
-            broker=lambda: broker.stats, gossip=lambda: mesh.agent.stats()["dropped"]))
+            broker=lambda: broker.stats, gossip=lambda: mesh.agent.stats()["dropped"],
+            gate=security.gate))
         self._start_admin(broker, mesh, cache)
         limits = front_limits(cfg)
         front = Front(handle, limits=limits, mount=mount)
         front.access_log = self.access
         self.fronts.append(front)
         self.http_port = await self._listen_http(front, host, port)
-        if cfg.https:
-            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            try:
-                tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"--tls-cert/--tls-key: cannot load: {exc}") from exc
+        if security.certs is not None:
+            tls = security.certs.context  # SNI picks the site; SIGHUP swaps certificates
             tls_host, tls_port = parse_hostport(cfg.https, "--https")
             secure = Front(handle, limits=limits, scheme="https", mount=mount)
             secure.access_log = self.access
@@ -213,12 +213,18 @@ class Node:
         """The request path for `settings` (shares the cache, mesh and broker)."""
         assert self.mesh is not None and self.broker is not None
         broker, mesh = self.broker, self.mesh
-        pre = [settings.static] if settings.static is not None else []
+        pre: list[Stage] = []
+        assert self.security is not None
+        if self.security.https_policy is not None:
+            pre.append(self.security.https_policy)
+        if settings.static is not None:
+            pre.append(settings.static)
         stages: list[Stage] = [ServiceTimeouts(lambda: self.settings)]
         if self.replicator is not None:
             stages.append(self.replicator)
         return Pipeline(pre, settings.routes, stages, mesh.dispatcher, self.node_id,
-                        known_services=lambda: self._services(broker, mesh))
+                        known_services=lambda: self._services(broker, mesh),
+                        trusted=self.security.trusted)
 
     async def _handle_current(self, request: Request) -> Response:
         assert self.pipeline is not None
@@ -299,8 +305,10 @@ class Node:
         routes = [metrics_route(self.metrics), purge_route(purge),
                   *dashboard_routes(mesh.mesh_json, version=lambda: mesh.table.version)]
         app = make_admin_app(self.state, extra_routes=routes)
+        token = self.security.admin_token if self.security is not None else None
+        server = HTTPServer(guard(app, token), xheaders=False)  # a token off loopback
         self.admin_server = _listening(self.config.admin, "--admin",
-                                       lambda: app.listen(port, host, xheaders=False))
+                                       lambda: _listen(server, port, host))
         self.admin_port = bound_port(self.admin_server)
 
     @staticmethod
@@ -363,7 +371,14 @@ class Node:
         if self.admin_server is not None:
             self.admin_server.stop()
             await self.admin_server.close_all_connections()
+        if self.security is not None:
+            self.security.stop()
         return all(results)
+
+
+def _listen(server: HTTPServer, port: int, host: str) -> HTTPServer:
+    server.listen(port, host)
+    return server
 
 
 def _listening(address: str, flag: str, listen: Callable[[], HTTPServer]) -> HTTPServer:

@@ -20,12 +20,13 @@ def test_defaults_are_designs_ports() -> None:
 
 def test_toml_then_flags_win(tmp_path: Path) -> None:
     f = tmp_path / "node.toml"
-    f.write_text('id = "east-1"\ndc = "east"\nroutes = ["a.test=a"]\ntls-cert = "c.pem"\n'
+    f.write_text('id = "east-1"\ndc = "east"\nroutes = ["a.test=a"]\ntls-cert = ["c.pem"]\n'
+                 'tls_key = ["k.pem"]\n'
                  '[workers]\nendpoint = "tcp://*:9000"\ndefault_timeout = 5\n'
                  '[limits]\nmax_body_size = 1000\n')
     c = load_config(str(f), {"dc": "west", "workers": {"endpoint": "tcp://127.0.0.1:1"},
                              "seeds": ["tcp://s:7947"]})
-    assert (c.id, c.dc, c.routes, c.tls_cert) == ("east-1", "west", ["a.test=a"], "c.pem")
+    assert (c.id, c.dc, c.routes, c.tls_cert) == ("east-1", "west", ["a.test=a"], ["c.pem"])
     assert c.workers.endpoint == "tcp://127.0.0.1:1"
     assert c.workers.default_timeout == 5.0  # kept from the file, an int read as a float
     assert c.limits.max_body_size == 1000 and c.seeds == ["tcp://s:7947"]
