@@ -295,6 +295,12 @@ class Broker:
     def service_loads(self) -> dict[str, ServiceLoad]:
         return self.pool.service_loads()
 
+    def capacity(self, service: str) -> tuple[int, int]:
+        """(slots, free slots) for `service` here, for per-request routing decisions."""
+        if self._draining:
+            return 0, 0
+        return self.pool.capacity(service)
+
     def has_free_slot(self, service: str) -> bool:
         return not self._draining and self.pool.has_free_slot(service)
 

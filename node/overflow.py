@@ -50,6 +50,8 @@ class LocalBroker(Protocol):
 
     def service_loads(self) -> Mapping[str, Any]: ...
 
+    def capacity(self, service: str) -> tuple[int, int]: ...
+
 
 class PeerClient(Protocol):
     async def request(
@@ -121,9 +123,7 @@ class OverflowDispatcher:
 
     async def dispatch(self, service: str, request: Request) -> Response:
         now = self.clock()
-        load = self.broker.service_loads().get(service)
-        slots = int(getattr(load, "slots", 0))
-        free = int(getattr(load, "free", 0))
+        slots, free = self.broker.capacity(service)
         share = self._share.setdefault(service, ShareMeter())
         decision = decide(
             local_free=free,

@@ -246,6 +246,19 @@ class WorkerPool:
     def queued(self, service: str) -> int:
         return len(self._queues.get(service, ()))
 
+    def capacity(self, service: str) -> tuple[int, int]:
+        """(slots, free slots) of `service`'s live workers, minus what waits in its queue.
+
+        The per-request question routing asks: cheap, unlike `service_loads()`
+        (which also computes latency percentiles for the gossip beat)."""
+        now = self._clock()
+        slots = free = 0
+        for w in self.workers.values():
+            if service in w.services and not w.draining and self._alive(w, now):
+                slots += w.concurrency
+                free += max(0, w.free())
+        return slots, max(0, free - self.queued(service))
+
     def service_loads(self) -> dict[str, ServiceLoad]:
         now = self._clock()
         out: dict[str, ServiceLoad] = {}

@@ -191,6 +191,18 @@ class PoolMachine(RuleBasedStateMachine):
         assert len(seen) == len(set(seen))
 
 
+    @invariant()
+    def capacity_is_what_live_workers_can_still_take(self) -> None:
+        now = self.clock.now
+        for svc in ("x", "y"):
+            live = [w for w in self.pool.workers.values() if svc in w.services
+                    and not w.draining and now - w.last_seen <= self.pool.expiry]
+            slots = sum(w.concurrency for w in live)
+            free = sum(w.concurrency - len(w.in_flight) for w in live) - self.pool.queued(svc)
+            assert self.pool.capacity(svc) == (slots, max(0, free))
+            assert self.pool.has_free_slot(svc) == any(w.free() > 0 for w in live)
+
+
 PoolMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 test_pool_machine = PoolMachine.TestCase
 
