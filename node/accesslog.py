@@ -161,6 +161,11 @@ class AccessLog:
         self._logger = logger
         self._wall = wall
 
+    @property
+    def enabled(self) -> bool:
+        """Whether a line would be written (so callers can skip building one)."""
+        return self._logger.isEnabledFor(logging.INFO)
+
     def log(
         self,
         request: Request,

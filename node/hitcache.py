@@ -26,7 +26,6 @@ never prepared. Pure apart from the injected clocks; one event loop only.
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import re
@@ -41,8 +40,9 @@ from tornado import httputil
 from cache.entry import CacheEntry
 from cache.rules import current_age, get_all
 from cache.status import CacheStatus, Outcome, status_headers
+from node.accesslog import AccessLog
 from node.front import response_fields
-from node.http import Headers, Request
+from node.http import Headers, Request, Response
 from node.wirerules import frame_response_head
 
 # Request fields whose presence sends a GET the slow way: what the hit decision
@@ -54,7 +54,6 @@ SLOW_FIELDS = frozenset({
 })
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")  # node.proxyheaders' rule, as bytes
 _TTL0 = "; ttl=0"
-access_log = logging.getLogger("scale0.access")
 _ids = random.Random()  # seeded from os.urandom once
 
 
@@ -156,6 +155,7 @@ class HitCache:
         self.max_bytes = max_bytes
         self.max_head = 8 * 1024  # request heads larger than this go the slow way
         self.on_hit: Callable[[str, int], None] | None = None  # (service, status): metrics
+        self.access: AccessLog | None = None  # the node's access log, if it keeps one
         # Fields the node's handler sets on every answer after the pipeline (X-Scale0-Node).
         self.stamp: tuple[tuple[str, str], ...] = ()
         self._wall = wall_clock
@@ -215,9 +215,12 @@ class HitCache:
         self.counts["hit"] += 1
         if self.on_hit is not None:
             self.on_hit(p.service, p.status)
-        if access_log.isEnabledFor(logging.INFO):  # the line node.front writes, for a hit
-            access_log.info("%s GET %s%s %d 0.0ms hit rid=%s", client, host.decode("latin1"),
-                            target.decode("latin1"), p.status, rid.decode("latin1"))
+        if self.access is not None and self.access.enabled:  # the same line as any request
+            request = Request("GET", target.decode("latin1"), Headers(), scheme=scheme,
+                              host=host.decode("latin1"), client=client,
+                              request_id=rid.decode("latin1"), service=p.service)
+            self.access.log(request, Response(p.status, outcome="hit"),
+                            sent_bytes=len(p.body), duration=0.0)
         return head, p.body
 
     def forget(self, key: str | None = None, *, prefix: bool = False) -> None:

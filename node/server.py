@@ -34,6 +34,7 @@ from node.accesslog import AccessLog
 from node.admin import AdminState, make_admin_app
 from node.admintoken import guard
 from node.broker import Broker, BrokerConfig
+from node.cachestage import CacheStage
 from node.config import NodeConfig, WorkersConfig, parse_hostport
 from node.errors import ConfigError
 from node.front import Front, FrontLimits, TornadoAppMount, bound_port
@@ -73,7 +74,6 @@ async def _cache_stage(spec: str, config: Any, node_id: str) -> tuple[Stage | No
     if spec.strip().lower() in ("", "off", "none"):
         return None, None
     from cache.stores import open_store
-    from node.cachestage import CacheStage
 
     try:
         store = open_store(spec)
@@ -156,8 +156,6 @@ class Node:
             policies=settings.policies, secure=security.secure)
         self.mesh = mesh
         if cache is not None:  # the Replicator stands in the cache stage's place
-            from node.cachestage import CacheStage
-
             assert isinstance(cache, CacheStage)
             self.replicator = Replicator(
                 cache, mesh.agent, node_id=self.node_id, dc=cfg.dc, config=settings.replication,
@@ -194,6 +192,14 @@ class Node:
         front = Front(handle, limits=limits, mount=mount)
         front.access_log = self.access
         self.fronts.append(front)
+        if isinstance(cache, CacheStage) and cfg.http_server == "fast":
+            # Fresh hits of plain GETs answered from prepared bytes, before any Request
+            # object exists (node/hitcache.py); stamped, counted and logged like the rest.
+            cache.hits.stamp = (("X-Scale0-Node", stamp),)
+            cache.hits.on_hit = lambda service, status: metrics.observe_request(
+                service, status, "hit", 0.0)
+            cache.hits.access = self.access
+            front.shortcut = cache.hits
         self.http_port = await self._listen_http(front, host, port)
         if security.certs is not None:
             tls = security.certs.context  # SNI picks the site; SIGHUP swaps certificates
@@ -252,11 +258,9 @@ class Node:
         self.access = access
         for front in self.fronts:
             front.access_log = access
-        if self.cache is not None:
-            from node.cachestage import CacheStage
-
-            if isinstance(self.cache, CacheStage):
-                self.cache.reconfigure(settings.cache)
+        if isinstance(self.cache, CacheStage):
+            self.cache.hits.access = access
+            self.cache.reconfigure(settings.cache)
         if self.replicator is not None:
             self.replicator.config = settings.replication
         if self.mesh is not None:
@@ -296,7 +300,6 @@ class Node:
 
     def _start_admin(self, broker: Broker, mesh: MeshMember, cache: Stage | None) -> None:
         from mesh.dashboard import dashboard_routes
-        from node.cachestage import CacheStage
         from node.purge import purge_route
 
         self.state = AdminState(self.node_id, self.config.dc, broker.service_loads)
