@@ -19,6 +19,19 @@ from typing import Any
 
 from testkit.procs import Proc, free_port, scale0_bin
 
+_handed_out: set[int] = set()
+
+
+def unique_port() -> int:
+    """A free port never handed out before in this process: sixteen nodes take eighty,
+    and the kernel may offer a port again once the probing socket closed."""
+    for _ in range(100):
+        port = free_port()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no fresh free port after 100 tries")
+
 
 @functools.cache
 def gossip_preset_flag() -> bool:
@@ -40,11 +53,11 @@ class MeshNode:
         self.dc = dc
         self.seed = seed
         self.host = host
-        self.http = free_port()
-        self.admin = free_port()
-        self.workers = f"tcp://{host}:{free_port()}"
-        self.gossip = f"tcp://{host}:{free_port()}"
-        self.peer = f"tcp://{host}:{free_port()}"
+        self.http = unique_port()
+        self.admin = unique_port()
+        self.workers = f"tcp://{host}:{unique_port()}"
+        self.gossip = f"tcp://{host}:{unique_port()}"
+        self.peer = f"tcp://{host}:{unique_port()}"
         self.admin_host = admin_host
         self.preset = preset
         self.extra = list(extra)

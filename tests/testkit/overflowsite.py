@@ -24,8 +24,8 @@ from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from testkit.meshnodes import MeshNode, worker
-from testkit.procs import Proc, free_port, wait_until
+from testkit.meshnodes import MeshNode, unique_port, worker
+from testkit.procs import Proc, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 EAST_SLOTS = 4
@@ -38,7 +38,7 @@ class OverflowSite:
                  delay_ms: int = 100, east_extra: Sequence[str] = ()) -> None:
         self.tmp = tmp
         self.procs: list[Proc] = []
-        self.origin_port = free_port()
+        self.origin_port = unique_port()
         self.path = f"/bytes/512?delay={delay_ms}&nocache=1"
         self.procs.append(Proc([sys.executable, str(ROOT / "bench" / "origin.py"),
                                 "--port", str(self.origin_port)], tmp / "origin.log"))
