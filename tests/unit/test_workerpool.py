@@ -198,7 +198,9 @@ class PoolMachine(RuleBasedStateMachine):
             live = [w for w in self.pool.workers.values() if svc in w.services
                     and not w.draining and now - w.last_seen <= self.pool.expiry]
             slots = sum(w.concurrency for w in live)
-            free = sum(w.concurrency - len(w.in_flight) for w in live) - self.pool.queued(svc)
+            # a worker that lowered its concurrency below its in-flight count has 0 free
+            free = sum(max(0, w.concurrency - len(w.in_flight)) for w in live)
+            free -= self.pool.queued(svc)
             assert self.pool.capacity(svc) == (slots, max(0, free))
             assert self.pool.has_free_slot(svc) == any(w.free() > 0 for w in live)
 
