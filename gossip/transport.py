@@ -244,7 +244,9 @@ class Transport:
         sock.setsockopt(zmq.RECONNECT_IVL, c.reconnect_ivl_ms)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, c.reconnect_ivl_max_ms)
         sock.setsockopt(zmq.SNDHWM, c.hwm)
-        sock.setsockopt(zmq.RCVHWM, c.hwm)
+        # Inbound per connection is kept small: a flooding peer is held back in its
+        # own TCP buffers rather than in our memory (beats are tiny and frequent).
+        sock.setsockopt(zmq.RCVHWM, min(c.hwm, 1000))
         return sock
 
     def start(self) -> None:

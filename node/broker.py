@@ -205,7 +205,10 @@ class Broker:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_size)
         sock.setsockopt(zmq.SNDHWM, 10000)
-        sock.setsockopt(zmq.RCVHWM, 10000)
+        # Per connection. A well-behaved worker never has more than its credit window
+        # per request in flight; a flood from one connection waits in its own TCP
+        # buffers instead of the node's memory.
+        sock.setsockopt(zmq.RCVHWM, 1000)
         try:
             if self.config.secure is not None:
                 self.config.secure(sock, "")
@@ -330,13 +333,17 @@ class Broker:
             elif self.pool.where(rid) == ident:  # not superseded by a nested decision
                 self._send_request(call, ident)
 
-    def _send(self, ident: bytes, msg: Message) -> bool:
+    def _send(self, ident: bytes, msg: Message, request_id: int | None = None) -> bool:
+        """Send to a worker; a worker we cannot reach is dropped at once. `request_id`
+        names a request this message would have started: it never reached the worker,
+        so it goes back to the queue without spending its one retry."""
         assert self._pump is not None
         if self._pump.send([ident, *encode(msg)]):
             return True
         self.stats["send_failed"] += 1
         if ident in self.pool.workers:
-            self._act(self.pool.remove(ident))
+            undelivered = () if request_id is None else (request_id,)
+            self._act(self.pool.remove(ident, undelivered))
         return False
 
     def _send_request(self, call: _Call, ident: bytes) -> None:
@@ -354,7 +361,7 @@ class Broker:
         msg = RequestMsg(call.rid, req.method, req.target, tuple(req.headers.items()),
                          max(0.0, call.deadline - self._clock()), req.scheme, req.host,
                          req.client, req.request_id, stream is not None, first)
-        if self._send(ident, msg) and stream is not None:
+        if self._send(ident, msg, call.rid) and stream is not None:
             call.upload = asyncio.create_task(self._upload(call, ident, stream))
 
     async def _upload(self, call: _Call, ident: bytes, stream: BodyStream) -> None:

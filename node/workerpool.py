@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 from gossip.load import ServiceLoad
@@ -99,6 +99,9 @@ class WorkerPool:
     ) -> None:
         self._clock = clock
         self.expiry = heartbeat_interval * liveness
+        # A worker unheard for longer than this is still alive, but chosen last: it may
+        # have gone away without a word (its heartbeats would have come by now).
+        self.quiet_after = heartbeat_interval * 1.5
         self.queue_limit = queue_limit
         self._window = window
         self.workers: dict[bytes, WorkerState] = {}
@@ -141,8 +144,11 @@ class WorkerPool:
             del self.workers[identity]
         return Decisions()
 
-    def remove(self, identity: bytes) -> Decisions:
-        """The worker is gone: retry or fail what it was serving."""
+    def remove(self, identity: bytes, undelivered: Collection[int] = ()) -> Decisions:
+        """The worker is gone: retry or fail what it was serving.
+
+        `undelivered` requests never reached it (the send itself failed): they go
+        back to the queue whatever their method, without spending their retry."""
         w = self.workers.pop(identity, None)
         out = Decisions()
         if w is None:
@@ -152,7 +158,9 @@ class WorkerPool:
         for rid in sorted(w.in_flight, key=lambda r: self._reqs[r].seq):
             req = self._reqs[rid]
             req.worker = None
-            if req.retryable:
+            if rid in undelivered:
+                requeue.append(req)
+            elif req.retryable:
                 req.retryable = False  # retried once at most
                 requeue.append(req)
                 out.retried.append(rid)
@@ -287,11 +295,12 @@ class WorkerPool:
     def _select(self, service: str, touch: bool = True) -> WorkerState | None:
         now = self._clock()
         best: WorkerState | None = None
-        best_key = (2.0, 0)
+        best_key: tuple[bool, float, int] = (True, 2.0, 0)
         for w in self.workers.values():
             if service not in w.services or w.free() <= 0 or not self._alive(w, now):
                 continue
-            key = (len(w.in_flight) / w.concurrency, w.last_assigned)
+            quiet = now - w.last_seen > self.quiet_after
+            key = (quiet, len(w.in_flight) / w.concurrency, w.last_assigned)
             if best is None or key < best_key:
                 best, best_key = w, key
         return best

@@ -222,3 +222,16 @@ def test_never_assigns_beyond_concurrency(workers: list[tuple[int, int]], n: int
     assert assigned == min(n, sum(c for c, _ in workers))
     for w in p.workers.values():
         assert len(w.in_flight) <= w.concurrency
+
+
+def test_a_worker_gone_quiet_is_chosen_last() -> None:
+    clock = Clock()
+    p = pool(clock)
+    p.ready(b"busy", {"s"}, 4)
+    assert p.submit(1, "s", 2000.0, True).assign == [(1, b"busy")]
+    p.ready(b"quiet", {"s"}, 4)  # less loaded (0/4 against 1/4)...
+    clock.now += 2.0  # ...but unheard for 2 heartbeat intervals (not yet expired at 3)
+    p.seen(b"busy")
+    assert p.submit(2, "s", 2000.0, True).assign == [(2, b"busy")]
+    p.seen(b"quiet")  # heard again: the least loaded wins again
+    assert p.submit(3, "s", 2000.0, True).assign == [(3, b"quiet")]
