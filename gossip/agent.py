@@ -49,10 +49,26 @@ from gossip.membership import (
     Subscribe,
     Unsubscribe,
 )
-from gossip.messages import DecodeError, Message, Push, Snapshot, decode, encode
+from gossip.messages import (
+    Beat,
+    Dead,
+    DecodeError,
+    Message,
+    Ping,
+    Probe,
+    Push,
+    Snapshot,
+    Suspect,
+    decode,
+    encode,
+)
 from gossip.transport import PeerError, PeerReply, PeerRequest, Refuse, Transport, TransportConfig
 
 log = logging.getLogger("scale0.gossip.agent")
+# Failure-detection timeline at DEBUG (doubt -> ping/probe -> suspect -> confirmations ->
+# dead), one line per event with the monotonic clock, to compare a real run with the
+# simulator's; off (one level check per action) unless --log-level DEBUG.
+trace = logging.getLogger("scale0.gossip.timeline")
 
 TOPIC = b"g"
 KIND = "gossip"
@@ -272,6 +288,8 @@ class GossipAgent:
         msg = self._decode(request.body, "peer")
         if msg is None or self.membership is None:
             raise Refuse("not a gossip message")
+        if trace.isEnabledFor(logging.DEBUG):
+            self._trace_in(msg)
         answers: list[bytes] = []
         rest: list[Action] = []
         for action in self.membership.on_message(msg, self._clock()):
@@ -284,8 +302,17 @@ class GossipAgent:
         self._execute(rest)
         return PeerReply(body=tuple(answers))
 
+    def _trace_in(self, msg: Message) -> None:
+        if isinstance(msg, Push | Beat):
+            for n in msg.news:
+                if isinstance(n, Suspect | Dead):
+                    trace.debug("t=%.3f in %s %s by %s from %s", self._clock(),
+                                type(n).__name__, n.id, n.by, msg.sender)
+
     def _absorb(self, msg: Message) -> None:
         assert self.membership is not None
+        if trace.isEnabledFor(logging.DEBUG):
+            self._trace_in(msg)
         if isinstance(msg, Snapshot):
             self._execute(self.membership.on_snapshot(msg, self._clock()))
             self.joined.set()
@@ -293,8 +320,28 @@ class GossipAgent:
             self._execute(self.membership.on_message(msg, self._clock()))
 
     # -- outbound -----------------------------------------------------------------
+    def _trace_out(self, action: Action) -> None:
+        now = self._clock()
+        if isinstance(action, SendTo) and isinstance(action.msg, Ping):
+            d = self.membership.detector if self.membership is not None else None
+            silent = d.silent_for(action.msg.target, now) if d is not None else None
+            window = d.window(action.msg.target) if d is not None else 0.0
+            trace.debug("t=%.3f out Ping %s silent %s window %.3f", now, action.msg.target,
+                        "-" if silent is None else f"{silent:.3f}", window)
+        elif isinstance(action, SendTo) and isinstance(action.msg, Probe):
+            trace.debug("t=%.3f out Probe %s via %s", now, action.msg.target, action.member_id)
+        elif isinstance(action, Publish) and isinstance(action.msg, Push):
+            for n in action.msg.news:
+                if isinstance(n, Suspect | Dead):
+                    trace.debug("t=%.3f push %s %s by %s", now, type(n).__name__, n.id, n.by)
+        elif isinstance(action, MemberChanged):
+            trace.debug("t=%.3f state %s %s", now, action.view.id, action.view.state)
+
     def _execute(self, actions: list[Action]) -> None:
+        tracing = trace.isEnabledFor(logging.DEBUG)
         for action in actions:
+            if tracing:
+                self._trace_out(action)
             if isinstance(action, Publish):
                 self.transport.publish(TOPIC, encode(action.msg))
                 self.counters["out"][type(action.msg).__name__] += 1

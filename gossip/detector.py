@@ -56,6 +56,7 @@ class _Watch:
 class _Suspicion:
     incarnation: int
     since: float
+    k: int  # confirmations that shorten the timer to its minimum (Lifeguard's K)
     observers: set[str] = field(default_factory=set)
 
 
@@ -173,11 +174,21 @@ class Detector:
 
     # -- suspicion timers -------------------------------------------------
 
-    def suspect(self, member: str, incarnation: int, by: str, now: float) -> None:
-        """Record that ``by`` suspects ``member`` at ``incarnation`` (idempotent)."""
+    def suspect(self, member: str, incarnation: int, by: str, now: float,
+                possible: int | None = None) -> None:
+        """Record that ``by`` suspects ``member`` at ``incarnation`` (idempotent).
+
+        ``possible`` is how many confirmations could ever come (the member's other
+        observers): a small mesh cannot produce ``confirmations`` of them, so K is
+        lowered to what it can produce, at least 1 — one observer alone still waits
+        ``suspicion_max`` (memberlist makes the same cut, to K = 0).
+        """
         s = self._suspects.get(member)
         if s is None or incarnation > s.incarnation:
-            s = self._suspects[member] = _Suspicion(incarnation, now)
+            k = self.config.confirmations
+            if possible is not None:
+                k = max(1, min(k, possible))
+            s = self._suspects[member] = _Suspicion(incarnation, now, k)
         if incarnation == s.incarnation:
             s.observers.add(by)
 
@@ -186,7 +197,8 @@ class Detector:
         c = self.config
         s = self._suspects.get(member)
         n = 0 if s is None else max(0, len(s.observers) - 1)  # the first is not a confirmation
-        frac = math.log(n + 1) / math.log(c.confirmations + 1)
+        k = c.confirmations if s is None else s.k
+        frac = min(1.0, math.log(n + 1) / math.log(k + 1))
         return max(c.suspicion_min, c.suspicion_max - (c.suspicion_max - c.suspicion_min) * frac)
 
     def expired(self, now: float) -> list[tuple[str, int]]:

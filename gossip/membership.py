@@ -305,7 +305,12 @@ class Membership:
             self._probe(target, out)
         for target in to_suspect:
             m = self._members.get(target)
-            if m is not None and m.state == "alive":
+            if m is not None and m.state in LIVE:
+                # Also when someone else's suspicion got here first: our own failed
+                # probe is an independent confirmation (Lifeguard), and without it a
+                # real mesh — whose observers tick at different phases, so the first
+                # suspicion floods before the others' probes time out — would wait
+                # the single-observer `suspicion_max` (issue 4: 5-6 s instead of 2).
                 self.stats["suspected"] += 1
                 self._apply(Suspect(target, m.incarnation, self.me.id), now, out)
         for target, inc in self.detector.expired(now):
@@ -388,7 +393,7 @@ class Membership:
             if (m.state == "alive" and n.incarnation >= m.incarnation) or (
                     m.state == "suspect" and n.incarnation > m.incarnation):
                 self._set(n.id, m.dc, m.addresses, n.incarnation, "suspect", now)
-                self.detector.suspect(n.id, n.incarnation, n.by, now)
+                self.detector.suspect(n.id, n.incarnation, n.by, now, self._possible(n.id))
                 self._changed(n, out)
             elif m.state == "suspect" and n.incarnation == m.incarnation:
                 if not self.detector.suspected(n.id):
@@ -414,6 +419,12 @@ class Membership:
             self.stats["refuted"] += 1
             self._set(me.id, me.dc, me.addresses, self.incarnation, "alive", me.since)
             self._fresh.append(self._alive_self())
+
+    def _possible(self, target: str) -> int | None:
+        """Confirmations that could come about ``target``: its observers but the first."""
+        if self._overlay is None:
+            return None
+        return len(self._overlay.observers(target)) - 1
 
     def _changed(self, n: News, out: list[Action]) -> None:
         self._fresh.append(n)

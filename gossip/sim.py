@@ -35,6 +35,7 @@ from gossip.membership import (
     Unsubscribe,
 )
 from gossip.messages import Addresses, Beat, MemberRecord, Message, Snapshot, decode, encode
+from gossip.overlay import ring_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,10 @@ class NetConfig:
     # `stall` seconds (no ticks; what arrives meanwhile is handled in one batch after).
     stall: float = 0.0
     stall_every: float = 1.0  # mean seconds between a node's stalls (when stall > 0)
+    # Each node's timer runs at its own phase inside the tick, as real agents' do
+    # (issue 4: in lockstep every observer's probe timed out in the same tick, which
+    # hid that a suspicion heard first silenced the others' confirmations).
+    phased: bool = True
 
 
 @dataclass(slots=True)
@@ -92,6 +97,7 @@ class Sim:
     sent: int = 0
     beat_bytes: int = 0  # encoded size of every beat published (for the mean beat size)
     beats: int = 0
+    _order: list[str] | None = None  # node ids in tick order within a step
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -143,27 +149,49 @@ class Sim:
     def run(self, seconds: float, until: Callable[[], bool] | None = None) -> bool:
         """Advance the clock; stop early (True) when ``until()`` holds after a tick round."""
         end = self.now + seconds
+        tick = self.net.tick
         while self.now < end:
-            step = min(self.now + self.net.tick, end)
-            while self.queue and self.queue[0][0] <= step:
-                t, _, dst, msg = heapq.heappop(self.queue)
-                node = self.nodes.get(dst)
-                if node is not None and node.busy_until > t:  # read when the stall ends
-                    self.sent += 1
-                    heapq.heappush(self.queue, (node.busy_until, self.sent, dst, msg))
-                    continue
-                self.now = t
-                if node is not None and node.up:
-                    self._act(dst, node.core.on_message(msg, t))
+            start = self.now
+            step = min(start + tick, end)
+            for nid in self._tick_order():
+                # phase in (0, tick]: a node's tick falls inside this step, never before it
+                at = min(step, start + tick - self._phase(nid)) if self.net.phased else step
+                self._drain(at)
+                node = self.nodes.get(nid)
+                self.now = max(self.now, at)
+                if node is not None and node.up and node.busy_until <= at:
+                    self._act(nid, node.core.tick(at))
+                    if self.net.stall and self.rng.random() < tick / self.net.stall_every:
+                        node.busy_until = at + self.rng.uniform(0, self.net.stall)
+            self._drain(step)
             self.now = step
-            for nid, node in list(self.nodes.items()):
-                if node.up and node.busy_until <= step:
-                    self._act(nid, node.core.tick(step))
-                    if self.net.stall and self.rng.random() < self.net.tick / self.net.stall_every:
-                        node.busy_until = step + self.rng.uniform(0, self.net.stall)
             if until is not None and until():
                 return True
         return until is not None and until()
+
+    def _phase(self, node_id: str) -> float:
+        """A node's fixed timer phase in ``[0, tick)``, from its id (no draw on the rng)."""
+        return ring_key(node_id) / 2**64 * self.net.tick
+
+    def _tick_order(self) -> list[str]:
+        if self._order is None or len(self._order) != len(self.nodes):
+            ids = list(self.nodes)
+            self._order = (sorted(ids, key=lambda nid: -self._phase(nid)) if self.net.phased
+                           else ids)
+        return self._order
+
+    def _drain(self, until: float) -> None:
+        """Deliver every queued message due by ``until``, in time order."""
+        while self.queue and self.queue[0][0] <= until:
+            t, _, dst, msg = heapq.heappop(self.queue)
+            node = self.nodes.get(dst)
+            if node is not None and node.busy_until > t:  # read when the stall ends
+                self.sent += 1
+                heapq.heappush(self.queue, (node.busy_until, self.sent, dst, msg))
+                continue
+            self.now = max(self.now, t)
+            if node is not None and node.up:
+                self._act(dst, node.core.on_message(msg, t))
 
     def _act(self, src: str, actions: list[Action]) -> None:
         for a in actions:
