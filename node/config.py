@@ -64,6 +64,8 @@ class LimitsConfig:
     idle_timeout: float = 75.0  # seconds a keep-alive connection may idle
     body_timeout: float = 120.0  # seconds to receive a whole request body
     drain_grace: float = 20.0  # seconds SIGTERM waits for in-flight requests
+    header_timeout: float = 30.0  # seconds from a request's first byte to its last header
+    max_connections_per_client: int = 256  # per client address (fast wire); 0 = no limit
 
 
 @dataclass(slots=True)

@@ -63,6 +63,7 @@ class WireLimits:
     low_water: int = 16 * 1024
     no_keep_alive: bool = False
     backlog: int = 1024
+    max_connections_per_client: int = 256  # open connections from one address; 0 = no limit
 
 
 class WireProtocol(asyncio.Protocol):

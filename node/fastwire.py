@@ -23,12 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import Counter
 
 from tornado import httputil
 
 from node.fastproto import Shortcut, WireLimits, WireProtocol
 
 __all__ = ["FastHTTPServer", "WireLimits", "new_event_loop"]
+
+_TOO_MANY_BODY = b"too many connections from your address\n"
+_TOO_MANY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+             b"Retry-After: 1\r\nConnection: close\r\n"
+             b"Content-Length: %d\r\n\r\n%s" % (len(_TOO_MANY_BODY), _TOO_MANY_BODY))
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -56,6 +62,8 @@ class FastHTTPServer:
         self._sweeper: asyncio.TimerHandle | None = None
         self._all_closed = asyncio.Event()
         self._all_closed.set()
+        self._per_client: Counter[str] = Counter()
+        self.refused = 0  # connections refused by max_connections_per_client
 
     @property
     def shortcut(self) -> Shortcut | None:
@@ -114,11 +122,28 @@ class FastHTTPServer:
             self._sweeper = None
 
     def _added(self, wire: WireProtocol) -> None:
+        client = wire.context.remote_ip
+        cap = self.limits.max_connections_per_client
+        if cap and self._per_client[client] >= cap:
+            # One address holding this many connections is a flood or a leak: refuse the
+            # newcomer at once (nginx's limit_conn answers 503 too) and keep the others.
+            self.refused += 1
+            if wire.transport is not None:
+                wire.transport.write(_TOO_MANY)
+                wire.transport.close()
+            return
+        self._per_client[client] += 1
         self._wires.add(wire)
         self._all_closed.clear()
 
     def _removed(self, wire: WireProtocol) -> None:
+        if wire not in self._wires:
+            return  # refused at _added: never counted, never shown to the delegate
         self._wires.discard(wire)
+        client = wire.context.remote_ip
+        self._per_client[client] -= 1
+        if self._per_client[client] <= 0:
+            del self._per_client[client]
         if not self._wires:
             self._all_closed.set()
         self.delegate.on_close(wire)

@@ -290,7 +290,9 @@ class Node:
         lim = cfg.limits
         fast = FastHTTPServer(front, limits=WireLimits(
             max_header_size=lim.max_header_size, max_body_size=lim.max_body_size,
-            idle_timeout=lim.idle_timeout, body_timeout=lim.body_timeout))
+            idle_timeout=lim.idle_timeout, body_timeout=lim.body_timeout,
+            header_timeout=lim.header_timeout,
+            max_connections_per_client=lim.max_connections_per_client))
         try:
             bound = await fast.listen(host, port, reuse_port=shared)
         except OSError as exc:
