@@ -6,6 +6,9 @@ python -m bench.bench_dispatch [--requests N] [--concurrency C]
     FDs on one asyncio loop (the floor any protocol on this loop pays);
 (a') the same echo with zmq.asyncio sockets (what the FD pump replaces);
 (b) Broker.dispatch → SDK Worker (trivial handler) → reply, same loop;
+(c) Broker.dispatch here → `scale0 worker --app` in its own process (the
+    deployment's shape: each side has its own core), answering from memory;
+(h) through HTTP end to end: wrk → `scale0 node` → that worker process;
 (u) with --origin URL: the worker's UpstreamClient (httptools) against Tornado's
     simple_httpclient, GETs to the same origin at the same concurrency.
 Prints rates and ratios. Bounded in count and time.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 
@@ -25,6 +29,12 @@ from node.http import Headers, Request, Response
 from node.worker.sdk import Worker
 
 LIMIT = 60.0  # seconds: no run goes past this, whatever N
+_BODY = b"x" * 1024
+
+
+async def answer(request: Request) -> Response:
+    """The Python-API worker of (c) and (h): a 1 KiB answer from memory."""
+    return Response(200, Headers([("Content-Type", "text/plain")]), _BODY)
 
 
 async def raw(n: int, conc: int) -> float:
@@ -170,10 +180,72 @@ async def brokered(n: int, conc: int) -> float:
     return done / dt
 
 
+async def cross_process(n: int, conc: int) -> float:
+    """(c): round trips/s from a broker here to a worker process answering from memory."""
+    from bench.procs import Procs
+
+    broker = Broker(BrokerConfig(endpoint="tcp://127.0.0.1:0"), "bench")
+    await broker.start()
+    procs = Procs()
+    try:
+        procs.worker(broker.bound_endpoint, "--app", "bench.bench_dispatch:answer",
+                     concurrency=conc, service="www")
+        joined = time.monotonic() + 20
+        while not broker.has_free_slot("www") and time.monotonic() < joined:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # polling a real condition, bounded
+        headers = Headers([("Host", "bench"), ("User-Agent", "bench"), ("Accept", "*/*")])
+        for _ in range(2000):  # warm-up
+            await broker.dispatch("www", Request("GET", "/", headers))
+        done = 0
+        end = time.monotonic() + LIMIT
+
+        async def client() -> None:
+            nonlocal done
+            while done < n and time.monotonic() < end:
+                done += 1
+                await broker.dispatch("www", Request("GET", "/", headers))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(conc)))
+        return done / (time.perf_counter() - t0)
+    finally:
+        procs.stop_all()
+        await broker.close()
+
+
+def through_http(seconds: float, conc: int) -> tuple[float, float]:
+    """(h): wrk → scale0 node → --app worker; (req/s, CPU µs per request node+worker)."""
+    from bench.procs import Procs
+    from bench.tools import cpu_seconds, wait_http, wrk
+
+    procs = Procs()
+    try:
+        node, http, workers = procs.node("--cache", "memory")
+        worker = procs.worker(workers, "--app", "bench.bench_dispatch:answer", concurrency=conc)
+        url = f"http://127.0.0.1:{http}/x"
+        wait_http(url)
+        wrk(url, seconds=1, connections=conc)
+        c0 = cpu_seconds(node.pid) + cpu_seconds(worker.pid)
+        r = wrk(url, seconds=seconds, connections=conc)
+        cpu = (cpu_seconds(node.pid) + cpu_seconds(worker.pid) - c0) / max(1, r.requests)
+        return r.rps, cpu * 1e6
+    finally:
+        procs.stop_all()
+
+
+def _importable() -> None:
+    """Worker processes load `bench.bench_dispatch:answer`: put the tree on their path."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+
+
 def main() -> None:
+    _importable()
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--requests", type=int, default=50_000)
-    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--no-http", action="store_true", help="skip (h), the wrk run")
     ap.add_argument("--origin", help="an HTTP origin URL for the upstream client comparison")
     args = ap.parse_args()
     try:
@@ -188,6 +260,11 @@ def main() -> None:
     print(f"(a)  raw zmq round trips, FD pump:    {a:9.0f} /s")
     print(f"(a') raw zmq round trips, zmq.asyncio: {a2:9.0f} /s   a/a' = {a / a2:.2f}")
     print(f"(b)  broker → worker → reply:          {b:9.0f} /s   b/a = {b / a:.2f}")
+    c = run(cross_process(args.requests, args.concurrency))
+    print(f"(c)  broker → worker process → reply:  {c:9.0f} /s   c/a = {c / a:.2f}")
+    if not args.no_http:
+        h, cpu = through_http(5.0, args.concurrency)
+        print(f"(h)  wrk → node → worker process:      {h:9.0f} req/s ({cpu:.0f} µs CPU/req)")
     if args.origin:
         u, t = run(upstream_rates(args.origin, 3.0, args.concurrency))
         print(f"(u)  UpstreamClient (httptools):       {u:9.0f} GET/s")
