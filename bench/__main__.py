@@ -10,7 +10,8 @@ import sys
 
 BENCHES = {"proxy": "bench.bench_proxy", "stores": "bench.bench_stores",
            "gossip": "bench.bench_gossip_sim",
-           "overflow": "bench.bench_overflow", "cache": "bench.bench_cache"}
+           "overflow": "bench.bench_overflow", "cache": "bench.bench_cache",
+           "processes": "bench.bench_processes", "dispatch": "bench.bench_dispatch"}
 
 
 def main() -> None:

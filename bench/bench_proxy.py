@@ -1,7 +1,9 @@
-"""The miss path: origin directly vs through a Scale0 node + HTTP-upstream worker vs nginx.
+"""The miss path: origin directly vs through a Scale0 node + HTTP-upstream worker vs nginx
+vs proxy.py (the Python reverse proxy a user might pick; only when it is installed —
+`pip install proxy.py` into the venv for the bench, never a project dependency).
 
 Prints req/s, p50/p99, CPU µs per request of the proxy process(es), and the
-ratios node/origin and node/nginx, all measured in this one run.
+ratios node/origin, node/nginx and node/proxy.py, all measured in this one run.
 
     python -m bench.bench_proxy [--seconds 5] [--connections 50]
 """
@@ -10,14 +12,54 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import sys
+import tempfile
 import urllib.request
+from pathlib import Path
 
 from bench.procs import Procs, free_port
 from bench.tools import HEADER, Nginx, cpu_seconds, have, wait_http, wrk
 
+# proxy.py's reverse proxy takes its routes from a plugin class: one static route
+# to our origin, written to a temp dir at run time (proxy.py is no dependency).
+_PLUGIN = """
+import os
+from proxy.http.server import ReverseProxyBasePlugin
+
+class Route(ReverseProxyBasePlugin):
+    def routes(self):
+        return [(r"/.*", [os.environ["SCALE0_BENCH_UPSTREAM"].encode()])]
+"""
+
+
+def _proxypy(procs: Procs, upstream: str) -> tuple[int, int, str] | None:
+    """Start proxy.py as a reverse proxy to `upstream`; (pid, port, plugin dir) or None."""
+    exe = Path(sys.executable).parent / "proxy"
+    if not exe.exists():
+        return None
+    tmp = tempfile.mkdtemp(prefix="scale0-bench-proxypy-")
+    Path(tmp, "scale0_bench_route.py").write_text(_PLUGIN)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tmp, os.environ.get("PYTHONPATH"))
+                                               if p)
+    os.environ["SCALE0_BENCH_UPSTREAM"] = upstream
+    port = free_port()
+    p = procs.start([str(exe), "--hostname", "127.0.0.1", "--port", str(port),
+                     # --threaded: in its default threadless mode (2.4.10) proxy.py answers
+                     # the first request of a keep-alive connection and then stalls.
+                     "--threaded", "--num-acceptors", "1", "--log-level", "e",
+                     "--enable-reverse-proxy", "--plugins", "scale0_bench_route.Route"])
+    return p.pid, port, tmp
+
 
 def _count(url: str) -> int:
     return int(urllib.request.urlopen(url, timeout=5).read())
+
+
+def _children(pid: int) -> list[int]:
+    kids = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in kids.read_text().split()] if kids.exists() else []
 
 
 def run(seconds: float, connections: int) -> dict[str, float]:
@@ -62,10 +104,27 @@ def run(seconds: float, connections: int) -> dict[str, float]:
             cpu = (sum(cpu_seconds(p) for p in pids) - c0) / max(1, ng.requests)
             print(ng.row("nginx proxy_pass", cpu * 1e6))
             results["nginx_rps"] = ng.rps
+
+        pp = _proxypy(procs, f"http://127.0.0.1:{oport}{path}")
+        if pp is not None:
+            pid, pport, tmp = pp
+            try:
+                wait_http(f"http://127.0.0.1:{pport}{path}")
+                pids = [pid, *_children(pid)]
+                c0 = sum(cpu_seconds(p) for p in pids)
+                px = wrk(f"http://127.0.0.1:{pport}{path}", seconds=seconds,
+                         connections=connections)
+                cpu = (sum(cpu_seconds(p) for p in pids) - c0) / max(1, px.requests)
+                print(px.row("proxy.py reverse proxy", cpu * 1e6))
+                results["proxypy_rps"] = px.rps
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
         print()
         print(f"node / origin = {through.rps / direct.rps:.3f}")
         if "nginx_rps" in results:
             print(f"node / nginx  = {through.rps / results['nginx_rps']:.3f}")
+        if results.get("proxypy_rps"):
+            print(f"node / proxy.py = {through.rps / results['proxypy_rps']:.2f}")
         return results
     finally:
         if nginx is not None:
