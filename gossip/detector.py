@@ -178,10 +178,10 @@ class Detector:
                 possible: int | None = None) -> None:
         """Record that ``by`` suspects ``member`` at ``incarnation`` (idempotent).
 
-        ``possible`` is how many confirmations could ever come (the member's other
-        observers): a small mesh cannot produce ``confirmations`` of them, so K is
-        lowered to what it can produce, at least 1 — one observer alone still waits
-        ``suspicion_max`` (memberlist makes the same cut, to K = 0).
+        ``possible`` is how many confirmations the mesh can be expected to give (the
+        core counts the member's other observers): a small mesh cannot produce
+        ``confirmations`` of them, so K is lowered to that, but never below 1 — a lone
+        observer still waits ``suspicion_max`` (memberlist cuts to K = 0 instead).
         """
         s = self._suspects.get(member)
         if s is None or incarnation > s.incarnation:

@@ -37,6 +37,8 @@ from gossip.membership import (
 from gossip.messages import Addresses, Beat, MemberRecord, Message, Snapshot, decode, encode
 from gossip.overlay import ring_key
 
+JOIN_RETRY = 0.25  # seconds before a joiner resends its snapshot request (agent: 0.25 s)
+
 
 @dataclass(frozen=True, slots=True)
 class NetConfig:
@@ -98,6 +100,7 @@ class Sim:
     beat_bytes: int = 0  # encoded size of every beat published (for the mean beat size)
     beats: int = 0
     _order: list[str] | None = None  # node ids in tick order within a step
+    joining: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (seed, retry at)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -131,6 +134,18 @@ class Sim:
         """Start ``node_id`` and send its snapshot request to ``seed_id``'s peer socket."""
         core = self.add(node_id, dc, incarnation)
         self._send(node_id, seed_id, core.snapshot_request())
+        self.joining[node_id] = (seed_id, self.now + JOIN_RETRY)
+
+    def _retry_joins(self) -> None:
+        """Resend a lost snapshot request, as the agent does (else a joiner that never
+        joined would count as a node that never sees a crash)."""
+        for nid, (seed_id, at) in list(self.joining.items()):
+            node = self.nodes.get(nid)
+            if node is None or not node.up or len(node.core.members()) > 1:
+                del self.joining[nid]
+            elif self.now >= at:
+                self.joining[nid] = (seed_id, self.now + JOIN_RETRY)
+                self._send(nid, seed_id, node.core.snapshot_request())
 
     def crash(self, node_id: str) -> None:
         self.nodes[node_id].up = False
@@ -165,6 +180,8 @@ class Sim:
                         node.busy_until = at + self.rng.uniform(0, self.net.stall)
             self._drain(step)
             self.now = step
+            if self.joining:
+                self._retry_joins()
             if until is not None and until():
                 return True
         return until is not None and until()

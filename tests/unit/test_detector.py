@@ -206,3 +206,23 @@ def test_observers_that_only_pass_on_first_hand_word_agree_on_a_crash(
             suspected.update([k] if suspect else [])
     bound = CFG.window_max * 2 + CFG.probe_timeout + 0.2
     assert len(suspected) == n and now - crash <= bound
+
+
+@given(st.lists(st.text(min_size=1, max_size=3), max_size=10), st.integers(-3, 10))
+def test_k_is_capped_by_the_confirmations_a_mesh_can_give(observers: list[str],
+                                                           possible: int) -> None:
+    """A member with few observers reaches the minimum once all of them agree; one
+    observer alone (nobody else could confirm) still waits the maximum (issue 4)."""
+    d = Detector(CFG)
+    last = CFG.suspicion_max
+    for o in observers:
+        d.suspect("x", 1, o, 0.0, possible)
+        t = d.timeout("x")
+        assert CFG.suspicion_min <= t <= last
+        last = t
+    k = max(1, min(CFG.confirmations, possible))
+    distinct = len(set(observers))
+    if distinct > k:
+        assert d.timeout("x") == CFG.suspicion_min
+    if distinct <= 1:
+        assert d.timeout("x") == CFG.suspicion_max

@@ -233,6 +233,27 @@ def test_only_first_hand_word_is_vouched_for() -> None:
     assert sent(m.on_message(Probe("c", 2, 10, "x"), t + 0.6), Ack), "heard again: vouch"
 
 
+def test_own_failed_probe_confirms_a_suspicion_heard_first() -> None:
+    """Issue 4: on real sockets observers tick at different phases, so another's
+    suspicion arrives before our own probe times out. Our failed probe is still an
+    independent confirmation: it is published, and the timer shortens."""
+    m = node("me")
+    for who in "xbcd":
+        m.on_message(Push("o", 1, (Alive(who, 0, "east", addr(who)),)), 0.0)
+    m.tick(0.0)
+    m.on_message(Beat("x", 1, 0, "east", addr("x")), 1.0)
+    t, pings = 1.0, list[Ping]()
+    while not pings:  # x falls silent: our window expires, we probe
+        t += 0.05
+        pings = [p for p in sent(m.tick(t), Ping) if isinstance(p, Ping) and p.target == "x"]
+    m.on_message(Push("b", 2, (Suspect("x", 0, "b"),)), t + 0.01)  # b was quicker
+    assert state(m, "x") == ("suspect", 0)
+    before = m.detector.timeout("x")
+    acts = m.tick(t + CFG.probe_timeout + 0.01)  # our own probe got no answer either
+    assert Suspect("x", 0, "me") in news_out(acts)
+    assert m.detector.timeout("x") < before
+
+
 def test_beats_carry_load_and_digest() -> None:
     m = node("me")
     m.set_load({"www": ServiceLoad(2, 16, 3, 0, 5.0, 10.0)})

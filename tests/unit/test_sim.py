@@ -122,3 +122,16 @@ def test_stalled_nodes_catch_up_on_what_arrived() -> None:
     sim.join("late", "n0002")
     assert sim.run(5.0, lambda: sim.all_see("late", ("alive",)))
     assert len({sim.nodes[x].core.digest() for x in sim.up_ids()}) == 1
+
+
+def test_sixteen_nodes_see_a_crash_dead_within_the_detection_bound() -> None:
+    """Issue 4's real-socket figure, simulated: observers tick at their own phases, so
+    the first suspicion floods before the others' probes time out; their own failed
+    probes must still count as confirmations, or the lone first observer's
+    ``suspicion_max`` decides (5-6 s instead of about 2)."""
+    bound = GossipConfig.lan().detection_bound()
+    for seed in range(4):
+        rep = scenario(16, seed=seed, loss=0.01, steady=5.0, trials=2)
+        assert rep.dead_s is not None and rep.dead_s <= bound, (seed, rep)
+        assert rep.false_deaths == 0
+
