@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -27,16 +28,17 @@ from bench.tools import HEADER, WrkResult, cpu_seconds, have, wait_http, wrk
 
 
 def _two_free() -> int:
-    """A port p with p and p + 1 both free (process i binds base + i)."""
-    for _ in range(200):
-        p = free_port()
-        if p < 65000:
-            try:
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p + 1))
-                return p
-            except OSError:
-                continue
+    """A port p with p and p + 1 both free (process i binds base + i), below the
+    ephemeral range so a client socket does not take p + 1 meanwhile."""
+    for _ in range(500):
+        p = random.randrange(20000, 32000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", p))
+                b.bind(("127.0.0.1", p + 1))
+            return p
+        except OSError:
+            continue
     raise RuntimeError("no two adjacent free ports")
 
 
