@@ -240,8 +240,19 @@ class Gatekeeper:
 
     def start(self, self_test: bool = True) -> None:
         """Start ZAP; with `self_test`, prove an unlisted key is refused or raise CurveError."""
-        self._auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("scale0.zap"))
-        self._auth.start()
+        # A ZAP handler stopped a moment ago in this context releases its inproc endpoint
+        # asynchronously (libzmq's reaper): wait for it, briefly, rather than fail.
+        deadline = time.monotonic() + 2.0
+        while True:
+            self._auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("scale0.zap"))
+            try:
+                self._auth.start()
+                break
+            except zmq.ZMQError as exc:
+                self._auth.stop()
+                if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                    raise CurveError(f"cannot start the ZAP authenticator: {exc}") from exc
+                time.sleep(0.01)  # the endpoint is being released: poll until it is
         self._auth.configure_curve_callback(DOMAIN, credentials_provider=self)
         if self_test:
             self.self_test()
