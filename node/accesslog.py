@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -52,10 +53,21 @@ class AccessRecord:
     headers: dict[str, str] = field(default_factory=dict)  # extra_headers, redacted
 
 
+_second: list[tuple[int, str]] = [(-1, "")]  # the last whole second formatted, reused
+
+
 def iso_time(wall: float) -> str:
-    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
+    """UTC time with milliseconds, e.g. 2026-11-27T17:45:01.123Z (one line per request:
+    the date part is formatted once per second, not per line)."""
+    sec = math.floor(wall)
+    micros = round((wall - sec) * 1e6)  # as datetime.fromtimestamp rounds
+    if micros >= 1_000_000:
+        sec, micros = sec + 1, micros - 1_000_000
+    cached_sec, text = _second[0]
+    if cached_sec != sec:
+        text = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second[0] = (sec, text)
+    return f"{text}.{micros // 1000:03d}Z"
 
 
 def record_of(

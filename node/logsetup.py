@@ -11,12 +11,21 @@ start and on every SIGHUP; each call replaces the previous handler.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
 
 from node.accesslog import AccessLog, access_log
 from node.config import NodeConfig
 
 _MARK = "_scale0_access_handler"
+BUFFERED = 256  # access lines held before a write
+
+
+def flush() -> None:
+    """Write out the buffered access lines (the node calls this every second)."""
+    for handler in access_log.handlers:
+        if getattr(handler, _MARK, False):
+            handler.flush()
 
 
 def configure(config: NodeConfig, node_id: str) -> AccessLog | None:
@@ -37,8 +46,12 @@ def configure(config: NodeConfig, node_id: str) -> AccessLog | None:
         return None
     access_log.disabled = False
     handler.setFormatter(logging.Formatter("%(message)s"))
-    setattr(handler, _MARK, True)
-    access_log.addHandler(handler)
+    # Like nginx's `access_log ... buffer= flush=1s`: one write per BUFFERED lines, not one
+    # per request; `flush()` runs every second and at shutdown, warnings go out at once.
+    buffered = logging.handlers.MemoryHandler(BUFFERED, logging.WARNING, handler,
+                                              flushOnClose=True)
+    setattr(buffered, _MARK, True)
+    access_log.addHandler(buffered)
     access_log.setLevel(logging.INFO)
     access_log.propagate = False
     return AccessLog(config.log_format, node=node_id)

@@ -30,6 +30,7 @@ from typing import Any
 
 from tornado.httpserver import HTTPServer
 
+from node import logsetup
 from node.accesslog import AccessLog
 from node.admin import AdminState, make_admin_app
 from node.admintoken import guard
@@ -345,13 +346,18 @@ class Node:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        flusher: asyncio.Task[None] | None = None
         try:
             await self.start()
+            flusher = loop.create_task(_flush_access_log_every_second())
             await self._stop.wait()
             clean = await self.shutdown()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            if flusher is not None:
+                flusher.cancel()
+            logsetup.flush()
         log.info("scale0 node %s stopped%s", self.node_id,
                  "" if clean else " (some requests did not finish within the grace period)")
         return 0
@@ -379,6 +385,12 @@ class Node:
         if self.security is not None:
             self.security.stop()
         return all(results)
+
+
+async def _flush_access_log_every_second() -> None:
+    while True:
+        await asyncio.sleep(1.0)  # a flush period, like nginx's access_log flush=1s
+        logsetup.flush()
 
 
 def _listen(server: HTTPServer, port: int, host: str) -> HTTPServer:

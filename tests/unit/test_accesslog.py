@@ -126,3 +126,13 @@ def test_one_line_whatever_the_input(
     assert "\n" not in format_json(rec)
     assert data["target"] == target and data["method"] == method and data["worker"] == worker
     assert data["bytes"] >= 0 and data["duration_ms"] >= 0
+
+
+@given(st.floats(0, 4e9, allow_nan=False))
+def test_iso_time_matches_datetime_to_the_millisecond(wall: float) -> None:
+    from datetime import UTC, datetime
+
+    from node.accesslog import iso_time
+
+    expected = datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")
+    assert iso_time(wall) == expected.replace("+00:00", "Z")
