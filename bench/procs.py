@@ -53,6 +53,9 @@ class Procs:
                 f"tcp://127.0.0.1:{free_port()}",
                 "--peer",
                 f"tcp://127.0.0.1:{free_port()}",
+                # the nginx reference runs with access_log off: compare like with like
+                "--access-log",
+                "off",
                 *extra,
             ]
         )

@@ -91,6 +91,8 @@ def _node_parser(sub: Any) -> None:
     a("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING; default: INFO")
     a("--log-format", metavar="text|json", choices=["text", "json"],
       help="access log lines as text or one JSON object each; default: text")
+    a("--access-log", metavar="on|off", choices=["on", "off"],
+      help="one line per request (buffered, written every second); default: on")
     a("--check-config", metavar="FILE", help="validate FILE (as --config would read it) "
       "without binding anything; prints FILE: ok or FILE:LINE: the problem; exit 0 or 2")
     p.set_defaults(func=_cmd_node)
@@ -112,6 +114,8 @@ def _cmd_node(args: argparse.Namespace) -> int:
         given.pop(key, None)
     if "workers" in given:
         given["workers"] = {"endpoint": given["workers"]}
+    if "access_log" in given:
+        given["access_log"] = given["access_log"] == "on"
     path = getattr(args, "config", None)
     config = load_config(path, given)
     logging.getLogger().setLevel(config.log_level.upper())
