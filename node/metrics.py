@@ -53,6 +53,7 @@ class Metrics:
 
     def __init__(self, namespace: str = "scale0") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._request_children: dict[tuple[str, int, str], tuple[Any, Any]] = {}
         ns = namespace
         self.requests = Counter(
             "requests", "HTTP requests answered, by service, status and how they were served",
@@ -79,10 +80,18 @@ class Metrics:
 
     # -- recording (hot path: a dict lookup and an add each) ---------------------
     def observe_request(self, service: str, status: int, outcome: str, seconds: float) -> None:
-        service = service or "none"
-        outcome = outcome_label(outcome)
-        self.requests.labels(service, str(status), outcome).inc()
-        self.duration.labels(service, outcome).observe(max(0.0, seconds))
+        # Called for every request (prepared cache hits included): the labelled children
+        # are looked up once per (service, status, outcome), not on every call.
+        key = (service, status, outcome)
+        children = self._request_children.get(key)
+        if children is None:
+            svc, label = service or "none", outcome_label(outcome)
+            children = (self.requests.labels(svc, str(status), label),
+                        self.duration.labels(svc, label))
+            if len(self._request_children) < 4096:  # a bound, whatever the label values
+                self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(max(0.0, seconds))
 
     def gossip_message(self, direction: str, kind: str, n: int = 1) -> None:
         self.gossip_messages.labels(direction, kind).inc(n)
