@@ -40,7 +40,10 @@ def configure(config: NodeConfig, node_id: str) -> AccessLog | None:
     for old in list(access_log.handlers):
         if getattr(old, _MARK, False):
             access_log.removeHandler(old)
-            old.close()
+            target = getattr(old, "target", None)  # the buffer's stream or file
+            old.close()  # flushes what it holds
+            if target is not None:
+                target.close()
     if handler is None:
         access_log.disabled = True
         return None

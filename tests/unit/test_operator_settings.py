@@ -10,7 +10,7 @@ from pathlib import Path
 from node.accesslog import access_log
 from node.config import from_mapping
 from node.http import Headers, Request, Response
-from node.logsetup import configure
+from node.logsetup import configure, flush
 from node.reload import build
 from node.server import ServiceTimeouts
 
@@ -45,6 +45,8 @@ def test_access_log_to_a_file_as_json_then_off(tmp_path: Path) -> None:
         request = Request("GET", "/x?y", Headers([("Cookie", "secret=1")]), client="10.0.0.1")
         log.log(request, Response(200, outcome="hit", served_by="n1"), sent_bytes=5,
                 duration=0.002)
+        assert path.read_text() == ""  # buffered: written by the node's 1 s flush
+        flush()
         line = json.loads(path.read_text().splitlines()[-1])
         assert (line["target"], line["status"], line["outcome"], line["node"]) == (
             "/x?y", 200, "hit", "n1")
