@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
-SECONDS ?= 0
+FOR     ?= 0
 
 .PHONY: demo test lint typecheck unit integration e2e bench clean venv
 
@@ -18,7 +18,7 @@ venv: $(STAMP)
 
 ## make demo: a local mesh you can curl and watch (Ctrl-C stops it).
 demo: $(STAMP)
-	$(BIN)/scale0 demo $(if $(filter-out 0,$(SECONDS)),--for $(SECONDS),)
+	$(BIN)/scale0 demo $(if $(filter-out 0,$(FOR)),--for $(FOR),)
 
 ## make test: lint, type-check and the whole suite (unit, integration, end-to-end).
 test: $(STAMP)
