@@ -57,6 +57,18 @@ def split(s: Summary, prefix: str) -> Summary:
     return Summary([r for r in s.results if r.status == 200 and r.served_in(prefix)])
 
 
+def utilisation(s: Summary, trim: float = 0.1) -> float:
+    """East's mean busy slots / slots over the steady part of the run (as saturated_share).
+
+    Open-loop arrivals leave a freed slot idle until the next one (~8 ms at 120 req/s),
+    so "every slot busy in a sample" undersells a saturated node; the mean does not."""
+    ends = sorted(r.ended for r in s.results)
+    lo, hi = ends[int(trim * len(ends))], ends[int((1 - trim) * (len(ends) - 1))]
+    busy = [min(EAST_SLOTS, int(x.get("in_flight", 0))) for x in s.samples if lo <= x["t"] <= hi]
+    assert len(busy) >= 20, f"too few load samples of east ({len(busy)})"
+    return sum(busy) / (EAST_SLOTS * len(busy))
+
+
 def figures(name: str, s: Summary) -> str:
     east, west = split(s, "east-1"), split(s, "west")
     return (f"{s.row(name)}\n  served in east: {len(east.results)} p50/p99 "
@@ -70,11 +82,13 @@ def test_three_times_east_capacity_overflows_across_the_wan_and_returns(
     high = site.load(concurrency=64, rate=RATE, count=960, max_s=15,
                      sample_url=site.sample_url)
     print(f"\n{Summary.header()}\n{figures('netns: east 3x, west up', high)}"
-          f"\n  east saturated in {100 * high.saturated_share():.0f}% of "
-          f"{len(high.samples)} samples")
+          f"\n  east: all {EAST_SLOTS} slots busy in {100 * high.saturated_share():.0f}% of "
+          f"{len(high.samples)} samples, mean utilisation {100 * utilisation(high):.0f}%")
     assert len(high.results) >= 600, "the run was cut short by its time bound"
     assert high.success >= 0.99, (high.statuses(), [r.error for r in high.results if r.error][:5])
-    assert high.saturated_share() >= 0.7, high.samples[:40]
+    # East's own workers stay saturated: what it forwards is what its slots cannot take.
+    assert utilisation(high) >= 0.85, high.samples[:40]
+    assert high.saturated_share() >= 0.5, high.samples[:40]
     # Two thirds of the offered load is beyond east's slots, and is served in west.
     assert 0.5 <= high.remote <= 0.8, high.row("high")
     remote = split(high, "west").results
