@@ -130,6 +130,8 @@ class _Entry:
     seq: int
     sent: dict[str, int] = field(default_factory=dict)  # service -> sent since this report
     report_no: int = 0  # which accepted report this is (tokens of note_sent/note_done)
+    # service -> our forwards that this report counted busy and that have since come back
+    freed: dict[str, int] = field(default_factory=dict)
 
 
 def _check_state(state: str) -> None:
@@ -296,20 +298,30 @@ class LoadTable:
     def note_done(self, peer: str, service: str, token: int, count: int = 1) -> None:
         """`count` requests sent under report `token` came back: their slots are free again.
 
-        A no-op once a newer report replaced that one (it counts them itself)."""
+        Sent under the current report, they stop counting against it. Sent under an
+        older one, the current report may have counted them busy (they were in flight
+        when the peer reported): their slots come back as a credit, capped at what the
+        report counted busy, so a slow report interval does not hide a peer's room
+        (an overestimate is bounded and met by the peer's "busy")."""
         if count < 0:
             raise LoadTableError(f"cannot finish a negative number of requests ({count})")
         entry = self._nodes.get(peer)
-        if entry is None or token == 0 or entry.report_no != token:
+        if entry is None or token == 0:
             return
-        entry.sent[service] = max(0, entry.sent.get(service, 0) - count)
+        if entry.report_no == token:
+            entry.sent[service] = max(0, entry.sent.get(service, 0) - count)
+            return
+        load = entry.services.get(service)
+        if token < entry.report_no and load is not None:
+            entry.freed[service] = min(load.in_flight, entry.freed.get(service, 0) + count)
 
     def sent_since_report(self, peer: str, service: str) -> int:
         entry = self._nodes.get(peer)
         return 0 if entry is None else entry.sent.get(service, 0)
 
     def effective_free(self, peer: str, service: str) -> int:
-        """Slots `peer` reported free for `service`, minus what we sent since; never < 0.
+        """Slots `peer` reported free for `service`, plus those our earlier forwards freed
+        since, minus what we sent since; never < 0, never above its slots.
 
         Zero for unknown peers, unknown services and peers not alive."""
         entry = self._nodes.get(peer)
@@ -318,4 +330,5 @@ class LoadTable:
         load = entry.services.get(service)
         if load is None:
             return 0
-        return max(0, load.free - entry.sent.get(service, 0))
+        room = min(load.slots, load.free + entry.freed.get(service, 0))
+        return max(0, room - entry.sent.get(service, 0))

@@ -66,3 +66,22 @@ def test_unknown_peer_tokens_and_bad_counts() -> None:
     assert t.sent_since_report("p", "api") == 0 and t.sent_since_report("p", "www") == 1
     with pytest.raises(LoadTableError, match="negative"):
         t.note_done("p", "www", token, -1)
+
+
+@given(st.integers(1, 20), st.integers(0, 20), st.integers(0, 20), st.integers(0, 20))
+def test_forwards_a_newer_report_counted_busy_give_their_slots_back_when_done(
+        slots: int, busy: int, returned: int, sent_after: int) -> None:
+    busy = min(busy, slots)
+    t = _peer(slots)
+    old = [t.note_sent("p", "www") for _ in range(returned)]
+    # the peer reports while `busy` of its slots are taken (some of them ours)
+    t.update("p", "west", "alive", 1, {"peer": "tcp://p:7947"},
+             {"www": ServiceLoad(workers=1, slots=slots, in_flight=busy, queued=0)}, 2.0, seq=2)
+    for _ in range(sent_after):
+        t.note_sent("p", "www")
+    for token in old:
+        t.note_done("p", "www", token)
+    freed = min(busy, returned)  # never more than the report counted busy
+    expected = max(0, min(slots, slots - busy + freed) - sent_after)
+    assert t.effective_free("p", "www") == expected
+    assert t.effective_free("p", "www") <= slots
