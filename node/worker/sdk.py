@@ -28,10 +28,11 @@ from dataclasses import dataclass
 import zmq
 
 from node.body import BodyChannel
-from node.broker import ZmqPump
+from node.broker import Outbox, ZmqPump
 from node.http import BodyError, BodyStream, Headers, Request, Response
 from node.protocol import (
     Abort,
+    Batch,
     BodyMsg,
     Cancel,
     Credit,
@@ -44,6 +45,7 @@ from node.protocol import (
     RequestMsg,
     decode,
     encode,
+    encode_batch,
 )
 from node.ratelog import RateLimitedLog
 
@@ -89,6 +91,7 @@ class Worker:
         self.connects = 0  # how many times we (re)connected: visible to tests and logs
         self._jobs: dict[int, _Job] = {}
         self._pump: ZmqPump | None = None
+        self._outbox: Outbox | None = None  # set once the node said it accepts BATCH
         self._last_heard = 0.0
         self._stopping = False
         self._reconnect = asyncio.Event()
@@ -147,6 +150,9 @@ class Worker:
         """Close the socket abruptly, as a crash would (for fault tests)."""
         self._stopping = True
         self._reconnect.set()
+        if self._outbox is not None:
+            self._outbox.clear()  # a crash sends nothing more
+            self._outbox = None
         if self._pump is not None:
             self._pump.close()
             self._pump = None
@@ -170,18 +176,34 @@ class Worker:
         self._last_heard = time.monotonic()
         self.connects += 1
         self._send(self._ready())
+        self._pump.send(encode_batch([]))  # "we accept BATCH"; an old node ignores it
 
     def _drop_connection(self) -> None:
         # Requests of a lost connection are the node's to retry; stop working on them.
         for job in list(self._jobs.values()):
             if job.task is not None:
                 job.task.cancel()
+        if self._outbox is not None:
+            self._outbox.flush()  # a DISCONNECT just queued by stop() must still leave
+            self._outbox = None
         if self._pump is not None:
             self._pump.close()
             self._pump = None
 
     def _send(self, msg: Message) -> bool:
+        if self._outbox is not None:
+            self._outbox.put(b"", encode(msg))  # leaves at the end of this loop turn
+            return True
         return self._pump is not None and self._pump.send(encode(msg))
+
+    def _on_batch(self, msg: Batch) -> None:
+        if msg.parts:
+            for part in msg.parts:
+                self._on_frames(list(part))
+        elif self._outbox is None and self._pump is not None:
+            pump = self._pump
+            # A failed send is a lost node: the heartbeat watch reconnects, as before.
+            self._outbox = Outbox(pump.send, lambda _key, _tags: None)
 
     # -- inbound ---------------------------------------------------------------
     def _on_frames(self, frames: list[bytes]) -> None:
@@ -193,6 +215,8 @@ class Worker:
             return
         if isinstance(msg, RequestMsg):
             self._on_request(msg)
+        elif type(msg) is Batch:
+            self._on_batch(msg)
         elif isinstance(msg, BodyMsg):
             job = self._jobs.get(msg.id)
             if job is not None and job.upload is not None:

@@ -1,0 +1,182 @@
+"""BATCH over real ZeroMQ sockets: batching peers carry many messages per zmq
+message; peers that never announced BATCH (older workers, older nodes) never get one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import zmq
+
+from node.broker import Broker, BrokerConfig
+from node.http import Headers, Request, Response
+from node.protocol import (
+    VERSION,
+    Batch,
+    Cmd,
+    Ready,
+    Reply,
+    RequestMsg,
+    decode,
+    encode,
+    encode_batch,
+)
+from node.worker.sdk import Worker
+
+pytestmark = pytest.mark.timeout(60)
+BATCH_HEAD = VERSION + bytes([Cmd.BATCH])
+
+
+def run(coro: Awaitable[None]) -> None:
+    asyncio.run(asyncio.wait_for(coro, 45))  # type: ignore[arg-type]
+
+
+async def until(cond: Callable[[], Any], what: str, limit: float = 10.0) -> None:
+    end = time.monotonic() + limit
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)  # polling a real condition with a deadline
+
+
+async def echo(r: Request) -> Response:
+    await asyncio.sleep(0)  # let the other requests of this batch start too
+    return Response(200, Headers([("X-Target", r.target)]), r.body if isinstance(r.body, bytes)
+                    else b"")
+
+
+def test_sdk_worker_and_broker_batch_and_answer_every_request_right() -> None:
+    async def main() -> None:
+        broker = Broker(BrokerConfig(endpoint="tcp://127.0.0.1:0"), "n1")
+        await broker.start()
+        worker = Worker(broker.bound_endpoint, ["www"], 64, echo, heartbeat_interval=0.2)
+        task = asyncio.create_task(worker.run())
+        try:
+            await until(lambda: worker._outbox is not None, "both sides agreed on BATCH")
+            calls = [broker.dispatch("www", Request("POST", f"/{i}", Headers(), b"%d" % i))
+                     for i in range(300)]
+            for i, resp in enumerate(await asyncio.gather(*calls)):
+                assert resp.status == 200 and resp.body == b"%d" % i
+                assert resp.headers.get("X-Target") == f"/{i}"
+            assert broker.stats["batched"] >= 300 and broker.stats["malformed"] == 0
+            await worker.stop(grace=5)  # its DISCONNECT still leaves through the outbox
+            await until(lambda: broker.stats["workers_left"] == 1, "worker left")
+        finally:
+            worker.kill()
+            await asyncio.wait_for(task, 5)
+            await broker.close()
+    run(main())
+
+
+def _recv_all(sock: zmq.Socket[bytes]) -> list[list[bytes]]:
+    out = []
+    while sock.poll(0):
+        out.append(sock.recv_multipart())
+    return out
+
+
+def test_a_peer_that_never_announces_never_gets_a_batch() -> None:
+    """An older worker: plain messages only, whatever the load."""
+    async def main() -> None:
+        broker = Broker(BrokerConfig(endpoint="tcp://127.0.0.1:0"), "n1")
+        await broker.start()
+        raw = zmq.Context.instance().socket(zmq.DEALER)
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.connect(broker.bound_endpoint)
+        try:
+            raw.send_multipart(encode(Ready(("www",), 50, "old")))
+            await until(lambda: broker.has_free_slot("www"), "old worker joined")
+            calls = [asyncio.create_task(broker.dispatch("www", Request("GET", f"/{i}",
+                                                                         Headers())))
+                     for i in range(50)]
+            got: list[list[bytes]] = []
+            await until(lambda: got.extend(_recv_all(raw)) or len(got) >= 50, "50 requests")
+            assert all(f[0] != BATCH_HEAD for f in got)
+            for frames in got:
+                msg = decode(frames)
+                if isinstance(msg, RequestMsg):
+                    raw.send_multipart(encode(Reply(msg.id, 200, (), False, b"ok")))
+            assert {(await c).status for c in calls} == {200}
+            assert broker.stats["batched"] == 0
+        finally:
+            raw.close()
+            await broker.close()
+    run(main())
+
+
+def test_an_announcing_raw_peer_gets_batches_and_its_batched_replies_count() -> None:
+    async def main() -> None:
+        broker = Broker(BrokerConfig(endpoint="tcp://127.0.0.1:0"), "n1")
+        await broker.start()
+        raw = zmq.Context.instance().socket(zmq.DEALER)
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.connect(broker.bound_endpoint)
+        try:
+            raw.send_multipart(encode(Ready(("www",), 50, "new")))
+            raw.send_multipart(encode_batch([]))
+            got: list[list[bytes]] = []
+            await until(lambda: got.extend(_recv_all(raw)) or
+                        any(decode(f) == Batch(()) for f in got), "the node's announcement")
+            calls = [asyncio.create_task(broker.dispatch("www", Request("GET", f"/{i}",
+                                                                         Headers())))
+                     for i in range(50)]
+            requests: list[RequestMsg] = []
+
+            def collect() -> bool:
+                for frames in _recv_all(raw):
+                    msg = decode(frames)
+                    parts = [decode(list(p)) for p in msg.parts] if isinstance(msg, Batch) \
+                        else [msg]
+                    requests.extend(m for m in parts if isinstance(m, RequestMsg))
+                    got.append(frames)
+                return len(requests) >= 50
+            await until(collect, "50 requests")
+            assert any(f[0] == BATCH_HEAD and len(f) > 2 for f in got)  # some came batched
+            replies = [encode(Reply(m.id, 200, (), False, m.target.encode())) for m in requests]
+            raw.send_multipart(encode_batch(replies[:25]))
+            raw.send_multipart(encode_batch(replies[25:]))
+            bodies = [(await c).body for c in calls]
+            assert bodies == [f"/{i}".encode() for i in range(50)]
+        finally:
+            raw.close()
+            await broker.close()
+    run(main())
+
+
+def test_sdk_worker_talking_to_an_old_node_sends_plain_messages() -> None:
+    """An older node never answers the announcement: the worker must not batch."""
+    async def main() -> None:
+        ctx = zmq.Context.instance()
+        old = ctx.socket(zmq.ROUTER)
+        old.setsockopt(zmq.LINGER, 0)
+        old.bind("tcp://127.0.0.1:0")
+        worker = Worker(old.getsockopt_string(zmq.LAST_ENDPOINT), ["www"], 64, echo,
+                        heartbeat_interval=0.2)
+        task = asyncio.create_task(worker.run())
+        try:
+            seen: list[list[bytes]] = []
+            await until(lambda: seen.extend(_recv_all(old)) or len(seen) >= 2, "READY")
+            ident = seen[0][0]
+            for i in range(40):
+                old.send_multipart([ident, *encode(RequestMsg(i, "GET", f"/{i}", (), 5.0))])
+            replies: list[Reply] = []
+
+            def collect() -> bool:
+                for frames in _recv_all(old):
+                    if frames[1] == BATCH_HEAD:
+                        raise AssertionError("a BATCH went to a node that never announced it")
+                    msg = decode(frames[1:])
+                    if isinstance(msg, Reply):
+                        replies.append(msg)
+                return len(replies) >= 40
+            await until(collect, "40 plain replies")
+            assert sorted(r.id for r in replies) == list(range(40))
+            assert worker._outbox is None
+        finally:
+            worker.kill()
+            await asyncio.wait_for(task, 5)
+            old.close()
+    run(main())
