@@ -24,9 +24,10 @@ from collections.abc import Awaitable, Callable
 
 import zmq
 
-from node.broker import Broker, BrokerConfig, ZmqPump
+from node.broker import Broker, BrokerConfig
 from node.http import Headers, Request, Response
 from node.worker.sdk import Worker
+from node.zmqpump import ZmqPump
 
 LIMIT = 60.0  # seconds: no run goes past this, whatever N
 _BODY = b"x" * 1024

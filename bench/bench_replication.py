@@ -28,7 +28,8 @@ from gossip.config import GossipConfig
 from gossip.membership import SelfInfo
 from gossip.messages import Addresses
 from gossip.transport import TransportConfig
-from node.cachestage import CacheConfig, CacheStage
+from node.cacheconfig import CacheConfig
+from node.cachestage import CacheStage
 from node.http import Headers, Request, Response
 from node.replication import ReplicationConfig, Replicator
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh.routing import OverflowPolicy
-from node.cachestage import CacheConfig
+from node.cacheconfig import CacheConfig
 from node.config import NodeConfig
 from node.errors import ConfigError
 from node.replication import ReplicationConfig

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import zmq
 
 from node.body import BodyChannel
-from node.broker import Outbox, ZmqPump
 from node.http import BodyError, BodyStream, Headers, Request, Response
 from node.protocol import (
     Abort,
@@ -48,6 +47,7 @@ from node.protocol import (
     encode_batch,
 )
 from node.ratelog import RateLimitedLog
+from node.zmqpump import Outbox, ZmqPump
 
 log = logging.getLogger("scale0.worker")
 Handler = Callable[[Request], Awaitable[Response]]

@@ -12,7 +12,8 @@ import pytest
 from cache.entry import CacheEntry
 from cache.memory import MemoryStore
 from node.body import BodyChannel, read_body
-from node.cachestage import CacheConfig, CacheStage
+from node.cacheconfig import CacheConfig
+from node.cachestage import CacheStage
 from node.errors import ConfigError, UpstreamError
 from node.http import Headers, Request, Response
 

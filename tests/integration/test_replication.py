@@ -22,7 +22,8 @@ from gossip.membership import SelfInfo
 from gossip.messages import Addresses, Reliable, decode
 from gossip.transport import TransportConfig
 from mesh.ownership import owner
-from node.cachestage import CacheConfig, CacheStage
+from node.cacheconfig import CacheConfig
+from node.cachestage import CacheStage
 from node.http import Headers, Request, Response
 from node.replication import FILL_KIND, PURGE_KIND, ReplicationConfig, Replicator
 
