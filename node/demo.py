@@ -164,7 +164,7 @@ def run_demo(seconds: float) -> int:
             "--app", "node.demo:demo_hello"])
         _wait_until_up(demo, nodes)
         _print_intro(demo, nodes)
-        demo.stop.wait(seconds if seconds > 0 else None)
+        _show_table(demo, f"http://127.0.0.1:{nodes[0].admin}", seconds)
     except RuntimeError as exc:
         print(f"scale0 demo: {exc}", file=sys.stderr)
         code = 1
@@ -228,10 +228,31 @@ Response headers to look at: X-Scale0-Node (the node that served it), X-Cache, A
 {'Ctrl-C stops it.' if not demo.seconds else
  f'Stops by itself after {demo.seconds:g} s (or Ctrl-C).'}
 """, flush=True)
-    try:
-        from mesh.view import render_table
 
-        doc = _get_json(f"{admin}/_scale0/mesh")
-        Console(width=110).print(render_table(doc))
-    except (OSError, ValueError) as exc:
-        print(f"(the load table could not be shown: {exc})")
+
+def _show_table(demo: _Demo, admin: str, seconds: float) -> None:
+    """The load table until the demo stops: live, redrawn every second, on a terminal;
+    printed once otherwise (a log file or a pipe gets no redraws)."""
+    from rich.live import Live
+
+    from mesh.view import render_table
+
+    end = time.monotonic() + seconds if seconds > 0 else None
+    console = Console(width=110)
+
+    def table() -> Any:
+        try:
+            doc = _get_json(f"{admin}/_scale0/mesh")
+            return render_table(doc, title="the mesh, seen by east-1 (live)")
+        except (OSError, ValueError) as exc:
+            return f"(the load table could not be read: {exc})"
+
+    if not console.is_terminal:
+        console.print(table())
+        demo.stop.wait(seconds if seconds > 0 else None)
+        return
+    with Live(table(), console=console, auto_refresh=False) as live:
+        while not demo.stop.is_set() and (end is None or time.monotonic() < end):
+            left = 1.0 if end is None else max(0.0, min(1.0, end - time.monotonic()))
+            demo.stop.wait(left)  # the redraw period; Ctrl-C sets the event
+            live.update(table(), refresh=True)
