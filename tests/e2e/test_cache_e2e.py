@@ -87,6 +87,10 @@ class Node:
                     f"127.0.0.1:{self.admin}",
                     "--workers",
                     endpoint,
+                    "--gossip",  # free ports, never the defaults another process may hold
+                    f"tcp://127.0.0.1:{free_port()}",
+                    "--peer",
+                    f"tcp://127.0.0.1:{free_port()}",
                     "--cache",
                     "memory",
                 ],
