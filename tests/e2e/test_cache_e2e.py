@@ -11,15 +11,14 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit.origin import CountingOrigin
 from testkit.procs import Proc, free_port, scale0_bin, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -27,47 +26,9 @@ pytestmark = pytest.mark.e2e
 N = 200
 
 
-class CountingOrigin:
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.in_flight = 0
-        self.max_in_flight: Counter[str] = Counter()
-        self.lock = threading.Lock()
-        origin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path
-                with origin.lock:
-                    origin.counts[path] += 1
-                    origin.in_flight += 1
-                    origin.max_in_flight[path] = max(origin.max_in_flight[path], origin.in_flight)
-                time.sleep(0.3)  # the origin's latency, not synchronisation
-                with origin.lock:
-                    origin.in_flight -= 1
-                body = f"answer for {path}".encode()
-                self.send_response(200)
-                cc = "private, max-age=60" if path.startswith("/private") else "max-age=60"
-                self.send_header("Cache-Control", cc)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        # The stdlib default backlog is 5: hundreds of concurrent connections would
-        # be dropped by the kernel and retried for seconds. Raise it before binding.
-        server_class = type("Origin", (ThreadingHTTPServer,), {"request_queue_size": 1024})
-        self.server = server_class(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def _answer(path: str) -> tuple[str, bytes]:
+    cc = "private, max-age=60" if path.startswith("/private") else "max-age=60"
+    return cc, f"answer for {path}".encode()
 
 
 class Node:
@@ -149,7 +110,7 @@ class Node:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, CountingOrigin]]:
-    origin = CountingOrigin()
+    origin = CountingOrigin(_answer)
     node = Node(tmp_path_factory.mktemp("cache-e2e"), origin.port)
     try:
         yield node, origin

@@ -16,15 +16,13 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-import time
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit.origin import CountingOrigin
 from testkit.procs import Proc, free_port, scale0_bin, wait_until
 
 import node.server
@@ -38,38 +36,8 @@ pytestmark = [
 BIG = 8192
 
 
-class CountingOrigin:
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.lock = threading.Lock()
-        origin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                with origin.lock:
-                    origin.counts[self.path] += 1
-                time.sleep(0.3)  # the origin's latency, not synchronisation
-                body = b"x" * BIG if self.path.startswith("/big") else self.path.encode()
-                self.send_response(200)
-                self.send_header("Cache-Control", "max-age=600")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        # The stdlib default backlog is 5: hundreds of concurrent connections would
-        # be dropped by the kernel and retried for seconds. Raise it before binding.
-        server_class = type("Origin", (ThreadingHTTPServer,), {"request_queue_size": 1024})
-        self.server = server_class(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def _answer(path: str) -> tuple[str, bytes]:
+    return "max-age=600", b"x" * BIG if path.startswith("/big") else path.encode()
 
 
 class Node:
@@ -130,7 +98,7 @@ class Node:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Node], CountingOrigin]]:
-    origin = CountingOrigin()
+    origin = CountingOrigin(_answer)
     tmp = tmp_path_factory.mktemp("replication-e2e")
     nodes: list[Node] = []
     try:
