@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -38,6 +38,15 @@ class Side:
     served: list[str]
 
 
+async def until(condition: Callable[[], object], within: float = 5.0) -> None:
+    """Poll a real condition with a deadline (never a bare sleep as synchronisation)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
 def _ep() -> str:
     return f"tcp://127.0.0.1:{free_port()}"
 
@@ -60,10 +69,7 @@ async def side(name: str, concurrency: int) -> AsyncIterator[Side]:
     worker = Worker(broker.bound_endpoint, ["www"], concurrency, handler, heartbeat_interval=0.2)
     task = asyncio.create_task(worker.run())
     try:
-        for _ in range(500):
-            if broker.has_free_slot("www"):
-                break
-            await asyncio.sleep(0.01)  # polling a real condition with a bound
+        await until(lambda: broker.has_free_slot("www"))
         assert broker.has_free_slot("www"), f"worker never joined {name}"
         yield Side(name, broker, transport, worker, gate, served)
     finally:
@@ -114,17 +120,11 @@ async def test_overflow_goes_to_a_peer_with_room_and_respects_its_report() -> No
         )
         a.gate.clear()  # A's only slot will stay busy
         held = asyncio.create_task(a_dispatch.dispatch("www", _request("/held")))
-        for _ in range(500):
-            if not a.broker.has_free_slot("www"):
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: not a.broker.has_free_slot("www"))
         b.gate.clear()  # hold B's workers too, so its two slots stay taken
         first = asyncio.create_task(a_dispatch.dispatch("www", _request("/1")))
         second = asyncio.create_task(a_dispatch.dispatch("www", _request("/2")))
-        for _ in range(500):
-            if table.sent_since_report("B", "www") == 2:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: table.sent_since_report("B", "www") == 2)
         # B's report still says 2 free, but we sent 2 since: the third waits at home.
         assert table.effective_free("B", "www") == 0
         third = asyncio.create_task(a_dispatch.dispatch("www", _request("/3")))
@@ -148,24 +148,15 @@ async def test_a_full_peer_says_busy_and_the_request_waits_locally() -> None:
         )
         b.gate.clear()
         b_local = asyncio.create_task(b_dispatch.dispatch("www", _request("/b-local")))
-        for _ in range(500):
-            if not b.broker.has_free_slot("www"):
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: not b.broker.has_free_slot("www"))
         table = LoadTable("A")
         _advertise(table, b, free=1, at=0.0, seq=1)  # stale: B is actually full
         a_dispatch = OverflowDispatcher(a.broker, table, a.transport, node_id="A", dc="east")
         a.gate.clear()
         held = asyncio.create_task(a_dispatch.dispatch("www", _request("/held")))
-        for _ in range(500):
-            if not a.broker.has_free_slot("www"):
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: not a.broker.has_free_slot("www"))
         waiting = asyncio.create_task(a_dispatch.dispatch("www", _request("/w")))
-        for _ in range(500):
-            if a.broker.service_loads()["www"].queued == 1:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: a.broker.service_loads()["www"].queued == 1)
         assert a.broker.service_loads()["www"].queued == 1  # B said busy; it waits at A
         a.gate.set()
         b.gate.set()
@@ -190,10 +181,7 @@ async def test_forwarded_request_is_never_forwarded_again() -> None:
         dispatcher = OverflowDispatcher(a.broker, table, a.transport, node_id="A", dc="east")
         a.gate.clear()
         held = asyncio.create_task(dispatcher.dispatch("www", _request("/held")))
-        for _ in range(500):
-            if not a.broker.has_free_slot("www"):
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: not a.broker.has_free_slot("www"))
         with pytest.raises(PeerBusy):
             await dispatcher.dispatch("www", _request("/hop", hops=1))
         assert table.sent_since_report("B", "www") == 0
@@ -223,21 +211,12 @@ async def test_a_dead_peer_opens_its_circuit_and_idempotent_requests_stay_home()
         dispatcher.breakers.config = type(dispatcher.breakers.config)(failures=1, open_for=60)
         a.gate.clear()
         held = asyncio.create_task(dispatcher.dispatch("www", _request("/held")))
-        for _ in range(500):
-            if not a.broker.has_free_slot("www"):
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: not a.broker.has_free_slot("www"))
         go = asyncio.create_task(dispatcher.dispatch("www", _request("/g")))
-        for _ in range(500):
-            if table.sent_since_report("C", "www"):
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: table.sent_since_report("C", "www"))
         assert dispatcher._inflight.get("C")
         dispatcher.peer_down("C")  # what the failure detector's verdict triggers
-        for _ in range(500):
-            if a.broker.service_loads()["www"].queued == 1:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: a.broker.service_loads()["www"].queued == 1)
         assert a.broker.service_loads()["www"].queued == 1  # the GET came home to wait
         a.gate.set()
         assert (await go).body == b"A"
@@ -262,10 +241,7 @@ async def test_a_timed_out_peer_opens_its_circuit() -> None:
         dispatcher.breakers.config = type(dispatcher.breakers.config)(failures=1, open_for=60)
         a.gate.clear()
         held = asyncio.create_task(dispatcher.dispatch("www", _request("/held")))
-        for _ in range(500):
-            if not a.broker.has_free_slot("www"):
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: not a.broker.has_free_slot("www"))
         req = _request("/g")
         req.deadline = dispatcher.clock() + 0.5
         with pytest.raises(UpstreamTimeout):
