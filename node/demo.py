@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from typing import Any
 import tornado.web
 from rich.console import Console
 
+from node.freeport import free_port
 from node.http import Headers, Request, Response
 
 NODES = (("east-1", "east"), ("east-2", "east"), ("west-1", "west"), ("west-2", "west"))
@@ -72,14 +72,7 @@ def demo_origin(port: int) -> None:
 
 
 def _port(preferred: int = 0) -> int:
-    for candidate in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
-    raise OSError("no free port on 127.0.0.1")
+    return free_port("127.0.0.1", preferred)
 
 
 @dataclass

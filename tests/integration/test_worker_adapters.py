@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 import time
 from collections.abc import Awaitable, Iterator
 from typing import Any
@@ -15,6 +14,7 @@ import tornado.web
 
 from node.body import BodyChannel, BytesStream, read_body
 from node.broker import Broker, BrokerConfig
+from node.freeport import free_port
 from node.http import BodyError, Headers, Request
 from node.worker.sdk import Worker
 from node.worker.upstream import UpstreamClient
@@ -25,12 +25,6 @@ pytestmark = pytest.mark.timeout(60)
 
 def run(coro: Awaitable[None]) -> None:
     asyncio.run(asyncio.wait_for(coro, 45))  # type: ignore[arg-type]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Cookies(tornado.web.RequestHandler):
