@@ -172,7 +172,9 @@ def _wait_until_up(demo: _Demo, nodes: list[_Node]) -> None:
     while not demo.stop.is_set():
         dead = [n for n, p in demo.procs.items() if p.poll() is not None]
         if dead:
-            raise RuntimeError(f"{', '.join(dead)} exited early; see {demo.logs}")
+            tail = (demo.logs / f"{dead[0]}.log").read_text(errors="replace").splitlines()[-5:]
+            raise RuntimeError(f"{', '.join(dead)} exited early; see {demo.logs}\n"
+                               + "\n".join(f"  {dead[0]}: {line}" for line in tail))
         try:
             if _ready(nodes):
                 return
