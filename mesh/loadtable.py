@@ -151,6 +151,7 @@ class LoadTable:
         # "only older" without diffing (the dashboard pushes on change).
         self.version = 0
         self._reports = 0  # accepted reports so far: numbers each _Entry
+        self._services_at: tuple[int, frozenset[str]] = (-1, frozenset())
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -253,6 +254,15 @@ class LoadTable:
             seen.add(view.id)
         for gone in [node_id for node_id in self._nodes if node_id not in seen]:
             self.remove(gone)
+
+    def services(self) -> frozenset[str]:
+        """Every service some node in the table offers (any state); recomputed only
+        after a change, since the request path asks for it."""
+        at, known = self._services_at
+        if at != self.version:
+            known = frozenset(s for e in self._nodes.values() for s in e.services)
+            self._services_at = (self.version, known)
+        return known
 
     def state(self, node_id: str) -> str | None:
         entry = self._nodes.get(node_id)

@@ -91,8 +91,12 @@ class Pipeline:
         return await stage(request, lambda req: self._call(index + 1, req))
 
     async def _map_service(self, request: Request, call_next: Next) -> Response:
-        known = self._known() if self._known is not None else None
-        request.service = self._mapper.service_for(request.host, request.path, known)
+        route = self._mapper.match(request.host, request.path)
+        if route is not None:
+            request.service = route.service
+        else:  # only now is the set of known services needed (it scans the load table)
+            known = self._known() if self._known is not None else None
+            request.service = self._mapper.service_for(request.host, request.path, known)
         return await call_next(request)
 
     async def _terminal(self, request: Request) -> Response:

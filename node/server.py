@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -121,6 +122,7 @@ class Node:
         self.admin_server: HTTPServer | None = None
         self.state: AdminState | None = None
         self.http_port = 0
+        self.https_port = 0
         self.admin_port = 0
         self.cache_store: Any = None
         self.mesh: MeshMember | None = None
@@ -201,15 +203,14 @@ class Node:
                 service, status, "hit", 0.0)
             cache.hits.access = self.access
             front.shortcut = cache.hits
-        self.http_port = await self._listen_http(front, host, port)
+        self.http_port = await self._listen_http(front, cfg.http, "--http")
         if security.certs is not None:
-            tls = security.certs.context  # SNI picks the site; SIGHUP swaps certificates
-            tls_host, tls_port = parse_hostport(cfg.https, "--https")
-            secure = Front(handle, limits=limits, scheme="https", mount=mount)
-            secure.access_log = self.access
+            secure = Front(handle, limits=limits, scheme="https", mount=mount)  # no shortcut:
+            secure.access_log = self.access  # every https answer goes through the HSTS stage
             self.fronts.append(secure)
-            self.servers.append(_listening(
-                cfg.https, "--https", lambda: secure.listen(tls_port, tls_host, ssl_options=tls)))
+            # The one SSLContext on either wire: SNI picks the site, SIGHUP swaps certificates.
+            self.https_port = await self._listen_http(secure, cfg.https, "--https",
+                                                      security.certs.context)
         assert self.state is not None
         self.state.ready = True
         log.info("scale0 node %s (dc %s) ready: http=%s:%d admin=%s workers=%s mesh=%s cache=%s",
@@ -277,13 +278,16 @@ class Node:
                  len(settings.routes.routes), len(new.static), ", ".join(new.services) or "-")
         return True
 
-    async def _listen_http(self, front: Front, host: str, port: int) -> int:
-        """Serve `front` on the public port with the configured wire layer; the bound port."""
+    async def _listen_http(self, front: Front, address: str, flag: str,
+                           tls: ssl.SSLContext | None = None) -> int:
+        """Serve `front` on `address` with the configured wire layer, over TLS with
+        `tls`; the bound port."""
         cfg = self.config
+        host, port = parse_hostport(address, flag)
         shared = cfg.processes > 1  # SO_REUSEPORT: the kernel spreads connections
         if cfg.http_server == "tornado":
-            server = _listening(cfg.http, "--http",
-                                lambda: front.listen(port, host, reuse_port=shared))
+            server = _listening(address, flag, lambda: front.listen(
+                port, host, ssl_options=tls, reuse_port=shared))
             self.servers.append(server)
             return bound_port(server)
         from node.fastwire import FastHTTPServer, WireLimits
@@ -293,11 +297,11 @@ class Node:
             max_header_size=lim.max_header_size, max_body_size=lim.max_body_size,
             idle_timeout=lim.idle_timeout, body_timeout=lim.body_timeout,
             header_timeout=lim.header_timeout,
-            max_connections_per_client=lim.max_connections_per_client))
+            max_connections_per_client=lim.max_connections_per_client), ssl_context=tls)
         try:
             bound = await fast.listen(host, port, reuse_port=shared)
         except OSError as exc:
-            raise OSError(f"cannot listen on {cfg.http} (--http): {exc.strerror or exc}") from exc
+            raise OSError(f"cannot listen on {address} ({flag}): {exc.strerror or exc}") from exc
         front.adopt(fast)
         return bound
 
@@ -320,10 +324,7 @@ class Node:
     @staticmethod
     def _services(broker: Broker, mesh: MeshMember) -> set[str]:
         """Services offered here or by any peer we know of."""
-        known = set(broker.services())
-        for row in mesh.table.rows(time.monotonic()):
-            known.update(row.services)
-        return known
+        return broker.services() | mesh.table.services()
 
     def stop(self) -> None:
         """Ask `run()` to drain and return (what SIGTERM does)."""

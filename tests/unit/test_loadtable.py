@@ -206,3 +206,15 @@ def test_sync_folds_membership_rows_in() -> None:
     t.sync([view("w1", "alive", 2, 14.5, ServiceLoad(slots=8))], now=15.0)
     assert t.sent_since_report("w1", "www") == 0 and t.effective_free("w1", "www") == 8
     assert [r.id for r in t.rows(15.0)] == ["w1"]
+
+
+@given(st.lists(st.tuples(st.booleans(), reports), max_size=25))
+def test_services_always_equals_a_fresh_scan_of_the_rows(ops: list[tuple[bool, Report]]) -> None:
+    """The memoised service set follows every update and removal (asked after each)."""
+    t = LoadTable("self")
+    for remove, (node_id, dc, state, inc, svc, at) in ops:
+        if remove:
+            t.remove(node_id)
+        else:
+            t.update(node_id, dc, state, inc, {}, svc, at)
+        assert t.services() == {s for row in t.rows(0.0) for s in row.services}
