@@ -62,6 +62,7 @@ from node.http import BodyStream, Headers, Request, Response
 from node.stage import Next
 
 log = logging.getLogger("scale0.cache")
+_KEYS_REMEMBERED = 8192  # URL → cache key answers kept by key_of
 T = TypeVar("T")
 
 ERROR_STATUSES = frozenset({500, 502, 503, 504})
@@ -164,6 +165,7 @@ class CacheStage:
         self.hits = HitCache(self._name, counts=self.counts, wall_clock=wall_clock,
                              monotonic=monotonic)
         self._refreshing: set[str] = set()
+        self._keys: dict[tuple[str, str, str], str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._policies: dict[bool, Policy] = {
             share: Policy(
@@ -212,9 +214,16 @@ class CacheStage:
         return await self._fetch(ctx)
 
     def key_of(self, request: Request) -> str:
-        return cache_key(
-            request.scheme, request.host, request.target, self.config.dropped_query_params
-        )
+        # Normalising a URL is a few % of a miss's CPU and the replicator asks again for
+        # the same request: remember recent answers (bounded; emptied on reconfigure).
+        found = (request.scheme, request.host, request.target)
+        key = self._keys.get(found)
+        if key is None:
+            key = cache_key(*found, self.config.dropped_query_params)
+            if len(self._keys) >= _KEYS_REMEMBERED:
+                self._keys.clear()
+            self._keys[found] = key
+        return key
 
     def _policy(self, service: str) -> Policy:
         share = service in self.config.share_set_cookie
@@ -227,6 +236,7 @@ class CacheStage:
         """Swap in new settings (SIGHUP); a request in flight keeps the policy it took.
         The coalescer keeps its lock_timeout and hit_for_miss until a restart."""
         self.config = config
+        self._keys = {}  # dropped query parameters may have changed
         self._policies = {
             share: Policy(share, config.default_swr, config.default_sie,
                           heuristic_cap=config.heuristic_cap)

@@ -464,3 +464,12 @@ def test_replicas_and_hooks() -> None:
         assert len(stored) == 1  # replicas and peer purges do not echo back
 
     run(main())
+
+
+def test_remembered_keys_follow_a_reconfigure_that_changes_dropped_parameters() -> None:
+    stage, _, _ = make(CacheConfig(dropped_query_params=frozenset({"utm_source"})))
+    request = get("/page?utm_source=mail&id=7")
+    assert stage.key_of(request) == "http://example.com/page?id=7"
+    assert stage.key_of(request) == "http://example.com/page?id=7"  # remembered, same answer
+    stage.reconfigure(CacheConfig())
+    assert stage.key_of(request) == "http://example.com/page?utm_source=mail&id=7"
