@@ -12,7 +12,7 @@ this node and becomes a 500 that is logged with the request id.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from node.dispatch import Dispatcher
 from node.errors import NoCapacity, Scale0Error
@@ -31,6 +31,15 @@ from node.stage import Next, Stage
 log = logging.getLogger("scale0.pipeline")
 
 
+def _link(stage: Stage, call_next: Next) -> Next:
+    """`stage` with the rest of the chain bound: a Next for the stage before it."""
+
+    def call(request: Request) -> Awaitable[Response]:
+        return stage(request, call_next)
+
+    return call
+
+
 class Pipeline:
     """One node's request path. Safe to share between all requests of one loop."""
 
@@ -46,7 +55,12 @@ class Pipeline:
         new_id: Callable[[], str] = new_request_id,
         trusted: TrustedProxies = NO_PROXIES,
     ) -> None:
-        self._chain: tuple[Stage, ...] = (*pre_stages, self._map_service, *stages)
+        # The chain is composed once: each stage's `call_next` is the rest, built here,
+        # not a new closure per request and stage.
+        rest: Next = self._terminal
+        for stage in reversed((*pre_stages, self._map_service, *stages)):
+            rest = _link(stage, rest)
+        self._entry = rest
         self._mapper = mapper
         self._dispatcher = dispatcher
         self._node_id = node_id
@@ -63,7 +77,7 @@ class Pipeline:
         if not request.request_id:
             request.request_id = request_id_of(request.headers, self._new_id)
         try:
-            response = await self._call(0, request)
+            response = await self._entry(request)
         except NoCapacity as exc:
             response = Response.error(exc.status, exc.reason, retry_after=exc.retry_after)
             response.outcome = exc.outcome  # "busy" tells a forwarding peer to try elsewhere
@@ -83,12 +97,6 @@ class Pipeline:
         if "x-request-id" not in response.headers:
             response.headers.add("X-Request-Id", request.request_id)
         return response
-
-    async def _call(self, index: int, request: Request) -> Response:
-        if index == len(self._chain):
-            return await self._terminal(request)
-        stage = self._chain[index]
-        return await stage(request, lambda req: self._call(index + 1, req))
 
     async def _map_service(self, request: Request, call_next: Next) -> Response:
         route = self._mapper.match(request.host, request.path)
