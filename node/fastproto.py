@@ -466,6 +466,7 @@ class WireProtocol(asyncio.Protocol):
 
     def close(self) -> None:
         """Flush what is buffered, then close."""
+        self.dead_parser = True  # a TLS transport may still hand us data while it closes
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 

@@ -17,6 +17,19 @@ Limits: header bytes (llhttp has none: counted here → 431), body bytes
 per-server sweep (cheaper than a timer per request): header timeout from the
 first byte of a head (slowloris), idle timeout between requests, body timeout
 while a body is read. Checks llhttp lacks are in node.wirerules.
+
+TLS (`ssl_context`, the --https listener): the loop's own TLS layer wraps each
+connection with that one context, so its `sni_callback` (node.tls.CertStore)
+picks the certificate per handshake and a SIGHUP reload applies to the next
+handshake without touching open connections. A connection is handed to us
+(`connection_made`) only once its handshake is done; until then it is bounded by
+`ssl_handshake_timeout` = the header timeout (nginx counts the handshake in
+client_header_timeout too). A failed handshake — plaintext, TLS 1.0/1.1, a client
+that refuses our certificate — never reaches the protocol: the loop closes it and
+logs an OSError only in debug mode. Our close sends close_notify and waits at most
+`_TLS_SHUTDOWN` seconds for the client's, then aborts. Prepared cache hits
+(`shortcut`) are never served over TLS: https answers carry headers (HSTS) that
+the prepared bytes lack.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ _TOO_MANY_BODY = b"too many connections from your address\n"
 _TOO_MANY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
              b"Retry-After: 1\r\nConnection: close\r\n"
              b"Content-Length: %d\r\n\r\n%s" % (len(_TOO_MANY_BODY), _TOO_MANY_BODY))
+_TLS_SHUTDOWN = 5.0  # seconds a closing TLS connection waits for the client's close_notify
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -67,16 +81,22 @@ class FastHTTPServer:
 
     @property
     def shortcut(self) -> Shortcut | None:
-        """The delegate's prepared answers (node.front.Front.shortcut), if it has any."""
+        """The delegate's prepared answers (node.front.Front.shortcut), if it has any;
+        never on a TLS listener (see the module's docstring)."""
+        if self.ssl_context is not None:
+            return None
         found: Shortcut | None = getattr(self.delegate, "shortcut", None)
         return found
 
     async def listen(self, host: str, port: int, reuse_port: bool = False) -> int:
         """Bind and serve; returns the bound port (useful with port 0)."""
         loop = asyncio.get_running_loop()
+        tls = self.ssl_context
         server = await loop.create_server(
             lambda: WireProtocol(self), host or None, port, reuse_port=reuse_port or None,
-            ssl=self.ssl_context, backlog=self.limits.backlog)
+            ssl=tls, backlog=self.limits.backlog,
+            ssl_handshake_timeout=self.limits.header_timeout if tls else None,
+            ssl_shutdown_timeout=min(_TLS_SHUTDOWN, self.limits.header_timeout) if tls else None)
         self._servers.append(server)
         if self._sweeper is None:
             self._sweep()
@@ -135,6 +155,10 @@ class FastHTTPServer:
         self._per_client[client] += 1
         self._wires.add(wire)
         self._all_closed.clear()
+        if self.stopping:
+            # A TLS handshake that finished after stop(): the connection is idle, so it
+            # closes now, as stop() closed the idle ones (a plain one cannot arrive then).
+            wire.close()
 
     def _removed(self, wire: WireProtocol) -> None:
         if wire not in self._wires:
