@@ -1,6 +1,7 @@
 """`make bench`: run every benchmark in turn; each prints its own ratios.
 
-python -m bench [NAME ...]     (names: proxy, ...)
+python -m bench [NAME ...]            every benchmark, or the ones named
+python -m bench NAME [OPTION ...]     one benchmark with its own options (NAME --help)
 """
 
 from __future__ import annotations
@@ -16,11 +17,19 @@ BENCHES = {"proxy": "bench.bench_proxy", "stores": "bench.bench_stores",
 
 
 def main() -> None:
-    names = sys.argv[1:] or list(BENCHES)
+    args = sys.argv[1:]
+    cut = next((i for i, a in enumerate(args) if a.startswith("-")), len(args))
+    names, options = args[:cut] or list(BENCHES), args[cut:]
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        raise SystemExit(f"unknown benchmark {', '.join(unknown)}; "
+                         f"one of: {', '.join(BENCHES)}")
+    if options and len(names) != 1:
+        raise SystemExit("options go to one benchmark: python -m bench NAME [OPTION ...]")
     for name in names:
         print(f"\n== {name} ==", flush=True)
         module = importlib.import_module(BENCHES[name])
-        sys.argv = [module.__name__]
+        sys.argv = [module.__name__, *options]
         module.main()
 
 

@@ -16,8 +16,8 @@ import asyncio
 import statistics
 import time
 
-from bench.procs import Procs
-from bench.tools import wait_http
+from bench.procs import Procs, free_port
+from bench.tools import Nginx, have, wait_http
 
 
 async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> float:
@@ -64,6 +64,23 @@ def _row(name: str, xs: list[float]) -> tuple[float, float]:
     return p50, p99
 
 
+def _nginx(oport: int) -> tuple[Nginx, int]:
+    """nginx in front of the same origin: `/` proxy_pass, `/c/` proxy_cache (HITs once filled)."""
+    nport = free_port()
+    nginx = Nginx(f"""server {{ listen 127.0.0.1:{nport};
+      location / {{ proxy_pass http://127.0.0.1:{oport}; proxy_http_version 1.1;
+                    proxy_set_header Connection ""; }}
+      location /c/ {{ proxy_pass http://127.0.0.1:{oport}/; proxy_cache z;
+                      proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""",
+                  cache=True)
+    nginx.dir.chmod(0o755)  # nginx run as root hands the cache to an unprivileged worker
+    (nginx.dir / "cache").mkdir(mode=0o777)
+    (nginx.dir / "cache").chmod(0o777)
+    nginx.start()
+    wait_http(f"http://127.0.0.1:{nport}/_count")
+    return nginx, nport
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,25 +88,39 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     procs = Procs()
+    nginx: Nginx | None = None
     try:
         _, oport = procs.origin()
         _, http, workers = procs.node("--cache", "memory")
         procs.worker(workers, "--upstream", f"http://127.0.0.1:{oport}")
         wait_http(f"http://127.0.0.1:{http}/bytes/1024")
+        if have("nginx"):
+            nginx, nport = _nginx(oport)
+            wait_http(f"http://127.0.0.1:{nport}/c/bytes/1024")  # fills nginx's cache
         print(f"{'target (open loop, ' + str(args.rate) + '/s)':<36} {'reqs':>7} "
               f"{'p50 ms':>8} {'p99 ms':>8}")
         miss, hit = "/bytes/1024?nocache=1", "/bytes/1024"
-        origin = _row("origin directly", asyncio.run(_measure(oport, miss, args.rate,
-                                                                args.seconds)))
-        through = _row("node + worker (miss)", asyncio.run(_measure(http, miss, args.rate,
-                                                                     args.seconds)))
-        cached = _row("node cache (hit)", asyncio.run(_measure(http, hit, args.rate,
-                                                                args.seconds)))
+
+        def row(name: str, port: int, path: str) -> tuple[float, float]:
+            return _row(name, asyncio.run(_measure(port, path, args.rate, args.seconds)))
+
+        origin = row("origin directly", oport, miss)
+        through = row("node + worker (miss)", http, miss)
+        cached = row("node cache (hit)", http, hit)
         print(f"\nadded by the miss path: p50 {through[0] - origin[0]:+.3f} ms, "
               f"p99 {through[1] - origin[1]:+.3f} ms")
         print(f"a hit against the origin: p50 {cached[0] - origin[0]:+.3f} ms")
+        if nginx is not None:
+            passed = row("nginx proxy_pass", nport, miss)
+            nhit = row("nginx proxy_cache (hit)", nport, "/c" + hit)
+            print(f"\nadded by nginx proxy_pass: p50 {passed[0] - origin[0]:+.3f} ms, "
+                  f"p99 {passed[1] - origin[1]:+.3f} ms")
+            print(f"hit, node - nginx: p50 {cached[0] - nhit[0]:+.3f} ms, "
+                  f"p99 {cached[1] - nhit[1]:+.3f} ms (goal: p99 within 0.2 ms)")
     finally:
         procs.stop_all()
+        if nginx is not None:
+            nginx.stop()
 
 
 if __name__ == "__main__":
