@@ -30,6 +30,7 @@ Health: curl http://127.0.0.1:8081/_scale0/health   Readiness: /_scale0/ready
 SIGTERM drains: stop accepting, finish in-flight requests (limits.drain_grace, 20 s), exit 0.
 SIGHUP reloads the --config file: routes, static mounts, cache rules, [services.NAME]
 settings and logging; keys it cannot apply are logged as "needs a restart: KEY".
+With --processes N, signal the first process: it passes SIGTERM and SIGHUP on to the rest.
 """
 
 

@@ -11,6 +11,14 @@ of the workers ports.
 
 The first process forks the others before any event loop or socket exists,
 forwards SIGTERM/SIGINT to them when it drains, and waits for them.
+
+SIGHUP to the first process (what `systemctl reload` sends to the main PID)
+reloads every process: process 0 forwards it to each child it forked, and each
+re-reads the config file itself, exactly as process 0 does (node.server
+`Node.reload`); a child that has already exited is skipped. A SIGHUP that
+arrives while a process is still starting, before its event loop takes the
+signal over, is remembered and applied once it has started, instead of the
+default action, which would kill it (`HupRelay`).
 """
 
 from __future__ import annotations
@@ -50,21 +58,58 @@ def process_config(config: NodeConfig, index: int, node_id: str) -> NodeConfig:
     return derived
 
 
-def run_processes(config: NodeConfig, node_id: str, run_one: Callable[[NodeConfig], int]) -> int:
+class HupRelay:
+    """SIGHUP for one node process: the children to pass it on to, and one that came early.
+
+    `catch_early()` replaces the default action of SIGHUP (terminate) with a note,
+    until the process's event loop installs its own handler; `take_pending()` then
+    says whether a reload is owed for a signal that arrived in between."""
+
+    def __init__(self) -> None:
+        self.children: list[int] = []  # PIDs process 0 forked; empty in a child
+        self._pending = False
+
+    def catch_early(self) -> None:
+        signal.signal(signal.SIGHUP, self._remember)
+
+    def _remember(self, _signum: int, _frame: object) -> None:
+        self._pending = True
+
+    def take_pending(self) -> bool:
+        pending, self._pending = self._pending, False
+        return pending
+
+    def forward(self) -> None:
+        """Send SIGHUP to every child. Children are reaped only at the very end, so a PID
+        here is never another process's; one that exited is a zombie (the signal is a
+        no-op) or, reaped, gone (skipped)."""
+        for pid in self.children:
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass
+
+
+def run_processes(config: NodeConfig, node_id: str,
+                  run_one: Callable[[NodeConfig, HupRelay], int]) -> int:
     """Fork `config.processes - 1` children, run process 0 here, then reap the children."""
-    children: list[int] = []
+    relay = HupRelay()
+    relay.catch_early()  # inherited by the children: none dies of an early SIGHUP
+    children = relay.children
     for index in range(1, config.processes):
         pid = os.fork()
         if pid == 0:  # the child: run its node and never return into the parent's code
             code = 1
             try:
-                code = run_one(process_config(config, index, node_id))
+                relay.children = []  # a child forwards to nobody (its copy lists siblings)
+                code = run_one(process_config(config, index, node_id), relay)
             finally:
                 os._exit(code)
         children.append(pid)
     try:
-        code = run_one(process_config(config, 0, node_id))
+        code = run_one(process_config(config, 0, node_id), relay)
     finally:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # stopping: a reload now means nothing
         for pid in children:
             try:
                 os.kill(pid, signal.SIGTERM)

@@ -14,7 +14,9 @@ logged, and the old settings stay — then swapped in as whole immutable objects
 flight finish with what they started with and no connection is touched. Keys
 that only a restart can apply are logged as "needs a restart: KEY".
 `Node.reload_hooks` are called with each accepted config (TLS certificates,
-CurveZMQ keys reload there).
+CurveZMQ keys reload there). With `--processes N` the first process passes
+SIGHUP on to the others (node.processes `HupRelay`); one that arrives before
+`start()` has finished is applied once it has.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tornado.httpserver import HTTPServer
 
@@ -48,6 +50,9 @@ from node.reload import Settings, build, needs_restart
 from node.replication import Replicator
 from node.security import Security
 from node.stage import Next, Stage
+
+if TYPE_CHECKING:
+    from node.processes import HupRelay
 
 log = logging.getLogger("scale0.node")
 
@@ -104,7 +109,7 @@ class Node:
 
     def __init__(self, config: NodeConfig, *,
                  reload: Callable[[], NodeConfig | None] | None = None,
-                 base: NodeConfig | None = None) -> None:
+                 base: NodeConfig | None = None, relay: HupRelay | None = None) -> None:
         self.config = config
         self.node_id = config.id or default_node_id()
         self.settings = build(config)  # bad rules fail before any bind
@@ -112,6 +117,9 @@ class Node:
         # `base` is what it is compared with (the file before --processes derived ours).
         self._load = reload
         self._base = base or config
+        self._relay = relay  # --processes: the children SIGHUP goes on to
+        self._started = False
+        self._hup_owed = False  # a SIGHUP during start(): reload once started
         self.reload_hooks: list[Callable[[NodeConfig], None]] = []
         self.access: AccessLog | None = None
         self.pipeline: Pipeline | None = None
@@ -238,6 +246,15 @@ class Node:
         assert self.pipeline is not None
         return await self.pipeline.handle(request)
 
+    def _on_hup(self) -> None:
+        """SIGHUP: on to the processes we forked, then reload, once started."""
+        if self._relay is not None:
+            self._relay.forward()
+        if self._started:
+            self.reload()
+        else:
+            self._hup_owed = True
+
     def reload(self) -> bool:
         """Read the config again and apply what can be applied; False if it was refused."""
         if self._load is None:
@@ -346,10 +363,13 @@ class Node:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         flusher: asyncio.Task[None] | None = None
         try:
             await self.start()
+            self._started = True
+            if self._hup_owed or (self._relay is not None and self._relay.take_pending()):
+                self.reload()
             flusher = loop.create_task(_flush_access_log_every_second())
             await self._stop.wait()
             clean = await self.shutdown()
@@ -417,17 +437,19 @@ def _peer_states(mesh: MeshMember) -> dict[str, int]:
 def run_node(config: NodeConfig, reload: Callable[[], NodeConfig | None] | None = None) -> int:
     """Run a node (or `config.processes` of them) until told to stop; the exit code.
     `reload` reads the config again on SIGHUP."""
-    if config.processes > 1:
-        from node.processes import run_processes
+    from node.processes import HupRelay, run_processes
 
+    if config.processes > 1:
         return run_processes(config, config.id or default_node_id(),
-                             lambda derived: _run_one(derived, reload, config))
-    return _run_one(config, reload)
+                             lambda derived, relay: _run_one(derived, reload, config, relay))
+    relay = HupRelay()
+    relay.catch_early()  # a SIGHUP while starting must not kill the node
+    return _run_one(config, reload, relay=relay)
 
 
 def _run_one(config: NodeConfig, reload: Callable[[], NodeConfig | None] | None = None,
-             base: NodeConfig | None = None) -> int:
-    node = Node(config, reload=reload, base=base)
+             base: NodeConfig | None = None, relay: HupRelay | None = None) -> int:
+    node = Node(config, reload=reload, base=base, relay=relay)
 
     async def main() -> int:
         return await node.run()
