@@ -17,6 +17,10 @@ own buffer, so that buffer is set above our limit: headers between the two
 get a 431; beyond it (4 times the limit) the connection is simply closed.
 A mounted Tornado application (`AppMount`) may claim a request before the
 pipeline sees it.
+
+Per-host https rules (`https_policy`, node.tls) apply here to every answer: on http
+a redirect host's 308 comes before the mount; on https our answers (400/413/431,
+the pipeline's and its errors) and a mounted app's heads carry HSTS.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from node.accesslog import AccessLog
 from node.body import BodyChannel, read_body
 from node.errors import ClientError
 from node.http import Body, BodyError, Headers, Request, Response
-from node.proxyheaders import normalise_target
+from node.proxyheaders import Target, normalise_target
+from node.tls import STS, AddFields, HttpsPolicy, policy_target
 
 if TYPE_CHECKING:
     from node.hitcache import HitCache
@@ -108,12 +113,14 @@ class Front(httputil.HTTPServerConnectionDelegate):
         self._idle.set()
         self._servers: list[Listener] = []
         self._shortcut: HitCache | None = None
+        # Redirects and HSTS per host (node.tls), read per request: SIGHUP swaps the policy.
+        self.https_policy: Callable[[], HttpsPolicy | None] = lambda: None
 
     @property
     def shortcut(self) -> HitCache | None:
-        """Prepared cache hits the fast wire answers before this delegate sees the
-        request (node.hitcache); None while draining, so every answer says close."""
-        return None if self.draining else self._shortcut
+        """Prepared cache hits the fast wire answers before this delegate sees the request
+        (node.hitcache); None while draining (every answer says close) and on https (HSTS)."""
+        return None if self.draining or self.scheme == "https" else self._shortcut
 
     @shortcut.setter
     def shortcut(self, hits: HitCache | None) -> None:
@@ -236,6 +243,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.out_body: Body = b""
         self.sent = 0  # body bytes of a streamed answer, for the access log
         self.started_at = time.monotonic()
+        self.hsts: str | None = None  # Strict-Transport-Security for every answer we write
 
     # -- HTTPMessageDelegate ---------------------------------------------------
     def headers_received(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
@@ -243,36 +251,41 @@ class _Exchange(httputil.HTTPMessageDelegate):
         assert isinstance(start_line, httputil.RequestStartLine)
         front = self.front
         self.version = start_line.version
+        conn = self.conn
+        policy = front.https_policy()
+        if policy is not None:  # before the mount: its routes get the same rules
+            where = policy_target(start_line, headers, front.scheme)
+            if front.scheme == "https":
+                self.hsts = policy.hsts(where.host if where else headers.get("Host", ""))
+                if self.hsts:
+                    conn = AddFields(conn, [(STS, self.hsts)])
+            elif where is not None:
+                redirect = policy.redirect(where.host, where.target)
+                if redirect is not None:  # and close: the client's next stop is https
+                    self._begin()
+                    self.request = self._request(start_line, headers, where)  # logged
+                    return self._reject(redirect)
         if front.mount is not None:
-            inner = front.mount.find(self.server_conn, self.conn, start_line, headers)
+            inner = front.mount.find(self.server_conn, conn, start_line, headers)
             if inner is not None:
                 self.inner = inner  # the mounted app owns the exchange from here
                 return inner.headers_received(start_line, headers)
-        front._started(self)
-        set_close_callback = getattr(self.conn, "set_close_callback", None)
-        if set_close_callback is not None:  # HTTP1Connection: told when the client leaves
-            set_close_callback(self.on_connection_close)
+        self._begin()
         limit = front.limits
         if _header_bytes(start_line, headers) > limit.max_header_size:
-            return self._reject(431, f"request headers larger than {limit.max_header_size} bytes")
+            return self._reject(Response.error(
+                431, f"request headers larger than {limit.max_header_size} bytes"))
         chunked = "Transfer-Encoding" in headers
         try:
             length = _content_length(headers.get_list("Content-Length"), chunked)
             target = normalise_target(start_line.method, start_line.path,
                                       headers.get_list("Host"), start_line.version, front.scheme)
         except ClientError as exc:
-            return self._reject(exc.status, exc.reason)
+            return self._reject(Response.error(exc.status, exc.reason))
         if length > limit.max_body_size:
-            return self._reject(413, f"request body larger than {limit.max_body_size} bytes")
-        fields = Headers(headers.get_all())
-        if target.host:
-            fields.set("Host", target.host)
-        context = getattr(self.conn, "context", None)
-        self.request = Request(
-            method=start_line.method, target=target.target, headers=fields,
-            scheme=target.scheme, host=target.host,
-            client=str(getattr(context, "remote_ip", "") or ""),
-        )
+            return self._reject(Response.error(
+                413, f"request body larger than {limit.max_body_size} bytes"))
+        self.request = self._request(start_line, headers, target)
         if chunked or length >= limit.buffer_body_below:
             self.channel = BodyChannel(capacity=limit.body_channel_chunks)
             self.request.body = self.channel
@@ -322,6 +335,25 @@ class _Exchange(httputil.HTTPMessageDelegate):
             self._end()
         self._release_hold()
 
+    def _begin(self) -> None:
+        """This exchange is ours (not a mounted app's): count it, hear the client leave."""
+        self.front._started(self)
+        set_close_callback = getattr(self.conn, "set_close_callback", None)
+        if set_close_callback is not None:  # HTTP1Connection: told when the client leaves
+            set_close_callback(self.on_connection_close)
+
+    def _request(self, start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders,
+                 target: Target) -> Request:
+        fields = Headers(headers.get_all())
+        if target.host:
+            fields.set("Host", target.host)
+        context = getattr(self.conn, "context", None)
+        return Request(
+            method=start_line.method, target=target.target, headers=fields,
+            scheme=target.scheme, host=target.host,
+            client=str(getattr(context, "remote_ip", "") or ""),
+        )
+
     # -- request side ----------------------------------------------------------
     async def _feed(self, channel: BodyChannel, chunk: bytes) -> None:
         try:
@@ -348,11 +380,11 @@ class _Exchange(httputil.HTTPMessageDelegate):
     def _start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
-    async def _reject(self, status: int, reason: str) -> None:
+    async def _reject(self, response: Response) -> None:
         """Answer at once, without reading the body, and close the connection."""
         self.too_large = True  # suppresses pipeline start in finish()
         try:
-            await self._write(Response.error(status, reason), close=True)
+            await self._write(response, close=True)
         finally:
             self._end()
 
@@ -388,6 +420,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
         body: Body = response.body
         no_body = method == "HEAD" or status in _NO_BODY_STATUS
         fields = response_fields(response.headers, status, no_body)
+        if self.hsts and STS not in fields:  # an upstream's own value stands
+            fields[STS] = self.hsts
         if self.front.draining or close:
             fields["Connection"] = "close"
         if no_body:

@@ -202,6 +202,7 @@ class Node:
         limits = front_limits(cfg)
         front = Front(handle, limits=limits, mount=mount)
         front.access_log = self.access
+        front.https_policy = lambda: security.https_policy  # redirects (SIGHUP swaps it)
         self.fronts.append(front)
         if isinstance(cache, CacheStage) and cfg.http_server == "fast":
             # Fresh hits of plain GETs answered from prepared bytes, before any Request
@@ -214,7 +215,8 @@ class Node:
         self.http_port = await self._listen_http(front, cfg.http, "--http")
         if security.certs is not None:
             secure = Front(handle, limits=limits, scheme="https", mount=mount)  # no shortcut:
-            secure.access_log = self.access  # every https answer goes through the HSTS stage
+            secure.access_log = self.access  # it adds HSTS to every answer; prepared bytes lack it
+            secure.https_policy = lambda: security.https_policy
             self.fronts.append(secure)
             # The one SSLContext on either wire: SNI picks the site, SIGHUP swaps certificates.
             self.https_port = await self._listen_http(secure, cfg.https, "--https",
@@ -229,10 +231,8 @@ class Node:
         """The request path for `settings` (shares the cache, mesh and broker)."""
         assert self.mesh is not None and self.broker is not None
         broker, mesh = self.broker, self.mesh
-        pre: list[Stage] = []
+        pre: list[Stage] = []  # the https policy is the fronts' (node/front.py): every answer
         assert self.security is not None
-        if self.security.https_policy is not None:
-            pre.append(self.security.https_policy)
         if settings.static is not None:
             pre.append(settings.static)
         stages: list[Stage] = [ServiceTimeouts(lambda: self.settings)]

@@ -12,29 +12,39 @@ site down.
 Settings follow Mozilla's "intermediate" profile: TLS 1.2 and 1.3 only, ECDHE
 with AES-GCM or ChaCha20, no compression, no renegotiation, ALPN http/1.1.
 
-`HttpsPolicy` is a pipeline stage: per host, an optional redirect of plain http
-to https (308, which keeps the method and body) and Strict-Transport-Security on
-https answers. The names a certificate covers are read with CPython's
+`HttpsPolicy` is the per-host decision, pure: an optional redirect of plain http
+to https (308, which keeps the method and body) and the Strict-Transport-Security
+value for https answers. The front door applies it (node/front.py), not a
+pipeline stage, so that it covers every answer a listener writes: in-node app
+routes, the pipeline's own error answers (502/503/504/500) and the front's
+rejections (400/413/431), like nginx's `add_header ... always`.
+
+The names a certificate covers are read with CPython's
 `ssl._ssl._test_decode_cert` (the stdlib has no public way to parse a PEM file;
 a certificate it cannot read simply serves as a fallback only).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.http import Headers, Request, Response
-from node.stage import Next
+from tornado import httputil
+
+from node.errors import ClientError
+from node.http import Headers, Response
+from node.proxyheaders import Target, normalise_target
 
 log = logging.getLogger("scale0.tls")
 CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
            "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
 ACME = "/.well-known/acme-challenge/"  # a certificate authority must reach these over http
+STS = "Strict-Transport-Security"
 
 
 class TLSError(Exception):
@@ -145,34 +155,71 @@ class HostPolicy:
 
 @dataclass
 class HttpsPolicy:
-    """Pipeline stage: redirect http → https and add HSTS, per host ("*" = any other host)."""
+    """Per host ("*" = any other host): redirect http → https, HSTS on https answers."""
 
     hosts: dict[str, HostPolicy] = field(default_factory=dict)
     https_port: int = 443
 
     def policy(self, host: str) -> HostPolicy:
-        name = hostname(host)
+        name = hostname(host).lower()  # a raw Host header too (a request refused as bad)
         return self.hosts.get(name) or self.hosts.get("*") or HostPolicy()
 
-    async def __call__(self, request: Request, call_next: Next) -> Response:
-        p = self.policy(request.host)
-        if request.scheme == "http":
-            if p.redirect and request.host and not request.target.startswith(ACME):
-                return self._redirect(request)
-            return await call_next(request)
-        response = await call_next(request)
-        if p.hsts_max_age > 0 and "strict-transport-security" not in response.headers:
-            value = f"max-age={p.hsts_max_age}"
-            response.headers.set("Strict-Transport-Security",
-                                 value + ("; includeSubDomains" if p.include_subdomains else ""))
-        return response
+    def hsts(self, host: str) -> str | None:
+        """The Strict-Transport-Security value for an answer to `host` over https, if any
+        (never send it over plain http: RFC 6797 §7.2)."""
+        p = self.policy(host)
+        if p.hsts_max_age <= 0:
+            return None
+        return f"max-age={p.hsts_max_age}" + ("; includeSubDomains" if p.include_subdomains else "")
 
-    def _redirect(self, request: Request) -> Response:
-        name = hostname(request.host)
+    def redirect(self, host: str, target: str) -> Response | None:
+        """The 308 answer to a plain-http request for `host` and origin-form `target`, or
+        None to serve it as it is (no redirect for the host, no host named, or an ACME
+        challenge a certificate authority must reach over http)."""
+        if not host or target.startswith(ACME) or not self.policy(host).redirect:
+            return None
+        name = hostname(host)
         authority = name if self.https_port == 443 else f"{name}:{self.https_port}"
-        target = request.target if request.target.startswith("/") else "/"
-        headers = Headers([("Location", f"https://{authority}{target}"),
+        path = target if target.startswith("/") else "/"
+        headers = Headers([("Location", f"https://{authority}{path}"),
                            ("Content-Type", "text/plain; charset=utf-8"),
                            ("Cache-Control", "no-store")])
         return Response(308, headers, b"use https\n", reason="redirect to https",
                         outcome="redirect")
+
+
+def policy_target(start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders,
+                   scheme: str) -> Target | None:
+    """Host and target as the pipeline will see them (to pick a host's policy before an
+    in-node app is consulted), or None if the request is bad."""
+    try:
+        return normalise_target(start_line.method, start_line.path, headers.get_list("Host"),
+                                start_line.version, scheme)
+    except ClientError:
+        return None
+
+
+class AddFields(httputil.HTTPConnection):
+    """A mounted app's connection that adds fields (HSTS) to the head the app writes,
+    unless the app set them itself; everything else is the real connection's."""
+
+    def __init__(self, conn: httputil.HTTPConnection, fields: list[tuple[str, str]]) -> None:
+        self._conn = conn
+        self._fields = fields
+
+    def write_headers(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+                      headers: httputil.HTTPHeaders,
+                      chunk: bytes | None = None) -> asyncio.Future[None]:
+        for name, value in self._fields:
+            if name not in headers:
+                headers[name] = value
+        return self._conn.write_headers(start_line, headers, chunk)
+
+    def write(self, chunk: bytes) -> asyncio.Future[None]:
+        return self._conn.write(chunk)
+
+    def finish(self) -> None:
+        self._conn.finish()
+
+    def __getattr__(self, name: str) -> Any:  # context, set_close_callback, detach, ...
+        return getattr(self._conn, name)

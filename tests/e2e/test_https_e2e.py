@@ -8,30 +8,14 @@ import shutil
 import signal
 import socket
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
+from testkit.pki import make_ca, make_leaf
 from testkit.procs import Proc, free_port, scale0_bin, wait_until
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")]
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-def _leaf(d: Path, host: str, tag: str) -> tuple[Path, Path]:
-    name = f"{host}-{tag}"
-    (d / f"{name}.ext").write_text(f"subjectAltName=DNS:{host}\n")
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={host}/OU={tag}",
-             cwd=d)
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext",
-             cwd=d)
-    return d / f"{name}.pem", d / f"{name}.key"
 
 
 def _peer_ou(port: int, host: str, ca: Path) -> str:
@@ -44,13 +28,10 @@ def _peer_ou(port: int, host: str, ca: Path) -> str:
 
 
 def test_sni_reload_redirect_and_hsts(tmp_path: Path) -> None:
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test CA",
-             cwd=tmp_path)
-    ca = tmp_path / "ca.pem"
+    ca = make_ca(tmp_path)
     live = {}
     for host in ("a.test", "b.test"):  # the files the node reads; replaced before SIGHUP
-        cert, key = _leaf(tmp_path, host, "v1")
+        cert, key = make_leaf(tmp_path, host, "v1")
         live[host] = (tmp_path / f"{host}.pem", tmp_path / f"{host}.key")
         shutil.copy(cert, live[host][0])
         shutil.copy(key, live[host][1])
@@ -95,7 +76,7 @@ def test_sni_reload_redirect_and_hsts(tmp_path: Path) -> None:
         assert r.getheader("Strict-Transport-Security") == "max-age=600"
         # new certificates, SIGHUP: new handshakes get them, the open connection lives on
         for host in ("a.test", "b.test"):
-            cert, key = _leaf(tmp_path, host, "v2")
+            cert, key = make_leaf(tmp_path, host, "v2")
             shutil.copy(cert, live[host][0])
             shutil.copy(key, live[host][1])
         node.signal(signal.SIGHUP)

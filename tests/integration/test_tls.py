@@ -11,7 +11,6 @@ import asyncio
 import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,38 +19,15 @@ import pytest
 import tornado.web
 from hypothesis import given
 from hypothesis import strategies as st
+from testkit.pki import make_ca, make_leaf
 from tornado.httpserver import HTTPServer
 
-from node.http import Headers, Request, Response
+from node.http import Headers, Request
 from node.proxyheaders import upstream_headers
 from node.tls import CertStore, HostPolicy, HttpsPolicy, TLSConfig, TLSError, cert_names, hostname
 
 pytestmark = [pytest.mark.timeout(60),
               pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")]
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-def make_ca(d: Path) -> Path:
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=scale0 test CA",
-             cwd=d)
-    return d / "ca.pem"
-
-
-def make_leaf(d: Path, host: str, tag: str) -> tuple[str, str]:
-    """A certificate for `host` and *.host signed by the CA in `d`; OU=tag tells versions apart."""
-    name = f"{host}-{tag}"
-    (d / f"{name}.ext").write_text(f"subjectAltName=DNS:{host},DNS:*.{host}\n")
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={host}/OU={tag}",
-             cwd=d)
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext",
-             cwd=d)
-    return str(d / f"{name}.pem"), str(d / f"{name}.key")
 
 
 @pytest.fixture(scope="module")
@@ -185,29 +161,19 @@ def _req(scheme: str, host: str, target: str = "/x?y=1") -> Request:
     return Request("POST", target, Headers(), b"", scheme=scheme, host=host, client="192.0.2.9")
 
 
-async def _ok(request: Request) -> Response:
-    return Response(200, Headers(), b"ok")
-
-
 def test_redirect_and_hsts_per_host() -> None:
     policy = HttpsPolicy({"a.test": HostPolicy(redirect=True, hsts_max_age=600,
                                                include_subdomains=True),
                           "*": HostPolicy(hsts_max_age=60)}, https_port=8443)
-
-    async def main() -> None:
-        r = await policy(_req("http", "a.test:8080"), _ok)
-        assert r.status == 308 and r.headers.get("location") == "https://a.test:8443/x?y=1"
-        acme = await policy(_req("http", "a.test", "/.well-known/acme-challenge/t"), _ok)
-        assert acme.status == 200
-        assert (await policy(_req("http", "other.test"), _ok)).status == 200
-        s = await policy(_req("https", "a.test"), _ok)
-        assert s.headers.get("strict-transport-security") == "max-age=600; includeSubDomains"
-        o = await policy(_req("https", "other.test"), _ok)
-        assert o.headers.get("strict-transport-security") == "max-age=60"
-        plain = await policy(_req("http", "other.test"), _ok)
-        assert "strict-transport-security" not in plain.headers  # never over plain http
-
-    asyncio.run(main())
+    r = policy.redirect("a.test:8080", "/x?y=1")
+    assert r is not None and r.status == 308
+    assert r.headers.get("location") == "https://a.test:8443/x?y=1"
+    assert policy.redirect("A.Test", "/.well-known/acme-challenge/t") is None
+    assert policy.redirect("other.test", "/x") is None
+    assert policy.redirect("", "/x") is None  # HTTP/1.0 without a Host: nowhere to send it
+    assert policy.hsts("a.test") == "max-age=600; includeSubDomains"
+    assert policy.hsts("other.test:8443") == "max-age=60"
+    assert HttpsPolicy({"a.test": HostPolicy(redirect=True)}).hsts("a.test") is None
 
 
 def test_upstream_says_https() -> None:
