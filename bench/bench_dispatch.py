@@ -181,16 +181,18 @@ async def brokered(n: int, conc: int) -> float:
     return done / dt
 
 
-async def cross_process(n: int, conc: int) -> float:
-    """(c): round trips/s from a broker here to a worker process answering from memory."""
+async def cross_process(n: int, conc: int) -> tuple[float, float, float]:
+    """(c): round trips/s from a broker here to a worker process answering from memory,
+    and CPU µs per round trip of this process (the broker side) and of the worker."""
     from bench.procs import Procs
+    from bench.tools import cpu_seconds
 
     broker = Broker(BrokerConfig(endpoint="tcp://127.0.0.1:0"), "bench")
     await broker.start()
     procs = Procs()
     try:
-        procs.worker(broker.bound_endpoint, "--app", "bench.bench_dispatch:answer",
-                     concurrency=conc, service="www")
+        worker = procs.worker(broker.bound_endpoint, "--app", "bench.bench_dispatch:answer",
+                              concurrency=conc, service="www")
         joined = time.monotonic() + 20
         while not broker.has_free_slot("www") and time.monotonic() < joined:  # noqa: ASYNC110
             await asyncio.sleep(0.01)  # polling a real condition, bounded
@@ -206,30 +208,34 @@ async def cross_process(n: int, conc: int) -> float:
                 done += 1
                 await broker.dispatch("www", Request("GET", "/", headers))
 
-        t0 = time.perf_counter()
+        t0, here0, there0 = time.perf_counter(), time.process_time(), cpu_seconds(worker.pid)
         await asyncio.gather(*(client() for _ in range(conc)))
-        return done / (time.perf_counter() - t0)
+        rate = done / (time.perf_counter() - t0)
+        here = (time.process_time() - here0) / max(1, done) * 1e6
+        there = (cpu_seconds(worker.pid) - there0) / max(1, done) * 1e6
+        return rate, here, there
     finally:
         procs.stop_all()
         await broker.close()
 
 
-def through_http(seconds: float, conc: int) -> tuple[float, float]:
-    """(h): wrk → scale0 node → --app worker; (req/s, CPU µs per request node+worker)."""
+def through_http(seconds: float, conc: int) -> tuple[float, float, float]:
+    """(h): wrk → scale0 node → --app worker; (req/s, CPU µs per request of the node, of
+    the worker). The node runs without a cache: this measures dispatch, not caching."""
     from bench.procs import Procs
     from bench.tools import cpu_seconds, wait_http, wrk
 
     procs = Procs()
     try:
-        node, http, workers = procs.node("--cache", "memory")
+        node, http, workers = procs.node("--cache", "off")
         worker = procs.worker(workers, "--app", "bench.bench_dispatch:answer", concurrency=conc)
         url = f"http://127.0.0.1:{http}/x"
         wait_http(url)
         wrk(url, seconds=1, connections=conc)
-        c0 = cpu_seconds(node.pid) + cpu_seconds(worker.pid)
+        n0, w0 = cpu_seconds(node.pid), cpu_seconds(worker.pid)
         r = wrk(url, seconds=seconds, connections=conc)
-        cpu = (cpu_seconds(node.pid) + cpu_seconds(worker.pid) - c0) / max(1, r.requests)
-        return r.rps, cpu * 1e6
+        per = 1e6 / max(1, r.requests)
+        return r.rps, (cpu_seconds(node.pid) - n0) * per, (cpu_seconds(worker.pid) - w0) * per
     finally:
         procs.stop_all()
 
@@ -261,11 +267,13 @@ def main() -> None:
     print(f"(a)  raw zmq round trips, FD pump:    {a:9.0f} /s")
     print(f"(a') raw zmq round trips, zmq.asyncio: {a2:9.0f} /s   a/a' = {a / a2:.2f}")
     print(f"(b)  broker → worker → reply:          {b:9.0f} /s   b/a = {b / a:.2f}")
-    c = run(cross_process(args.requests, args.concurrency))
-    print(f"(c)  broker → worker process → reply:  {c:9.0f} /s   c/a = {c / a:.2f}")
+    c, c_here, c_there = run(cross_process(args.requests, args.concurrency))
+    print(f"(c)  broker → worker process → reply:  {c:9.0f} /s   c/a = {c / a:.2f}"
+          f"   (CPU µs per round trip: broker {c_here:.0f}, worker {c_there:.0f})")
     if not args.no_http:
-        h, cpu = through_http(5.0, args.concurrency)
-        print(f"(h)  wrk → node → worker process:      {h:9.0f} req/s ({cpu:.0f} µs CPU/req)")
+        h, h_node, h_worker = through_http(5.0, args.concurrency)
+        print(f"(h)  wrk → node → worker process:      {h:9.0f} req/s"
+              f"   (CPU µs per request: node {h_node:.0f}, worker {h_worker:.0f})")
     if args.origin:
         u, t = run(upstream_rates(args.origin, 3.0, args.concurrency))
         print(f"(u)  UpstreamClient (httptools):       {u:9.0f} GET/s")
