@@ -1,0 +1,139 @@
+"""`--https` on the fast wire vs on Tornado's HTTPServer, plain http and nginx as references.
+
+In one invocation: `scale0 node --http-server fast` and `--http-server tornado`, each
+with `--https` (one self-signed P-256 certificate made by the openssl command line),
+`--cache memory`, an HTTP-upstream worker to the bench origin, and a 1 KiB static file
+(`--static`). wrk -t1 -c50 (keep-alive: the handshake is paid once per connection)
+fetches over https from each node a cached 1 KiB object (a hit: the whole request path;
+over https never the prepared-hit shortcut) and the static file; the fast wire is
+measured over plain http too (its hits take the shortcut there); nginx serves the
+static file over TLS with the same certificate, if installed. Prints req/s, p50/p99,
+node CPU µs per request and the ratios.
+
+    python -m bench.bench_https [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from bench.procs import Procs, free_port
+from bench.tools import HEADER, Nginx, cpu_seconds, have, wrk
+
+TARGETS = {"hit": "/bytes/1024", "static": "/s/page.txt"}
+
+
+def certificate(d: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost (wrk does not verify)."""
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+def ready(url: str) -> None:
+    """Poll until `url` answers 200 (over TLS: any certificate, the benchmark made it)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    end = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2, context=ctx).read()
+            return
+        except OSError:  # HTTPError too: 503 until the worker is in
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.05)  # poll a real condition, bounded
+
+
+def measure(name: str, url: str, pid: int, seconds: float) -> float:
+    ready(url)
+    wrk(url, seconds=1)  # warm up
+    before = cpu_seconds(pid)
+    result = wrk(url, seconds=seconds)
+    cpu_us = (cpu_seconds(pid) - before) / max(result.requests, 1) * 1e6
+    print(result.row(name, cpu_us), flush=True)
+    return result.rps
+
+
+def run(seconds: float) -> dict[str, float]:
+    if not (have("wrk") and have("openssl")):
+        print("bench_https needs wrk and openssl: nothing to measure")
+        return {}
+    work = Path(tempfile.mkdtemp(prefix="scale0-bench-https-"))
+    work.chmod(0o755)  # nginx's workers read the page as another user
+    procs = Procs()
+    nginx: Nginx | None = None
+    rates: dict[str, float] = {}
+    try:
+        cert, key = certificate(work)
+        public = work / "public"
+        public.mkdir(mode=0o755)
+        (public / "page.txt").write_bytes(b"x" * 1024)
+        (public / "page.txt").chmod(0o644)
+        _, origin = procs.origin()
+        print(HEADER)
+        for wire in ("fast", "tornado"):
+            https = free_port()
+            node, http, workers = procs.node(
+                "--http-server", wire, "--https", f"127.0.0.1:{https}",
+                "--tls-cert", str(cert), "--tls-key", str(key),
+                "--cache", "memory", "--static", f"/s={public}")
+            procs.worker(workers, "--upstream", f"http://127.0.0.1:{origin}")
+            for target, path in TARGETS.items():
+                rates[f"{wire} https {target}"] = measure(
+                    f"{wire} wire, https, {target}", f"https://127.0.0.1:{https}{path}",
+                    node.pid, seconds)
+                if wire == "fast":
+                    rates[f"fast http {target}"] = measure(
+                        f"fast wire, http, {target}", f"http://127.0.0.1:{http}{path}",
+                        node.pid, seconds)
+        if have("nginx"):
+            port = free_port()
+            nginx = Nginx(f"server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; "
+                          f"ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3; "
+                          f"location /s/ {{ alias {public}/; }} }}")
+            nginx.start()
+            url = f"https://127.0.0.1:{port}{TARGETS['static']}"
+            ready(url)  # its worker exists from here on
+            pids = nginx.worker_pids()
+            assert nginx.proc is not None
+            rates["nginx https static"] = measure("nginx, https, static", url,
+                                                  pids[0] if pids else nginx.proc.pid, seconds)
+    except subprocess.CalledProcessError as exc:
+        print(f"a tool failed: {exc}")
+    finally:
+        procs.stop_all()
+        if nginx is not None:
+            nginx.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print()
+    for target in TARGETS:
+        for a, b in (("fast https", "tornado https"), ("fast https", "fast http"),
+                     ("fast https", "nginx https")):
+            x, y = rates.get(f"{a} {target}"), rates.get(f"{b} {target}")
+            if x and y:
+                print(f"{target}: {a} / {b} = {x / y:.2f}x")
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5)
+    args = parser.parse_args()
+    run(args.seconds)
+
+
+if __name__ == "__main__":
+    main()
