@@ -1,14 +1,16 @@
 """`--https` on the fast wire vs on Tornado's HTTPServer, plain http and nginx as references.
 
-In one invocation: `scale0 node --http-server fast` and `--http-server tornado`, each
-with `--https` (one self-signed P-256 certificate made by the openssl command line),
-`--cache memory`, an HTTP-upstream worker to the bench origin, and a 1 KiB static file
-(`--static`). wrk -t1 -c50 (keep-alive: the handshake is paid once per connection)
-fetches over https from each node a cached 1 KiB object (a hit: the whole request path;
-over https never the prepared-hit shortcut) and the static file; the fast wire is
-measured over plain http too (its hits take the shortcut there); nginx serves the
-static file over TLS with the same certificate, if installed. Prints req/s, p50/p99,
-node CPU µs per request and the ratios.
+In one invocation, wrk -t1 -c50 (keep-alive: a handshake per connection, not per
+request) against:
+1. the wire layers alone (bench_wire's servers: Front with an in-memory 1 KiB answer,
+   the node's TLS settings from node.tls), fast and Tornado, over https and http;
+2. `scale0 node --http-server fast` and `tornado`, each with `--https` (one self-signed
+   P-256 certificate made by the openssl command line), `--cache memory`, an
+   HTTP-upstream worker to the bench origin and a 1 KiB static file (`--static`): a
+   cached 1 KiB object (a hit through the whole request path: over https never the
+   prepared-hit shortcut, over plain http the fast wire's hits take it) and the file;
+3. nginx serving the same file over TLS with the same certificate, if installed.
+Prints req/s, p50/p99, server CPU µs per request and the ratios.
 
     python -m bench.bench_https [--seconds 5]
 """
@@ -19,13 +21,15 @@ import argparse
 import shutil
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
+from bench.bench_wire import measure as wire_measure
 from bench.procs import Procs, free_port
-from bench.tools import HEADER, Nginx, cpu_seconds, have, wrk
+from bench.tools import HEADER, Nginx, have
 
 TARGETS = {"hit": "/bytes/1024", "static": "/s/page.txt"}
 
@@ -57,24 +61,39 @@ def ready(url: str) -> None:
             time.sleep(0.05)  # poll a real condition, bounded
 
 
-def measure(name: str, url: str, pid: int, seconds: float) -> float:
+def measure(name: str, url: str, pid: int, seconds: int) -> float:
+    """req/s of `url` once it answers (bench_wire's row: warm-up, wrk, CPU µs of `pid`)."""
     ready(url)
-    wrk(url, seconds=1)  # warm up
-    before = cpu_seconds(pid)
-    result = wrk(url, seconds=seconds)
-    cpu_us = (cpu_seconds(pid) - before) / max(result.requests, 1) * 1e6
-    print(result.row(name, cpu_us), flush=True)
-    return result.rps
+    return wire_measure(name, url, pid, seconds)[1]
 
 
-def run(seconds: float) -> dict[str, float]:
+def nginx_https(cert: Path, key: Path, public: Path, seconds: int) -> float | None:
+    """nginx serving the static file over TLS with the same certificate, if installed."""
+    if not have("nginx"):
+        return None
+    port = free_port()
+    nginx = Nginx(f"server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; "
+                  f"ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3; "
+                  f"location /s/ {{ alias {public}/; }} }}")
+    nginx.start()
+    try:
+        url = f"https://127.0.0.1:{port}{TARGETS['static']}"
+        ready(url)  # its worker exists from here on
+        pids = nginx.worker_pids()
+        assert nginx.proc is not None
+        return measure("nginx, https, static", url, pids[0] if pids else nginx.proc.pid,
+                       seconds)
+    finally:
+        nginx.stop()
+
+
+def run(seconds: int) -> dict[str, float]:
     if not (have("wrk") and have("openssl")):
         print("bench_https needs wrk and openssl: nothing to measure")
         return {}
     work = Path(tempfile.mkdtemp(prefix="scale0-bench-https-"))
     work.chmod(0o755)  # nginx's workers read the page as another user
     procs = Procs()
-    nginx: Nginx | None = None
     rates: dict[str, float] = {}
     try:
         cert, key = certificate(work)
@@ -84,6 +103,15 @@ def run(seconds: float) -> dict[str, float]:
         (public / "page.txt").chmod(0o644)
         _, origin = procs.origin()
         print(HEADER)
+        for wire in ("fast", "tornado"):  # the wire and Front alone: an in-memory 1 KiB answer
+            for scheme in ("https", "http"):
+                port = free_port()
+                tls = ["--tls-cert", str(cert), "--tls-key", str(key)] if scheme == "https" else []
+                proc = procs.start([sys.executable, "-m", "bench.bench_wire", "--serve", wire,
+                                    "--port", str(port), *tls])
+                rates[f"{wire} {scheme} wire"] = measure(
+                    f"{wire} wire alone, {scheme}", f"{scheme}://127.0.0.1:{port}/", proc.pid,
+                    seconds)
         for wire in ("fast", "tornado"):
             https = free_port()
             node, http, workers = procs.node(
@@ -99,27 +127,16 @@ def run(seconds: float) -> dict[str, float]:
                     rates[f"fast http {target}"] = measure(
                         f"fast wire, http, {target}", f"http://127.0.0.1:{http}{path}",
                         node.pid, seconds)
-        if have("nginx"):
-            port = free_port()
-            nginx = Nginx(f"server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; "
-                          f"ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3; "
-                          f"location /s/ {{ alias {public}/; }} }}")
-            nginx.start()
-            url = f"https://127.0.0.1:{port}{TARGETS['static']}"
-            ready(url)  # its worker exists from here on
-            pids = nginx.worker_pids()
-            assert nginx.proc is not None
-            rates["nginx https static"] = measure("nginx, https, static", url,
-                                                  pids[0] if pids else nginx.proc.pid, seconds)
+        nginx = nginx_https(cert, key, public, seconds)
+        if nginx is not None:
+            rates["nginx https static"] = nginx
     except subprocess.CalledProcessError as exc:
         print(f"a tool failed: {exc}")
     finally:
         procs.stop_all()
-        if nginx is not None:
-            nginx.stop()
         shutil.rmtree(work, ignore_errors=True)
     print()
-    for target in TARGETS:
+    for target in ("wire", *TARGETS):
         for a, b in (("fast https", "tornado https"), ("fast https", "fast http"),
                      ("fast https", "nginx https")):
             x, y = rates.get(f"{a} {target}"), rates.get(f"{b} {target}")
@@ -130,7 +147,7 @@ def run(seconds: float) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--seconds", type=int, default=5)
     args = parser.parse_args()
     run(args.seconds)
 

@@ -7,7 +7,8 @@ nginx answers `return 200` of the same 1 KiB. wrk -t1 -c50 drives each in turn;
 the table shows req/s, p50/p99, server CPU µs per request and ratios.
 
     python -m bench.bench_wire [--seconds 5]
-    python -m bench.bench_wire --serve fast|tornado|bare --port N   (one server, used internally)
+    python -m bench.bench_wire --serve fast|tornado|bare --port N [--tls-cert C --tls-key K]
+        (one server, used internally; over TLS with the pair, as bench_https does)
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from bench.tools import HEADER, Nginx, cpu_seconds, have, wait_http, wrk
 BODY = b"x" * 1024
 
 
-def serve(kind: str, port: int) -> None:
+def serve(kind: str, port: int, tls: tuple[str, str] | None = None) -> None:
     from tornado import httputil
 
     from node.fastwire import FastHTTPServer, WireLimits, new_event_loop
     from node.front import Front
     from node.http import Headers, Request, Response
+    from node.tls import CertStore, TLSConfig
+
+    ctx = CertStore(TLSConfig((tls,))).context if tls else None  # the node's own settings
 
     async def handle(request: Request) -> Response:
         return Response(200, Headers([("Content-Type", "text/plain")]), BODY)
@@ -52,13 +56,14 @@ def serve(kind: str, port: int) -> None:
             return Bare(request_conn)
 
     async def main() -> None:
-        front = Front(handle)
+        front = Front(handle, scheme="https" if ctx else "http")
         if kind == "bare":
-            await FastHTTPServer(BareServer()).listen("127.0.0.1", port)
+            await FastHTTPServer(BareServer(), ssl_context=ctx).listen("127.0.0.1", port)
         elif kind == "tornado":
-            front.listen(port, "127.0.0.1")
+            front.listen(port, "127.0.0.1", ssl_options=ctx)
         else:
-            await FastHTTPServer(front, limits=WireLimits()).listen("127.0.0.1", port)
+            await FastHTTPServer(front, limits=WireLimits(), ssl_context=ctx).listen(
+                "127.0.0.1", port)
         await asyncio.Event().wait()
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
@@ -79,9 +84,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--serve", choices=("fast", "tornado", "bare"))
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port,
+              (args.tls_cert, args.tls_key) if args.tls_cert and args.tls_key else None)
         return
     if not have("wrk"):
         print("wrk is not installed: nothing to measure")
