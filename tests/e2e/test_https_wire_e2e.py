@@ -10,7 +10,7 @@ import ssl
 from pathlib import Path
 
 import pytest
-from integration.test_tls import make_ca, make_leaf
+from testkit.pki import make_ca, make_leaf
 from testkit.procs import Proc, free_port, scale0_bin, wait_until
 
 pytestmark = [pytest.mark.e2e,

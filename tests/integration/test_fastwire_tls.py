@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 from integration.test_hostile_http import CASES, MAX_BODY, MAX_HEADER, TIMEOUT, Twin
-from integration.test_tls import client_ctx, make_ca, make_leaf
+from integration.test_tls import client_ctx
+from testkit.pki import make_ca, make_leaf
 
 from node.accesslog import AccessLog
 from node.fastwire import FastHTTPServer, WireLimits, new_event_loop
