@@ -3,7 +3,10 @@
 Fetches `/_scale0/mesh` from the node's admin listener (plain urllib: one small
 GET a second needs no client library) and draws it with `mesh.view`.
 `--once` prints the table, `--json` the document as the node sent it, and by
-default a rich Live display redraws in place until Ctrl-C. Errors are one line
+default a rich Live display redraws in place until Ctrl-C (when stdout is not a
+terminal, a new table is printed each interval instead: Live would show nothing
+until the end). An admin listener off loopback wants its bearer token
+(`--admin-token-file`, the node's own flag of that name). Errors are one line
 on stderr and exit status 1: the operator wants "node unreachable at X", not a
 traceback. node/cli.py mounts this with `add_mesh_parser` and `run_mesh`;
 `python -m mesh.cli` runs it alone.
@@ -28,6 +31,19 @@ from mesh.view import MeshJSONError, parse_mesh_json, render_snapshot
 DEFAULT_ADMIN = "http://127.0.0.1:8081"
 MESH_PATH = "/_scale0/mesh"
 MAX_DOCUMENT = 16 * 1024 * 1024  # far above 10k nodes; a runaway answer stops here
+MAX_TOKEN = 4096  # a token file is one short line; anything bigger is the wrong file
+
+EPILOG = """\
+examples:
+  scale0 mesh                                    # live, redrawn every second; Ctrl-C ends it
+  scale0 mesh --admin 127.0.0.1:8091 --once      # another node's view, printed once
+  scale0 mesh --json | jq '.nodes[] | {id, state}'
+  scale0 mesh --admin http://10.0.0.11:8081 --admin-token-file /etc/scale0/admin-token
+
+Columns: state (alive, suspect, dead, left), age of the last news, and per service
+busy/slots, queued (q), workers (w), p50 latency, requests/s, forwarded in/out per s.
+The same table in a browser: http://127.0.0.1:8081/_scale0/ (loopback only).
+"""
 
 
 class MeshFetchError(Exception):
@@ -44,14 +60,34 @@ def mesh_url(admin: str) -> str:
     return base + MESH_PATH
 
 
-def fetch_mesh(admin: str, timeout: float = 5.0) -> dict[str, Any]:
+def read_token(path: str) -> str:
+    """The bearer token in the file at `path` (one line); MeshFetchError if unusable."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_TOKEN + 1)
+    except OSError as exc:
+        raise MeshFetchError(f"--admin-token-file {path}: {exc.strerror or exc}") from None
+    token = data.strip()
+    if not token or len(data) > MAX_TOKEN or b"\n" in token:
+        raise MeshFetchError(f"--admin-token-file {path}: expected the token on one line")
+    return token.decode("utf-8", "replace")
+
+
+def fetch_mesh(admin: str, timeout: float = 5.0, token: str = "") -> dict[str, Any]:
     """GET the mesh document; raises MeshFetchError with a one-line reason."""
     url = mesh_url(admin)
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             body = resp.read(MAX_DOCUMENT + 1)
     except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            hint = ("the token was refused" if token
+                    else "this admin listener wants its token: give --admin-token-file")
+            raise MeshFetchError(f"{url} answered 401: {hint}") from None
         raise MeshFetchError(f"{url} answered {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -72,7 +108,10 @@ def add_mesh_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "mesh",
         help="watch the mesh load table",
-        description="Show a node's view of the mesh: every node, its state and per-service load.",
+        description="Show a node's view of the mesh: every node, its state and per-service\n"
+                    "load, as a table redrawn in place until Ctrl-C (--once, --json: print\n"
+                    "and exit; into a pipe, one table per --interval).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_arguments(parser)
     parser.set_defaults(func=run_mesh)
@@ -83,7 +122,15 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--admin",
         default=DEFAULT_ADMIN,
+        metavar="URL|HOST:PORT",
         help=f"the node's admin listener (default {DEFAULT_ADMIN})",
+    )
+    parser.add_argument(
+        "--admin-token-file",
+        metavar="FILE",
+        default="",
+        help="the bearer token of an admin listener off loopback (the file the node's "
+        "--admin-token-file names); default: none",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="print the table once and exit")
@@ -92,12 +139,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--interval",
         type=_positive,
         default=1.0,
+        metavar="SECONDS",
         help="seconds between refreshes of the live table (default 1)",
     )
     parser.add_argument(
         "--timeout",
         type=_positive,
         default=5.0,
+        metavar="SECONDS",
         help="seconds to wait for the node to answer (default 5)",
     )
 
@@ -116,8 +165,10 @@ def run_mesh(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
     """Run `scale0 mesh`; returns the process exit status."""
     out = out or sys.stdout
     err = err or sys.stderr
+    token_file = getattr(args, "admin_token_file", "")
     try:
-        doc = fetch_mesh(args.admin, args.timeout)
+        token = read_token(token_file) if token_file else ""
+        doc = fetch_mesh(args.admin, args.timeout, token)
         if args.json:
             json.dump(doc, out, indent=2, sort_keys=False)
             out.write("\n")
@@ -127,13 +178,22 @@ def run_mesh(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
         err.write(f"scale0 mesh: {exc}\n")
         return 1
     console = Console(file=out)
+    first = render_snapshot(snap, title=f"mesh seen by {snap.self_id}")
     if args.once:
-        console.print(render_snapshot(snap, title=f"mesh seen by {snap.self_id}"))
+        console.print(first)
         return 0
-    return _live(args, console, render_snapshot(snap, title=f"mesh seen by {snap.self_id}"))
+    if not console.is_terminal:
+        return _printed(args, token, console, first, err)
+    return _live(args, token, console, first)
 
 
-def _live(args: argparse.Namespace, console: Console, first: RenderableType) -> int:
+def _next_view(args: argparse.Namespace, token: str, stamped: bool = False) -> RenderableType:
+    snap = parse_mesh_json(fetch_mesh(args.admin, args.timeout, token))
+    when = f" at {time.strftime('%H:%M:%S')}" if stamped else ""  # printed tables pile up
+    return render_snapshot(snap, title=f"mesh seen by {snap.self_id}{when}")
+
+
+def _live(args: argparse.Namespace, token: str, console: Console, first: RenderableType) -> int:
     view: RenderableType = first
     try:
         with Live(view, console=console, auto_refresh=False, screen=False) as live:
@@ -141,13 +201,32 @@ def _live(args: argparse.Namespace, console: Console, first: RenderableType) -> 
                 # Pacing the redraw, not synchronising anything: a plain sleep is right here.
                 time.sleep(args.interval)
                 try:
-                    snap = parse_mesh_json(fetch_mesh(args.admin, args.timeout))
-                    view = render_snapshot(snap, title=f"mesh seen by {snap.self_id}")
+                    view = _next_view(args, token)
                     live.update(view, refresh=True)
                 except (MeshFetchError, MeshJSONError) as exc:
                     # Keep the last table on screen; say what is wrong under it.
                     stamp = time.strftime("%H:%M:%S")
                     live.update(Group(view, Text(f"{stamp} {exc}", style="red")), refresh=True)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _printed(args: argparse.Namespace, token: str, console: Console, first: RenderableType,
+             err: TextIO) -> int:
+    """Live mode into a pipe or a file: one table per interval, each flushed at once."""
+    view: RenderableType | None = first
+    try:
+        while True:
+            if view is not None:
+                console.print(view)
+                console.file.flush()
+            time.sleep(args.interval)  # pacing, as in _live
+            try:
+                view = _next_view(args, token, stamped=True)
+            except (MeshFetchError, MeshJSONError) as exc:
+                view = None
+                err.write(f"{time.strftime('%H:%M:%S')} scale0 mesh: {exc}\n")
+                err.flush()
     except KeyboardInterrupt:
         return 0
 

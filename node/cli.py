@@ -18,12 +18,21 @@ from typing import Any
 
 from node.errors import ConfigError
 
+DESCRIPTION_NODE = """\
+Run one Scale0 node. Flags win over the --config file. Every flag below but
+--config and --check-config has a key of the same name in that file (- or _):
+repeatable flags are lists (seed or seeds = [...], route or routes = [...]);
+--workers is `endpoint` in [workers], --cache is `store` in [cache] (or
+cache = "SPEC"), --access-log is access_log = true|false.
+"""
+
 EPILOG_NODE = """\
 examples:
   scale0 node                                   # :8080, admin 127.0.0.1:8081, workers tcp://*:7950
   scale0 node --id east-1 --dc east --route www.example.com=www --route '*.example.com/api=api'
   scale0 node --config /etc/scale0/node.toml --http 0.0.0.0:80
   scale0 node --check-config /etc/scale0/node.toml   # validate, bind nothing; exit 0 or 2
+  scale0 node --config /etc/scale0/node.toml --check-config   # the same
 
 Unmapped hosts go to the service `default`; with no such service the node answers 404.
 Health: curl http://127.0.0.1:8081/_scale0/health   Readiness: /_scale0/ready
@@ -37,8 +46,7 @@ With --processes N, signal the first process: it passes SIGTERM and SIGHUP on to
 def _node_parser(sub: Any) -> None:
     p = sub.add_parser(
         "node", help="run a node: HTTP front door + worker broker + mesh member",
-        description="Run one Scale0 node. Flags win over the --config file; "
-                    "every flag below also has a key of the same name in that file.",
+        description=DESCRIPTION_NODE,
         epilog=EPILOG_NODE, formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
@@ -57,8 +65,8 @@ def _node_parser(sub: Any) -> None:
     a("--admin", metavar="HOST:PORT", help="admin listener (health, readiness, mesh); "
       "default: 127.0.0.1:8081 — keep it private")
     a("--processes", metavar="N", type=int, help="node processes sharing the HTTP port; default: 1")
-    a("--workers", metavar="ENDPOINT", help="ZeroMQ ROUTER that workers connect to; "
-      "default: tcp://*:7950")
+    a("--workers", metavar="ENDPOINT", help="ZeroMQ ROUTER that workers connect to "
+      "(in the file: [workers] endpoint); default: tcp://*:7950")
     a("--gossip", metavar="ENDPOINT", help="PUB socket for mesh state; default: tcp://*:7946")
     a("--peer", metavar="ENDPOINT", help="ROUTER socket for peers; default: tcp://*:7947")
     a("--advertise", metavar="HOST", help="address peers should dial (behind NAT); default: bound")
@@ -94,8 +102,9 @@ def _node_parser(sub: Any) -> None:
       help="access log lines as text or one JSON object each; default: text")
     a("--access-log", metavar="on|off", choices=["on", "off"],
       help="one line per request (buffered, written every second); default: on")
-    a("--check-config", metavar="FILE", help="validate FILE (as --config would read it) "
-      "without binding anything; prints FILE: ok or FILE:LINE: the problem; exit 0 or 2")
+    a("--check-config", metavar="FILE", nargs="?", const="",
+      help="validate FILE (or, without FILE, the --config file) as the node would read it, "
+           "binding nothing; prints FILE: ok or FILE:LINE: the problem; exit 0 or 2")
     p.set_defaults(func=_cmd_node)
 
 
@@ -107,6 +116,10 @@ def _cmd_node(args: argparse.Namespace) -> int:
     if check is not None:
         from node.checkconfig import check_file
 
+        # `--check-config FILE`, or `--config FILE --check-config` as with `nginx -t -c FILE`.
+        check = check or getattr(args, "config", "")
+        if not check:
+            return _fail("--check-config needs a FILE (or --config FILE)")
         ok, line = check_file(check)
         print(line, file=sys.stdout if ok else sys.stderr)
         return 0 if ok else 2
