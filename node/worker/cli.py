@@ -58,7 +58,9 @@ def add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                    help="on SIGTERM, time allowed to finish requests in flight (default 10)")
     p.add_argument("--curve", metavar="KEYDIR",
-                   help="CurveZMQ: this worker's NAME.key_secret and the node's node.key")
+                   help="CurveZMQ: KEYDIR holds this worker's pair (scale0 keygen KEYDIR "
+                        "--name NAME) and a copy of the node's node.key; the node lets it in "
+                        "once NAME.key is in the node's KEYDIR/authorized/ (then SIGHUP it)")
     p.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS",
                    help=argparse.SUPPRESS)
     p.set_defaults(func=run_worker)
@@ -143,8 +145,11 @@ async def _serve(args: argparse.Namespace, handler: Handler, closeable: Any,
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
+    # "connecting", not "serving": nothing says yet that the node took us (a --curve key it
+    # does not list, or a plaintext worker at a --curve node, is only "silent" later).
     logging.getLogger("scale0.worker").info(
-        "serving %s for %s (concurrency %d)", ",".join(args.service), args.node, args.concurrency)
+        "connecting to %s to serve %s (concurrency %d)", args.node, ",".join(args.service),
+        args.concurrency)
     await worker.run()
     for task in stopping:
         await task

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import select
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from testkit.procs import free_port
 
 from node.cli import build_parser, main
 
@@ -70,3 +74,27 @@ def test_node_help_says_how_flags_become_file_keys() -> None:
     text = help_text("node")
     for needed in ("[workers]", "seeds = [...]", "access_log = true|false", "--check-config"):
         assert needed in text, needed
+
+
+def test_worker_curve_help_names_the_whole_key_layout() -> None:
+    text = " ".join(help_text("worker").split())
+    for needed in ("scale0 keygen KEYDIR --name NAME", "node.key", "authorized/"):
+        assert needed in text, needed
+
+
+def test_worker_says_connecting_not_serving_before_the_node_answers() -> None:
+    """A worker the node refuses (an unlisted --curve key) must not have logged "serving"."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"  # nobody there: the node never answers
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node", "worker", "--node", endpoint, "--service", "www",
+         "--upstream", "http://127.0.0.1:9"], stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        ready, _, _ = select.select([proc.stderr], [], [], 30)
+        assert ready, "the worker logged nothing in 30 s"
+        first = proc.stderr.readline()  # its first log line
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert f"connecting to {endpoint} to serve www" in first
+    assert "serving" not in first
