@@ -37,7 +37,7 @@ NODE_FLAGS = {
     "--check-config",
 }
 WORKER_FLAGS = {"--node", "--service", "--concurrency", "--upstream", "--app", "--wsgi",
-                "--log-level", "--log-format"}
+                "--name", "--grace", "--curve"}  # `scale0 worker --help`
 # Top-level TOML keys: the node flags' names (singular or plural) and the tables.
 CONFIG_KEYS = {
     "id", "dc", "http", "https", "tls_cert", "tls_key", "admin", "processes", "workers",
@@ -143,6 +143,43 @@ def test_compose_worker_commands_parse_with_the_real_cli() -> None:
         cmd = svc.get("command")
         if cmd and cmd[0] == "worker":
             _parse_with_real_cli(cmd)
+
+
+def test_compose_nodes_start_without_a_token_they_do_not_have() -> None:
+    """Off loopback the admin listener needs --admin-token-file or the node refuses to start."""
+    from node.admintoken import AdminTokenError, require_token
+    from node.cli import build_parser
+    from node.config import load_config, parse_hostport
+
+    for name, svc in compose()["services"].items():
+        cmd = svc.get("command")
+        if not cmd or cmd[0] != "node":
+            continue
+        args = build_parser().parse_args(cmd)
+        config = load_config(str(DEPLOY / "configs" / Path(args.config).name))
+        host, _ = parse_hostport(getattr(args, "admin", config.admin))
+        token_file = getattr(args, "admin_token_file", config.admin_token_file)
+        try:
+            require_token(host, token_file or None)
+        except AdminTokenError as exc:
+            raise AssertionError(f"{name}: {exc}") from None
+
+
+def test_configs_pass_check_config_where_they_are_installed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`scale0 node --check-config` on each example, with what deploy/README.md step 1 creates:
+    /srv/scale0/static, /var/cache/scale0 and docs/examples on PYTHONPATH."""
+    from node.checkconfig import check_file
+
+    monkeypatch.syspath_prepend(str(ROOT / "docs" / "examples"))
+    (tmp_path / "static").mkdir()
+    for path in CONFIGS:
+        text = path.read_text().replace("/srv/scale0/static", str(tmp_path / "static"))
+        text = text.replace("/var/cache/scale0", str(tmp_path / "cache"))
+        installed = tmp_path / path.name
+        installed.write_text(text)
+        ok, line = check_file(str(installed))
+        assert ok, line
 
 
 def load_toml(path: Path) -> dict[str, Any]:
