@@ -50,14 +50,19 @@ from gossip.membership import (
     Unsubscribe,
 )
 from gossip.messages import (
+    Ack,
     Beat,
+    DcSummary,
     Dead,
     DecodeError,
     Message,
     Ping,
     Probe,
     Push,
+    Reliable,
+    ResendRequest,
     Snapshot,
+    SnapshotRequest,
     Suspect,
     decode,
     encode,
@@ -72,6 +77,15 @@ trace = logging.getLogger("scale0.gossip.timeline")
 
 TOPIC = b"g"
 KIND = "gossip"
+# Which message types each channel carries; anything else on it is a forgery or a bug,
+# dropped and counted. A Reliable (a LEAVE, a cache purge) only ever comes from its
+# publisher's PUB or as the answer to our own ResendRequest to that publisher, so a
+# member cannot hand us an envelope in another's name over the peer socket.
+SUB_TYPES = (Beat, Push, Reliable, DcSummary)
+REQUEST_TYPES = (SnapshotRequest, Push, Ping, Probe, ResendRequest)
+ANSWER_TYPES: dict[type, tuple[type, ...]] = {
+    SnapshotRequest: (Snapshot,), Ping: (Ack,), Probe: (Ack,), ResendRequest: (Reliable,),
+}
 _WILDCARD = re.compile(r"^(?P<scheme>[a-z]+://)?(?P<host>\*|0\.0\.0\.0|\[::\]|::)(?P<rest>:.*)$")
 
 
@@ -217,6 +231,8 @@ class GossipAgent:
     def stats(self) -> dict[str, dict[str, int]]:
         """Messages in/out by kind and drops by reason, for metrics."""
         dropped = self.counters["dropped"] + self.transport.stats.dropped
+        if self.membership is not None:
+            dropped.update({f"news:{k}": v for k, v in self.membership.refused.items() if v})
         return {"in": dict(self.counters["in"]), "out": dict(self.counters["out"]),
                 "dropped": dict(dropped)}
 
@@ -243,7 +259,10 @@ class GossipAgent:
                     self.membership.set_load(self._load_source())
                 except Exception:
                     log.exception("load source failed; beating with the previous load")
-            self._execute(self.membership.tick(now))
+            try:
+                self._execute(self.membership.tick(now))
+            except Exception as exc:  # one bad member's data must not end our gossip for good
+                self.transport.drops.drop("tick:error", repr(exc)[:200])
             await asyncio.sleep(interval / 10)  # a timer, not synchronisation
 
     async def _join(self) -> None:
@@ -281,13 +300,23 @@ class GossipAgent:
 
     def _on_sub(self, frames: list[bytes]) -> None:
         msg = self._decode(frames, "sub")
-        if msg is not None and self.membership is not None:
+        if msg is None or self.membership is None:
+            return
+        if not isinstance(msg, SUB_TYPES):
+            self.transport.drops.drop("sub:unexpected-type", type(msg).__name__)
+        elif not self.membership.follows(msg.sender):
+            # We subscribe only to members we follow: another sender is a forged name.
+            self.transport.drops.drop("sub:unfollowed-sender", msg.sender[:64])
+        else:
             self._absorb(msg)
 
     async def _on_peer(self, request: PeerRequest) -> PeerReply:
         msg = self._decode(request.body, "peer")
         if msg is None or self.membership is None:
             raise Refuse("not a gossip message")
+        if not isinstance(msg, REQUEST_TYPES):
+            self.transport.drops.drop("peer:unexpected-type", type(msg).__name__)
+            raise Refuse(f"a {type(msg).__name__} is not a request")
         if trace.isEnabledFor(logging.DEBUG):
             self._trace_in(msg)
         answers: list[bytes] = []
@@ -381,7 +410,13 @@ class GossipAgent:
             self.counters["dropped"][f"send:{type(exc).__name__}"] += 1
             log.debug("gossip to %s at %s failed: %s", member_id or "seed", address, exc)
             return
+        expected = ANSWER_TYPES.get(type(msg), ())
         for frame in reply.body:
             answer = self._decode([frame], "answer")
-            if answer is not None and self.membership is not None:
-                self._absorb(answer)
+            if answer is None or self.membership is None:
+                continue
+            if not isinstance(answer, expected) or (member_id and answer.sender != member_id):
+                # Only what we asked for, from whom we asked (a seed's id is not known yet).
+                self.transport.drops.drop("answer:unexpected", type(answer).__name__)
+                continue
+            self._absorb(answer)

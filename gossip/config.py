@@ -36,6 +36,12 @@ class GossipConfig:
     leave_repeats: int = 3  # intervals during which a leaving node repeats its LEAVE
     reliable_keep: int = 256  # reliable envelopes kept for resends
     resend_give_up: float = 5.0  # a gap unrepaired this long is skipped and counted
+    # Members held at most: news of one more unknown member is dropped and counted, so a
+    # listed liar inventing members cannot grow the table (or the follow set) without bound.
+    max_members: int = 4096
+    # News may raise a member's incarnation by at most this much (2**40 ms: 35 years of
+    # restarts); more is a lie meant to reach 2**64 - 1, which no refutation outranks.
+    max_incarnation_jump: int = 2**40
 
     def detector(self) -> DetectorConfig:
         return DetectorConfig(

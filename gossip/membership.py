@@ -26,12 +26,23 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from gossip.actions import (
+    Action,
+    Deliver,
+    MemberChanged,
+    MemberView,
+    Publish,
+    SendTo,
+    Subscribe,
+    Unsubscribe,
+)
 from gossip.config import GossipConfig
 from gossip.detector import Detector
-from gossip.load import ServiceLoad
+from gossip.load import ServiceLoad, clamp_report
 from gossip.messages import (
+    MAX_INT,
     Ack,
     Addresses,
     Alive,
@@ -72,69 +83,6 @@ class SelfInfo:
     dc: str
     addresses: Addresses
     incarnation: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class MemberView:
-    """One row of the membership, as the load table sees it."""
-
-    id: str
-    dc: str
-    state: str  # alive | suspect | dead | left
-    incarnation: int
-    addresses: Addresses
-    last_heard: float | None  # our clock; None if never heard directly
-    load: LoadReport
-
-
-# -- actions ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Publish:
-    """Send ``msg`` on our PUB socket."""
-
-    msg: Message
-
-
-@dataclass(frozen=True, slots=True)
-class SendTo:
-    """Send ``msg`` to one member's peer socket (``address``), best effort."""
-
-    member_id: str
-    address: str
-    msg: Message
-
-
-@dataclass(frozen=True, slots=True)
-class Subscribe:
-    """Connect our SUB socket to this gossip endpoint."""
-
-    address: str
-
-
-@dataclass(frozen=True, slots=True)
-class Unsubscribe:
-    address: str
-
-
-@dataclass(frozen=True, slots=True)
-class MemberChanged:
-    """A member's state, incarnation or addresses changed (for the load table)."""
-
-    view: MemberView
-
-
-@dataclass(frozen=True, slots=True)
-class Deliver:
-    """A reliable envelope of another layer's ``kind`` arrived in order (e.g. a purge)."""
-
-    sender: str
-    kind: str
-    payload: bytes
-
-
-Action = Publish | SendTo | Subscribe | Unsubscribe | MemberChanged | Deliver
 
 
 @dataclass(slots=True)
@@ -186,6 +134,14 @@ class Membership:
         self._left_repeats = -1  # >= 0 once leave() was called
         self._dc_summaries: dict[str, DcSummary] = {}
         self.stats = {"lost": 0, "snapshots": 0, "refuted": 0, "probes": 0, "suspected": 0}
+        # What a listed member said that we did not believe (docs/SECURITY.md): counted
+        # as drops by the shell. implausible: an incarnation past `max_incarnation_jump`;
+        # member_cap: news of a member beyond `max_members`; unknown_sender: an
+        # envelope or summary from no member we know; not_reporter: a DcSummary from a
+        # member that is not its datacenter's reporter; load_clamped: load rows past
+        # gossip/load.py's bounds, kept clamped (the beat still counts).
+        self.refused = {"implausible": 0, "member_cap": 0, "unknown_sender": 0,
+                        "not_reporter": 0, "load_clamped": 0}
         self._last_seq: dict[str, int] = {}
         self._set(self_info.id, self_info.dc, self_info.addresses, self.incarnation, "alive", 0.0)
 
@@ -215,6 +171,10 @@ class Membership:
     def publishers_to_follow(self) -> set[str]:
         """Member ids whose gossip endpoint we should be subscribed to right now."""
         return set(self._following)
+
+    def follows(self, member_id: str) -> bool:
+        """Whether we subscribe to ``member_id``'s PUB (its messages may come to us there)."""
+        return member_id in self._following
 
     def dc_summaries(self) -> dict[str, DcSummary]:
         """Latest summary heard from each other datacenter."""
@@ -259,6 +219,8 @@ class Membership:
             for rec in msg.members:
                 self._merge_record(rec, msg.sender, now, out)
             self._fresh = [n for n in self._fresh if n.id == self.me.id]
+        elif isinstance(msg, Reliable | DcSummary) and msg.sender not in self._members:
+            self.refused["unknown_sender"] += 1  # no stream or summary kept for a stranger
         elif isinstance(msg, Reliable):
             self._heard(msg.sender, now)
             ready, gap = self._inbox.accept(msg, now)
@@ -268,8 +230,11 @@ class Membership:
             self._reply(msg.sender, self._outbox.resend(msg.first, msg.last), out)
         elif isinstance(msg, DcSummary):
             self._heard(msg.sender, now)
-            if msg.dc != self.me.dc:
-                self._dc_summaries[msg.dc] = msg
+            if self._overlay is None or self._overlay.reporter(msg.dc) != msg.sender:
+                self.refused["not_reporter"] += 1  # one summary per dc we know, from its reporter
+            elif msg.dc != self.me.dc:
+                self._dc_summaries[msg.dc] = replace(msg, load=self._clamped(msg.load),
+                                                     alive=min(msg.alive, len(self._members)))
         elif isinstance(msg, Ping):
             if msg.target == self.me.id:
                 ack = Ack(self.me.id, self._seq, msg.nonce, self.me.id, self.incarnation)
@@ -342,7 +307,7 @@ class Membership:
         return Alive(self.me.id, self.incarnation, self.me.dc, self.me.addresses)
 
     def _count_seq(self, msg: Message) -> None:
-        if isinstance(msg, Beat | Push | Reliable | DcSummary):
+        if isinstance(msg, Beat | Push | Reliable | DcSummary) and msg.sender in self._members:
             last = self._last_seq.get(msg.sender)
             if last is not None and msg.seq > last + 1:
                 self.stats["lost"] += msg.seq - last - 1
@@ -377,10 +342,12 @@ class Membership:
 
     def _apply(self, n: News, now: float, out: list[Action]) -> None:
         """Apply one news item with SWIM precedence; new information is relayed."""
+        m = self._members.get(n.id)
+        if not self._believable(n, m):
+            return
         if n.id == self.me.id:
             self._about_me(n)
             return
-        m = self._members.get(n.id)
         if isinstance(n, Alive):
             if m is None or n.incarnation > m.incarnation:
                 self._set(n.id, n.dc, n.addresses, n.incarnation, "alive", now)
@@ -408,6 +375,23 @@ class Membership:
             self._set(n.id, m.dc, m.addresses, n.incarnation, state, now)
             self._changed(n, out)
 
+    def _believable(self, n: News, m: _Member | None) -> bool:
+        """Whether news may change our view at all: its incarnation is at most
+        ``max_incarnation_jump`` past what we know of its subject (ourselves for a member
+        we do not know), and it names no new member once we hold ``max_members``.
+
+        Incarnations start at wall-clock milliseconds and grow by one per refutation, so
+        a real jump is a restart's downtime; a jump to 2**64 - 1 is a liar making its
+        subject unable to refute (it cannot outrank the top of the range)."""
+        ref = m.incarnation if m is not None else self.incarnation
+        if n.incarnation > ref + self.config.max_incarnation_jump:
+            self.refused["implausible"] += 1
+            return False
+        if m is None and len(self._members) >= self.config.max_members:
+            self.refused["member_cap"] += 1
+            return False
+        return True
+
     def _about_me(self, n: News) -> None:
         """Someone says something about us: refute suspicion, death, a departure we did not
         announce (we return early while leaving) or an Alive with someone else's addresses,
@@ -415,7 +399,7 @@ class Membership:
         me = self._members[self.me.id]
         forged = isinstance(n, Alive) and (n.addresses, n.dc) != (me.addresses, me.dc)
         if (isinstance(n, Suspect | Dead | Left) or forged) and n.incarnation >= self.incarnation:
-            self.incarnation = n.incarnation + 1
+            self.incarnation = min(n.incarnation + 1, MAX_INT)  # still encodable
             self.stats["refuted"] += 1
             self._set(me.id, me.dc, me.addresses, self.incarnation, "alive", me.since)
             self._fresh.append(self._alive_self())
@@ -461,9 +445,11 @@ class Membership:
                                   Push(self.me.id, self._next_seq(), (news,))))
             return
         self._apply(Alive(b.sender, b.incarnation, b.dc, b.addresses), now, out)
+        m = self._members.get(b.sender)
+        if m is None:
+            return  # not believed (the member cap, an implausible incarnation)
         self._heard(b.sender, now)
-        m = self._members[b.sender]
-        m.load = b.load
+        m.load = self._clamped(b.load)
         for n in b.news:
             self._apply(n, now, out)
         self._ask_resend(b.sender, self._inbox.head(b.sender, b.rseq, now), out)
@@ -476,8 +462,15 @@ class Membership:
             self._mismatch.clear()
             out.append(SendTo(b.sender, b.addresses.peer, self.snapshot_request()))
 
+    def _clamped(self, load: LoadReport) -> LoadReport:
+        safe, clamped = clamp_report(load)
+        self.refused["load_clamped"] += clamped
+        return safe
+
     def _merge_record(self, rec: MemberRecord, by: str, now: float, out: list[Action]) -> None:
         if rec.id != self.me.id and rec.id not in self._members and rec.state not in LIVE:
+            if not self._believable(Left(rec.id, rec.incarnation), None):
+                return
             self._set(rec.id, rec.dc, rec.addresses, rec.incarnation, rec.state, now)
             return  # remember the dead so a stale Alive cannot resurrect them
         self._apply(Alive(rec.id, rec.incarnation, rec.dc, rec.addresses), now, out)

@@ -314,7 +314,11 @@ class Transport:
                 except Exception as exc:  # no key for it: never dial an unverifiable server
                     self.drops.drop("sub:insecure", f"{endpoint}: {exc}")
                     return
-            self._sub.connect(endpoint)
+            try:
+                self._sub.connect(endpoint)
+            except zmq.ZMQError as exc:  # a member advertised an endpoint ZeroMQ cannot parse
+                self.drops.drop("sub:bad-endpoint", f"{endpoint[:64]!r}: {exc}")
+                return
             self._following.add(endpoint)
 
     def unfollow(self, endpoint: str) -> None:
