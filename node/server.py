@@ -42,6 +42,7 @@ from node.cachestage import CacheStage
 from node.config import NodeConfig, WorkersConfig, parse_hostport
 from node.errors import ConfigError
 from node.front import Front, FrontLimits, TornadoAppMount, bound_port
+from node.gctune import settle_heap
 from node.http import Request, Response
 from node.meshmember import MeshMember
 from node.metrics import Metrics, metrics_route
@@ -368,6 +369,7 @@ class Node:
         try:
             await self.start()
             self._started = True
+            log.debug("%d start-up objects frozen out of the collector's scans", settle_heap())
             if self._hup_owed or (self._relay is not None and self._relay.take_pending()):
                 self.reload()
             flusher = loop.create_task(_flush_access_log_every_second())
