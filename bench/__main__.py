@@ -13,7 +13,8 @@ BENCHES = {"proxy": "bench.bench_proxy", "stores": "bench.bench_stores",
            "gossip": "bench.bench_gossip_sim",
            "overflow": "bench.bench_overflow", "cache": "bench.bench_cache",
            "processes": "bench.bench_processes", "dispatch": "bench.bench_dispatch",
-           "latency": "bench.bench_latency", "replication": "bench.bench_replication",
+           "latency": "bench.bench_latency", "floor": "bench.bench_floor",
+           "replication": "bench.bench_replication",
            "https": "bench.bench_https"}
 
 
