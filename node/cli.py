@@ -165,13 +165,16 @@ def _demo_parser(sub: Any) -> None:
     )
     p.add_argument("--for", dest="seconds", type=float, default=0.0, metavar="SECONDS",
                    help="stop by itself after SECONDS; default: run until Ctrl-C")
+    p.add_argument("--keep-logs", action="store_true",
+                   help="keep the demo's temporary folder (logs, caches) after a clean stop; "
+                        "it is always kept when something failed")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from node.demo import run_demo
 
-    return run_demo(args.seconds)
+    return run_demo(args.seconds, keep_logs=args.keep_logs)
 
 
 def build_parser() -> argparse.ArgumentParser:

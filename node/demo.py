@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,7 +60,8 @@ def demo_origin(port: int) -> None:
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             self.set_header("Cache-Control", "no-store" if "nocache" in self.request.uri
                             else "max-age=10")
-            self.add_header("Set-Cookie", "demo=1; Path=/")
+            if self.request.path.startswith("/cookie"):  # personal: never shared by the cache
+                self.add_header("Set-Cookie", "demo=1; Path=/")
             self.write(f"hello from the demo origin: you asked for {self.request.uri}\n"
                        f"it came through {self.request.headers.get('Via', '(no proxy)')} "
                        f"for {self.request.headers.get('X-Forwarded-For', '?')}\n")
@@ -121,8 +123,9 @@ def _get_json(url: str) -> Any:
         return json.load(resp)
 
 
-def run_demo(seconds: float) -> int:
-    """Start the demo mesh, print what to try, stop it all cleanly; the exit code."""
+def run_demo(seconds: float, keep_logs: bool = False) -> int:
+    """Start the demo mesh, print what to try, stop it all cleanly; the exit code.
+    The temporary folder goes after a clean stop unless `keep_logs`."""
     demo = _Demo(Path(tempfile.mkdtemp(prefix="scale0-demo-")), seconds)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: demo.stop.set())
@@ -163,7 +166,11 @@ def run_demo(seconds: float) -> int:
         code = 1
     finally:
         demo.stop_all()
-    print("scale0 demo: stopped", flush=True)
+    if code == 0 and not keep_logs:
+        shutil.rmtree(demo.logs, ignore_errors=True)
+        print("scale0 demo: stopped (--keep-logs keeps its logs)", flush=True)
+    else:
+        print(f"scale0 demo: stopped; logs in {demo.logs}", flush=True)
     return code
 
 
