@@ -17,6 +17,7 @@ import signal
 import sys
 from typing import Any
 
+from node.gctune import settle_heap
 from node.worker.sdk import Handler, Worker
 
 EPILOG = """\
@@ -118,6 +119,7 @@ def run_worker(args: argparse.Namespace) -> int:
         runner: Any = uvloop.run
     except ImportError:
         runner = asyncio.run
+    settle_heap()  # the app is loaded: keep it out of the collector's scans (node.gctune)
     return int(runner(_serve(args, handler, closeable, secure)))
 
 
