@@ -16,6 +16,7 @@ import zmq
 from node.body import BodyChannel
 from node.broker import Broker, BrokerConfig
 from node.errors import NoCapacity, UpstreamError, UpstreamTimeout
+from node.freeport import free_port
 from node.http import BodyError, Headers, Request, Response
 from node.protocol import VERSION, BodyMsg, Cmd, Ready, Reply, RequestMsg, decode, encode
 from node.worker.sdk import Handler, Worker
@@ -288,7 +289,9 @@ def test_garbage_frames_are_counted_and_broker_still_serves() -> None:
 
 def test_worker_reregisters_when_the_node_restarts() -> None:
     async def main() -> None:
-        cfg = BrokerConfig(endpoint="tcp://127.0.0.1:0", heartbeat_interval=BEAT)
+        # A port below the ephemeral range: while no node listens, the reconnecting worker
+        # could otherwise be given that very port as its own and connect to itself.
+        cfg = BrokerConfig(endpoint=f"tcp://127.0.0.1:{free_port()}", heartbeat_interval=BEAT)
         b1 = Broker(cfg, "n1")
         await b1.start()
         endpoint = b1.bound_endpoint
