@@ -31,7 +31,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.client import responses as _PHRASES
 
@@ -58,6 +58,8 @@ _ids = random.Random()  # seeded from os.urandom once
 
 
 Slot = tuple[str, bytes, bytes]  # (scheme, lower-cased host, target) as the client sent them
+# answer(scheme, host, target, X-Request-Id, client): (head, body), or None for the slow way
+Answer = Callable[[str, bytes, bytes, bytes | None, str], tuple[bytes, bytes] | None]
 
 
 def new_request_id() -> bytes:
@@ -90,15 +92,12 @@ def build_head(entry: CacheEntry, cache_name: str,
     """The slow path's response head for a fresh HIT of `entry` to a plain HTTP/1.1 GET,
     as a bytes template with %(age)d, %(ttl)d and %(rid)s holes; None if it cannot be
     prepared. Built by the slow path's own steps, in its order: CacheStage._serve
-    (Age, Content-Length, X-Cache, Cache-Status), Pipeline.handle (X-Request-Id unless
-    present), `stamp` (fields the node's handler sets after the pipeline, e.g.
-    X-Scale0-Node), Front._write (`response_fields`, Content-Length last) and the
-    wire's `frame_response_head` — so both paths write the same bytes."""
+    (Age, Content-Length, X-Cache, Cache-Status), then `frame_head`'s."""
     status = entry.status
     if not 200 <= status <= 999 or status in (204, 304) or get_all(entry.headers, "vary"):
         return None
-    if any(_MARK in name or _MARK in value for name, value in entry.headers):
-        return None  # would collide with our holes
+    if has_mark(entry.headers):
+        return None
     headers = Headers(entry.headers)
     headers.set("Age", _AGE)
     headers.set("Content-Length", str(len(entry.body)))
@@ -109,28 +108,77 @@ def build_head(entry: CacheEntry, cache_name: str,
             headers.set(name, value[: -len(_TTL0)] + "; ttl=" + _TTL)
         else:
             headers.set(name, value)
+    return frame_head(headers, status, len(entry.body), stamp,
+                      ((_AGE, b"%(age)d"), (_TTL, b"%(ttl)d")))
+
+
+def frame_head(headers: Headers, status: int, length: int,
+               stamp: tuple[tuple[str, str], ...] = (),
+               holes: tuple[tuple[str, bytes], ...] = ()) -> bytes | None:
+    """What the slow path writes for `headers` (a stage's answer, `length` body bytes) to
+    a plain HTTP/1.1 GET, as a bytes %-template with a %(rid)s hole (and each of `holes`
+    as its format); None if it cannot be prepared. `headers` is changed. The steps after
+    the stage, in its order: Pipeline.handle (X-Request-Id unless present), `stamp`
+    (fields the node's handler sets after the pipeline, e.g. X-Scale0-Node),
+    Front._write (`response_fields`, Content-Length last) and the wire's
+    `frame_response_head` — so both paths write the same bytes."""
     if "x-request-id" not in headers:
         headers.add("X-Request-Id", _RID)
     for name, value in stamp:
         headers.set(name, value)
     try:
         fields = response_fields(headers, status, False)
-        fields["Content-Length"] = str(len(entry.body))
+        fields["Content-Length"] = str(length)
         framing = frame_response_head(
             httputil.RequestStartLine("GET", "/", "HTTP/1.1"), None, False,
             httputil.ResponseStartLine("HTTP/1.1", status, _PHRASES.get(status, "Unknown")),
             fields)
     except Exception:  # whatever the slow path would choke on: not prepared
         return None
-    if framing.chunking or framing.close or framing.expected != len(entry.body):
+    if framing.chunking or framing.close or framing.expected != length:
         return None
     head = framing.head.replace(b"%", b"%%")
-    for hole, fmt in ((_AGE, b"%(age)d"), (_TTL, b"%(ttl)d"), (_RID, b"%(rid)s")):
+    for hole, fmt in (*holes, (_RID, b"%(rid)s")):
         raw = hole.encode("latin1")
         if head.count(raw) > 1:
             return None
         head = head.replace(raw, fmt)
     return head
+
+
+def has_mark(headers: Iterable[tuple[str, str]]) -> bool:
+    """Whether any field holds the text our holes are made of: it would collide with them,
+    so such an answer is not prepared."""
+    return any(_MARK in name or _MARK in value for name, value in headers)
+
+
+def slot_of(request: Request) -> Slot | None:
+    """The (scheme, host, target) the fast wire looks `request` up by; None if it never
+    could (not origin-form, not latin-1)."""
+    if not request.target.startswith("/"):
+        return None
+    try:
+        return (request.scheme, request.host.encode("latin1"), request.target.encode("latin1"))
+    except UnicodeEncodeError:
+        return None
+
+
+def pick_request_id(given: bytes | None, new_id: Callable[[], bytes]) -> bytes:
+    """The client's X-Request-Id if it is a plain token of sane length, else a new one
+    (node.proxyheaders.request_id_of, on bytes)."""
+    rid = given.strip() if given is not None else b""
+    return rid if _REQUEST_ID.fullmatch(rid) else new_id()
+
+
+def log_prepared(access: AccessLog | None, slot: Slot, rid: bytes, *, client: str,
+                 service: str, status: int, outcome: str, sent: int) -> None:
+    """The access line the slow path writes for a request answered from prepared bytes."""
+    if access is not None and access.enabled:
+        scheme, host, target = slot
+        request = Request("GET", target.decode("latin1"), Headers(), scheme=scheme,
+                          host=host.decode("latin1"), client=client,
+                          request_id=rid.decode("latin1"), service=service)
+        access.log(request, Response(status, outcome=outcome), sent_bytes=sent, duration=0.0)
 
 
 class HitCache:
@@ -158,6 +206,9 @@ class HitCache:
         self.access: AccessLog | None = None  # the node's access log, if it keeps one
         # Fields the node's handler sets on every answer after the pipeline (X-Scale0-Node).
         self.stamp: tuple[tuple[str, str], ...] = ()
+        # Asked for a target with no prepared hit: the static files' (node.statichits), so
+        # the fast wire has one shortcut, with or without a cache.
+        self.more: Answer | None = None
         self._wall = wall_clock
         self._mono = monotonic
         self._new_id = new_id
@@ -172,21 +223,15 @@ class HitCache:
         """The slow path just served `entry`, the only one stored under its key, as a fresh
         HIT to the GET `request`, `lifetime` being its freshness lifetime (cache.rules);
         prepare it (quietly not, when it cannot be)."""
-        target, service = request.target, request.service
-        if self.hold <= 0 or not target.startswith("/") or request.method != "GET":
-            return
-        try:
-            slot = (request.scheme, request.host.encode("latin1"), target.encode("latin1"))
-        except UnicodeEncodeError:
-            return
-        if slot in self._table:
+        slot = slot_of(request)
+        if self.hold <= 0 or slot is None or request.method != "GET" or slot in self._table:
             return
         head = build_head(entry, self.cache_name, self.stamp)
         if head is None or len(entry.body) > self.max_bytes:
             return
         age0 = current_age(entry.headers, entry.request_time, entry.response_time,
                            entry.response_time)
-        prepared = Prepared(head, entry.body, entry.key, entry.status, service, age0,
+        prepared = Prepared(head, entry.body, entry.key, entry.status, request.service, age0,
                             entry.response_time, lifetime, self._mono() + self.hold)
         while self._table and (len(self._table) >= self.max_entries
                                or self._bytes + len(entry.body) > self.max_bytes):
@@ -198,29 +243,25 @@ class HitCache:
     def answer(self, scheme: str, host: bytes, target: bytes, request_id: bytes | None,
                client: str = "") -> tuple[bytes, bytes] | None:
         """(head, body) for a plain GET, or None: take the slow path. `host` lower-cased;
-        `client` (the peer's address) is for the access log."""
+        `request_id` the client's X-Request-Id; `client` (the peer's address) is for the
+        access log. A target with nothing prepared here is asked of `more`."""
         slot = (scheme, host, target)
         p = self._table.get(slot)
         if p is None:
-            return None
+            more = self.more
+            return None if more is None else more(scheme, host, target, request_id, client)
         now = self._wall()
         age = p.age0 + max(0.0, now - p.response_time)
         if age >= p.lifetime or self._mono() >= p.hold_until:
             self._drop(slot)
             return None
-        rid = request_id.strip() if request_id is not None else b""
-        if not _REQUEST_ID.fullmatch(rid):
-            rid = self._new_id()
+        rid = pick_request_id(request_id, self._new_id)
         head = p.head % {b"age": int(age), b"ttl": int(p.lifetime - age), b"rid": rid}
         self.counts["hit"] += 1
         if self.on_hit is not None:
             self.on_hit(p.service, p.status)
-        if self.access is not None and self.access.enabled:  # the same line as any request
-            request = Request("GET", target.decode("latin1"), Headers(), scheme=scheme,
-                              host=host.decode("latin1"), client=client,
-                              request_id=rid.decode("latin1"), service=p.service)
-            self.access.log(request, Response(p.status, outcome="hit"),
-                            sent_bytes=len(p.body), duration=0.0)
+        log_prepared(self.access, slot, rid, client=client, service=p.service, status=p.status,
+                     outcome="hit", sent=len(p.body))
         return head, p.body
 
     def forget(self, key: str | None = None, *, prefix: bool = False) -> None:

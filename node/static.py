@@ -35,13 +35,17 @@ import os
 import re
 import stat
 import threading
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote
 
+from node.filestream import FileStream
 from node.http import Headers, Request, Response
 from node.stage import Next
+
+if TYPE_CHECKING:
+    from node.statichits import StaticHits
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 ALLOW = "GET, HEAD"
@@ -213,6 +217,24 @@ def fingerprinted(name: str, query: str) -> bool:
     return _FINGERPRINT.search(name) is not None
 
 
+def gzip_on_the_fly(accepts: dict[str, float], ctype: str, size: int, ranged: bool,
+                    config: StaticConfig) -> bool:
+    """Whether a file without a chosen precompressed sibling is gzipped for this request:
+    the client accepts gzip, the type compresses, the size is worth it, no Range."""
+    return (acceptable(accepts, "gzip") and compressible(ctype)
+            and config.gzip_min <= size <= config.gzip_max and not ranged)
+
+
+def preparable(status: int, ctype: str, size: int, siblings: bool, *, config: StaticConfig,
+               max_body: int) -> bool:
+    """Whether a file's answer may be prepared for the fast wire (node.statichits): a whole
+    200 whose bytes no request field but the target changes — in particular not
+    Accept-Encoding, so no precompressed sibling and never gzipped on the fly (the wire
+    does not key prepared answers by Accept-Encoding) — and at most `max_body` bytes."""
+    return (status == 200 and not siblings and size <= max_body
+            and not (compressible(ctype) and config.gzip_min <= size <= config.gzip_max))
+
+
 def make_etag(size: int, mtime_ns: int, coding: str = "") -> str:
     return f'"{size:x}-{mtime_ns:x}{"-" + coding if coding else ""}"'
 
@@ -252,55 +274,6 @@ def if_range_holds(header: str | None, etag: str, last_modified: str) -> bool:
 # -- I/O shell ----------------------------------------------------------------
 
 
-class FileStream:
-    """A `BodyStream` over `length` bytes of an open file from `offset`.
-
-    Each chunk is read with pread in the default executor, so a slow disk never
-    blocks the event loop. Owns the descriptor: closed at the end, on cancel,
-    or when the stream is dropped unread."""
-
-    def __init__(self, fd: int, offset: int, length: int, chunk_size: int) -> None:
-        self._fd = fd
-        self._pos = offset
-        self._left = length
-        self._chunk = chunk_size
-        self._reading = False
-        self._closed = False
-        self._finalizer = weakref.finalize(self, os.close, fd)
-
-    async def read(self) -> bytes:
-        if self._closed or self._left <= 0:
-            self._close()
-            return b""
-        n = min(self._chunk, self._left)
-        self._reading = True
-        try:
-            data = await asyncio.get_running_loop().run_in_executor(
-                None, os.pread, self._fd, n, self._pos
-            )
-        finally:
-            self._reading = False
-        if self._closed:  # cancelled while the read was in the executor
-            self._finalizer()
-            return b""
-        if not data:  # the file shrank under us: end early rather than hang
-            self._close()
-            return b""
-        self._pos += len(data)
-        self._left -= len(data)
-        if self._left <= 0:
-            self._close()
-        return data
-
-    def cancel(self) -> None:
-        self._close()
-
-    def _close(self) -> None:
-        self._closed = True
-        if not self._reading:  # else read() closes it when the executor returns
-            self._finalizer()
-
-
 class StaticFiles:
     """A Stage serving files under each (prefix, directory) mount."""
 
@@ -318,6 +291,8 @@ class StaticFiles:
         self._gz: OrderedDict[tuple[int, int, int, int], bytes] = OrderedDict()
         self._gz_bytes = 0
         self._gz_lock = threading.Lock()
+        # Prepared answers for the fast wire (node/statichits.py), set by node.server.
+        self.prepared: StaticHits | None = None
 
     def match(self, path: str) -> tuple[str, str] | None:
         """(root, rest of the path) of the mount owning `path`, or None."""
@@ -334,38 +309,50 @@ class StaticFiles:
             resp = Response.error(405, "static files answer GET and HEAD only")
             resp.headers.add("Allow", ALLOW)
             return _static(resp)
+        prepared = self.prepared  # asked on the loop: it is not thread-safe
+        hold = prepared.max_body if prepared is not None and prepared.wants(request) else 0
         # Every stat, open and small read happens in one hop to a thread: a slow
         # or network disk must not stall the event loop for other requests.
         if self.config.offload:
-            return _static(await asyncio.to_thread(self._respond, request, *found))
-        return _static(self._respond(request, *found))
+            resp, ready = await asyncio.to_thread(self._respond, request, *found, hold)
+        else:
+            resp, ready = self._respond(request, *found, hold)
+        if ready and prepared is not None:  # the fast wire answers the next one itself
+            prepared.offer(request, resp)
+        return _static(resp)
 
-    def _respond(self, request: Request, root: str, rest: str) -> Response:
+    def _respond(self, request: Request, root: str, rest: str,
+                 hold: int = 0) -> tuple[Response, bool]:
+        """The answer, and whether it may be prepared (`hold`: the largest file that may)."""
         real = resolve(root, rest)
         if real is None:
-            return Response.error(404, "not found")
+            return Response.error(404, "not found"), False
         if os.path.isdir(real):
             if not request.path.endswith("/"):
                 loc = request.path + "/" + ("?" + request.query if request.query else "")
-                return Response(301, Headers([("Location", loc), ("Content-Length", "0")]))
+                return Response(301, Headers([("Location", loc), ("Content-Length", "0")])), False
             real = resolve(root, rest + "/" + self.config.index)
             if real is None:
-                return Response.error(404, "not found")
+                return Response.error(404, "not found"), False
         opened = _open_regular(real)
         if opened is None:
-            return Response.error(404, "not found")
+            return Response.error(404, "not found"), False
         accepts = accepted_encodings(request.headers.get_joined("Accept-Encoding"))
         fd, st, coding, siblings = _pick_encoding(real, opened, accepts)
+        name = os.path.basename(real)
+        ready = hold > 0 and preparable(200, content_type(name), st.st_size, siblings,
+                                        config=self.config, max_body=hold)
         try:
             resp, keep_fd = self._file_response(
-                request, os.path.basename(real), fd, st, coding=coding, siblings=siblings
-            )
+                request, name, fd, st, coding=coding, siblings=siblings,
+                inline_max=st.st_size if ready else self.config.inline_max)
+            ready = ready and resp.status == 200 and _whole(resp.body, fd, st)
         except BaseException:
             os.close(fd)
             raise
         if not keep_fd:
             os.close(fd)
-        return resp
+        return resp, ready
 
     def _file_response(
         self,
@@ -376,8 +363,10 @@ class StaticFiles:
         *,
         coding: str,
         siblings: bool,
+        inline_max: int,
     ) -> tuple[Response, bool]:
-        """The response for an open regular file; True if its body now owns `fd`."""
+        """The response for an open regular file; True if its body now owns `fd`. Bodies up
+        to `inline_max` bytes are read at once, larger ones streamed."""
         ctype = content_type(name)
         cfg = self.config
         accepts = accepted_encodings(request.headers.get_joined("Accept-Encoding"))
@@ -390,13 +379,8 @@ class StaticFiles:
         headers.add("Cache-Control", IMMUTABLE if immutable else f"public, max-age={cfg.max_age}")
         headers.add("X-Content-Type-Options", "nosniff")
         size = st.st_size
-        want_gzip = (
-            not coding
-            and acceptable(accepts, "gzip")
-            and compressible(ctype)
-            and cfg.gzip_min <= size <= cfg.gzip_max
-            and request.headers.get("Range") is None
-        )
+        want_gzip = not coding and gzip_on_the_fly(
+            accepts, ctype, size, request.headers.get("Range") is not None, cfg)
         tag = {"br": "br", "gzip": "gz"}.get(coding, "gz" if want_gzip else "")
         etag = make_etag(size, st.st_mtime_ns, tag)
         last_modified = email.utils.formatdate(st.st_mtime, usegmt=True)
@@ -422,7 +406,7 @@ class StaticFiles:
         headers.add("Content-Length", str(length))
         if request.method == "HEAD" or length == 0:
             return Response(status, headers), False
-        if length <= cfg.inline_max:
+        if length <= inline_max:
             return Response(status, headers, os.pread(fd, length, first)), False
         return Response(status, headers, FileStream(fd, first, length, cfg.chunk_size)), True
 
@@ -483,6 +467,18 @@ def _open_regular(path: str) -> tuple[int, os.stat_result] | None:
         os.close(fd)
         return None
     return fd, st
+
+
+def _whole(body: object, fd: int, st: os.stat_result) -> bool:
+    """Whether `body` is all of the file as `st` saw it: not torn by a write meanwhile
+    (a prepared answer is served for up to its hold; one torn read must not be)."""
+    if not isinstance(body, bytes) or len(body) != st.st_size:
+        return False
+    try:
+        now = os.fstat(fd)
+    except OSError:
+        return False
+    return (now.st_size, now.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
 
 
 def _static(resp: Response) -> Response:
