@@ -43,6 +43,7 @@ from node.config import NodeConfig, WorkersConfig, parse_hostport
 from node.errors import ConfigError
 from node.front import Front, FrontLimits, TornadoAppMount, bound_port
 from node.gctune import settle_heap
+from node.hitcache import HitCache
 from node.http import Request, Response
 from node.meshmember import MeshMember
 from node.metrics import Metrics, metrics_route
@@ -51,6 +52,7 @@ from node.reload import Settings, build, needs_restart
 from node.replication import Replicator
 from node.security import Security
 from node.stage import Next, Stage
+from node.statichits import StaticHits
 
 if TYPE_CHECKING:
     from node.processes import HupRelay
@@ -138,6 +140,8 @@ class Node:
         self.replicator: Replicator | None = None
         self.metrics = Metrics()
         self.security: Security | None = None
+        # Static files the fast wire answers from prepared bytes (node/statichits.py).
+        self.static_hits = StaticHits() if config.http_server == "fast" else None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -205,14 +209,19 @@ class Node:
         front.access_log = self.access
         front.https_policy = lambda: security.https_policy  # redirects (SIGHUP swaps it)
         self.fronts.append(front)
-        if isinstance(cache, CacheStage) and cfg.http_server == "fast":
-            # Fresh hits of plain GETs answered from prepared bytes, before any Request
-            # object exists (node/hitcache.py); stamped, counted and logged like the rest.
-            cache.hits.stamp = (("X-Scale0-Node", stamp),)
-            cache.hits.on_hit = lambda service, status: metrics.observe_request(
+        if (statics := self.static_hits) is not None:  # the fast wire
+            # Fresh hits and static files of plain GETs answered from prepared bytes, before
+            # any Request object exists (node/hitcache.py, node/statichits.py); stamped,
+            # counted and logged like the rest. Without a cache an empty HitCache passes on.
+            hits = cache.hits if isinstance(cache, CacheStage) else HitCache("")
+            hits.stamp = statics.stamp = (("X-Scale0-Node", stamp),)
+            hits.on_hit = lambda service, status: metrics.observe_request(
                 service, status, "hit", 0.0)
-            cache.hits.access = self.access
-            front.shortcut = cache.hits
+            statics.on_hit = lambda service, status: metrics.observe_request(
+                service, status, "static", 0.0)
+            hits.access = statics.access = self.access
+            hits.more = statics.answer
+            front.shortcut = hits
         self.http_port = await self._listen_http(front, cfg.http, "--http")
         if security.certs is not None:
             secure = Front(handle, limits=limits, scheme="https", mount=mount)  # no shortcut:
@@ -235,7 +244,13 @@ class Node:
         pre: list[Stage] = []  # the https policy is the fronts' (node/front.py): every answer
         assert self.security is not None
         if settings.static is not None:
+            from node.static import StaticFiles
+
+            if isinstance(settings.static, StaticFiles):
+                settings.static.prepared = self.static_hits
             pre.append(settings.static)
+        if self.static_hits is not None:  # mounts and https policy may have changed
+            self.static_hits.forget()
         stages: list[Stage] = [ServiceTimeouts(lambda: self.settings)]
         if self.replicator is not None:
             stages.append(self.replicator)
@@ -278,6 +293,8 @@ class Node:
         self.access = access
         for front in self.fronts:
             front.access_log = access
+        if self.static_hits is not None:
+            self.static_hits.access = access
         if isinstance(self.cache, CacheStage):
             self.cache.hits.access = access
             self.cache.reconfigure(settings.cache)
