@@ -7,10 +7,9 @@ checks that a client still gets its answer from the worker, that the node's
 resident memory grew by less than a generous bound, that the membership it
 reports is the one it had, and that it counted what it dropped.
 
-The gossip PUB/SUB side is not fuzzed here: the node only subscribes to
-publishers it learned as members, and joining as one is itself a membership
-change; gossip/transport's SUB drain takes the same decode path as the peer
-socket (agent._decode), which this test does reach.
+The gossip PUB/SUB side is fuzzed in tests/e2e/test_fuzz_gossip_sub.py: the node
+only subscribes to publishers it learned as members, so that test joins as one
+first (tests/testkit/hostilemember.py).
 """
 
 from __future__ import annotations
