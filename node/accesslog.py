@@ -12,6 +12,12 @@ quotes, backslashes, spaces in free fields and every control character (no
 forged lines via a CR/LF in the target); JSON is `json.dumps`. Credentials
 are never written: Authorization, Proxy-Authorization, Cookie and Set-Cookie
 values show as "[redacted]" even when listed in `extra_headers`.
+
+Tornado writes a line of its own to `tornado.access` for every request a
+`tornado.web.Application` handles (in-node apps, the admin listener), at INFO
+and above. `quiet_log_function` is the `log_function` setting the node gives
+those applications: the same line at DEBUG, so load-balancer health checks do
+not flood the log; this module's line is the record of a public request.
 """
 
 from __future__ import annotations
@@ -23,9 +29,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from node.http import Request, Response
+
+if TYPE_CHECKING:
+    from tornado.web import RequestHandler
 
 LogFormat = Literal["text", "json"]
 FORMATS: tuple[LogFormat, ...] = ("text", "json")
@@ -33,6 +42,15 @@ SENSITIVE = frozenset({"authorization", "proxy-authorization", "cookie", "set-co
 REDACTED = "[redacted]"
 
 access_log = logging.getLogger("scale0.access")
+tornado_access = logging.getLogger("tornado.access")
+
+
+def quiet_log_function(handler: RequestHandler) -> None:
+    """Tornado's access line at DEBUG (an Application's `log_function` setting)."""
+    if tornado_access.isEnabledFor(logging.DEBUG):
+        r = handler.request
+        tornado_access.debug("%d %s %s (%s) %.2fms", handler.get_status(), r.method, r.uri,
+                             r.remote_ip, 1000.0 * r.request_time())
 
 
 @dataclass(frozen=True, slots=True)

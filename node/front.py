@@ -15,8 +15,9 @@ and cancelled if the client goes away, which also cancels the pipeline task.
 Tornado closes the connection without an answer when the headers exceed its
 own buffer, so that buffer is set above our limit: headers between the two
 get a 431; beyond it (4 times the limit) the connection is simply closed.
-A mounted Tornado application (`AppMount`) may claim a request before the
-pipeline sees it.
+A mounted Tornado application (`AppMount`, node.inapp) may claim a request before
+the pipeline sees it; it writes through an `AppAnswer`, which stamps, logs and
+counts its answer like ours.
 
 Per-host https rules (`https_policy`, node.tls) apply here to every answer: on http
 a redirect host's 308 comes before the mount; on https our answers (400/413/431,
@@ -41,11 +42,15 @@ from node.accesslog import AccessLog
 from node.body import BodyChannel, read_body
 from node.errors import ClientError
 from node.http import Body, BodyError, Headers, Request, Response
+from node.inapp import AppAnswer, Stamping, TornadoAppMount
 from node.proxyheaders import Target, normalise_target
-from node.tls import STS, AddFields, HttpsPolicy, policy_target
+from node.tls import STS, HttpsPolicy, policy_target
 
 if TYPE_CHECKING:
     from node.hitcache import HitCache
+
+__all__ = ["AppMount", "Front", "FrontLimits", "Handler", "Listener", "TornadoAppMount",
+           "bound_port", "response_fields"]  # TornadoAppMount lives in node.inapp now
 
 log = logging.getLogger("scale0.front")
 
@@ -72,29 +77,13 @@ class Listener(Protocol):
     async def close_all_connections(self) -> None: ...
 
 
-class AppMount(Protocol):
-    """Something that may answer a request itself before the pipeline (issue 7)."""
+class AppMount(Stamping, Protocol):
+    """Something that may answer a request itself before the pipeline (issue 7); its
+    answers are stamped and counted as its `Stamping` says (node.inapp)."""
 
     def find(self, server_conn: object, request_conn: httputil.HTTPConnection,
              start_line: httputil.RequestStartLine,
              headers: httputil.HTTPHeaders) -> httputil.HTTPMessageDelegate | None: ...
-
-
-class TornadoAppMount:
-    """Mount a `tornado.web.Application`: it answers the requests its rules match."""
-
-    def __init__(self, app: Any) -> None:
-        self._app = app
-
-    def find(self, server_conn: object, request_conn: httputil.HTTPConnection,
-             start_line: httputil.RequestStartLine,
-             headers: httputil.HTTPHeaders) -> httputil.HTTPMessageDelegate | None:
-        request = httputil.HTTPServerRequest(
-            connection=request_conn, server_connection=server_conn,
-            start_line=start_line, headers=headers,
-        )
-        found: httputil.HTTPMessageDelegate | None = self._app.default_router.find_handler(request)
-        return found
 
 
 class Front(httputil.HTTPServerConnectionDelegate):
@@ -251,24 +240,26 @@ class _Exchange(httputil.HTTPMessageDelegate):
         assert isinstance(start_line, httputil.RequestStartLine)
         front = self.front
         self.version = start_line.version
-        conn = self.conn
+        sts: list[tuple[str, str]] = []  # HSTS for a mounted app's head
         policy = front.https_policy()
         if policy is not None:  # before the mount: its routes get the same rules
             where = policy_target(start_line, headers, front.scheme)
             if front.scheme == "https":
                 self.hsts = policy.hsts(where.host if where else headers.get("Host", ""))
                 if self.hsts:
-                    conn = AddFields(conn, [(STS, self.hsts)])
+                    sts.append((STS, self.hsts))
             elif where is not None:
                 redirect = policy.redirect(where.host, where.target)
                 if redirect is not None:  # and close: the client's next stop is https
                     self._begin()
                     self.request = self._request(start_line, headers, where)  # logged
                     return self._reject(redirect)
-        if front.mount is not None:
-            inner = front.mount.find(self.server_conn, conn, start_line, headers)
+        if (mount := front.mount) is not None:
+            answer = AppAnswer(self.conn, sts)
+            inner = mount.find(self.server_conn, answer, start_line, headers)
             if inner is not None:
                 self.inner = inner  # the mounted app owns the exchange from here
+                answer.claim(mount, front.access_log, start_line, headers, front.scheme)
                 return inner.headers_received(start_line, headers)
         self._begin()
         limit = front.limits

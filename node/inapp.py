@@ -13,17 +13,46 @@ front door, cheaply and without running a handler: is there a route for this
 request? The front door hands the requests that match to `application`
 (a real `tornado.web.Application`, so handlers keep everything Tornado gives
 them) and the rest to the pipeline.
+
+An in-node answer is a first-class answer (`TornadoAppMount`, `AppAnswer`): the
+front door hands the app a connection that adds X-Request-Id (the client's if it
+is sane, as the pipeline does) and X-Scale0-Node to the head the app writes —
+the mechanism node/tls.py `AddFields` uses for HSTS — and, when the app
+finishes, writes one access line and counts the request with outcome `app`.
+No Via: the node is the origin of these answers, not a proxy. Tornado's own
+`tornado.access` lines go to DEBUG (`quiet_log_function`): ours are the record.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import tornado.web
+from tornado import httputil
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
+from node.accesslog import quiet_log_function
 from node.errors import ConfigError
+from node.http import Headers, Request, Response
+from node.proxyheaders import request_id_of
+from node.tls import AddFields, policy_target
+
+if TYPE_CHECKING:
+    from node.accesslog import AccessLog
+
+Observe = Callable[[str, int, str, float], None]  # node.metrics Metrics.observe_request
+
+
+class Stamping(Protocol):
+    """How a mount's answers are marked: the X-Scale0-Node value ("" = none) and the
+    metrics call that counts each one (service, status, outcome, seconds)."""
+
+    stamp: str
+    observe: Observe | None
 
 Rules = list[Any]  # what tornado.web.Application(handlers=...) accepts
 
@@ -131,3 +160,98 @@ class InNodeApp:
             return self.application.default_router.find_handler(request) is not None
         except Exception:  # a path Tornado cannot parse, or a matcher choking on it: not ours
             return False
+
+
+class TornadoAppMount:
+    """Mount a `tornado.web.Application`: it answers the requests its rules match.
+
+    `stamp` is the node's X-Scale0-Node value and `observe` counts each answer
+    (node.metrics `observe_request`), as the pipeline's answers are stamped and
+    counted by node/server.py."""
+
+    def __init__(self, app: tornado.web.Application, *, stamp: str = "",
+                 observe: Observe | None = None) -> None:
+        self._app = app
+        self.stamp = stamp
+        self.observe = observe
+        app.settings.setdefault("log_function", quiet_log_function)  # an app's own stands
+
+    def find(self, server_conn: object, request_conn: httputil.HTTPConnection,
+             start_line: RequestStartLine,
+             headers: HTTPHeaders) -> httputil.HTTPMessageDelegate | None:
+        request = HTTPServerRequest(
+            connection=request_conn, server_connection=server_conn,
+            start_line=start_line, headers=headers,
+        )
+        found: httputil.HTTPMessageDelegate | None = self._app.default_router.find_handler(request)
+        return found
+
+
+class AppAnswer(AddFields):
+    """The connection a mounted app writes its answer through.
+
+    Made for every request the front door offers the app (cheap: two fields);
+    `claim` is called only when the app takes the request. Until then it adds
+    just what it was given (HSTS); after, the request id and the node stamp
+    too, and it notes status and body bytes for the access line and the metric
+    it writes once, when the app finishes (or the client leaves mid-answer)."""
+
+    def __init__(self, conn: httputil.HTTPConnection, fields: list[tuple[str, str]]) -> None:
+        super().__init__(conn, fields)
+        self.started = time.monotonic()
+        self.request: Request | None = None
+        self.status = 0
+        self.sent = 0
+        self.head_seconds = 0.0
+        self._mount: Stamping | None = None
+        self._access: AccessLog | None = None
+
+    def claim(self, mount: Stamping, access: AccessLog | None,
+              start_line: RequestStartLine, headers: HTTPHeaders, scheme: str) -> None:
+        """The app took the request: give it an id (in its headers, so handlers can log
+        it) and remember what the access line needs."""
+        fields = Headers(headers.get_all())
+        request_id = request_id_of(fields)
+        headers["X-Request-Id"] = request_id
+        where = policy_target(start_line, headers, scheme)  # None: a head the app took as is
+        context = getattr(self._conn, "context", None)
+        self.request = Request(
+            method=start_line.method, target=where.target if where else start_line.path,
+            headers=fields, scheme=scheme, host=where.host if where else "",
+            client=str(getattr(context, "remote_ip", "") or ""), request_id=request_id,
+            received=self.started)
+        self._fields = [*self._fields, ("X-Request-Id", request_id)]
+        if mount.stamp:
+            self._fields.append(("X-Scale0-Node", mount.stamp))
+        self._mount, self._access = mount, access
+
+    def write_headers(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+                      headers: HTTPHeaders, chunk: bytes | None = None) -> asyncio.Future[None]:
+        if isinstance(start_line, httputil.ResponseStartLine):
+            self.status = start_line.code
+        self.head_seconds = time.monotonic() - self.started
+        self.sent += len(chunk or b"")
+        return super().write_headers(start_line, headers, chunk)
+
+    def write(self, chunk: bytes) -> asyncio.Future[None]:
+        self.sent += len(chunk)
+        return super().write(chunk)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.report()
+
+    def report(self) -> None:
+        """The access line and the metric of a claimed answer, once; nothing if no head
+        went out (a client that left before the app answered, as for the pipeline)."""
+        mount, request = self._mount, self.request
+        if mount is None or request is None or not self.status:
+            return
+        self._mount = None
+        if mount.observe is not None:
+            mount.observe(request.service, self.status, "app", self.head_seconds)
+        if self._access is not None:
+            self._access.log(request, Response(self.status, outcome="app"), sent_bytes=self.sent,
+                             duration=time.monotonic() - self.started)

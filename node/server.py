@@ -159,7 +159,9 @@ class Node:
         if cfg.app:
             from node.inapp import InNodeApp
 
-            mount = TornadoAppMount(InNodeApp.from_spec(cfg.app).application)
+            mount = TornadoAppMount(InNodeApp.from_spec(cfg.app).application,  # as `handle`:
+                                    stamp=f"{self.node_id}; dc={cfg.dc}",  # stamped, counted
+                                    observe=self.metrics.observe_request)
         settings = self.settings
         cache, self.cache_store = await _cache_stage(cfg.cache, settings.cache, self.node_id)
         self.cache = cache

@@ -1,0 +1,101 @@
+"""In-node app answers are first-class, through a whole `Node` in this process on each wire
+(real loopback sockets, the documented example app, a real access-log file): one access
+line with outcome `app` and the request id, counted in the metrics, stamped with
+X-Request-Id and X-Scale0-Node; and Tornado's own `tornado.access` writes nothing at INFO
+for them nor for the admin listener's health checks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from testkit.nodeproc import node_from
+from testkit.nodetoml import loopback_listeners
+
+from node import logsetup
+from node.server import Node
+
+pytestmark = pytest.mark.timeout(60)
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+
+
+@pytest.fixture(params=["fast", "tornado"])
+async def node(request: pytest.FixtureRequest, tmp_path: Path,
+               monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Node]:
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    path = tmp_path / "node.toml"
+    path.write_text(f"""
+http_server = "{request.param}"
+dc = "east"
+cache = "off"
+app = "hello_app:routes"
+access_log = true
+access_log_file = "{tmp_path / 'access.log'}"
+{loopback_listeners("n1")}
+""")
+    async with node_from(path) as n:
+        yield n
+
+
+async def get(port: int, target: str, *fields: str) -> tuple[int, dict[str, str], bytes]:
+    """One GET over a fresh connection; status, fields (lower-cased names), body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        extra = "".join(f"{f}\r\n" for f in fields)
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: a.test\r\n{extra}\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        lines = head.decode("latin1").split("\r\n")
+        headers = {k.strip().lower(): v.strip()
+                   for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
+        return int(lines[0].split()[1]), headers, body
+    finally:
+        writer.close()
+
+
+def counted(node: Node, outcome: str) -> list[str]:
+    exposition = node.metrics.render()[0].decode()
+    return [line for line in exposition.splitlines()
+            if line.startswith("scale0_requests_total{") and f'outcome="{outcome}"' in line]
+
+
+async def test_an_in_node_answer_is_logged_counted_and_stamped(
+        node: Node, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="tornado.access")
+    status, headers, body = await get(node.http_port, "/hello?name=ops", "X-Request-Id: r-42")
+    assert (status, body) == (200, b'{"hello": "ops"}')
+    assert headers["x-request-id"] == "r-42"  # a sane id of the client's is kept
+    assert headers["x-scale0-node"] == "n1; dc=east"
+    assert "via" not in headers  # the node is the origin of this answer, not a proxy
+    status, headers, _ = await get(node.http_port, "/echo/abc", "X-Request-Id: not a token!")
+    fresh = headers["x-request-id"]
+    assert status == 200 and fresh and fresh != "not a token!"  # replaced, as the pipeline does
+    assert counted(node, "app") and counted(node, "app")[0].endswith(" 2.0"), counted(node, "app")
+    logsetup.flush()
+    text = await asyncio.to_thread(Path(node.config.access_log_file).read_text)
+    hello = [line for line in text.splitlines() if "/hello?name=ops" in line]
+    assert len(hello) == 1, text
+    fields = hello[0].split()
+    assert fields[1] == "r-42" and fields[2] == "127.0.0.1"
+    assert fields[5:9] == ["200", str(len(b'{"hello": "ops"}')), fields[7], "app"]
+    assert fields[7].endswith("ms") and fields[8] == "app" and fields[9] == "n1"
+    echo = [line for line in text.splitlines() if "/echo/abc" in line]
+    assert len(echo) == 1 and fresh in echo[0] and " app " in echo[0]
+    assert not [r for r in caplog.records if r.name == "tornado.access"], caplog.text
+
+
+async def test_health_checks_write_no_info_line(
+        node: Node, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="tornado.access")
+    for target in ("/_scale0/health", "/_scale0/ready", "/_scale0/nowhere"):
+        status, _, _ = await get(node.admin_port, target)
+        assert status == (404 if target.endswith("nowhere") else 200)
+    assert not [r for r in caplog.records if r.name == "tornado.access"], caplog.text
+    caplog.set_level(logging.DEBUG, logger="tornado.access")  # still there for debugging
+    await get(node.admin_port, "/_scale0/ready")
+    debug = [r for r in caplog.records if r.name == "tornado.access"]
+    assert len(debug) == 1 and debug[0].levelno == logging.DEBUG
+    assert "/_scale0/ready" in debug[0].getMessage()
