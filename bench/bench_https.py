@@ -6,9 +6,12 @@ request) against:
    the node's TLS settings from node.tls), fast and Tornado, over https and http;
 2. `scale0 node --http-server fast` and `tornado`, each with `--https` (one self-signed
    P-256 certificate made by the openssl command line), `--cache memory`, an
-   HTTP-upstream worker to the bench origin and a 1 KiB static file (`--static`): a
+   HTTP-upstream worker to the bench origin and `--static` files: a
    cached 1 KiB object (a hit through the whole request path: over https never the
-   prepared-hit shortcut, over plain http the fast wire's hits take it) and the file;
+   prepared-hit shortcut, over plain http the fast wire's hits take it) and the files:
+   a 1 KiB text page (gzipped on the fly for clients that accept it, so it varies on
+   Accept-Encoding and is never a prepared answer) and a 1 KiB image (prepared on plain
+   http, node/statichits.py);
 3. nginx serving the same file over TLS with the same certificate, if installed.
 Prints req/s, p50/p99, server CPU µs per request and the ratios.
 
@@ -31,7 +34,7 @@ from bench.bench_wire import measure as wire_measure
 from bench.procs import Procs, free_port
 from bench.tools import HEADER, Nginx, have
 
-TARGETS = {"hit": "/bytes/1024", "static": "/s/page.txt"}
+TARGETS = {"hit": "/bytes/1024", "static": "/s/page.txt", "image": "/s/logo.png"}
 
 
 def certificate(d: Path) -> tuple[Path, Path]:
@@ -99,8 +102,9 @@ def run(seconds: int) -> dict[str, float]:
         cert, key = certificate(work)
         public = work / "public"
         public.mkdir(mode=0o755)
-        (public / "page.txt").write_bytes(b"x" * 1024)
-        (public / "page.txt").chmod(0o644)
+        for name in ("page.txt", "logo.png"):
+            (public / name).write_bytes(b"x" * 1024)
+            (public / name).chmod(0o644)
         _, origin = procs.origin()
         print(HEADER)
         for wire in ("fast", "tornado"):  # the wire and Front alone: an in-memory 1 KiB answer
