@@ -7,6 +7,12 @@ Tornado connection delegate: the check runs on the request head, before any
 handler (including ones other parts mount through `extra_routes`) or body, so
 no route can forget it. Comparison is constant-time; the token is never logged
 or echoed, and a refusal says only that a valid token is needed.
+
+One exception, for load balancers and DNS health checks that cannot send a
+header: a GET or HEAD of exactly `/_scale0/ready` or `/_scale0/health` without
+the token goes to the admin app's probe app (node/admin.py `probe_app`), which
+answers the status and nothing else; with the token, to the full app. Any other
+path, method or spelling without the token is refused as before.
 """
 
 from __future__ import annotations
@@ -19,9 +25,12 @@ from pathlib import Path
 
 from tornado import httputil
 
+from node.admin import HEALTH, PROBES, READY
+
 log = logging.getLogger("scale0.admin")
 MIN_LENGTH = 16
 _REFUSAL = b"a valid admin token is required (Authorization: Bearer ...)\n"
+OPEN_PATHS = frozenset({HEALTH, READY})  # exact paths; a query string is allowed
 
 
 class AdminTokenError(Exception):
@@ -82,11 +91,17 @@ class _Gate(httputil.HTTPMessageDelegate):
 
     def headers_received(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
                          headers: httputil.HTTPHeaders) -> None:
-        if check_bearer(headers.get("Authorization"), self._guard.token):
-            self._inner = self._guard.app.start_request(self._server_conn, self._conn)
+        assert isinstance(start_line, httputil.RequestStartLine)
+        guard = self._guard
+        app = guard.app if check_bearer(headers.get("Authorization"), guard.token) else None
+        if app is None and guard.probes is not None and start_line.method in ("GET", "HEAD") \
+                and start_line.path.partition("?")[0] in OPEN_PATHS:
+            app = guard.probes  # status only: what a checker without headers may know
+        if app is not None:
+            self._inner = app.start_request(self._server_conn, self._conn)
             self._inner.headers_received(start_line, headers)
             return
-        self._guard.refused += 1
+        guard.refused += 1
         out = httputil.HTTPHeaders({
             "WWW-Authenticate": 'Bearer realm="scale0-admin"', "Connection": "close",
             "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store",
@@ -109,10 +124,12 @@ class _Gate(httputil.HTTPMessageDelegate):
 
 
 class TokenGuard(httputil.HTTPServerConnectionDelegate):
-    """`HTTPServer(TokenGuard(app, token))`: every request must carry the bearer token."""
+    """`HTTPServer(TokenGuard(app, token, probes))`: every request must carry the bearer
+    token, but for the probes' two paths, answered by `probes` (if any) without it."""
 
-    def __init__(self, app: httputil.HTTPServerConnectionDelegate, token: bytes) -> None:
-        self.app, self.token = app, token
+    def __init__(self, app: httputil.HTTPServerConnectionDelegate, token: bytes,
+                 probes: httputil.HTTPServerConnectionDelegate | None = None) -> None:
+        self.app, self.token, self.probes = app, token, probes
         self.refused = 0
 
     def start_request(self, server_conn: object,
@@ -121,9 +138,16 @@ class TokenGuard(httputil.HTTPServerConnectionDelegate):
 
     def on_close(self, server_conn: object) -> None:
         self.app.on_close(server_conn)
+        if self.probes is not None:
+            self.probes.on_close(server_conn)
 
 
 def guard(app: httputil.HTTPServerConnectionDelegate,
           token: bytes | None) -> httputil.HTTPServerConnectionDelegate:
-    """`app` itself without a token (loopback), else `app` behind the token check."""
-    return app if token is None else TokenGuard(app, token)
+    """`app` itself without a token (loopback), else `app` behind the token check, with
+    the token-free probes the admin app carries (node/admin.py `make_admin_app`)."""
+    if token is None:
+        return app
+    settings = getattr(app, "settings", None)
+    probes = settings.get(PROBES) if isinstance(settings, dict) else None
+    return TokenGuard(app, token, probes)
