@@ -27,15 +27,22 @@ means "this socket binds" (CURVE server); otherwise it is a client about to
 connect to `endpoint`. Removing a key and `reload()` refuses new handshakes with
 it; sessions already established stay until they reconnect (workers and peers
 reconnect on silence, and the node restarts its sockets only on restart).
+
+A refused handshake is logged at WARNING with the client's address and its public
+key (Z85; a public key is no secret), so "my worker never joins" has an answer in
+the node's log. `RefusalLog` bounds those lines: a refused worker retries every
+second and a hostile client can try thousands of keys.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,14 +220,70 @@ def secure_client(sock: zmq.Socket[Any], own: KeyPair, server_public: bytes) -> 
     sock.curve_serverkey = server_public
 
 
+class RefusalLog:
+    """Which refused handshakes get a log line (pure; the clock is injected).
+
+    One line per (address, key) per `interval`, and at most `burst` lines per
+    `interval` in all, whatever the number of addresses and keys: the log grows by a
+    bounded amount under any flood. Each line says how many refusals went unlogged
+    since the line before; `curve_handshakes_total{result="denied"}` counts them all."""
+
+    def __init__(self, interval: float = 60.0, burst: int = 10,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if interval <= 0 or burst < 1:
+            raise ValueError("interval must be positive and burst at least 1")
+        self.interval, self.burst, self._clock = interval, burst, clock
+        self._last: dict[tuple[str, str], float] = {}  # pairs logged lately
+        self._window = -math.inf  # start of the current interval of the burst budget
+        self._lines = 0  # lines in that interval
+        self.unlogged = 0  # refusals not logged since the last line
+
+    def refused(self, address: str, key: str) -> int | None:
+        """None: say nothing; else log now, saying this many went unlogged before it."""
+        now = self._clock()
+        if now - self._window >= self.interval:
+            self._window, self._lines = now, 0
+        last = self._last.get((address, key))
+        if (last is not None and now - last < self.interval) or self._lines >= self.burst:
+            self.unlogged += 1
+            return None
+        if len(self._last) >= 4 * self.burst:
+            # Pairs logged within the last interval are at most 2 * burst (two windows'
+            # budgets): memory stays bounded under a flood of distinct keys.
+            self._last = {k: t for k, t in self._last.items() if now - t < self.interval}
+        self._last[(address, key)] = now
+        self._lines += 1
+        unlogged, self.unlogged = self.unlogged, 0
+        return unlogged
+
+
+class _Authenticator(ThreadAuthenticator):
+    """pyzmq's ZAP thread, telling the gate where each request comes from: the
+    credentials callback is given only the domain and the key."""
+
+    def __init__(self, gate: Gatekeeper, ctx: zmq.Context[Any]) -> None:
+        super().__init__(ctx, log=logging.getLogger("scale0.zap"))
+        self._gate = gate
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        # ZAP request frames: version, request id, domain, address, identity, mechanism...
+        raw = msg[3] if len(msg) > 3 else b""
+        self._gate.address = raw[:64].decode("ascii", "replace") or "?"
+        await super().handle_zap_message(msg)
+
+
 class Gatekeeper:
     """The ZAP handler: only keys in `keys.authorized` complete a handshake."""
 
-    def __init__(self, keys: CurveKeys, ctx: zmq.Context[Any] | None = None) -> None:
+    def __init__(self, keys: CurveKeys, ctx: zmq.Context[Any] | None = None,
+                 refusals: RefusalLog | None = None) -> None:
         self.keys = keys
         self.ctx = ctx or zmq.Context.instance()
         self.allowed = 0
         self.denied = 0
+        self.refusals = refusals or RefusalLog()
+        self.address = ""  # of the ZAP request being decided (set on the ZAP thread)
+        self._quiet: bytes | None = None  # the self-test's key: refused on purpose, unlogged
         self._auth: ThreadAuthenticator | None = None
         self._lock = threading.Lock()
 
@@ -232,7 +295,21 @@ class Gatekeeper:
                 self.allowed += 1
             else:
                 self.denied += 1
+        if not ok and key != self._quiet:
+            self._log_refusal(key)
         return ok
+
+    def _log_refusal(self, key: bytes) -> None:
+        z85 = key.decode("ascii", "replace")  # pyzmq hands the key over Z85-encoded
+        unlogged = self.refusals.refused(self.address, z85)
+        if unlogged is None:
+            return
+        folder = self.keys.keydir / AUTHORIZED if self.keys.keydir else AUTHORIZED
+        log.warning("refused a CurveZMQ handshake from %s: public key %s is not in %s "
+                    "(to let this worker or peer in, copy its .key file there and SIGHUP "
+                    "the node)%s", self.address or "?", z85, folder,
+                    f"; {unlogged} more refusals not logged since the last line"
+                    if unlogged else "")
 
     @property
     def running(self) -> bool:
@@ -244,7 +321,7 @@ class Gatekeeper:
         # asynchronously (libzmq's reaper): wait for it, briefly, rather than fail.
         deadline = time.monotonic() + 2.0
         while True:
-            self._auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("scale0.zap"))
+            self._auth = _Authenticator(self, self.ctx)
             try:
                 self._auth.start()
                 break
@@ -282,7 +359,9 @@ class Gatekeeper:
             server.linger = client.linger = 0
             port = server.bind_to_random_port("tcp://127.0.0.1")
             _, secret = zmq.auth.create_certificates(str(tmp), "stranger")
-            secure_client(client, _load_pair(Path(secret)), self.keys.own.public)
+            stranger = _load_pair(Path(secret))
+            self._quiet = stranger.public  # its refusal is the expected outcome: no warning
+            secure_client(client, stranger, self.keys.own.public)
             return _expect_refusal(client, server, f"tcp://127.0.0.1:{port}", timeout)
         finally:
             server.close(0)
