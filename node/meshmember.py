@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from gossip.agent import AgentConfig, GossipAgent
+from gossip.agent import AgentConfig, GossipAgent, primary_ip
 from gossip.config import GossipConfig
 from gossip.load import ServiceLoad
 from gossip.membership import MemberView, SelfInfo
@@ -41,6 +41,25 @@ PRESETS: dict[str, Callable[[], GossipConfig]] = {
     "wan": GossipConfig.wan,
     "local": GossipConfig.local,
 }
+
+WILDCARD_HOSTS = frozenset({"", "*", "0.0.0.0", "::", "[::]"})
+
+
+def http_advertised(host: str, port: int, advertise: str = "",
+                    primary: Callable[[], str] = primary_ip) -> str:
+    """The HOST:PORT other nodes and `scale0 mesh` are told for `--http HOST:PORT`.
+
+    The same host the gossip and peer sockets advertise: `--advertise` if given, else
+    for a wildcard bind (`:8080`, `0.0.0.0:8080`) this host's primary address, as
+    `gossip.agent.advertised` does; a specific bind host is kept. (Not "localhost": a
+    peer's table would show an address that names the peer itself.)"""
+    if advertise:
+        host = advertise
+    elif host in WILDCARD_HOSTS:
+        host = primary()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # IPv6, in the form parse_hostport reads back
+    return f"{host}:{port}"
 
 
 class MeshMember:
@@ -123,6 +142,12 @@ class MeshMember:
                 self.table.sync(self.agent.members(), self.clock())
             except Exception:  # a bad row must not stop the refresh
                 log.exception("load table refresh failed")
+
+    def forward_counts(self) -> dict[str, int]:
+        """Requests since start: "out" sent to a peer (each attempt, as the rate on our
+        beats counts them), "in" forwarded to us and run through our pipeline."""
+        served = self.forwarded.received if self.forwarded is not None else 0
+        return {"in": served, "out": self.dispatcher.sent}
 
     def mesh_json(self) -> dict[str, Any]:
         return self.table.to_json(self.clock())

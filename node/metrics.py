@@ -1,14 +1,18 @@
 """Prometheus metrics of one node, served at /_scale0/metrics on the admin listener.
 
 Each `Metrics` owns its own CollectorRegistry (never the process-global one),
-so tests and several nodes in one process stay independent. Counters and the
-latency histogram are bumped on the request path; everything that is a level
-(workers, slots, in flight, queue, cache size, peers by state) is read from
-callbacks given at wiring time (`set_sources`) only when someone scrapes, so
-an unscraped node does no polling at all.
+so tests and several nodes in one process stay independent. Request counters
+and the latency histogram are bumped on the request path; everything that is a
+level (workers, slots, in flight, queue, cache size, peers by state) is read
+from callbacks given at wiring time (`set_sources`) only when someone scrapes,
+so an unscraped node does no polling at all. So are the counts the parts keep
+themselves (gossip messages in/out by kind and drops by reason in
+`GossipAgent.stats()`, forwarded requests in `MeshMember.forward_counts()`):
+counting them a second time here would be a second truth that can drift.
 
 Label values are bounded on purpose: an outcome outside OUTCOMES is counted as
-"other", so a typo upstream cannot explode the series count.
+"other", so a typo upstream cannot explode the series count; past MAX_SERIES
+kinds or reasons in one family, the rest are summed as "other".
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 LoadSource = Callable[[], Mapping[str, ServiceLoad]]
 CacheSource = Callable[[], StoreStats]
 PeerSource = Callable[[], Mapping[str, int]]
+# {"in": {kind: n}, "out": {kind: n}, "dropped": {reason: n}}, as GossipAgent.stats()
+GossipSource = Callable[[], Mapping[str, Mapping[str, int]]]
+ForwardSource = Callable[[], Mapping[str, int]]  # {"in": n, "out": n} since start
+MAX_SERIES = 64  # kinds or reasons shown per family; the rest are summed as "other"
 
 
 def outcome_label(outcome: str) -> str:
@@ -63,18 +71,6 @@ class Metrics:
             "request_duration_seconds", "Time from request received to response headers",
             ["service", "outcome"], namespace=ns, registry=self.registry, buckets=BUCKETS,
         )
-        self.gossip_messages = Counter(
-            "gossip_messages", "Gossip messages sent (out) and received (in), by kind",
-            ["direction", "kind"], namespace=ns, registry=self.registry,
-        )
-        self.gossip_dropped = Counter(
-            "gossip_dropped", "Gossip messages dropped, by reason (bad frame, gap, stale, ...)",
-            ["reason"], namespace=ns, registry=self.registry,
-        )
-        self.forwarded = Counter(
-            "forwarded", "Requests forwarded to peers (out) and from peers (in)",
-            ["direction"], namespace=ns, registry=self.registry,
-        )
         self._levels = _Levels(ns)
         self.registry.register(self._levels)
 
@@ -93,27 +89,25 @@ class Metrics:
         children[0].inc()
         children[1].observe(max(0.0, seconds))
 
-    def gossip_message(self, direction: str, kind: str, n: int = 1) -> None:
-        self.gossip_messages.labels(direction, kind).inc(n)
-
-    def gossip_drop(self, reason: str, n: int = 1) -> None:
-        self.gossip_dropped.labels(reason).inc(n)
-
-    def forward(self, direction: str, n: int = 1) -> None:
-        self.forwarded.labels(direction).inc(n)
-
     # -- levels, read at scrape time ------------------------------------------------
     def set_sources(
         self,
         loads: LoadSource | None = None,
         cache_stats: CacheSource | None = None,
         peers: PeerSource | None = None,
+        gossip: GossipSource | None = None,
+        forwarded: ForwardSource | None = None,
     ) -> None:
         """Callbacks read at each scrape: this node's per-service load, its cache store's
-        stats, and the count of peers by state (alive/suspect/dead/left)."""
+        stats, the count of peers by state (alive/suspect/dead/left), the gossip agent's
+        message and drop counts, and the requests forwarded out and served in.
+
+        The counts must only grow (Prometheus counters): totals since start, not rates."""
         self._levels.loads = loads
         self._levels.cache_stats = cache_stats
         self._levels.peers = peers
+        self._levels.gossip = gossip
+        self._levels.forwarded = forwarded
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition body and its Content-Type (OpenMetrics if `accept` asks for it)."""
@@ -122,13 +116,16 @@ class Metrics:
 
 
 class _Levels(Collector):
-    """Gauges computed from the wiring callbacks at collect() time."""
+    """Families computed from the wiring callbacks at collect() time: levels (gauges)
+    and the counts other parts keep (counters)."""
 
     def __init__(self, ns: str) -> None:
         self.ns = ns
         self.loads: LoadSource | None = None
         self.cache_stats: CacheSource | None = None
         self.peers: PeerSource | None = None
+        self.gossip: GossipSource | None = None
+        self.forwarded: ForwardSource | None = None
 
     def describe(self) -> list[Metric]:
         return []  # unchecked collector: families vary with the sources set
@@ -167,6 +164,45 @@ class _Levels(Collector):
             for state in sorted(set(PEER_STATES) | set(peers)):
                 fam.add_metric([state], peers.get(state, 0))
             yield fam
+        yield from self._counts()
+
+    def _counts(self) -> Iterator[Metric]:
+        ns = self.ns
+        gossip = _safe(self.gossip, "gossip")
+        if gossip is not None:
+            msgs = CounterMetricFamily(
+                f"{ns}_gossip_messages", "Gossip messages sent (out) and received (in), by kind",
+                labels=["direction", "kind"])
+            for direction in ("in", "out"):
+                for kind, n in bounded(gossip.get(direction, {})):
+                    msgs.add_metric([direction, kind], n)
+            yield msgs
+            drops = CounterMetricFamily(
+                f"{ns}_gossip_dropped",
+                "Gossip input or sends dropped, by reason (bad frame, unexpected type, "
+                "refused news, send failure, ...)", labels=["reason"])
+            for reason, n in bounded(gossip.get("dropped", {})):
+                drops.add_metric([reason], n)
+            yield drops
+        forwarded = _safe(self.forwarded, "forwarded")
+        if forwarded is not None:
+            fam = CounterMetricFamily(
+                f"{ns}_forwarded", "Requests forwarded to peers (out) and served for peers (in)",
+                labels=["direction"])
+            for direction in ("in", "out"):
+                fam.add_metric([direction], forwarded.get(direction, 0))
+            yield fam
+
+
+def bounded(counts: Mapping[str, int], limit: int = MAX_SERIES) -> list[tuple[str, int]]:
+    """`counts` by label, sorted, at most `limit` series: past that the rest are summed as
+    "other" (a set of reasons that grew without bound must not grow the scrape with it)."""
+    items = sorted(counts.items())
+    if len(items) <= limit:
+        return items
+    kept = dict(items[:limit - 1])
+    kept["other"] = kept.get("other", 0) + sum(n for _, n in items[limit - 1:])
+    return sorted(kept.items())
 
 
 def _safe(source: Callable[[], T] | None, name: str) -> T | None:

@@ -94,6 +94,8 @@ class OverflowDispatcher:
         self.rtt_ms: dict[str, float] = {}  # EWMA of round trips to each peer
         self.forwarded_out = RateMeter()
         self.forwarded_in = RateMeter()
+        # Since start, for the forwarded_total counter: the meters above forget (a window).
+        self.sent = 0
         self._share: dict[str, ShareMeter] = {}
         self._inflight: dict[str, set[asyncio.Task[PeerReply]]] = {}
 
@@ -180,6 +182,7 @@ class OverflowDispatcher:
         )
         token = self.table.note_sent(peer, service)
         self.forwarded_out.add(now)
+        self.sent += 1
         started = self.clock()
         call = asyncio.ensure_future(
             self.peers.request(
@@ -257,6 +260,7 @@ class ForwardedServer:
         self.node_id = node_id
         self.dc = dc
         self.meter = meter or RateMeter()
+        self.received = 0  # since start, for the forwarded_total counter (the meter forgets)
         self.clock = clock
         self.max_body = max_body
 
@@ -267,6 +271,7 @@ class ForwardedServer:
             raise Refuse(f"bad forwarded request: {exc}") from None
         started = self.clock()
         self.meter.add(started)
+        self.received += 1
         request = Request(
             method=fwd.method,
             target=fwd.target,

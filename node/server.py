@@ -45,7 +45,7 @@ from node.front import Front, FrontLimits, TornadoAppMount, bound_port
 from node.gctune import settle_heap
 from node.hitcache import HitCache
 from node.http import Request, Response
-from node.meshmember import MeshMember
+from node.meshmember import MeshMember, http_advertised
 from node.metrics import Metrics, metrics_route
 from node.pipeline import Pipeline
 from node.reload import Settings, build, needs_restart
@@ -168,7 +168,7 @@ class Node:
         host, port = parse_hostport(cfg.http, "--http")
         mesh = MeshMember(
             node_id=self.node_id, dc=cfg.dc, broker=broker, gossip_endpoint=cfg.gossip,
-            peer_endpoint=cfg.peer, http_address=f"{cfg.advertise or host or 'localhost'}:{port}",
+            peer_endpoint=cfg.peer, http_address=http_advertised(host, port, cfg.advertise),
             workers_endpoint=broker.bound_endpoint, seeds=list(cfg.seeds),
             advertise=cfg.advertise, discover=cfg.discover, preset=cfg.gossip_preset,
             policies=settings.policies, secure=security.secure)
@@ -199,7 +199,8 @@ class Node:
         store = self.cache_store
         metrics.set_sources(loads=broker.service_loads,
                             cache_stats=store.stats if store is not None else None,
-                            peers=lambda: _peer_states(mesh))
+                            peers=lambda: _peer_states(mesh), gossip=mesh.agent.stats,
+                            forwarded=mesh.forward_counts)
         from node.dropstats import DropCollector
 
         metrics.registry.register(DropCollector(  # hostile frames, counted at scrape time

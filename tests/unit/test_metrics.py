@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cache.store import StoreStats
 from gossip.load import ServiceLoad
-from node.metrics import OUTCOMES, Metrics, outcome_label
+from node.metrics import MAX_SERIES, OUTCOMES, Metrics, bounded, outcome_label
 
 
 def samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -44,18 +44,55 @@ def test_requests_and_latency_after_recording() -> None:
     assert got[("scale0_request_duration_seconds_bucket", le)] == 0
 
 
-def test_gossip_and_forwarding_counters() -> None:
+def test_gossip_and_forwarding_counts_are_read_from_their_parts() -> None:
     m = Metrics()
-    m.gossip_message("out", "state", 3)
-    m.gossip_message("in", "purge")
-    m.gossip_drop("gap")
-    m.forward("out")
-    m.forward("in", 2)
+    gossip = {"in": {"Beat": 3}, "out": {"Beat": 4, "Push": 1}, "dropped": {"sub:decode": 2}}
+    fwd = {"in": 2, "out": 5}
+    m.set_sources(gossip=lambda: gossip, forwarded=lambda: fwd)
     got = samples(m)
-    assert got[("scale0_gossip_messages_total", (("direction", "out"), ("kind", "state")))] == 3
-    assert got[("scale0_gossip_messages_total", (("direction", "in"), ("kind", "purge")))] == 1
-    assert got[("scale0_gossip_dropped_total", (("reason", "gap"),))] == 1
+    assert got[("scale0_gossip_messages_total", (("direction", "out"), ("kind", "Beat")))] == 4
+    assert got[("scale0_gossip_messages_total", (("direction", "in"), ("kind", "Beat")))] == 3
+    assert got[("scale0_gossip_dropped_total", (("reason", "sub:decode"),))] == 2
     assert got[("scale0_forwarded_total", (("direction", "in"),))] == 2
+    assert got[("scale0_forwarded_total", (("direction", "out"),))] == 5
+    fwd["out"] = 6  # read again at the next scrape, not copied at wiring time
+    assert samples(m)[("scale0_forwarded_total", (("direction", "out"),))] == 6
+
+
+def test_unwired_counts_are_absent_not_zero() -> None:
+    got = samples(Metrics())
+    assert not any(name.startswith(("scale0_gossip_", "scale0_forwarded")) for name, _ in got)
+
+
+def test_many_drop_reasons_are_folded_into_other() -> None:
+    m = Metrics()
+    reasons = {f"r{i:03d}": 1 for i in range(MAX_SERIES + 10)}
+    m.set_sources(gossip=lambda: {"dropped": reasons})
+    got = {k: v for k, v in samples(m).items() if k[0] == "scale0_gossip_dropped_total"}
+    assert len(got) == MAX_SERIES
+    assert got[("scale0_gossip_dropped_total", (("reason", "other"),))] == 11
+    assert sum(got.values()) == len(reasons)
+
+
+growing = st.lists(st.dictionaries(st.sampled_from([f"k{i}" for i in range(12)] + ["other"]),
+                                   st.integers(0, 5), max_size=12), max_size=8)
+
+
+@given(growing, st.integers(1, 6))
+def test_bounded_series_only_grow_and_keep_the_total(steps: list[dict[str, int]],
+                                                      limit: int) -> None:
+    """Counts that only grow (new keys, larger values) give series that only grow."""
+    counts: dict[str, int] = {}
+    before: dict[str, int] = {}
+    for step in steps:
+        for key, add in step.items():
+            counts[key] = counts.get(key, 0) + add
+        shown = dict(bounded(counts, limit))
+        assert len(shown) <= limit
+        assert sum(shown.values()) == sum(counts.values())
+        for key, n in shown.items():
+            assert n >= before.get(key, 0), (key, before, shown)
+        before = shown
 
 
 def test_levels_come_from_sources_at_scrape_time() -> None:
@@ -112,7 +149,7 @@ def test_two_nodes_in_one_process_are_independent() -> None:
 
 def test_openmetrics_when_asked() -> None:
     m = Metrics()
-    m.forward("out")
+    m.set_sources(forwarded=lambda: {"out": 1})
     body, ctype = m.render("application/openmetrics-text; version=1.0.0")
     assert ctype.startswith("application/openmetrics-text")
     assert body.rstrip().endswith(b"# EOF")
