@@ -90,7 +90,10 @@ def decide(
         return Decision(Route.LOCAL, reason="local slot free")
     if not policy.enabled:
         return Decision(Route.QUEUE, reason="overflow disabled for this service")
-    if share_away >= policy.max_share_away:
+    # The cap keeps traffic on local workers; 1.0 means no cap (a node whose every recent
+    # request went away is at share 1.0, not over a limit), and a node with no local
+    # slot for the service has nothing to keep it on: queueing would only end in a 503.
+    if policy.max_share_away < 1.0 and local_slots > 0 and share_away >= policy.max_share_away:
         return Decision(Route.QUEUE, reason="share sent away is at its cap")
     order = order_peers(self_dc, candidates, policy, rng)[: max(0, policy.max_tries)]
     if not order:

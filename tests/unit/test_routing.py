@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from mesh.routing import Candidate, OverflowPolicy, Route, decide, order_peers
@@ -75,6 +75,27 @@ def test_disabled_overflow_and_share_cap_queue() -> None:
     capped = OverflowPolicy(max_share_away=0.5)
     assert _decide(candidates=cands, policy=capped, share_away=0.6).route is Route.QUEUE
     assert _decide(candidates=cands, policy=capped, share_away=0.4).route is Route.PEERS
+
+
+@given(candidates_st, st.floats(0, 1), st.integers(0, 8))
+@example([Candidate("w1", "west", 1.0, 5)], 1.0, 0)  # every recent request went away
+@example([Candidate("w1", "west", 1.0, 5)], 1.0, 4)
+def test_with_the_default_policy_a_full_node_never_queues_while_a_peer_has_room(
+        cands: list[Candidate], share: float, slots: int) -> None:
+    """Regression: a node whose every recent request went to peers (share 1.0) queued the
+    next one locally — with no local worker, until its deadline."""
+    d = _decide(local_free=0, local_slots=slots, candidates=cands, share_away=share)
+    room = any(c.free > 0 for c in cands)
+    assert d.route is (Route.PEERS if room else Route.QUEUE)
+
+
+@given(candidates_st.filter(lambda cs: any(c.free > 0 for c in cs)), st.floats(0, 1),
+       st.floats(0, 0.99))
+def test_a_share_cap_never_holds_back_a_node_without_local_slots(
+        cands: list[Candidate], share: float, cap: float) -> None:
+    policy = OverflowPolicy(max_share_away=cap)
+    d = _decide(local_free=0, local_slots=0, candidates=cands, share_away=share, policy=policy)
+    assert d.route is Route.PEERS
 
 
 def test_allowed_dcs_limit_where_overflow_goes() -> None:
