@@ -6,6 +6,10 @@ purges this node's store and, through replication, every node's store (purges
 travel reliably: a node that missed the message asks again). The answer says
 how many entries this node removed. `PURGE <url>` on the public port does the
 same for allowed client networks (node/cachestage.py).
+
+`scale0 purge` takes the admin listener as `--admin HOST:PORT` or a URL, and an
+admin listener off loopback's bearer token from `--admin-token-file`, exactly as
+`scale0 mesh` does (mesh/cli.py); a 401 says which of the two is missing.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 import tornado.web
 
+from mesh.cli import MeshFetchError, read_token
 from node.errors import ClientError
 
 Purger = Callable[[str], Awaitable[int]]
@@ -77,45 +82,76 @@ def add_purge_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Purge one URL, or every URL under a prefix (end it with *), from the "
         "cache of the node behind --admin and, by replication, from every node of the mesh.",
         epilog="examples:\n  scale0 purge http://www.example.com/news/today\n"
-        "  scale0 purge 'http://www.example.com/assets/*'\n",
+        "  scale0 purge 'http://www.example.com/assets/*'\n"
+        "  scale0 purge --admin 10.0.0.11:8081 --admin-token-file /etc/scale0/admin-token \\\n"
+        "      http://www.example.com/news/today\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "url", metavar="URL-OR-PREFIX", help="absolute URL; end with * for a prefix"
     )
-    parser.add_argument(
-        "--admin",
-        default=DEFAULT_ADMIN,
-        help=f"the node's admin listener (default {DEFAULT_ADMIN})",
-    )
+    # The admin flags of `scale0 mesh` (mesh/cli.py), same names and meaning.
+    parser.add_argument("--admin", default=DEFAULT_ADMIN, metavar="URL|HOST:PORT",
+                        help=f"the node's admin listener (default {DEFAULT_ADMIN})")
+    parser.add_argument("--admin-token-file", metavar="FILE", default="",
+                        help="the bearer token of an admin listener off loopback (the file "
+                        "the node's --admin-token-file names); default: none")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
     parser.set_defaults(func=run_purge)
     return parser
 
 
+def purge_url(admin: str) -> str:
+    """The purge endpoint of an admin listener given as a URL or as HOST:PORT."""
+    base = admin.strip().rstrip("/")
+    base = base if "://" in base else f"http://{base}"
+    if not base.startswith(("http://", "https://")):
+        raise ValueError(f"--admin must be an http(s) URL or HOST:PORT, got {admin!r}")
+    return base + "/_scale0/purge"
+
+
+def entries(n: int) -> str:
+    return f"{n} entry" if n == 1 else f"{n} entries"
+
+
 def run_purge(args: argparse.Namespace) -> int:
+    token_file = getattr(args, "admin_token_file", "")
+    try:
+        url = purge_url(args.admin)
+        token = read_token(token_file) if token_file else ""
+    except (ValueError, MeshFetchError) as exc:
+        print(f"scale0 purge: {exc}", file=sys.stderr)
+        return 1
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     data = json.dumps({"url": args.url}).encode()
-    request = urllib.request.Request(
-        args.admin.rstrip("/") + "/_scale0/purge",
-        data=data,
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
+    request = urllib.request.Request(url, data=data, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=args.timeout) as resp:
-            doc = json.loads(resp.read())
+            doc = json.loads(resp.read(MAX_BODY))
     except urllib.error.HTTPError as exc:
+        if exc.code == 401:  # as scale0 mesh says it
+            hint = ("the token was refused" if token
+                    else "this admin listener wants its token: give --admin-token-file")
+            print(f"scale0 purge: {url} answered 401: {hint}", file=sys.stderr)
+            return 1
         try:
-            reason = json.loads(exc.read()).get("error", exc.reason)
-        except ValueError:
+            reason = json.loads(exc.read(MAX_BODY)).get("error", exc.reason)
+        except (ValueError, AttributeError):
             reason = exc.reason
-        print(f"scale0 purge: {exc.code}: {reason}", file=sys.stderr)
+        print(f"scale0 purge: {url} answered {exc.code}: {reason}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as exc:
-        print(f"scale0 purge: cannot reach {args.admin}: {exc}", file=sys.stderr)
+        reason = getattr(exc, "reason", exc)
+        print(f"scale0 purge: cannot reach the node's admin listener at {url}: {reason}",
+              file=sys.stderr)
         return 1
-    print(
-        f"purged {args.url}: {doc.get('removed_here', 0)} entries here; "
-        "the purge is on its way to every node"
-    )
+    removed = doc.get("removed_here") if isinstance(doc, dict) else None
+    if not isinstance(removed, int):
+        print(f"scale0 purge: {url} did not answer a purge; is it a Scale0 admin listener?",
+              file=sys.stderr)
+        return 1
+    print(f"purged {args.url}: {entries(removed)} here; "
+          "the purge is on its way to every node")
     return 0

@@ -26,8 +26,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 async def node(request: pytest.FixtureRequest, tmp_path: Path,
                monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Node]:
     monkeypatch.syspath_prepend(str(EXAMPLES))
-    path = tmp_path / "node.toml"
-    path.write_text(f"""
+    async with node_from(tmp_path, f"""
 http_server = "{request.param}"
 dc = "east"
 cache = "off"
@@ -35,8 +34,7 @@ app = "hello_app:routes"
 access_log = true
 access_log_file = "{tmp_path / 'access.log'}"
 {loopback_listeners("n1")}
-""")
-    async with node_from(path) as n:
+""") as n:
         yield n
 
 
