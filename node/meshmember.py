@@ -139,7 +139,10 @@ class MeshMember:
         while True:
             await asyncio.sleep(interval)  # a refresh period, not a synchronisation
             try:
+                before = self.table.version
                 self.table.sync(self.agent.members(), self.clock())
+                if self.table.version != before:
+                    self.dispatcher.room_may_have_changed()
             except Exception:  # a bad row must not stop the refresh
                 log.exception("load table refresh failed")
 

@@ -6,7 +6,9 @@ A peer that answers "busy" costs nothing but a round trip and we try the next;
 a peer that fails or times out opens its circuit a little (mesh.breaker), and
 only idempotent requests move on to another peer after that (a POST may have
 been executed). When nobody takes it, the request waits in the local queue
-until its deadline (the broker answers 503 + Retry-After then).
+until its deadline (the broker answers 503 + Retry-After then) — unless no
+worker here offers the service at all: then it waits for room at a peer (a new
+load report, or one of our forwards finishing) and decides again.
 
 The receiving side (`ForwardedServer`) runs a forwarded request through the
 node's own pipeline with the hop count set, so its cache can answer and its
@@ -98,6 +100,7 @@ class OverflowDispatcher:
         self.sent = 0
         self._share: dict[str, ShareMeter] = {}
         self._inflight: dict[str, set[asyncio.Task[PeerReply]]] = {}
+        self._room_changed: asyncio.Future[None] | None = None  # waiters for room (`_room`)
 
     def peer_down(self, peer: str) -> None:
         """The failure detector says `peer` is dead or left: stop waiting for it now.
@@ -124,32 +127,63 @@ class OverflowDispatcher:
         return out
 
     async def dispatch(self, service: str, request: Request) -> Response:
-        now = self.clock()
-        slots, free = self.broker.capacity(service)
         share = self._share.setdefault(service, ShareMeter())
-        decision = decide(
-            local_free=free,
-            local_slots=slots,
-            hops=request.hops,
-            self_dc=self.dc,
-            # Peers matter only when no local slot is free: scanning the load table for
-            # every request was a few % of a miss's CPU.
-            candidates=self._candidates(service, now) if request.hops == 0 and free <= 0 else [],
-            policy=self.policy(service),
-            share_away=share.share(now),
-            rng=self.rng,
-        )
-        if decision.route is Route.BUSY:
-            raise PeerBusy(f"{self.node_id} has no spare slot for {service!r}")
-        if decision.route is Route.PEERS and _forwardable(request):
-            body = request.body if isinstance(request.body, bytes) else b""
-            for peer in decision.peers:
-                response = await self._try_peer(peer, service, request, body)
-                if response is not None:
-                    share.add(self.clock(), marked=True)
-                    return response
-        share.add(self.clock(), marked=False)
-        return await self.broker.dispatch(service, request)
+        policy = self.policy(service)
+        deadline = request.deadline or (request.received + self.default_timeout)
+        while True:
+            now = self.clock()
+            slots, free = self.broker.capacity(service)
+            decision = decide(
+                local_free=free,
+                local_slots=slots,
+                hops=request.hops,
+                self_dc=self.dc,
+                # Peers matter only when no local slot is free: scanning the load table
+                # for every request was a few % of a miss's CPU.
+                candidates=(self._candidates(service, now)
+                            if request.hops == 0 and free <= 0 else []),
+                policy=policy,
+                share_away=share.share(now),
+                rng=self.rng,
+            )
+            if decision.route is Route.BUSY:
+                raise PeerBusy(f"{self.node_id} has no spare slot for {service!r}")
+            forwardable = _forwardable(request)
+            if decision.route is Route.PEERS and forwardable:
+                body = request.body if isinstance(request.body, bytes) else b""
+                for peer in decision.peers:
+                    response = await self._try_peer(peer, service, request, body)
+                    if response is not None:
+                        share.add(self.clock(), marked=True)
+                        return response
+            # No worker here could ever take it (none offers the service): the local
+            # queue would only hold it until its deadline. Wait for room at a peer —
+            # a report, or one of our forwards finishing — and decide again.
+            if (decision.route is not Route.LOCAL and slots == 0 and request.hops == 0
+                    and forwardable and policy.enabled and await self._room(deadline)):
+                continue
+            share.add(self.clock(), marked=False)
+            return await self.broker.dispatch(service, request)
+
+    async def _room(self, deadline: float) -> bool:
+        """Wait until room may have appeared somewhere (or the deadline); False once the
+        deadline has passed."""
+        left = deadline - self.clock()
+        if left <= 0:
+            return False
+        if self._room_changed is None or self._room_changed.done():
+            self._room_changed = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._room_changed), left)
+        except TimeoutError:
+            pass
+        return True
+
+    def room_may_have_changed(self) -> None:
+        """New load reports, or a slot a forward of ours held at a peer is free again:
+        requests waiting for room decide again."""
+        if self._room_changed is not None and not self._room_changed.done():
+            self._room_changed.set_result(None)
 
     async def _try_peer(
         self, peer: str, service: str, request: Request, body: bytes
@@ -205,6 +239,8 @@ class OverflowDispatcher:
                     # Answered or refused: the peer holds no slot for it any more. After
                     # a timeout, or if our client left, it may still be working on it.
                     self.table.note_done(peer, service, token)
+                    if not isinstance(call.exception(), PeerRefused):
+                        self.room_may_have_changed()  # a "busy" answer freed nothing
             answer = decode_response(reply.meta, reply.body)
         except PeerRefused as exc:
             if BUSY_REASON in str(exc):
