@@ -9,7 +9,6 @@ import asyncio
 import collections
 import dataclasses
 import logging
-import re
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -19,7 +18,8 @@ from tornado import httputil
 
 from node.errors import BodyTooLarge, ClientError, HeadersTooLarge, Scale0Error
 from node.fastconn import Context, FastHTTPConnection
-from node.hitcache import SLOW_FIELDS
+from node.hitcache import SLOW_FIELDS, plain_fields
+from node.statichits import codings_of
 from node.wirerules import HeadFacts, check_request_head, error_response
 
 if TYPE_CHECKING:
@@ -28,15 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("scale0.fastwire")
 
 _JOIN_BELOW = 16 * 1024  # smaller bodies are copied behind the head; larger go by writev
-# Tornado's field checks (HTTPHeaders.add), over all names / values of a head at once.
-_NAMES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
-_FORBIDDEN = re.compile(rb"[\x00-\x08\x0A-\x1F\x7F]")
-
-
-def _plain_fields(fields: list[tuple[bytes, bytes]]) -> bool:
-    """Every field name a token and no value with a control character (Tornado's rules)."""
-    return (_NAMES.fullmatch(b"\n".join([n for n, _ in fields])) is not None
-            and _FORBIDDEN.search(b"\t".join([v for _, v in fields])) is None)
 
 
 class Shortcut(Protocol):
@@ -44,8 +35,9 @@ class Shortcut(Protocol):
 
     max_head: int  # larger request heads are not offered
 
-    def answer(self, scheme: str, host: bytes, target: bytes, request_id: bytes | None,
-               client: str) -> tuple[bytes, bytes] | None: ...
+    def answer(self, scheme: str, host: bytes, target: bytes, request_id: bytes | None, *,
+               client: str, codings: int,
+               fields: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None: ...
 
 _HEAD, _BODY, _END, _ERROR = 0, 1, 2, 3
 
@@ -227,18 +219,20 @@ class WireProtocol(asyncio.Protocol):
         self.events.append((_END, None, None))
 
     def _shortcut(self, shortcut: Shortcut) -> bool:
-        """Answer a plain GET from a prepared cache hit (node.hitcache), before any
-        request object exists; False: the request goes the usual way.
+        """Answer a plain GET from a prepared answer (node.hitcache, node.statichits),
+        before any request object exists; False: the request goes the usual way.
 
         Plain means: HTTP/1.1 GET, origin-form target, one Host, keep-alive by default,
         no field the hit decision reads or that frames a body (SLOW_FIELDS), and every
-        field valid by Tornado's rules (the slow path would answer 400 otherwise)."""
+        field valid by Tornado's rules (the slow path would answer 400 otherwise). The
+        shortcut also gets what the client accepts of Accept-Encoding (static files vary
+        on it) and the fields, for the access log."""
         parser = self.parser
         if (parser.get_method() != b"GET" or parser.get_http_version() != "1.1"
                 or not self.url.startswith(b"/") or self.server.stopping
                 or self.limits.no_keep_alive):
             return False
-        host = rid = None
+        host = rid = accept = None
         for name, value in self.fields:
             lname = name.lower()
             if lname == b"host":
@@ -248,13 +242,17 @@ class WireProtocol(asyncio.Protocol):
             elif lname == b"x-request-id":
                 if rid is None:
                     rid = value
+            elif lname == b"accept-encoding":  # joined as Headers.get_joined joins them
+                coding = value.strip(b" \t")
+                accept = coding if accept is None else accept + b", " + coding
             elif lname in SLOW_FIELDS:
                 return False
-        if host is None or not _plain_fields(self.fields):
+        if host is None or not plain_fields(self.fields):
             return False
         context = self.context
         found = shortcut.answer(context.protocol, host.strip(b" \t").lower(), self.url, rid,
-                                context.remote_ip)
+                                client=context.remote_ip, codings=codings_of(accept),
+                                fields=self.fields)
         if found is None:
             return False
         head, body = found

@@ -27,9 +27,10 @@ handshake without touching open connections. A connection is handed to us
 client_header_timeout too). A failed handshake — plaintext, TLS 1.0/1.1, a client
 that refuses our certificate — never reaches the protocol: the loop closes it and
 logs an OSError only in debug mode. Our close sends close_notify and waits at most
-`_TLS_SHUTDOWN` seconds for the client's, then aborts. Prepared cache hits
-(`shortcut`) are never served over TLS: https answers carry headers (HSTS) that
-the prepared bytes lack.
+`_TLS_SHUTDOWN` seconds for the client's, then aborts. Prepared answers
+(`shortcut`) are served over TLS as over plain TCP: an https slot's prepared head
+carries the HSTS field the https front adds (node.hitcache.https_fields), and the
+connection's scheme is part of the key, so http and https never share an answer.
 """
 
 from __future__ import annotations
@@ -81,10 +82,7 @@ class FastHTTPServer:
 
     @property
     def shortcut(self) -> Shortcut | None:
-        """The delegate's prepared answers (node.front.Front.shortcut), if it has any;
-        never on a TLS listener (see the module's docstring)."""
-        if self.ssl_context is not None:
-            return None
+        """The delegate's prepared answers (node.front.Front.shortcut), if it has any."""
         found: Shortcut | None = getattr(self.delegate, "shortcut", None)
         return found
 

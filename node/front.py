@@ -107,9 +107,10 @@ class Front(httputil.HTTPServerConnectionDelegate):
 
     @property
     def shortcut(self) -> HitCache | None:
-        """Prepared cache hits the fast wire answers before this delegate sees the request
-        (node.hitcache); None while draining (every answer says close) and on https (HSTS)."""
-        return None if self.draining or self.scheme == "https" else self._shortcut
+        """Prepared answers the fast wire gives before this delegate sees the request
+        (node.hitcache: on https with the HSTS field we would add); None while draining
+        (every answer says close)."""
+        return None if self.draining else self._shortcut
 
     @shortcut.setter
     def shortcut(self, hits: HitCache | None) -> None:

@@ -22,6 +22,13 @@ Which requests are plain is decided by the wire (`SLOW_FIELDS`): any field the
 hit path reads (conditionals, Cache-Control, Pragma) or that changes framing
 sends a request the slow way. Entries with Vary, 204/304 and HEAD requests are
 never prepared. Pure apart from the injected clocks; one event loop only.
+
+Over https the front adds Strict-Transport-Security to every answer; so does the
+prepared head, at the same place, from the same per-host policy (`https_fields`),
+and a plain-http slot of a host the policy redirects is never prepared (the front
+answers 308 there). A slot's scheme is the request's, so http and https never
+share an answer. A full `forget` (a reload, a purge of everything) also refuses
+the offers of requests that began before it: they were served by the old rules.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.client import responses as _PHRASES
+from typing import Protocol
 
 from tornado import httputil
 
@@ -43,6 +51,7 @@ from cache.status import CacheStatus, Outcome, status_headers
 from node.accesslog import AccessLog
 from node.front import response_fields
 from node.http import Headers, Request, Response
+from node.tls import STS, HttpsPolicy
 from node.wirerules import frame_response_head
 
 # Request fields whose presence sends a GET the slow way: what the hit decision
@@ -52,14 +61,31 @@ SLOW_FIELDS = frozenset({
     b"if-unmodified-since", b"if-range", b"connection", b"content-length",
     b"transfer-encoding", b"expect", b"upgrade", b"te", b"range",
 })
+# Tornado's field checks (HTTPHeaders.add), over all names / values of a head at once.
+_NAMES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
+_FORBIDDEN = re.compile(rb"[\x00-\x08\x0A-\x1F\x7F]")
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")  # node.proxyheaders' rule, as bytes
 _TTL0 = "; ttl=0"
 _ids = random.Random()  # seeded from os.urandom once
 
 
 Slot = tuple[str, bytes, bytes]  # (scheme, lower-cased host, target) as the client sent them
-# answer(scheme, host, target, X-Request-Id, client): (head, body), or None for the slow way
-Answer = Callable[[str, bytes, bytes, bytes | None, str], tuple[bytes, bytes] | None]
+Fields = list[tuple[bytes, bytes]]  # a request's fields as the wire read them
+Fixed = tuple[tuple[str, str], ...]  # fields added to every answer of a slot
+
+
+class Answer(Protocol):
+    """(head, body) for a plain GET, or None for the slow way (HitCache.answer)."""
+
+    def __call__(self, scheme: str, host: bytes, target: bytes, request_id: bytes | None, *,
+                 client: str, codings: int, fields: Fields) -> tuple[bytes, bytes] | None: ...
+
+
+def plain_fields(fields: Fields) -> bool:
+    """Every field name a token and no value with a control character (Tornado's rules:
+    the slow path answers 400 otherwise)."""
+    return (_NAMES.fullmatch(b"\n".join([n for n, _ in fields])) is not None
+            and _FORBIDDEN.search(b"\t".join([v for _, v in fields])) is None)
 
 
 def new_request_id() -> bytes:
@@ -87,12 +113,13 @@ _MARK = os.urandom(8).hex()  # holes, before encoding: valid field text no entry
 _AGE, _TTL, _RID = f"{_MARK}age", f"{_MARK}ttl", f"{_MARK}rid"
 
 
-def build_head(entry: CacheEntry, cache_name: str,
-               stamp: tuple[tuple[str, str], ...] = ()) -> bytes | None:
+def build_head(entry: CacheEntry, cache_name: str, stamp: Fixed = (),
+               always: Fixed = ()) -> bytes | None:
     """The slow path's response head for a fresh HIT of `entry` to a plain HTTP/1.1 GET,
     as a bytes template with %(age)d, %(ttl)d and %(rid)s holes; None if it cannot be
     prepared. Built by the slow path's own steps, in its order: CacheStage._serve
-    (Age, Content-Length, X-Cache, Cache-Status), then `frame_head`'s."""
+    (Age, Content-Length, X-Cache, Cache-Status), then `frame_head`'s (`always`: the
+    front's fields, `https_fields`)."""
     status = entry.status
     if not 200 <= status <= 999 or status in (204, 304) or get_all(entry.headers, "vary"):
         return None
@@ -109,25 +136,28 @@ def build_head(entry: CacheEntry, cache_name: str,
         else:
             headers.set(name, value)
     return frame_head(headers, status, len(entry.body), stamp,
-                      ((_AGE, b"%(age)d"), (_TTL, b"%(ttl)d")))
+                      holes=((_AGE, b"%(age)d"), (_TTL, b"%(ttl)d")), always=always)
 
 
-def frame_head(headers: Headers, status: int, length: int,
-               stamp: tuple[tuple[str, str], ...] = (),
-               holes: tuple[tuple[str, bytes], ...] = ()) -> bytes | None:
+def frame_head(headers: Headers, status: int, length: int, stamp: Fixed = (), *,
+               holes: tuple[tuple[str, bytes], ...] = (), always: Fixed = ()) -> bytes | None:
     """What the slow path writes for `headers` (a stage's answer, `length` body bytes) to
     a plain HTTP/1.1 GET, as a bytes %-template with a %(rid)s hole (and each of `holes`
     as its format); None if it cannot be prepared. `headers` is changed. The steps after
     the stage, in its order: Pipeline.handle (X-Request-Id unless present), `stamp`
     (fields the node's handler sets after the pipeline, e.g. X-Scale0-Node),
-    Front._write (`response_fields`, Content-Length last) and the wire's
-    `frame_response_head` — so both paths write the same bytes."""
+    Front._write (`response_fields`, then `always` unless the answer has them — HSTS —,
+    Content-Length last) and the wire's `frame_response_head` — so both paths write the
+    same bytes."""
     if "x-request-id" not in headers:
         headers.add("X-Request-Id", _RID)
     for name, value in stamp:
         headers.set(name, value)
     try:
         fields = response_fields(headers, status, False)
+        for name, value in always:
+            if name not in fields:  # an upstream's own value stands, as in Front._write
+                fields[name] = value
         fields["Content-Length"] = str(length)
         framing = frame_response_head(
             httputil.RequestStartLine("GET", "/", "HTTP/1.1"), None, False,
@@ -163,6 +193,20 @@ def slot_of(request: Request) -> Slot | None:
         return None
 
 
+def https_fields(policy: HttpsPolicy | None, request: Request) -> Fixed | None:
+    """What the front adds to every answer for `request`'s (scheme, host) and what the
+    prepared answer must therefore carry: HSTS over https (Front._Exchange asks the policy
+    the same way); None if nothing may be prepared for it: plain http to a host the
+    policy redirects (the front answers 308 before any stage; this request came over
+    https in absolute-form, or before a reload)."""
+    if policy is None:
+        return ()
+    if request.scheme == "https":
+        value = policy.hsts(request.host)
+        return ((STS, value),) if value else ()
+    return None if policy.redirect(request.host, request.target) is not None else ()
+
+
 def pick_request_id(given: bytes | None, new_id: Callable[[], bytes]) -> bytes:
     """The client's X-Request-Id if it is a plain token of sane length, else a new one
     (node.proxyheaders.request_id_of, on bytes)."""
@@ -170,18 +214,52 @@ def pick_request_id(given: bytes | None, new_id: Callable[[], bytes]) -> bytes:
     return rid if _REQUEST_ID.fullmatch(rid) else new_id()
 
 
-def log_prepared(access: AccessLog | None, slot: Slot, rid: bytes, *, client: str,
-                 service: str, status: int, outcome: str, sent: int) -> None:
-    """The access line the slow path writes for a request answered from prepared bytes."""
-    if access is not None and access.enabled:
+class PreparedLog:
+    """The access log as prepared answers write to it: the slow path's line for the same
+    request (but its duration), with the request fields the log was asked for."""
+
+    def __init__(self, access: AccessLog | None) -> None:
+        self.access = access
+        # The fields AccessLog records (its extra_headers; it keeps the names to itself),
+        # lower-cased bytes as the wire has them. Credentials are redacted by AccessLog.
+        names = getattr(access, "_extra", ())
+        self.names = frozenset(str(n).lower().encode("latin1", "replace") for n in names)
+
+    def line(self, slot: Slot, rid: bytes, fields: Fields, *, client: str, service: str,
+             status: int, outcome: str, sent: int) -> None:
+        access = self.access
+        if access is None or not access.enabled:
+            return
         scheme, host, target = slot
-        request = Request("GET", target.decode("latin1"), Headers(), scheme=scheme,
+        headers = Headers()
+        if self.names:  # as the front reads them: latin-1, OWS stripped, Host normalised
+            for name, value in fields:
+                lname = name.lower()
+                if lname in self.names:
+                    text = host if lname == b"host" else value.strip(b" \t")
+                    headers.add(name.decode("latin1"), text.decode("latin1"))
+        request = Request("GET", target.decode("latin1"), headers, scheme=scheme,
                           host=host.decode("latin1"), client=client,
                           request_id=rid.decode("latin1"), service=service)
         access.log(request, Response(status, outcome=outcome), sent_bytes=sent, duration=0.0)
 
 
-class HitCache:
+class AccessLogged:
+    """A store of prepared answers, as the node hands it the access log (node.server)."""
+
+    log = PreparedLog(None)
+
+    @property
+    def access(self) -> AccessLog | None:
+        """The node's access log, if it keeps one (swapped on SIGHUP)."""
+        return self.log.access
+
+    @access.setter
+    def access(self, access: AccessLog | None) -> None:
+        self.log = PreparedLog(access)
+
+
+class HitCache(AccessLogged):
     """Prepared answers by (scheme, host, target); bounded in count and body bytes."""
 
     def __init__(
@@ -203,12 +281,14 @@ class HitCache:
         self.max_bytes = max_bytes
         self.max_head = 8 * 1024  # request heads larger than this go the slow way
         self.on_hit: Callable[[str, int], None] | None = None  # (service, status): metrics
-        self.access: AccessLog | None = None  # the node's access log, if it keeps one
         # Fields the node's handler sets on every answer after the pipeline (X-Scale0-Node).
-        self.stamp: tuple[tuple[str, str], ...] = ()
+        self.stamp: Fixed = ()
+        # The fronts' https policy (redirects, HSTS), read per offer: SIGHUP swaps it.
+        self.https_policy: Callable[[], HttpsPolicy | None] = lambda: None
         # Asked for a target with no prepared hit: the static files' (node.statichits), so
         # the fast wire has one shortcut, with or without a cache.
         self.more: Answer | None = None
+        self._epoch = time.monotonic()  # requests received before it offer nothing
         self._wall = wall_clock
         self._mono = monotonic
         self._new_id = new_id
@@ -224,9 +304,11 @@ class HitCache:
         HIT to the GET `request`, `lifetime` being its freshness lifetime (cache.rules);
         prepare it (quietly not, when it cannot be)."""
         slot = slot_of(request)
-        if self.hold <= 0 or slot is None or request.method != "GET" or slot in self._table:
+        if (self.hold <= 0 or slot is None or request.method != "GET" or slot in self._table
+                or request.received < self._epoch):
             return
-        head = build_head(entry, self.cache_name, self.stamp)
+        always = https_fields(self.https_policy(), request)
+        head = None if always is None else build_head(entry, self.cache_name, self.stamp, always)
         if head is None or len(entry.body) > self.max_bytes:
             return
         age0 = current_age(entry.headers, entry.request_time, entry.response_time,
@@ -240,16 +322,22 @@ class HitCache:
         self._by_key.setdefault(entry.key, set()).add(slot)
         self._bytes += len(entry.body)
 
-    def answer(self, scheme: str, host: bytes, target: bytes, request_id: bytes | None,
-               client: str = "") -> tuple[bytes, bytes] | None:
+    def answer(self, scheme: str, host: bytes, target: bytes, request_id: bytes | None, *,
+               client: str = "", codings: int = 0,
+               fields: Fields | None = None) -> tuple[bytes, bytes] | None:
         """(head, body) for a plain GET, or None: take the slow path. `host` lower-cased;
-        `request_id` the client's X-Request-Id; `client` (the peer's address) is for the
-        access log. A target with nothing prepared here is asked of `more`."""
+        `request_id` the client's X-Request-Id; `client` (the peer's address) and `fields`
+        (all of the request's) are for the access log; `codings` (what the client accepts,
+        node.static.codings_accepted) for static files. A target with nothing prepared
+        here is asked of `more`."""
         slot = (scheme, host, target)
         p = self._table.get(slot)
         if p is None:
             more = self.more
-            return None if more is None else more(scheme, host, target, request_id, client)
+            if more is None:
+                return None
+            return more(scheme, host, target, request_id, client=client, codings=codings,
+                        fields=fields or [])
         now = self._wall()
         age = p.age0 + max(0.0, now - p.response_time)
         if age >= p.lifetime or self._mono() >= p.hold_until:
@@ -260,8 +348,8 @@ class HitCache:
         self.counts["hit"] += 1
         if self.on_hit is not None:
             self.on_hit(p.service, p.status)
-        log_prepared(self.access, slot, rid, client=client, service=p.service, status=p.status,
-                     outcome="hit", sent=len(p.body))
+        self.log.line(slot, rid, fields or [], client=client, service=p.service,
+                      status=p.status, outcome="hit", sent=len(p.body))
         return head, p.body
 
     def forget(self, key: str | None = None, *, prefix: bool = False) -> None:
@@ -275,6 +363,7 @@ class HitCache:
             self._table.clear()
             self._by_key.clear()
             self._bytes = 0
+            self._epoch = time.monotonic()  # what is being served now follows older rules
             return
         for slot in list(self._by_key.get(key, ())):
             self._drop(slot)

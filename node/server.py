@@ -140,8 +140,10 @@ class Node:
         self.replicator: Replicator | None = None
         self.metrics = Metrics()
         self.security: Security | None = None
-        # Static files the fast wire answers from prepared bytes (node/statichits.py).
+        # Static files the fast wire answers from prepared bytes (node/statichits.py), and
+        # the one shortcut it asks (the cache's prepared hits, which ask static_hits).
         self.static_hits = StaticHits() if config.http_server == "fast" else None
+        self.prepared: HitCache | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -216,8 +218,10 @@ class Node:
             # Fresh hits and static files of plain GETs answered from prepared bytes, before
             # any Request object exists (node/hitcache.py, node/statichits.py); stamped,
             # counted and logged like the rest. Without a cache an empty HitCache passes on.
-            hits = cache.hits if isinstance(cache, CacheStage) else HitCache("")
+            # Over https too: prepared heads carry the policy's HSTS, as the front's do.
+            hits = self.prepared = cache.hits if isinstance(cache, CacheStage) else HitCache("")
             hits.stamp = statics.stamp = (("X-Scale0-Node", stamp),)
+            hits.https_policy = statics.https_policy = lambda: security.https_policy
             hits.on_hit = lambda service, status: metrics.observe_request(
                 service, status, "hit", 0.0)
             statics.on_hit = lambda service, status: metrics.observe_request(
@@ -227,9 +231,10 @@ class Node:
             front.shortcut = hits
         self.http_port = await self._listen_http(front, cfg.http, "--http")
         if security.certs is not None:
-            secure = Front(handle, limits=limits, scheme="https", mount=mount)  # no shortcut:
-            secure.access_log = self.access  # it adds HSTS to every answer; prepared bytes lack it
+            secure = Front(handle, limits=limits, scheme="https", mount=mount)
+            secure.access_log = self.access
             secure.https_policy = lambda: security.https_policy
+            secure.shortcut = self.prepared  # slots are keyed by scheme: never shared
             self.fronts.append(secure)
             # The one SSLContext on either wire: SNI picks the site, SIGHUP swaps certificates.
             self.https_port = await self._listen_http(secure, cfg.https, "--https",
@@ -312,6 +317,9 @@ class Node:
                 hook(new)
             except Exception:  # one part's failure must not undo the others' reload
                 log.exception("SIGHUP: a reload hook failed")
+        for prepared in (self.prepared, self.static_hits):  # built by the old rules, policy,
+            if prepared is not None:  # mounts and certificates: all of them, at once
+                prepared.forget()
         log.info("SIGHUP: reloaded (%d routes, %d static mounts, services: %s)",
                  len(settings.routes.routes), len(new.static), ", ".join(new.services) or "-")
         return True

@@ -225,14 +225,21 @@ def gzip_on_the_fly(accepts: dict[str, float], ctype: str, size: int, ranged: bo
             and config.gzip_min <= size <= config.gzip_max and not ranged)
 
 
-def preparable(status: int, ctype: str, size: int, siblings: bool, *, config: StaticConfig,
-               max_body: int) -> bool:
-    """Whether a file's answer may be prepared for the fast wire (node.statichits): a whole
-    200 whose bytes no request field but the target changes — in particular not
-    Accept-Encoding, so no precompressed sibling and never gzipped on the fly (the wire
-    does not key prepared answers by Accept-Encoding) — and at most `max_body` bytes."""
-    return (status == 200 and not siblings and size <= max_body
-            and not (compressible(ctype) and config.gzip_min <= size <= config.gzip_max))
+BR, GZIP = 1, 2  # codings_accepted's bits
+
+
+def codings_accepted(header: str | None) -> int:
+    """All the stage reads of Accept-Encoding (the joined value), as bits: BR and GZIP for
+    the codings it may choose that the client accepts. Requests with the same bits get the
+    same answer, so the fast wire keys prepared answers by them (node.statichits)."""
+    accepts = accepted_encodings(header)
+    return (BR if acceptable(accepts, "br") else 0) | (GZIP if acceptable(accepts, "gzip") else 0)
+
+
+def varies_by_coding(ctype: str, size: int, siblings: bool, config: StaticConfig) -> bool:
+    """Whether a whole answer for a file depends on Accept-Encoding at all: a precompressed
+    sibling may be chosen, or it may be gzipped on the fly (`gzip_on_the_fly`)."""
+    return siblings or (compressible(ctype) and config.gzip_min <= size <= config.gzip_max)
 
 
 def make_etag(size: int, mtime_ns: int, coding: str = "") -> str:
@@ -314,45 +321,48 @@ class StaticFiles:
         # Every stat, open and small read happens in one hop to a thread: a slow
         # or network disk must not stall the event loop for other requests.
         if self.config.offload:
-            resp, ready = await asyncio.to_thread(self._respond, request, *found, hold)
+            resp, ready, varies = await asyncio.to_thread(self._respond, request, *found, hold)
         else:
-            resp, ready = self._respond(request, *found, hold)
+            resp, ready, varies = self._respond(request, *found, hold)
         if ready and prepared is not None:  # the fast wire answers the next one itself
-            prepared.offer(request, resp)
+            prepared.offer(request, resp, varies=varies)
         return _static(resp)
 
     def _respond(self, request: Request, root: str, rest: str,
-                 hold: int = 0) -> tuple[Response, bool]:
-        """The answer, and whether it may be prepared (`hold`: the largest file that may)."""
+                 hold: int = 0) -> tuple[Response, bool, bool]:
+        """The answer, whether it may be prepared (a whole 200 of a file of at most `hold`
+        bytes) and whether it varies on Accept-Encoding."""
         real = resolve(root, rest)
         if real is None:
-            return Response.error(404, "not found"), False
+            return Response.error(404, "not found"), False, False
         if os.path.isdir(real):
             if not request.path.endswith("/"):
                 loc = request.path + "/" + ("?" + request.query if request.query else "")
-                return Response(301, Headers([("Location", loc), ("Content-Length", "0")])), False
+                headers = Headers([("Location", loc), ("Content-Length", "0")])
+                return Response(301, headers), False, False
             real = resolve(root, rest + "/" + self.config.index)
             if real is None:
-                return Response.error(404, "not found"), False
+                return Response.error(404, "not found"), False, False
         opened = _open_regular(real)
         if opened is None:
-            return Response.error(404, "not found"), False
+            return Response.error(404, "not found"), False, False
         accepts = accepted_encodings(request.headers.get_joined("Accept-Encoding"))
         fd, st, coding, siblings = _pick_encoding(real, opened, accepts)
         name = os.path.basename(real)
-        ready = hold > 0 and preparable(200, content_type(name), st.st_size, siblings,
-                                        config=self.config, max_body=hold)
+        varies = varies_by_coding(content_type(name), st.st_size, siblings, self.config)
+        ready = hold > 0 and st.st_size <= hold
         try:
             resp, keep_fd = self._file_response(
                 request, name, fd, st, coding=coding, siblings=siblings,
                 inline_max=st.st_size if ready else self.config.inline_max)
-            ready = ready and resp.status == 200 and _whole(resp.body, fd, st)
+            gzipped = not coding and "Content-Encoding" in resp.headers  # on the fly
+            ready = ready and resp.status == 200 and _whole(resp.body, fd, st, not gzipped)
         except BaseException:
             os.close(fd)
             raise
         if not keep_fd:
             os.close(fd)
-        return resp, ready
+        return resp, ready, varies
 
     def _file_response(
         self,
@@ -469,10 +479,11 @@ def _open_regular(path: str) -> tuple[int, os.stat_result] | None:
     return fd, st
 
 
-def _whole(body: object, fd: int, st: os.stat_result) -> bool:
-    """Whether `body` is all of the file as `st` saw it: not torn by a write meanwhile
-    (a prepared answer is served for up to its hold; one torn read must not be)."""
-    if not isinstance(body, bytes) or len(body) != st.st_size:
+def _whole(body: object, fd: int, st: os.stat_result, sized: bool) -> bool:
+    """Whether `body` is all of the file as `st` saw it (`sized`: byte for byte, not
+    gzipped): not torn by a write meanwhile (a prepared answer is served for up to its
+    hold; one torn read must not be)."""
+    if not isinstance(body, bytes) or (sized and len(body) != st.st_size):
         return False
     try:
         now = os.fstat(fd)

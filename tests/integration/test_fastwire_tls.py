@@ -302,12 +302,16 @@ def test_drain_closes_tls_connections_like_plain_ones(pki: Path) -> None:
     assert run_site(pki, scenario, handle=handle).records == []
 
 
-def test_the_prepared_hit_shortcut_is_never_offered_over_tls(pki: Path) -> None:
+def test_the_prepared_answers_shortcut_is_asked_over_tls_too(pki: Path) -> None:
+    """Prepared https answers carry the https front's fields (test_prepared_tls); the
+    connection's scheme keys them, so the TLS listener asks the same shortcut."""
     async def main() -> None:
-        front = Front(Twin().handle)  # even a delegate that offers prepared hits
-        front.shortcut = HitCache("test")
+        front = Front(Twin().handle, scheme="https")
+        front.shortcut = hits = HitCache("test")
         tls = FastHTTPServer(front, ssl_context=store_for(pki, "a.test").context)
-        assert FastHTTPServer(front).shortcut is not None and tls.shortcut is None
+        assert tls.shortcut is hits and FastHTTPServer(front).shortcut is hits
+        front.draining = True  # every answer says close: none prepared
+        assert tls.shortcut is None
 
     asyncio.run(main())
 

@@ -137,12 +137,13 @@ async def test_plain_http_to_a_redirect_host_is_redirected_in_node_routes_too(no
     assert "strict-transport-security" not in headers
 
 
-def test_no_prepared_hits_on_https() -> None:
-    """Prepared cache hits are written before any stage or field of ours: never on https."""
+def test_prepared_answers_on_https_are_offered_by_the_front() -> None:
+    """Prepared answers carry the HSTS this front would add (node.hitcache.https_fields;
+    tests/integration/test_prepared_tls.py), so an https front offers them too."""
     async def handle(_request: Request) -> Response:
         raise AssertionError("not called")
 
     plain, secure = Front(handle), Front(handle, scheme="https")
-    plain.shortcut = secure.shortcut = HitCache("test")
-    assert plain.shortcut is not None and secure.shortcut is None
+    plain.shortcut = secure.shortcut = hits = HitCache("test")
+    assert plain.shortcut is hits and secure.shortcut is hits
 

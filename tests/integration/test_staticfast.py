@@ -1,6 +1,7 @@
-"""Prepared static files on the fast wire: byte-for-byte the slow path's answer, only for
-answers no request field but the target changes, and never older than `hold` (real uvloop
-server, raw loopback sockets, real files; the monotonic clock is driven by the test)."""
+"""Prepared static files on the fast wire: byte-for-byte the slow path's answer, one per
+value of what the client accepts of Accept-Encoding when the answer varies on it, and
+never older than `hold` (real uvloop server, raw loopback sockets, real files; the
+monotonic clock is driven by the test)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from testkit.rawhttp import read_answer
 
 from cache.memory import MemoryStore
 from node.cachestage import CacheStage
@@ -46,10 +50,11 @@ class Site:
     statics: StaticHits
     hits: HitCache
     clock: list[float]  # [monotonic now]
+    front: Front
+    server: FastHTTPServer
 
 
-def serve(tmp_path: Path, scenario: Callable[[Site], Awaitable[None]], *,
-          with_cache: bool = False) -> None:
+def files(tmp_path: Path) -> Path:
     root = tmp_path / "www"
     root.mkdir()
     (root / "logo.png").write_bytes(b"\x89PNG" + b"%x" * 500)
@@ -58,40 +63,56 @@ def serve(tmp_path: Path, scenario: Callable[[Site], Awaitable[None]], *,
     (root / "page.txt").write_bytes(b"x" * 1024)  # gzipped on the fly for who accepts it
     (root / "pre.js").write_bytes(b"var x = 1;" * 10)  # below gzip_min, but has a sibling
     (root / "pre.js.gz").write_bytes(gzip.compress(b"var x = 1;" * 10))
+    (root / "app.css").write_bytes(b"body{color:red}" * 40)  # both siblings, and gzip range
+    (root / "app.css.br").write_bytes(b"(br bytes, trusted as they are)")
+    (root / "app.css.gz").write_bytes(gzip.compress(b"body{color:red}" * 40))
     (root / "font.3f9a1c2b.woff2").write_bytes(b"wOF2" * 1000)  # fingerprinted: immutable
     (tmp_path / "secret.png").write_bytes(b"secret")
+    return root
 
+
+async def start(root: Path, *, with_cache: bool = False) -> Site:
+    clock = [1_000.0]
+    stage = StaticFiles([("/s", str(root))], StaticConfig(inline_max=64 * 1024))
+    statics = StaticHits(monotonic=lambda: clock[0])
+    statics.stamp = STAMP
+    stage.prepared = statics
+    stages = []
+    if with_cache:
+        cache = CacheStage(MemoryStore(), node_id="n1", monotonic=lambda: clock[0])
+        stages.append(cache)
+        hits = cache.hits
+    else:
+        hits = HitCache("")  # what node.server gives the wire without a cache
+    hits.stamp = STAMP
+    hits.more = statics.answer
+    pipeline = Pipeline([stage], ServiceMap.from_specs([]), stages, Origin(), "n1")
+
+    async def handle(request: Request) -> Response:
+        response = await pipeline.handle(request)
+        response.headers.set("X-Scale0-Node", "n1; dc=x")  # what node.server adds
+        return response
+
+    front = Front(handle)
+    front.shortcut = hits
+    server = FastHTTPServer(front)
+    port = await server.listen("127.0.0.1", 0)
+    return Site(port, root, stage, statics, hits, clock, front, server)
+
+
+async def stop(site: Site) -> None:
+    site.server.stop()
+    await site.server.close_all_connections(1.0)
+
+
+def serve(tmp_path: Path, scenario: Callable[[Site], Awaitable[None]], *,
+          with_cache: bool = False) -> None:
     async def main() -> None:
-        clock = [1_000.0]
-        stage = StaticFiles([("/s", str(root))], StaticConfig(inline_max=64 * 1024))
-        statics = StaticHits(monotonic=lambda: clock[0])
-        statics.stamp = STAMP
-        stage.prepared = statics
-        stages = []
-        if with_cache:
-            cache = CacheStage(MemoryStore(), node_id="n1", monotonic=lambda: clock[0])
-            stages.append(cache)
-            hits = cache.hits
-        else:
-            hits = HitCache("")  # what node.server gives the wire without a cache
-        hits.stamp = STAMP
-        hits.more = statics.answer
-        pipeline = Pipeline([stage], ServiceMap.from_specs([]), stages, Origin(), "n1")
-
-        async def handle(request: Request) -> Response:
-            response = await pipeline.handle(request)
-            response.headers.set("X-Scale0-Node", "n1; dc=x")  # what node.server adds
-            return response
-
-        front = Front(handle)
-        front.shortcut = hits
-        server = FastHTTPServer(front)
-        port = await server.listen("127.0.0.1", 0)
+        site = await start(files(tmp_path), with_cache=with_cache)
         try:
-            await asyncio.wait_for(scenario(Site(port, root, stage, statics, hits, clock)), 30)
+            await asyncio.wait_for(scenario(site), 30)
         finally:
-            server.stop()
-            await server.close_all_connections(1.0)
+            await stop(site)
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(main())
@@ -101,14 +122,9 @@ async def exchange(port: int, raw: bytes) -> tuple[bytes, bytes]:
     """Send `raw` on a new connection; read one response as (head, body)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(raw)
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    body = b"" if raw.startswith(b"HEAD ") else await reader.readexactly(length)
+    answer = await read_answer(reader, bodyless=raw.startswith(b"HEAD "))
     writer.close()
-    return head, body
+    return answer
 
 
 def get(path: str, extra: str = "", method: str = "GET") -> bytes:
@@ -167,19 +183,70 @@ def test_a_changed_file_is_served_new_after_hold(tmp_path: Path) -> None:
     serve(tmp_path, scenario)
 
 
-def test_answers_that_vary_on_accept_encoding_are_never_prepared(tmp_path: Path) -> None:
+VARIANTS = ["", "Accept-Encoding: gzip\r\n", "Accept-Encoding: gzip, deflate, br\r\n",
+            "Accept-Encoding: br;q=1, gzip;q=0\r\n", "Accept-Encoding: x-gzip;q=0.5\r\n",
+            "Accept-Encoding: *;q=0\r\n", "Accept-Encoding: br\r\nAccept-Encoding: gzip\r\n"]
+
+
+def test_answers_that_vary_on_accept_encoding_are_prepared_per_coding(tmp_path: Path) -> None:
     async def scenario(site: Site) -> None:
-        for path in ("/s/pre.js", "/s/page.txt"):
-            plain = await exchange(site.port, get(path))
-            zipped = await exchange(site.port, get(path, "Accept-Encoding: gzip\r\n"))
-            assert b"Content-Encoding: gzip" in zipped[0] and plain[1] != zipped[1]
-            assert b"Content-Encoding" not in plain[0]
-            for _ in range(2):
-                assert await exchange(site.port, get(path)) == plain
-                assert await exchange(site.port, get(path, "Accept-Encoding: gzip\r\n")) == zipped
-        assert len(site.statics) == 0 and site.statics.served == 0
+        for path in ("/s/pre.js", "/s/page.txt", "/s/app.css"):
+            site.front.shortcut = None  # the slow path's answers, for reference
+            slow = {v: await exchange(site.port, get(path, v)) for v in VARIANTS}
+            site.front.shortcut = site.hits
+            site.clock[0] += site.statics.hold  # what the reference requests offered is gone
+            for v in VARIANTS:
+                await exchange(site.port, get(path, v))  # slow and offered, or prepared
+                served = site.statics.served
+                assert await exchange(site.port, get(path, v)) == slow[v], (path, v)
+                assert site.statics.served == served + 1, (path, v)
+            codings = {slow[v][0].split(b"Content-Encoding: ")[1].split(b"\r")[0]
+                       if b"Content-Encoding" in slow[v][0] else b"" for v in VARIANTS}
+            assert codings == ({b"", b"gzip", b"br"} if path == "/s/app.css" else {b"", b"gzip"})
+        # one answer per value of codings_accepted that came: none, gzip, br, br and gzip
+        assert len(site.statics) == 3 * 4  # keyed by what is accepted, not by what was sent
 
     serve(tmp_path, scenario)
+
+
+# Pieces of Accept-Encoding values, well-formed or not, joined at random.
+ACCEPT = st.lists(st.sampled_from([*"gzipbrx*;q=0.15,- \t", "GZIP", "br", "gzip", "x-gzip",
+                                   ";q=0", ";q=1", "identity", "deflate", ", "]),
+                  max_size=12).map(lambda pieces: "".join(pieces).strip(" \t"))
+
+
+def test_for_any_accept_encoding_the_prepared_answer_is_the_slow_one(tmp_path: Path) -> None:
+    """Property: whatever Accept-Encoding fields two clients send, in either order, each
+    gets what the slow path sends it — the first one's answer prepared or not."""
+    root = files(tmp_path)
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        site = runner.run(start(root))
+
+        @settings(max_examples=40)
+        @given(path=st.sampled_from(["/s/page.txt", "/s/app.css", "/s/pre.js", "/s/logo.png"]),
+               first=st.lists(ACCEPT, max_size=2), then=st.lists(ACCEPT, max_size=2))
+        def check(path: str, first: list[str], then: list[str]) -> None:
+            a, b = ("".join(f"Accept-Encoding: {v}\r\n" for v in vs) for vs in (first, then))
+
+            async def one() -> None:
+                site.clock[0] += site.statics.hold  # nothing prepared
+                site.front.shortcut = None
+                ref_a, ref_b = (await exchange(site.port, get(path, a)),
+                                await exchange(site.port, get(path, b)))
+                site.clock[0] += site.statics.hold
+                site.front.shortcut = site.hits
+                await exchange(site.port, get(path, a))  # offered
+                assert await exchange(site.port, get(path, a)) == ref_a
+                assert await exchange(site.port, get(path, b)) == ref_b
+                assert await exchange(site.port, get(path, a)) == ref_a
+
+            runner.run(asyncio.wait_for(one(), 10))
+
+        try:
+            check()
+            assert site.statics.served > 0
+        finally:
+            runner.run(stop(site))
 
 
 def test_range_conditional_and_head_go_the_slow_way(tmp_path: Path) -> None:
