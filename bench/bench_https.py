@@ -7,11 +7,11 @@ request) against:
 2. `scale0 node --http-server fast` and `tornado`, each with `--https` (one self-signed
    P-256 certificate made by the openssl command line), `--cache memory`, an
    HTTP-upstream worker to the bench origin and `--static` files: a
-   cached 1 KiB object (a hit through the whole request path: over https never the
-   prepared-hit shortcut, over plain http the fast wire's hits take it) and the files:
-   a 1 KiB text page (gzipped on the fly for clients that accept it, so it varies on
-   Accept-Encoding and is never a prepared answer) and a 1 KiB image (prepared on plain
-   http, node/statichits.py);
+   cached 1 KiB object (on the fast wire a prepared hit over https as over http, the
+   https one with the HSTS field the policy asks for: none here; on Tornado the whole
+   request path) and the files: a 1 KiB text page (gzipped on the fly for clients that
+   accept it, so prepared per Accept-Encoding choice: wrk sends none) and a 1 KiB image
+   (prepared for every client, node/statichits.py);
 3. nginx serving the same file over TLS with the same certificate, if installed.
 Prints req/s, p50/p99, server CPU µs per request and the ratios.
 
