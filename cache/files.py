@@ -49,6 +49,10 @@ class _Item:
 
 
 class FileStore:
+    # Entries outlive the process and only this node's purges remove them: a purge made
+    # while it was down is missed unless the node asks (node.replication's purge record).
+    local_persistent = True
+
     def __init__(
         self,
         directory: str | os.PathLike[str] = DEFAULT_DIRECTORY,

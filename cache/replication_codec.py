@@ -8,6 +8,8 @@ body as its own frame so it is never copied into msgpack:
     announce  PUB   [topic, meta{v, t="ann", from, svc, key, var, rq, rs, org, sz}]
     purge     reliable envelope payload: msgpack {v, org, id, key, pfx, at}
     fetch     peer request meta {v, key, var}; reply meta = entry fields, body frame
+    purges    peer request meta {v}; reply meta {v, since}, body = msgpack [[key, pfx, at]…]
+              (a rejoining node asks what was purged while it was away)
 
 Topics: `b"c*"` for entries every node may take (scope `all`), `b"c:" + dc + b"\\0"`
 for one datacenter's (ZeroMQ filters on the publisher side, so dc-scoped puts
@@ -124,6 +126,28 @@ def encode_purge(purge: Purge) -> bytes:
 
 def fetch_meta(key: str, variant: str) -> dict[str, Any]:
     return {"v": VERSION, "key": key, "var": variant}
+
+
+MAX_STONES = 20_000
+MAX_STONE_BYTES = 4 * 1024 * 1024
+
+
+def encode_purges(since: float, stones: list[tuple[str, bool, float]]
+                  ) -> tuple[dict[str, Any], bytes]:
+    """A purge record, `stones` the latest first, cut to the decoder's limits; a cut
+    record is complete only after the first purge it leaves out, so `since` moves there."""
+    out: list[list[Any]] = []
+    size = 0
+    for key, is_prefix, at in stones[:MAX_STONES]:
+        size += len(key.encode("utf-8", "surrogatepass")) + 16
+        if size > MAX_STONE_BYTES // 2:
+            since = max(since, at)
+            break
+        out.append([key, is_prefix, at])
+    else:
+        if len(stones) > MAX_STONES:
+            since = max(since, stones[MAX_STONES][2])
+    return {"v": VERSION, "since": since}, msgpack.packb(out, use_bin_type=True)
 
 
 # -- decoding ---------------------------------------------------------------------
@@ -247,3 +271,27 @@ def decode_fetch(meta: dict[str, Any]) -> tuple[str, str]:
     if meta.get("v") != VERSION:
         raise ReplicaWireError(f"unsupported version {str(meta.get('v'))[:20]!r}")
     return _str(meta, "key", MAX_KEY), _str(meta, "var", MAX_KEY)
+
+
+def decode_purges(meta: dict[str, Any], body: tuple[bytes, ...] | list[bytes]
+                  ) -> tuple[float, list[tuple[str, bool, float]]]:
+    """(since, [(key, is_prefix, at)…]) from a peer's purge record."""
+    if meta.get("v") != VERSION:
+        raise ReplicaWireError(f"unsupported version {str(meta.get('v'))[:20]!r}")
+    since = _time(meta, "since")
+    if len(body) != 1 or len(body[0]) > MAX_STONE_BYTES:
+        raise ReplicaWireError(f"expected one record frame of at most {MAX_STONE_BYTES} bytes")
+    try:
+        raw = msgpack.unpackb(body[0], raw=False, max_str_len=MAX_KEY, max_bin_len=0,
+                              max_array_len=MAX_STONES, max_map_len=0, max_ext_len=0)
+    except Exception as exc:
+        raise ReplicaWireError(f"undecodable purge record: {type(exc).__name__}") from None
+    if not isinstance(raw, list):
+        raise ReplicaWireError("the purge record is not a list")
+    stones = []
+    for item in raw:
+        if not isinstance(item, list) or len(item) != 3:
+            raise ReplicaWireError("every purge must be [key, is_prefix, at]")
+        fields = {"key": item[0], "pfx": item[1], "at": item[2]}
+        stones.append((_str(fields, "key", MAX_KEY), _bool(fields, "pfx"), _time(fields, "at")))
+    return since, stones

@@ -14,6 +14,13 @@ time `at` comes from the purging node's clock and is only ever compared with
 response times (also peers' clocks); ageing uses our own clock so a skewed peer
 cannot pin a tombstone for ever. Pure: no I/O, no clock read but the one given.
 Not safe for concurrent use from threads (one event loop owns it).
+
+`since` says how far back the record is complete: every purge done after it
+is here (or was never seen by anyone we heard from). It starts at the time the
+node began listening (a purge before that went to the node's previous life, or
+to nobody), moves back when a peer hands over its record (`merge`), and moves
+forward past any tombstone forgotten for age or count. A restarted node trusts
+an entry on its disk only when the entry is newer than `since`.
 """
 
 from __future__ import annotations
@@ -43,10 +50,12 @@ class Tombstones:
         max_count: int = 10_000,
         max_prefixes: int = 1_000,
         max_age: float = 600.0,
+        since: float = 0.0,
     ) -> None:
         if max_count < 1 or max_prefixes < 1 or max_age <= 0:
             raise ValueError("tombstones: bounds must be positive")
         self._clock = clock
+        self._since = since  # wall clock: every purge done after it is recorded here
         self.max_count, self.max_prefixes, self.max_age = max_count, max_prefixes, max_age
         self._exact: OrderedDict[str, Tombstone] = OrderedDict()
         self._prefixes: OrderedDict[str, Tombstone] = OrderedDict()
@@ -60,8 +69,30 @@ class Tombstones:
         when = at if old is None else max(at, old.at)  # a repeated purge keeps the latest time
         table[key] = Tombstone(key, is_prefix, when, now)
         while len(table) > cap:
-            table.popitem(last=False)
+            self._forget(table.popitem(last=False)[1])
         self._expire(now)
+
+    def merge(self, since: float, stones: list[tuple[str, bool, float]]) -> None:
+        """Take in a peer's record (complete after its `since`): ours now reaches back
+        as far as the older of the two."""
+        self._since = min(self._since, since)  # before adding: what they push out counts
+        for key, is_prefix, at in stones:
+            self.add(key, is_prefix, at)
+
+    def newest_first(self) -> list[Tombstone]:
+        """Every live tombstone, the latest purge first (what a peer asks for)."""
+        self._expire(self._clock())
+        return sorted([*self._exact.values(), *self._prefixes.values()],
+                      key=lambda s: s.at, reverse=True)
+
+    @property
+    def since(self) -> float:
+        """The time after which every purge is recorded here (read after expiring)."""
+        self._expire(self._clock())
+        return self._since
+
+    def _forget(self, stone: Tombstone) -> None:
+        self._since = max(self._since, stone.at)  # purges up to it may now be unknown
 
     def blocks(self, entry: CacheEntry) -> bool:
         """Whether a replica of `entry` would resurrect something purged after it was made."""
@@ -88,4 +119,4 @@ class Tombstones:
                 first = next(iter(table.values()))
                 if first.noted > limit:
                     break
-                table.popitem(last=False)
+                self._forget(table.popitem(last=False)[1])

@@ -158,6 +158,9 @@ class CacheStage:
         )
         self.on_store: Callable[[CacheEntry], None] | None = None
         self.on_purge: Callable[[str, bool], None] | None = None
+        # Stored entries not newer than this are not served: a restarted node's files may
+        # hold what was purged while it was down, until peers said what (node.replication).
+        self.trusted_after = 0.0
         self.counts: Counter[str] = Counter()
         self._name = cache_name(node_id)
         # Prepared answers for the fast wire (node.hitcache): offered on fresh HITs,
@@ -262,7 +265,8 @@ class CacheStage:
         entries: list[CacheEntry] = await self._safely(self.store.get(key), [], key)
         best: CacheEntry | None = None
         for e in entries:
-            fits = e.key == key and self._variant_fits(e, request)
+            fits = e.key == key and e.response_time > self.trusted_after
+            fits = fits and self._variant_fits(e, request)
             if fits and (best is None or e.response_time > best.response_time):
                 best = e
         return best, len(entries)

@@ -19,7 +19,9 @@ put in the cache stage's place) and speaks to peers through the `GossipAgent`:
 - Purge. A local purge leaves a tombstone and goes out with `publish_reliable`
   (sequence numbers, gap detection and resend live in gossip/); receivers apply
   it, leave a tombstone, and relay it once (deduplicated by origin and id) so it
-  also reaches nodes that do not follow the purger in a large mesh.
+  also reaches nodes that do not follow the purger in a large mesh. A node
+  whose files outlived a restart asks peers for the purges it missed while
+  down before serving what it stored earlier (node/purgerecord.py).
 - Mesh-wide coalescing (`coalesce = "dc"`). A miss that the cache stage's own
   coalescing lets through is sent to the key's owner among the alive nodes of
   our dc (kind "cache-fill", the forwarded-request codec of mesh/forward.py with
@@ -71,6 +73,7 @@ from node.cachestage import CacheStage
 from node.errors import ConfigError
 from node.http import Headers, Request, Response
 from node.overflow import ForwardedServer
+from node.purgerecord import RECORD_KIND, PurgeRecords
 from node.stage import Next
 
 log = logging.getLogger("scale0.replication")
@@ -95,6 +98,7 @@ class ReplicationConfig:
     max_applying: int = 1_024  # replicas being stored at once; more are dropped, counted
     tombstone_count: int = 10_000
     tombstone_age: float = 600.0
+    sync_grace: float = 10.0  # a restarted node's wait for a peer's purge record
 
     def __post_init__(self) -> None:
         for name, value in [("scope", self.scope), *self.service_scopes.items()]:
@@ -105,7 +109,7 @@ class ReplicationConfig:
             raise ConfigError(f"replication.coalesce must be one of {COALESCE}, "
                               f"not {self.coalesce!r}")
         for name in ("inline_limit", "fill_timeout", "fetch_timeout", "max_announced",
-                     "max_applying", "tombstone_count", "tombstone_age"):
+                     "max_applying", "tombstone_count", "tombstone_age", "sync_grace"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"replication.{name} must be positive, not {getattr(self, name)}")
 
@@ -129,7 +133,7 @@ class Replicator:
         self.wall_clock, self.monotonic = wall_clock, monotonic
         self._rng = rng or random.Random()
         self.tombstones = Tombstones(monotonic, max_count=cfg.tombstone_count,
-                                     max_age=cfg.tombstone_age)
+                                     max_age=cfg.tombstone_age, since=wall_clock())
         self.counts: Counter[str] = Counter()
         self.bytes_out = 0  # put/announce bytes published (topic and frames)
         self._views: dict[str, MemberView] = {}
@@ -141,6 +145,11 @@ class Replicator:
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()  # purges applied
         self._waiting: dict[str, set[asyncio.Future[None]]] = {}  # fills in flight per owner
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.records = PurgeRecords(
+            cache, agent.transport, self.tombstones, node_id=node_id,
+            views=lambda: list(self._views.values()), forget=self._forget_announced,
+            counts=self.counts, grace=cfg.sync_grace, timeout=cfg.fetch_timeout,
+            monotonic=monotonic, rng=self._rng)
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self, handle: Handle | None = None) -> None:
@@ -151,6 +160,9 @@ class Replicator:
         t.on_topic(ALL_TOPIC, self._on_put)
         t.on_topic(dc_topic(self.dc), self._on_put)
         t.register_handler(FETCH_KIND, self._serve_fetch)
+        t.register_handler(RECORD_KIND, self.records.serve)
+        if self.records.needed:
+            self._spawn(self.records.ask())
         if handle is not None:
             filler = ForwardedServer(handle, node_id=self.node_id, dc=self.dc)
 
@@ -181,6 +193,7 @@ class Replicator:
     def _on_change(self, view: MemberView) -> None:
         self._views[view.id] = view
         self._owners = None
+        self.records.changed.set()
         if view.state not in ("alive", "suspect"):
             for gone in self._waiting.pop(view.id, set()):
                 if not gone.done():
@@ -448,7 +461,8 @@ class Replicator:
             entries = await self.cache.store.get(key)
         except Exception as exc:
             raise Refuse(f"store failed: {type(exc).__name__}") from None
-        found = [e for e in entries if e.key == key and e.variant == variant]
+        found = [e for e in entries if e.key == key and e.variant == variant
+                 and e.response_time > self.cache.trusted_after]  # no unverified entry
         if not found:
             raise Refuse("not held")
         entry = max(found, key=lambda e: (e.response_time, e.origin))
