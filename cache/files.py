@@ -18,11 +18,14 @@ what it has seen (its own writes, what it read, what was there at open), and a
 purge removes the keys it knows; purges reach every node, so together they
 remove everything. A damaged file (checksum, length, format, a name that does
 not match its contents) is deleted and counted in stats().corrupt, never served.
+A disk smaller than the cap: a put that finds no room (ENOSPC, EDQUOT) lowers the
+cap to what this store holds, evicts as usual and tries once more (until a restart).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import zlib
 from collections import OrderedDict
@@ -39,6 +42,7 @@ from cache.store import StoreStats
 DEFAULT_DIRECTORY = "scale0-cache"
 DEFAULT_MAX_BYTES = 1 << 30
 _LOCK_STRIPES = 64
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(slots=True)
@@ -129,13 +133,27 @@ class FileStore:
             self._rejected += 1
             return False
         rel = disk.relpath(entry.key, entry.variant)
+        try:
+            written = await self._write(rel, parts, entry)
+        except OSError as exc:
+            if exc.errno not in _NO_ROOM or not self._lru:
+                raise
+            # The disk is smaller than the cap (or others filled it): what we hold is
+            # what fits. Keep that as the cap, make room as eviction does, try once more,
+            # so the newest entries keep being stored instead of none at all.
+            self.max_bytes = max(1, self._bytes)
+            await self._evict(force=True)
+            written = await self._write(rel, parts, entry)
+        await self._evict()
+        return written
+
+    async def _write(self, rel: str, parts: tuple[bytes, ...], entry: CacheEntry) -> bool:
         async with self._locks[zlib.crc32(rel.encode()) % _LOCK_STRIPES]:
             written, size = await asyncio.to_thread(
                 disk.write_entry, self.root, rel, parts, entry,
                 limit=self._read_limit, fsync=self.fsync,
             )
             self._index_set(rel, entry.key, entry.variant, size)
-        await self._evict()
         return written
 
     async def delete(self, key: str, variant: str | None = None) -> int:
@@ -165,9 +183,9 @@ class FileStore:
             corrupt=self._corrupt, rejected=self._rejected,
         )
 
-    async def _evict(self) -> None:
+    async def _evict(self, force: bool = False) -> None:
         """Bring the bytes under the cap: coldest first, down to the low-water mark."""
-        if self._bytes <= self.max_bytes:
+        if self._bytes <= self.max_bytes and not force:
             return
         target = int(self.max_bytes * self.low_water)
         victims = []

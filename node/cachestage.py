@@ -59,6 +59,7 @@ from node.cacheconfig import CacheConfig
 from node.errors import ClientError
 from node.hitcache import HitCache
 from node.http import BodyStream, Headers, Request, Response
+from node.ratelog import RateLimitedLog
 from node.stage import Next
 
 log = logging.getLogger("scale0.cache")
@@ -162,6 +163,7 @@ class CacheStage:
         # hold what was purged while it was down, until peers said what (node.replication).
         self.trusted_after = 0.0
         self.counts: Counter[str] = Counter()
+        self._store_log = RateLimitedLog(log, interval=60.0)  # a full disk fails every put
         self._name = cache_name(node_id)
         # Prepared answers for the fast wire (node.hitcache): offered on fresh HITs,
         # forgotten on every put, delete and purge that passes through here.
@@ -478,7 +480,8 @@ class CacheStage:
             return await op
         except Exception as exc:
             self.counts["store_errors"] += 1
-            log.warning("cache store failed on %s: %r", key[:200], exc)
+            self._store_log.warn(f"{type(exc).__name__}{getattr(exc, 'errno', '')}",
+                                 "cache store failed on %s: %r", key[:200], exc)
             return default
 
     async def _put(self, entry: CacheEntry) -> None:

@@ -101,7 +101,7 @@ class CacheNode:
             conn.close()
 
     def log(self) -> str:
-        return self.node.log_tail(6000)
+        return self.node.log_tail(60000)
 
     def stop(self) -> None:
         self.node.stop()
