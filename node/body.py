@@ -115,11 +115,16 @@ class BodyChannel:
             self._on_cancel()
 
 
+class BodyTooLong(BodyError):
+    """The body is longer than the reader's limit (not broken: only too big to hold)."""
+
+
 async def read_body(body: Body, limit: int) -> bytes:
-    """The whole body as bytes; BodyError if it is longer than `limit`."""
+    """The whole body as bytes; BodyTooLong if it is longer than `limit`, BodyError if the
+    stream broke off."""
     if isinstance(body, bytes):
         if len(body) > limit:
-            raise BodyError(f"body longer than {limit} bytes")
+            raise BodyTooLong(f"body longer than {limit} bytes")
         return body
     parts: list[bytes] = []
     size = 0
@@ -127,7 +132,7 @@ async def read_body(body: Body, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             body.cancel()
-            raise BodyError(f"body longer than {limit} bytes")
+            raise BodyTooLong(f"body longer than {limit} bytes")
         parts.append(chunk)
     return b"".join(parts)
 

@@ -38,13 +38,25 @@ from mesh.forward import (
 from mesh.loadtable import LoadTable
 from mesh.rates import RateMeter, ShareMeter
 from mesh.routing import Candidate, OverflowPolicy, Route, decide
-from node.body import read_body
-from node.errors import PeerBusy, UpstreamError, UpstreamTimeout
+from node.body import BodyTooLong, read_body
+from node.errors import BodyTooLarge, ClientError, PeerBusy, UpstreamError, UpstreamTimeout
 from node.http import BodyError, Headers, Request, Response
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-MAX_FORWARD_BODY = 8 * 1024 * 1024  # larger request bodies are served locally (streamed)
+# A request body travels to a peer inside one peer message, so it is held whole: bodies
+# the front door streams (>= 64 KiB) stay with a local worker; a node with no worker for
+# the service reads them up to this size to forward them, and refuses larger ones (413).
+MAX_FORWARD_BODY = 32 * 1024 * 1024
+MAX_FORWARD_ANSWER = 64 * 1024 * 1024  # a forwarded answer is one peer message (its size cap)
 BUSY_REASON = "busy"
+# A peer that served the request but whose answer is too big for one peer message says
+# so with this reason: it is healthy (no breaker failure), and asking another peer would
+# only run the request again for the same outcome.
+TOO_LARGE_REASON = "answer too large to forward"
+
+
+class _TooLargeToForward(Exception):
+    """A peer ran the request; its answer cannot come back over the peer socket."""
 
 
 class LocalBroker(Protocol):
@@ -130,6 +142,9 @@ class OverflowDispatcher:
         share = self._share.setdefault(service, ShareMeter())
         policy = self.policy(service)
         deadline = request.deadline or (request.received + self.default_timeout)
+        if (request.hops == 0 and not isinstance(request.body, bytes) and policy.enabled
+                and self.broker.capacity(service)[0] == 0):
+            request.body = await _upload_to_forward(service, request)
         while True:
             now = self.clock()
             slots, free = self.broker.capacity(service)
@@ -152,7 +167,14 @@ class OverflowDispatcher:
             if decision.route is Route.PEERS and forwardable:
                 body = request.body if isinstance(request.body, bytes) else b""
                 for peer in decision.peers:
-                    response = await self._try_peer(peer, service, request, body)
+                    try:
+                        response = await self._try_peer(peer, service, request, body)
+                    except _TooLargeToForward:
+                        if request.method not in IDEMPOTENT or slots == 0:
+                            raise UpstreamError(
+                                f"the answer from {peer} is larger than a forwarded answer "
+                                f"may be ({MAX_FORWARD_ANSWER} bytes)") from None
+                        break  # a worker here streams it: run it here
                     if response is not None:
                         share.add(self.clock(), marked=True)
                         return response
@@ -246,6 +268,9 @@ class OverflowDispatcher:
             if BUSY_REASON in str(exc):
                 self.breakers.success(peer)  # alive and honest, only full
                 return None
+            if str(exc) == TOO_LARGE_REASON:
+                self.breakers.success(peer)  # it served the request: healthy
+                raise _TooLargeToForward(peer) from None
             self.breakers.failure(peer, self.clock())
             if request.method in IDEMPOTENT:
                 return None
@@ -274,6 +299,20 @@ class OverflowDispatcher:
         )
 
 
+async def _upload_to_forward(service: str, request: Request) -> bytes:
+    """The streamed upload of a request no worker here can serve, read whole so a peer
+    can: waiting in the local queue would only end in a 503 at its deadline."""
+    assert not isinstance(request.body, bytes)
+    try:
+        return await read_body(request.body, MAX_FORWARD_BODY)
+    except BodyTooLong:
+        raise BodyTooLarge(
+            f"no worker here serves {service!r}, and a request body forwarded to a peer "
+            f"may be at most {MAX_FORWARD_BODY} bytes") from None
+    except BodyError as exc:
+        raise ClientError(f"the request body broke off: {exc}") from None
+
+
 def _forwardable(request: Request) -> bool:
     """Small bodies travel to peers; a streamed upload stays here (it is already flowing)."""
     return isinstance(request.body, bytes) and len(request.body) <= MAX_FORWARD_BODY
@@ -290,7 +329,7 @@ class ForwardedServer:
         dc: str,
         meter: RateMeter | None = None,
         clock: Callable[[], float] = time.monotonic,
-        max_body: int = 64 * 1024 * 1024,
+        max_body: int = MAX_FORWARD_ANSWER,
     ) -> None:
         self.handle = handle
         self.node_id = node_id
@@ -326,6 +365,8 @@ class ForwardedServer:
             raise Refuse(BUSY_REASON)
         try:
             body = await read_body(response.body, self.max_body)
+        except BodyTooLong:
+            raise Refuse(TOO_LARGE_REASON) from None
         except BodyError as exc:
             raise Refuse(f"response body failed: {exc}") from None
         answer = ForwardedResponse(
