@@ -64,6 +64,14 @@ class Breakers:
             s.opened_at = now
         s.trial_in_flight = False
 
+    def release(self, peer: str) -> None:
+        """The request `allows` let through ended with no verdict (its client left, or it
+        was never sent): give the half-open trial back, so the next request may be it.
+        Kept, it would shut the peer out for good."""
+        s = self._peers.get(peer)
+        if s is not None:
+            s.trial_in_flight = False
+
     def forget(self, peer: str) -> None:
         """Drop the state of a peer that left the mesh."""
         self._peers.pop(peer, None)

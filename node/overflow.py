@@ -217,10 +217,12 @@ class OverflowDispatcher:
         endpoint = next(
             (r.addresses.get("peer") for r in self.table.rows(now) if r.id == peer), None
         )
-        if not endpoint:
-            return None
         deadline = request.deadline or (request.received + self.default_timeout)
         ttl = deadline - now
+        if not endpoint or ttl <= 0:
+            self.breakers.release(peer)  # nothing sent: no verdict on the peer
+        if not endpoint:
+            return None
         if ttl <= 0:
             raise UpstreamTimeout("the request's deadline passed before it could be forwarded")
         fwd = ForwardedRequest(
@@ -252,6 +254,7 @@ class OverflowDispatcher:
             except asyncio.CancelledError:
                 if not call.cancelled():  # we were cancelled (client left), not the peer
                     call.cancel()
+                    self.breakers.release(peer)
                     raise
                 raise PeerError("the peer left the mesh") from None
             finally:
