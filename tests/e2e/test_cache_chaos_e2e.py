@@ -7,12 +7,13 @@ cache folder), and what the operator checks afterwards — no node serves a purg
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from testkit.cachemesh import HOST, CacheNode, converge, puts_flow
-from testkit.origin import CountingOrigin
+from testkit.cachemesh import HOST, CacheNode, VaryOrigin, converge, puts_flow
 from testkit.procs import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -20,19 +21,15 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 TOML = '[replication]\nscope = "dc"\n'
 
 
-def _answer(path: str) -> tuple[str, bytes]:
-    return "max-age=600", f"v1 {path}".encode()
-
-
 @pytest.fixture
-def origin() -> Iterator[CountingOrigin]:
-    o = CountingOrigin(_answer, delay=0.0)
+def origin() -> Iterator[VaryOrigin]:
+    o = VaryOrigin()
     yield o
     o.close()
 
 
 @pytest.fixture
-def pair(tmp_path: Path, origin: CountingOrigin) -> Iterator[tuple[CacheNode, CacheNode]]:
+def pair(tmp_path: Path, origin: VaryOrigin) -> Iterator[tuple[CacheNode, CacheNode]]:
     nodes: list[CacheNode] = []
     try:
         a = CacheNode(tmp_path, "pa", origin.port, cache=f"files:{tmp_path / 'a-cache'}",
@@ -90,3 +87,26 @@ def test_purge_while_a_node_is_dead_is_applied_to_its_files_when_it_restarts(
                what="B to serve its unpurged files again once a peer told it the purges")
     status, headers, body = b.request("GET", "/dead/one")
     assert status == 200 and body == b"v1 /dead/one" and headers.get("x-cache") != "HIT"
+
+
+def test_two_nodes_storing_one_key_at_once_agree_on_the_newest(
+        pair: tuple[CacheNode, CacheNode], origin: VaryOrigin) -> None:
+    a, b = pair
+    nodes = [a, b]
+    barrier = threading.Barrier(2)
+
+    def fill(n: CacheNode) -> bytes:
+        barrier.wait(timeout=10)
+        # coalesce = "node": each node asks the origin itself
+        return n.request("GET", "/race/1", {"Cache-Control": "no-cache"})[2]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        bodies = set(pool.map(fill, [a, b]))
+    assert origin.counts["/race/1"] == 2 and len(bodies) == 2, (origin.counts, bodies)
+    # Each stored its own and sent it to the other: the later response wins on both.
+
+    def agreed() -> bool:
+        held = {n.cached("/race/1") for n in nodes}
+        return len(held) == 1 and None not in held
+
+    wait_until(agreed, timeout=5, what="every node holding the same (newest) version")

@@ -126,3 +126,54 @@ def puts_flow(src: CacheNode, dsts: list[CacheNode], tag: str) -> None:
         except AssertionError:
             continue
     raise AssertionError(f"puts from {src.name} never reached {[d.name for d in dsts]}")
+
+
+class VaryOrigin:
+    """A counting origin whose answers may vary: `/vary/*` on Accept-Encoding (Vary
+    sent), `/race/*` a new version per request (v1, v2, ...), the rest a fixed body;
+    `/big/*` 8 KiB. All `max-age=600`."""
+
+    def __init__(self) -> None:
+        import threading
+        from collections import Counter
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from typing import Any
+
+        self.counts: Counter[str] = Counter()
+        lock = threading.Lock()
+        origin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with lock:
+                    origin.counts[self.path] += 1
+                    n = origin.counts[self.path]
+                fields = [("Cache-Control", "max-age=600")]
+                if self.path.startswith("/vary/"):
+                    coding = "gzip" if "gzip" in self.headers.get("Accept-Encoding", "") else "id"
+                    body = f"{coding} {self.path}".encode()
+                    fields.append(("Vary", "Accept-Encoding"))
+                elif self.path.startswith("/race/"):
+                    body = f"v{n} {self.path}".encode()
+                elif self.path.startswith("/big/"):
+                    body = b"b" * 8192
+                else:
+                    body = f"v1 {self.path}".encode()
+                self.send_response(200)
+                for name, value in [*fields, ("Content-Length", str(len(body)))]:
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        server_class = type("Origin", (ThreadingHTTPServer,), {"request_queue_size": 1024})
+        self.server = server_class(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
