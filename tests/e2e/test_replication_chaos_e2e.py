@@ -102,3 +102,18 @@ def test_vary_variants_replicate_and_each_node_serves_the_right_one(mesh: Mesh) 
                    and n.cached("/vary/1", plain) == b"id /vary/1", timeout=5,
                    what=f"both variants on {n.name}")
     assert origin.counts["/vary/1"] == 2
+
+
+def test_a_poisoned_answer_is_stored_and_replicated_nowhere(mesh: Mesh) -> None:
+    nodes, _ = mesh
+    evil = {"X-Host": "evil.example"}  # unkeyed, and the origin believes it
+    for n in nodes:  # the key's owner and the others: direct, or through an owner's fill
+        path = _owned_by(n, [m.name for m in nodes], "reflect")
+        for asker in nodes:
+            status, _, body = asker.request("GET", path, evil)
+            assert status == 200 and body.startswith(b"host=evil.example")
+        # A clean request afterwards gets the clean answer, and every node stores that.
+        assert nodes[0].request("GET", path)[2] == f"host={HOST} {path}".encode()
+        for m in nodes:
+            wait_until(lambda m=m, p=path: m.cached(p) == f"host={HOST} {p}".encode(),  # type: ignore[misc]
+                       timeout=5, what=f"the clean {path} on {m.name}")

@@ -130,7 +130,8 @@ def puts_flow(src: CacheNode, dsts: list[CacheNode], tag: str) -> None:
 
 class VaryOrigin:
     """A counting origin whose answers may vary: `/vary/*` on Accept-Encoding (Vary
-    sent), `/race/*` a new version per request (v1, v2, ...), the rest a fixed body;
+    sent), `/race/*` a new version per request (v1, v2, ...), `/reflect/*` the
+    X-Host it was given (a poisonable origin), the rest a fixed body;
     `/big/*` 8 KiB. All `max-age=600`."""
 
     def __init__(self) -> None:
@@ -155,6 +156,9 @@ class VaryOrigin:
                     fields.append(("Vary", "Accept-Encoding"))
                 elif self.path.startswith("/race/"):
                     body = f"v{n} {self.path}".encode()
+                elif self.path.startswith("/reflect/"):  # a poisonable origin
+                    seen = self.headers.get("X-Host") or self.headers.get("Host")
+                    body = f"host={seen} {self.path}".encode()
                 elif self.path.startswith("/big/"):
                     body = b"b" * 8192
                 else:
