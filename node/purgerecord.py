@@ -66,10 +66,10 @@ class PurgeRecords:
         grace_end = self.monotonic() + self.grace
         answered = 0
         while answered < most and len(asked) < tries:
+            self.changed.clear()  # before looking: a change from now on wakes the wait
             peers = [v for v in self._views() if v.state == "alive" and v.id not in asked
                      and v.id != self.node_id and v.addresses.peer]
             if not peers:
-                self.changed.clear()
                 left = grace_end - self.monotonic()
                 if left <= 0 and answered == 0 and self.cache.trusted_after > 0:
                     self.cache.trusted_after = 0.0
