@@ -10,20 +10,16 @@ Also: after one request went away, the next is not queued as if a share cap were
 from __future__ import annotations
 
 import http.client
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from testkit.meshnodes import MeshNode
-from testkit.procs import Proc, scale0_bin, wait_until
+from testkit.procs import wait_until
+from testkit.workerlesspair import workerless_pair
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-
-APPS = Path(__file__).parent / "apps"
-ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [str(APPS), os.environ.get("PYTHONPATH")]))}
-
 
 def _get(node: MeshNode, path: str) -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", node.http, timeout=25)
@@ -38,24 +34,9 @@ def _get(node: MeshNode, path: str) -> tuple[int, str]:
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[tuple[MeshNode, MeshNode]]:
-    a = MeshNode(tmp_path, "a", preset="local", extra=["--cache", "off"])
-    a.start()
-    wait_until(a.health, timeout=30, what="node a")
-    b = MeshNode(tmp_path, "b", seed=a.peer, preset="local", extra=["--cache", "off"])
-    b.start()
-    worker = Proc([scale0_bin(), "worker", "--node", b.workers, "--service", "default",
-                   "--concurrency", "2", "--app", "slowapp:handle"], tmp_path / "worker.log",
-                  env=ENV)
-    try:
+    with workerless_pair(tmp_path, "slowapp:handle", concurrency=2) as (a, b, _):
         wait_until(lambda: _get(a, "/warm")[0] == 200, timeout=30, what="a forwarding to b")
         yield a, b
-    except BaseException:
-        print(a.log_tail(), b.log_tail(), worker.output()[-2000:])
-        raise
-    finally:
-        worker.stop()
-        b.stop()
-        a.stop()
 
 
 def test_requests_beyond_every_free_slot_wait_for_a_peer_and_are_served(
