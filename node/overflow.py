@@ -278,10 +278,13 @@ class OverflowDispatcher:
             if request.method in IDEMPOTENT:
                 return None
             raise UpstreamError(f"peer {peer} refused the request: {exc}") from None
-        except PeerTimeout:
+        except PeerTimeout as exc:
             self.breakers.failure(peer, self.clock())
-            if request.method in IDEMPOTENT and deadline - self.clock() > 0:
+            left = deadline - self.clock()
+            if request.method in IDEMPOTENT and left > 0:
                 return None
+            if left > 0:  # the link to the peer failed (a probe timed out), not our deadline
+                raise UpstreamError(f"peer {peer} stopped answering: {exc}") from None
             raise UpstreamTimeout(f"peer {peer} did not answer before the deadline") from None
         except (PeerError, ForwardError) as exc:
             self.breakers.failure(peer, self.clock())

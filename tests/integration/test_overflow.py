@@ -19,10 +19,10 @@ import pytest
 from testkit.procs import free_port
 
 from gossip.load import ServiceLoad
-from gossip.transport import Transport, TransportConfig
+from gossip.transport import PeerTimeout, Transport, TransportConfig
 from mesh.loadtable import LoadTable
 from node.broker import Broker, BrokerConfig
-from node.errors import PeerBusy, UpstreamTimeout
+from node.errors import PeerBusy, UpstreamError, UpstreamTimeout
 from node.http import Headers, Request, Response
 from node.overflow import ForwardedServer, OverflowDispatcher
 from node.worker.sdk import Worker
@@ -249,3 +249,35 @@ async def test_a_timed_out_peer_opens_its_circuit() -> None:
         assert dispatcher.breakers.is_open("C", dispatcher.clock())
         a.gate.set()
         await held
+
+
+async def test_a_post_whose_peer_link_fails_before_its_deadline_gets_502_not_504() -> None:
+    """The link to B is dropped when another ask on it times out with nothing heard (a probe
+    does that): the POST pending on it fails at once. That is B failing (502), not our
+    deadline passing (504) — and a POST is never sent on to another peer."""
+    async with side("A", 1) as a, side("B", 1) as b:
+        stuck = asyncio.Event()
+
+        async def silent(_request: object) -> object:
+            await stuck.wait()  # B never answers anything on its peer socket
+            raise AssertionError("unreachable")
+
+        b.transport.register_handler("http", silent)  # type: ignore[arg-type]
+        table = LoadTable("A")
+        _advertise(table, b, free=1, at=0.0, seq=1)
+        a_dispatch = OverflowDispatcher(a.broker, table, a.transport, node_id="A", dc="east")
+        a.gate.clear()  # A's only slot stays busy: the POST must go to B
+        held = asyncio.create_task(a_dispatch.dispatch("www", _request("/held")))
+        await until(lambda: not a.broker.has_free_slot("www"))
+        post = Request("POST", "/pay", Headers([("Host", "example.test")]), b"amount=1",
+                       host="example.test", service="www",
+                       deadline=asyncio.get_running_loop().time() + 30)
+        paying = asyncio.create_task(a_dispatch.dispatch("www", post))
+        await until(lambda: table.sent_since_report("B", "www") == 1)
+        with pytest.raises(PeerTimeout):
+            await a.transport.request(b.transport.peer_endpoint, "http", {}, timeout=0.2)
+        with pytest.raises(UpstreamError, match="stopped answering"):
+            await asyncio.wait_for(paying, 5)
+        stuck.set()
+        a.gate.set()
+        assert (await held).body == b"A"
