@@ -42,7 +42,7 @@ RELOADABLE = frozenset({"routes", "static", "services", "cache_settings", "repli
 FIXED_CACHE = ("lock_timeout", "hit_for_miss")
 FIXED_REPLICATION = ("inline_limit", "coalesce", "fill_timeout", "fetch_timeout",
                      "relay_purges", "max_announced", "max_applying", "tombstone_count",
-                     "tombstone_age")
+                     "tombstone_age", "sync_grace")
 
 
 @dataclass(frozen=True, slots=True)

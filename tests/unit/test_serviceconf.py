@@ -149,3 +149,15 @@ def test_flags_keep_the_files_services() -> None:
     assert over.services == base.services and over.dc == "east"
     with pytest.raises(ConfigError, match="log_format"):
         from_mapping({"log_format": "xml"})
+
+
+def test_every_replication_key_a_reload_cannot_apply_is_named() -> None:
+    """Each [replication] setting is read once at start (node.replication): a SIGHUP that
+    changes one must say "needs a restart", never drop it silently."""
+    from dataclasses import fields
+
+    from node.reload import FIXED_REPLICATION
+    from node.replication import ReplicationConfig
+
+    reloadable = {"scope", "service_scopes"}  # scopes are swapped in by a reload
+    assert {f.name for f in fields(ReplicationConfig)} - reloadable <= set(FIXED_REPLICATION)
