@@ -123,6 +123,7 @@ class Replicator:
 
     def __init__(self, cache: CacheStage, agent: GossipAgent, *, node_id: str, dc: str,
                  scope_for: Callable[[str], str] | None = None,
+                 service_of: Callable[[str], str] | None = None,
                  config: ReplicationConfig | None = None,
                  wall_clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
@@ -130,6 +131,8 @@ class Replicator:
         self.cache, self.agent, self.node_id, self.dc = cache, agent, node_id, dc
         self.config = cfg = config or ReplicationConfig()
         self._scope_for = scope_for or (lambda s: cfg.service_scopes.get(s, cfg.scope))
+        # Our own service for a key, by our routes (None: believe the sender's label).
+        self._service_of = service_of
         self.wall_clock, self.monotonic = wall_clock, monotonic
         self._rng = rng or random.Random()
         self.tombstones = Tombstones(monotonic, max_count=cfg.tombstone_count,
@@ -333,14 +336,19 @@ class Replicator:
             return False
         return scope == "all" or view.dc == self.dc
 
+    def _local_service(self, key: str, claimed: str) -> str:
+        return self._service_of(key) if self._service_of is not None else claimed
+
     def _on_put(self, frames: list[bytes]) -> None:
         try:
             msg = decode_put(frames, self.cache.config.max_object_size)
         except ReplicaWireError as exc:
             self._drop("put:decode", exc)
             return
-        if not self._in_scope(msg.sender, msg.service):
-            self._drop("put:scope", f"{msg.sender} {msg.service}")
+        key = msg.key if isinstance(msg, Announce) else msg.entry.key
+        service = self._local_service(key, msg.service)
+        if not self._in_scope(msg.sender, service):
+            self._drop("put:scope", f"{msg.sender} {service}")
             return
         if isinstance(msg, Announce):
             self._note_announce(msg)
@@ -357,7 +365,7 @@ class Replicator:
         if len(self._tasks) >= self.config.max_applying:
             self._drop("put:overload")
             return
-        self._spawn(self._apply(entry, msg.service))
+        self._spawn(self._apply(entry, service))
 
     async def _apply(self, entry: CacheEntry, service: str) -> None:
         if await self.cache.accept_replica(entry, service):
@@ -449,7 +457,7 @@ class Replicator:
             if entry.key != key or entry.variant != ann.variant or self.tombstones.blocks(entry):
                 self.counts["fetch_refused"] += 1
                 continue
-            if await self.cache.accept_replica(entry, ann.service):
+            if await self.cache.accept_replica(entry, self._local_service(key, ann.service)):
                 self.counts["fetched"] += 1
 
     async def _serve_fetch(self, request: PeerRequest) -> PeerReply:

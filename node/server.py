@@ -51,6 +51,7 @@ from node.pipeline import Pipeline
 from node.reload import Settings, build, needs_restart
 from node.replication import Replicator
 from node.security import Security
+from node.services import service_of_key
 from node.stage import Next, Stage
 from node.statichits import StaticHits
 
@@ -180,7 +181,8 @@ class Node:
             self.replicator = Replicator(
                 cache, mesh.agent, node_id=self.node_id, dc=cfg.dc, config=settings.replication,
                 scope_for=lambda s: self.settings.replication.service_scopes.get(
-                    s, self.settings.replication.scope))
+                    s, self.settings.replication.scope),
+                service_of=lambda key: service_of_key(self.settings.routes, key))
         self.pipeline = self._pipeline(settings)
         metrics = self.metrics
 

@@ -118,3 +118,16 @@ class ServiceMap:
                 f"{DEFAULT_SERVICE!r} service"
             )
         return DEFAULT_SERVICE
+
+
+def service_of_key(mapper: ServiceMap, key: str) -> str:
+    """The service this node maps a cache key (an absolute URL) to; `default` when no rule
+    takes it. A replica is judged by this, never by the service its sender names: what
+    one node calls a service is no authority over another's policies."""
+    _, sep, rest = key.partition("://")
+    if not sep:
+        return DEFAULT_SERVICE
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    host, path = rest[:cut], rest[cut:].partition("?")[0] or "/"
+    route = mapper.match(host, path)
+    return route.service if route is not None else DEFAULT_SERVICE

@@ -26,6 +26,7 @@ from node.cacheconfig import CacheConfig
 from node.cachestage import CacheStage
 from node.http import Headers, Request, Response
 from node.replication import FILL_KIND, PURGE_KIND, ReplicationConfig, Replicator
+from node.services import ServiceMap, service_of_key
 
 LOOPBACK = TransportConfig(gossip="tcp://127.0.0.1:*", peer="tcp://127.0.0.1:*")
 HOST = "example.com"
@@ -84,7 +85,9 @@ class Node:
 
 
 async def mesh(dcs: tuple[str, ...] = ("east", "east", "east"), origin: Origin | None = None,
-               scope_for: Callable[[str], str] | None = None, **cfg: Any) -> list[Node]:
+               scope_for: Callable[[str], str] | None = None,
+               service_of: Callable[[str], str] | None = None,
+               cache_config: CacheConfig | None = None, **cfg: Any) -> list[Node]:
     shared = origin or Origin()
     config = ReplicationConfig(**cfg)
     nodes: list[Node] = []
@@ -95,8 +98,9 @@ async def mesh(dcs: tuple[str, ...] = ("east", "east", "east"), origin: Origin |
         info = SelfInfo(name, dc, Addresses(http="", gossip="", peer=""))
         agent = GossipAgent(config_, info, dict)
         store = MemoryStore()
-        stage = CacheStage(store, CacheConfig(), node_id=name)
-        rep = Replicator(stage, agent, node_id=name, dc=dc, scope_for=scope_for, config=config)
+        stage = CacheStage(store, cache_config or CacheConfig(), node_id=name)
+        rep = Replicator(stage, agent, node_id=name, dc=dc, scope_for=scope_for,
+                         service_of=service_of, config=config)
         node = Node(name, agent, stage, rep, store, shared)
         await rep.start(node.serve)
         await agent.start()
@@ -315,5 +319,30 @@ def test_owner_death_while_waiting_falls_back_to_a_local_fill() -> None:
         finally:
             await shutdown([n for n in nodes if n is not dead])
             await dead.rep.stop()
+
+    run(main())
+
+
+def test_a_replica_is_judged_by_our_service_for_its_url_not_the_one_it_names() -> None:
+    """Only /shop/ shares Set-Cookie answers here. A put naming "shop" for another URL is
+    refused; a put naming "www" for a /shop/ URL is judged as shop's, and taken."""
+    async def main() -> None:
+        routes = ServiceMap.from_specs([f"{HOST}/shop=shop", "*=www"])
+        _, b, c = nodes = await mesh(
+            service_of=lambda key: service_of_key(routes, key),
+            cache_config=CacheConfig(share_set_cookie=frozenset({"shop"})))
+        try:
+            await settled(nodes)
+            headers = (("Cache-Control", "max-age=60"), ("Set-Cookie", "sid=victim"))
+            lie = CacheEntry(f"http://{HOST}/account", "", 200, headers, b"x", 1.0, 2.0, "n2")
+            c.agent.transport.publish(dc_topic("east"), *encode_put(Put("n2", "shop", lie)))
+            cart = CacheEntry(f"http://{HOST}/shop/cart", "", 200, headers, b"y", 1.0, 2.0, "n2")
+            c.agent.transport.publish(dc_topic("east"), *encode_put(Put("n2", "www", cart)))
+            await until_async(lambda: b.has("/shop/cart"), "the /shop/ entry on B")
+            await until(lambda: not b.rep._tasks, "B's store tasks")
+            assert not await b.has("/account")
+            assert b.stage.counts["replica_refused"] >= 1
+        finally:
+            await shutdown(nodes)
 
     run(main())

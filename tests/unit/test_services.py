@@ -79,3 +79,22 @@ def test_the_winner_matches_and_nothing_more_specific_does(
 @given(hosts, st.integers(0, 65535))
 def test_hostname_drops_the_port(host: str, port: int) -> None:
     assert hostname(f"{host.upper()}:{port}") == host
+
+
+_label = st.text("abcdefghij", min_size=1, max_size=6)
+_segment = st.text("abcdefghij0123456789-", min_size=1, max_size=6)
+
+
+@given(st.lists(st.tuples(_label, st.lists(_segment, max_size=2), _label), max_size=5),
+       _label, st.lists(_segment, max_size=3), st.text("abc=&", max_size=6))
+def test_a_cache_keys_service_is_what_its_request_would_get(
+        rules: list[tuple[str, list[str], str]], host: str, path: list[str], query: str) -> None:
+    from cache.key import cache_key
+    from node.services import service_of_key
+
+    mapper = ServiceMap.from_specs(
+        f"{h}.test{''.join('/' + p for p in prefix)}={svc}" for h, prefix, svc in rules)
+    target = "/" + "/".join(path) + (f"?{query}" if query else "")
+    key = cache_key("http", f"{host}.test", target)
+    route = mapper.match(f"{host}.test", "/" + "/".join(path))
+    assert service_of_key(mapper, key) == (route.service if route else "default")
