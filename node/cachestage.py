@@ -25,7 +25,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypedDict, TypeVar, Unpack
 
 from cache.cachecontrol import Directives, request_directives
@@ -58,57 +58,16 @@ from node.body import read_body
 from node.cacheconfig import CacheConfig
 from node.errors import ClientError
 from node.hitcache import HitCache
-from node.http import BodyStream, Headers, Request, Response
+from node.http import Headers, Request, Response
 from node.ratelog import RateLimitedLog
 from node.stage import Next
+from node.teebody import TeeBody
 
 log = logging.getLogger("scale0.cache")
 _KEYS_REMEMBERED = 8192  # URL → cache key answers kept by key_of
 T = TypeVar("T")
 
 ERROR_STATUSES = frozenset({500, 502, 503, 504})
-
-
-@dataclass(slots=True)
-class _Tee:
-    """A BodyStream passing chunks to the client while keeping a copy of at most `limit` bytes."""
-
-    _inner: BodyStream
-    _limit: int
-    _on_complete: Callable[[bytes], None]
-    _on_abort: Callable[[], None]
-    _parts: list[bytes] | None = field(default_factory=list)
-    _size: int = 0
-    _ended: bool = False
-
-    async def read(self) -> bytes:
-        try:
-            chunk = await self._inner.read()
-        except BaseException:
-            self._abort()
-            raise
-        if chunk:
-            if self._parts is not None:
-                self._size += len(chunk)
-                if self._size > self._limit:
-                    self._abort()  # too large to store: stop collecting, keep streaming
-                else:
-                    self._parts.append(chunk)
-        elif not self._ended and self._parts is not None:
-            self._ended = True
-            body, self._parts = b"".join(self._parts), None
-            self._on_complete(body)
-        return chunk
-
-    def cancel(self) -> None:
-        self._abort()
-        self._inner.cancel()
-
-    def _abort(self) -> None:
-        if not self._ended:
-            self._ended = True
-            self._parts = None
-            self._on_abort()
 
 
 class _StatusArgs(TypedDict, total=False):
@@ -386,7 +345,7 @@ class CacheStage:
             if flight is not None:
                 flight.release()
 
-        response.body = _Tee(response.body, self.config.max_object_size, complete, abort)
+        response.body = TeeBody(response.body, self.config.max_object_size, complete, abort)
         self._mark(response, Outcome.MISS, fwd="uri-miss", fwd_status=response.status)
         return True
 
