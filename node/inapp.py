@@ -231,11 +231,27 @@ class AppAnswer(AddFields):
             self.status = start_line.code
         self.head_seconds = time.monotonic() - self.started
         self.sent += len(chunk or b"")
-        return super().write_headers(start_line, headers, chunk)
+        return self._watched(super().write_headers, start_line, headers, chunk)
 
     def write(self, chunk: bytes) -> asyncio.Future[None]:
         self.sent += len(chunk)
-        return super().write(chunk)
+        return self._watched(super().write, chunk)
+
+    def _watched(self, write: Callable[..., asyncio.Future[None]],
+                 *args: Any) -> asyncio.Future[None]:
+        """A write that fails ends the answer: logged then (the app may never finish it,
+        and a handler's finish() after a failed write does not reach ours)."""
+        try:
+            future = write(*args)
+        except BaseException:
+            self.report()
+            raise
+        future.add_done_callback(self._written)
+        return future
+
+    def _written(self, future: asyncio.Future[None]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self.report()
 
     def finish(self) -> None:
         try:
@@ -243,9 +259,23 @@ class AppAnswer(AddFields):
         finally:
             self.report()
 
+    def set_close_callback(self, callback: Callable[[], None] | None) -> None:
+        """The handler's own callback (RequestHandler sets one), and an answer the client
+        left in the middle of logged like the pipeline's: with the status it had."""
+        if callback is None:
+            self._conn.set_close_callback(None)  # type: ignore[attr-defined]
+            return
+
+        def closed() -> None:
+            self.report()
+            callback()
+
+        self._conn.set_close_callback(closed)  # type: ignore[attr-defined]
+
     def report(self) -> None:
         """The access line and the metric of a claimed answer, once; nothing if no head
-        went out (a client that left before the app answered, as for the pipeline)."""
+        went out (a client that left before the app answered, as for the pipeline), or
+        if the app's request was not claimed (never when the mount passed it on)."""
         mount, request = self._mount, self.request
         if mount is None or request is None or not self.status:
             return

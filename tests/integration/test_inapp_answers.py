@@ -2,20 +2,30 @@
 (real loopback sockets, the documented example app, a real access-log file): one access
 line with outcome `app` and the request id, counted in the metrics, stamped with
 X-Request-Id and X-Scale0-Node; and Tornado's own `tornado.access` writes nothing at INFO
-for them nor for the admin listener's health checks."""
+for them nor for the admin listener's health checks. Then a mounted app alone on a `Front`
+on each wire: a streamed answer's bytes, an error of the app's, an answer the client left
+in the middle of, each logged and counted once."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from testkit.nodeproc import node_from
+import tornado.iostream
+import tornado.web
+from integration.test_front import read_response
+from testkit.nodeproc import node_from, poll
 from testkit.nodetoml import loopback_listeners
 
 from node import logsetup
+from node.accesslog import AccessLog
+from node.fastwire import FastHTTPServer
+from node.front import Front, TornadoAppMount, bound_port
+from node.http import Request, Response
 from node.server import Node
 
 pytestmark = pytest.mark.timeout(60)
@@ -97,3 +107,86 @@ async def test_health_checks_write_no_info_line(
     debug = [r for r in caplog.records if r.name == "tornado.access"]
     assert len(debug) == 1 and debug[0].levelno == logging.DEBUG
     assert "/_scale0/ready" in debug[0].getMessage()
+
+
+class Streamed(tornado.web.RequestHandler):
+    async def get(self) -> None:
+        for _ in range(3):
+            self.write(b"x" * 1000)
+            await self.flush()
+
+
+class Endless(tornado.web.RequestHandler):
+    async def get(self) -> None:
+        for _ in range(100_000):  # bounded; the client leaves long before
+            self.write(b"y" * 4096)
+            try:
+                await self.flush()
+            except tornado.iostream.StreamClosedError:
+                return
+
+
+class Teapot(tornado.web.RequestHandler):
+    def get(self) -> None:
+        raise tornado.web.HTTPError(418)
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[dict[str, object]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(record.getMessage()))
+
+
+@pytest.mark.parametrize("wire", ["fast", "tornado"])
+async def test_streamed_refused_and_abandoned_app_answers(wire: str) -> None:
+    logger = logging.getLogger(f"test.inapp.{wire}")
+    logger.propagate, records = False, Records()
+    logger.setLevel(logging.INFO)  # whatever the root logger's level
+    logger.addHandler(records)
+    seen: list[tuple[str, int, str, float]] = []
+    app = tornado.web.Application([(r"/stream", Streamed), (r"/endless", Endless),
+                                   (r"/teapot", Teapot)])
+
+    async def pipeline(request: Request) -> Response:
+        raise AssertionError("the mounted app's routes never reach the pipeline")
+
+    front = Front(pipeline, mount=TornadoAppMount(
+        app, stamp="t1; dc=x", observe=lambda *a: seen.append(a)))
+    front.access_log = AccessLog("json", node="t1", logger=logger)
+    if wire == "fast":
+        fast = FastHTTPServer(front)
+        port, stop = await fast.listen("127.0.0.1", 0), fast.stop
+    else:
+        server = front.listen(0, "127.0.0.1")
+        port, stop = bound_port(server), server.stop
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /stream HTTP/1.1\r\nHost: a.test\r\n\r\n"
+                     b"GET /teapot HTTP/1.1\r\nHost: a.test\r\nX-Request-Id: tea-1\r\n\r\n")
+        stream = await asyncio.wait_for(read_response(reader), 10)
+        teapot = await asyncio.wait_for(read_response(reader), 10)
+        writer.close()
+        assert stream.status == 200 and stream.body == b"x" * 3000
+        assert stream.get("Transfer-Encoding") == "chunked"
+        assert stream.get("X-Scale0-Node") == "t1; dc=x" and stream.get("X-Request-Id")
+        assert (teapot.status, teapot.get("X-Request-Id")) == (418, "tea-1")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /endless HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        await asyncio.wait_for(reader.readexactly(10_000), 10)
+        writer.transport.abort()  # the client leaves mid-answer
+        await poll(lambda: len(records.lines) == 3, "the abandoned answer's access line")
+    finally:
+        stop()
+    by_target = {str(line["target"]): line for line in records.lines}
+    assert {t: (r["status"], r["outcome"], r["node"]) for t, r in by_target.items()} == {
+        "/stream": (200, "app", "t1"), "/teapot": (418, "app", "t1"),
+        "/endless": (200, "app", "t1")}
+    assert by_target["/stream"]["bytes"] == 3000 and by_target["/teapot"]["request_id"] == "tea-1"
+    assert by_target["/stream"]["request_id"] == stream.get("X-Request-Id")
+    assert isinstance(sent := by_target["/endless"]["bytes"], int) and sent >= 10_000
+    assert sorted((s, st, o) for s, st, o, _ in seen) == [
+        ("", 200, "app"), ("", 200, "app"), ("", 418, "app")]
