@@ -117,26 +117,46 @@ def wsgi_handler(app: WSGIApp, concurrency: int = 8) -> Handler:
         try:
             return await asyncio.shield(head)
         except asyncio.CancelledError:
+            # Deadline or client gone. A thread cannot be stopped; if the app answers
+            # later with a stream, nobody reads it: cancel it, so the thread's next
+            # put fails and the thread comes back to the pool instead of waiting for ever.
             done.cancel()
+            head.add_done_callback(_drop_stream)
             raise
 
     return handle
 
 
+def _drop_stream(head: asyncio.Future[Response]) -> None:
+    if not head.cancelled() and not isinstance(body := head.result().body, bytes):
+        body.cancel()
+
+
 def _run(app: WSGIApp, env: dict[str, Any], loop: asyncio.AbstractEventLoop,
          head: asyncio.Future[Response]) -> None:
-    """In an app thread: call the app; hand the head back; stream the rest."""
+    """In an app thread: call the app; hand the head back; stream the rest.
+
+    The app's mistakes (raising, a non-iterable, str instead of bytes, no
+    start_response, start_response twice) are a 500 while the head is not out, a
+    failed stream (ABORT to the node) once it is."""
     state: list[Any] = []
     written: list[bytes] = []
+    answered = False
 
     def start_response(status: str, headers: list[tuple[str, str]],
                        exc_info: Any = None) -> Callable[[bytes], None]:
-        if exc_info and head.done():
-            raise exc_info[1].with_traceback(exc_info[2])
+        if exc_info:
+            if answered:
+                raise exc_info[1].with_traceback(exc_info[2])
+        elif state:
+            raise RuntimeError("start_response called twice without exc_info (PEP 3333)")
         state[:] = [status, headers]
-        return written.append  # the legacy write() callable
+        return lambda data: written.append(_bytes(data))  # the legacy write() callable
 
     def answer(resp: Response) -> None:
+        nonlocal answered
+        answered = True
+
         def settle() -> None:
             if not head.done():
                 head.set_result(resp)
@@ -150,7 +170,7 @@ def _run(app: WSGIApp, env: dict[str, Any], loop: asyncio.AbstractEventLoop,
         parts, size = list(written), sum(map(len, written))
         it = iter(result)
         for chunk in it:
-            if chunk:
+            if chunk := _bytes(chunk):
                 parts.append(chunk)
                 size += len(chunk)
             if size > CHUNK:
@@ -158,10 +178,11 @@ def _run(app: WSGIApp, env: dict[str, Any], loop: asyncio.AbstractEventLoop,
         else:
             answer(_response(state, b"".join(parts)))
             return
-        chan = BodyChannel(8)
-        answer(_response(state, chan))
+        stream = BodyChannel(8)
+        answer(_response(state, stream))
+        chan = stream
         for chunk in _chain(parts, it):
-            if chunk:
+            if chunk := _bytes(chunk):
                 asyncio.run_coroutine_threadsafe(chan.put(chunk), loop).result()
         loop.call_soon_threadsafe(chan.finish)
     except BodyError:
@@ -175,7 +196,17 @@ def _run(app: WSGIApp, env: dict[str, Any], loop: asyncio.AbstractEventLoop,
     finally:
         close = getattr(result, "close", None)
         if close is not None:
-            close()
+            try:
+                close()
+            except Exception as exc:  # the answer is settled; only say so
+                print(f"scale0 wsgi: the app's close() failed: {type(exc).__name__}: {exc}",
+                      file=sys.stderr)
+
+
+def _bytes(chunk: object) -> bytes:
+    if type(chunk) is not bytes:
+        raise TypeError(f"the app gave {type(chunk).__name__}, not bytes (PEP 3333)")
+    return chunk
 
 
 def _chain(first: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:

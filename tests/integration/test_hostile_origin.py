@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from testkit.hostileorigin import HostileOrigin
+from testkit.hostileorigin import HostileOrigin, settle
 
 from node.body import BodyChannel, read_body
 from node.http import BodyError, Headers, Request, Response
@@ -30,14 +30,6 @@ def req(target: str, method: str = "GET", body: bytes = b"", deadline: float = 0
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-async def settle(cond: Callable[[], bool], what: str, within: float = 10.0) -> None:
-    """Poll `cond` on the loop until it holds (bounded in time)."""
-    end = time.monotonic() + within
-    while not cond():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 def run(main: Main, **client_args: float) -> None:
