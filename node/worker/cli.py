@@ -55,6 +55,9 @@ def add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
     src.add_argument("--wsgi", metavar="MODULE:ATTR", help="a WSGI application object")
     src.add_argument("--app", metavar="MODULE:ATTR",
                      help="an async handler: async def handle(request) -> response")
+    p.add_argument("--read-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="--upstream: a response body silent this long between two reads "
+                        "is broken off, and the client's connection aborted (default 60)")
     p.add_argument("--name", help="name shown in the node's logs (default host:pid)")
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                    help="on SIGTERM, time allowed to finish requests in flight (default 10)")
@@ -89,7 +92,8 @@ def _handler(args: argparse.Namespace) -> tuple[Handler, Any]:
     if args.upstream:
         from node.worker.upstream import UpstreamClient
 
-        client = UpstreamClient(args.upstream, max_connections=args.concurrency)
+        client = UpstreamClient(args.upstream, max_connections=args.concurrency,
+                                read_timeout=args.read_timeout)
         return client, client
     if args.wsgi:
         from node.worker.wsgi import wsgi_handler
@@ -106,6 +110,9 @@ def run_worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.concurrency < 1:
         print("scale0 worker: --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    if not args.read_timeout > 0:  # also refuses nan
+        print("scale0 worker: --read-timeout must be more than 0", file=sys.stderr)
         return 2
     try:
         handler, closeable = _handler(args)

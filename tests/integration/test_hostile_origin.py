@@ -14,7 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from testkit.hostileorigin import HostileOrigin, settle
+from testkit.hostileorigin import HostileOrigin
+from testkit.nodeproc import poll
 
 from node.body import BodyChannel, read_body
 from node.http import BodyError, Headers, Request, Response
@@ -47,10 +48,10 @@ def run(main: Main, **client_args: float) -> None:
             assert (ok.status, ok.body) == (200, b"ok"), "the client stopped serving"
         finally:
             await client.close()
-        await settle(lambda: origin.open_conns == 0, "the origin's connections to close")
-        await settle(lambda: len(asyncio.all_tasks()) <= tasks, "the body pumps to end")
+        await poll(lambda: origin.open_conns == 0, "the origin's connections to close")
+        await poll(lambda: len(asyncio.all_tasks()) <= tasks, "the body pumps to end")
         await origin.close()
-        await settle(lambda: open_fds() <= fds, "no socket left open")
+        await poll(lambda: open_fds() <= fds, "no socket left open")
 
     asyncio.run(asyncio.wait_for(outer(), 45))
 
@@ -103,7 +104,7 @@ def test_an_answer_sent_later_on_an_idle_connection_is_dropped_with_it() -> None
         await asyncio.wait_for(origin.extra_sent.wait(), 10)
         # The unasked-for answer reaches the pooled connection's buffer (or came in the
         # same read as the answer, and the connection never went back to the pool).
-        await settle(lambda: not client._idle or any(getattr(c.reader, "_buffer", b"")
+        await poll(lambda: not client._idle or any(getattr(c.reader, "_buffer", b"")
                                                      for c in client._idle),
                      "the extra answer to arrive")
         again = await client(req("/ok"))

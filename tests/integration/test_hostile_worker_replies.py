@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from testkit.hostileorigin import HostileOrigin, settle
+from testkit.hostileorigin import HostileOrigin
+from testkit.nodeproc import poll
 
 from node.body import read_body
 from node.broker import Broker, BrokerConfig
@@ -36,7 +37,7 @@ async def with_worker(handler: Handler, main: Callable[[Ask], Awaitable[None]]) 
     w = Worker(broker.bound_endpoint, ["www"], 4, handler, heartbeat_interval=0.1)
     task = asyncio.create_task(w.run())
     try:
-        await settle(lambda: broker.has_free_slot("www"), "the worker to join")
+        await poll(lambda: broker.has_free_slot("www"), "the worker to join")
 
         async def ask(target: str, within: float = 5.0) -> tuple[int, Response | None]:
             request = Request("GET", target, Headers(), b"",

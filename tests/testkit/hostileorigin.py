@@ -14,22 +14,12 @@ import asyncio
 import socket
 import struct
 import sys
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
 W = asyncio.StreamWriter
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED"
-
-
-async def settle(cond: Callable[[], bool], what: str, within: float = 10.0) -> None:
-    """Poll `cond` on the running loop until it holds (bounded in time): `wait_until` for
-    conditions that only the loop itself can make true."""
-    end = time.monotonic() + within
-    while not cond():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 class HostileOrigin:
