@@ -413,17 +413,22 @@ class WireProtocol(asyncio.Protocol):
         self.close()
 
     def _fail(self, error: Scale0Error) -> None:
-        """Answer `error` unless an answer already began, then close.
-
-        The close lingers: we stop sending, then read and drop what the client is
-        still sending for a moment, because closing with unread bytes makes the
-        kernel send a reset that can destroy the answer before the client reads it."""
+        """Answer `error` unless an answer already began, then close — lingering, since
+        closing with unread bytes makes the kernel reset the connection, which can
+        destroy the answer before the client reads it."""
         self.events.clear()
         self.dead_parser = True
         conn = self.conn
         if conn is None or not conn.response_started:  # else only the close is left
             self.send(error_response(error.status, error.reason))
         log.info("closing %s: %s", self.context, error.reason)
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after the answer without a reset: stop sending, read and drop what the
+        client still sends for a moment (nginx's lingering close), then let go."""
+        self.events.clear()
+        self.dead_parser = True
         transport = self.transport
         if transport is None or self.closed or not transport.can_write_eof():
             self.close()
@@ -451,7 +456,10 @@ class WireProtocol(asyncio.Protocol):
         if conn is not self.conn:
             return
         if conn.disconnect_on_finish or self.server.stopping:
-            self.close()
+            if conn.read_finished:
+                self.close()
+            else:  # answered before the body was read (413, 503, ...): the client is still
+                self._linger()  # sending, and a plain close would reset its connection
             return
         if not conn.read_finished:
             return  # _end closes or finishes once the body is in
@@ -486,8 +494,8 @@ class WireProtocol(asyncio.Protocol):
 
     def expired(self, now: float) -> None:
         """The sweep found our deadline passed."""
-        if self.conn is not None and not self.conn.read_finished:
-            log.info("body timeout reading from %s", self.context)
+        if self.conn is not None and not self.conn.read_finished and not self.dead_parser:
+            log.info("body timeout reading from %s", self.context)  # not a lingering close
         self.deadline = 0.0
         if self.transport is not None:
             self.transport.abort()

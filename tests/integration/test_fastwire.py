@@ -7,6 +7,7 @@ exactly; the loop is uvloop, as in the node.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -54,6 +55,18 @@ class Limited(tornado.web.RequestHandler):
         self.write("small")
 
 
+@tornado.web.stream_request_body
+class Early(tornado.web.RequestHandler):
+    """Answers before reading the body, as a node does with 503 (no capacity) or 413."""
+
+    def prepare(self) -> None:
+        self.set_status(503)
+        self.finish("busy\n")
+
+    def data_received(self, chunk: bytes) -> None:
+        raise AssertionError("the body arrives after the answer")
+
+
 LIMITS = WireLimits(max_header_size=2048, max_body_size=50_000, idle_timeout=0.5,
                     header_timeout=2.0, high_water=64 * 1024, low_water=16 * 1024)
 
@@ -61,7 +74,7 @@ LIMITS = WireLimits(max_header_size=2048, max_body_size=50_000, idle_timeout=0.5
 def run(scenario: Callable[[FastHTTPServer, int], Awaitable[None]]) -> None:
     async def main() -> None:
         app = tornado.web.Application([(r"/", Echo), (r"/stream", Stream),
-                                       (r"/limited", Limited)])
+                                       (r"/limited", Limited), (r"/early", Early)])
         server = FastHTTPServer(app, limits=LIMITS)
         port = await server.listen("127.0.0.1", 0)
         try:
@@ -244,3 +257,32 @@ def test_stop_closes_idle_connections_and_refuses_new_ones() -> None:
         writer.close()
 
     run(scenario)
+
+
+def test_an_answer_before_the_body_reaches_a_client_still_sending_it() -> None:
+    """A client that sends its whole body before reading (http.client, requests) must get
+    the early answer: closing with its bytes unread would reset the connection under it."""
+    async def main() -> None:
+        server = FastHTTPServer(tornado.web.Application([(r"/early", Early)]),
+                                limits=WireLimits(max_body_size=64 << 20))
+        port = await server.listen("127.0.0.1", 0)
+
+        def post() -> tuple[int, bytes]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:  # far more than the socket buffers hold: still sending when answered
+                conn.request("POST", "/early", body=b"x" * (16 << 20), headers={"Host": "a"})
+                resp = conn.getresponse()
+                return resp.status, resp.read()
+            finally:
+                conn.close()
+
+        try:
+            assert await asyncio.to_thread(post) == (503, b"busy\n")
+            while server.connections:  # noqa: ASYNC110 - and the connection does end
+                await asyncio.sleep(0.01)  # polling a real condition, bounded by wait_for
+        finally:
+            server.stop()
+            await server.close_all_connections()
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(asyncio.wait_for(main(), 30))
