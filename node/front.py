@@ -56,6 +56,7 @@ log = logging.getLogger("scale0.front")
 
 Handler = Callable[[Request], Awaitable[Response]]
 _NO_BODY_STATUS = (204, 304)
+CLIENT_CLOSED = 499  # nginx's status for a request whose client left before the answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +322,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.gone = True
         if self.channel is not None:
             self.channel.fail("the client closed the connection")
+        if self.request is not None and not self.response_started:
+            # Logged like nginx's 499: the client left before any answer began.
+            self._access(CLIENT_CLOSED, Response(CLIENT_CLOSED, outcome="client-closed"))
         if self.task is not None:
             self.task.cancel()
         else:
