@@ -262,6 +262,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
             if inner is not None:
                 self.inner = inner  # the mounted app owns the exchange from here
                 answer.claim(mount, front.access_log, start_line, headers, front.scheme)
+                front._started(self)  # a drain waits for in-node answers too
+                answer.on_end = self._end
                 return inner.headers_received(start_line, headers)
         self._begin()
         limit = front.limits

@@ -205,6 +205,7 @@ class AppAnswer(AddFields):
         self.head_seconds = 0.0
         self._mount: Stamping | None = None
         self._access: AccessLog | None = None
+        self.on_end: Callable[[], None] | None = None  # the front's in-flight count, once
 
     def claim(self, mount: Stamping, access: AccessLog | None,
               start_line: RequestStartLine, headers: HTTPHeaders, scheme: str) -> None:
@@ -245,6 +246,7 @@ class AppAnswer(AddFields):
             future = write(*args)
         except BaseException:
             self.report()
+            self._ended()
             raise
         future.add_done_callback(self._written)
         return future
@@ -252,12 +254,19 @@ class AppAnswer(AddFields):
     def _written(self, future: asyncio.Future[None]) -> None:
         if future.cancelled() or future.exception() is not None:
             self.report()
+            self._ended()
 
     def finish(self) -> None:
         try:
             super().finish()
         finally:
             self.report()
+            self._ended()
+
+    def _ended(self) -> None:
+        end, self.on_end = self.on_end, None
+        if end is not None:
+            end()
 
     def set_close_callback(self, callback: Callable[[], None] | None) -> None:
         """The handler's own callback (RequestHandler sets one), and an answer the client
@@ -268,6 +277,7 @@ class AppAnswer(AddFields):
 
         def closed() -> None:
             self.report()
+            self._ended()
             callback()
 
         self._conn.set_close_callback(closed)  # type: ignore[attr-defined]

@@ -190,3 +190,34 @@ async def test_streamed_refused_and_abandoned_app_answers(wire: str) -> None:
     assert isinstance(sent := by_target["/endless"]["bytes"], int) and sent >= 10_000
     assert sorted((s, st, o) for s, st, o, _ in seen) == [
         ("", 200, "app"), ("", 200, "app"), ("", 418, "app")]
+
+
+@pytest.mark.parametrize("wire", ["fast", "tornado"])
+async def test_a_drain_waits_for_an_in_node_answer_in_flight(wire: str) -> None:
+    release = asyncio.Event()
+
+    class Slow(tornado.web.RequestHandler):
+        async def get(self) -> None:
+            await release.wait()  # still working when the drain begins
+            self.write("done")
+
+    async def pipeline(request: Request) -> Response:
+        raise AssertionError("the mounted app's routes never reach the pipeline")
+
+    front = Front(pipeline, mount=TornadoAppMount(tornado.web.Application([(r"/slow", Slow)])))
+    if wire == "fast":
+        fast = FastHTTPServer(front)
+        port = await fast.listen("127.0.0.1", 0)
+        front.adopt(fast)
+    else:
+        port = bound_port(front.listen(0, "127.0.0.1"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /slow HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    await poll(lambda: front.in_flight == 1, "the in-node answer counted in flight")
+    draining = asyncio.create_task(front.drain(10))
+    await poll(lambda: front.draining, "the drain begun")
+    release.set()
+    answer = await asyncio.wait_for(read_response(reader), 10)
+    assert (answer.status, answer.body) == (200, b"done")
+    assert await asyncio.wait_for(draining, 10)  # finished in time, nothing cut
+    writer.close()
