@@ -314,8 +314,11 @@ class CacheStage:
                 response, Outcome.MISS, fwd="uri-miss", fwd_status=response.status, detail=reason
             )
             if flight is not None:
-                # A refusal caused by this request alone must not mark the URL hit-for-miss.
-                (flight.abandon if reason in ("authorization", "no-store") else flight.release)()
+                # A refusal caused by this request alone (its Authorization) must not mark the
+                # URL hit-for-miss; any other is the answer's own (no-store, private, ...), and
+                # marks it, so later requests do not queue behind an uncacheable answer. (A
+                # request's own no-store never leads a flight: see _fetch.)
+                (flight.abandon if reason == "authorization" else flight.release)()
             return False
         variant = request_variant(get_all(response.headers, "vary"), ctx.request.headers) or ""
         headers = stored_header_items(response.headers)

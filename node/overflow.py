@@ -139,7 +139,7 @@ class OverflowDispatcher:
         return out
 
     async def dispatch(self, service: str, request: Request) -> Response:
-        share = self._share.setdefault(service, ShareMeter())
+        share = self._share.get(service) or self._share.setdefault(service, ShareMeter())
         policy = self.policy(service)
         deadline = request.deadline or (request.received + self.default_timeout)
         if (request.hops == 0 and not isinstance(request.body, bytes) and policy.enabled

@@ -153,6 +153,31 @@ def test_private_answers_release_waiters_in_parallel() -> None:
     run(main())
 
 
+@pytest.mark.parametrize("cache_control", ["no-store", "private, max-age=60"])
+def test_after_an_uncacheable_answer_requests_do_not_queue_behind_each_other(
+        cache_control: str) -> None:
+    """Hit-for-miss: once a URL answered uncacheably, identical misses go to the origin side
+    by side (a leader they wait for would double their latency, every time)."""
+    async def main() -> None:
+        stage, _, _ = make()
+        both_in = asyncio.Event()
+
+        async def answer(request: Request, count: int) -> Response:
+            if count == 2:
+                await both_in.wait()  # completes only if the third is in flight too
+            elif count == 3:
+                both_in.set()
+            return Response(200, Headers([("Cache-Control", cache_control)]), b"live")
+
+        origin = Origin(answer)
+        await stage(get(), origin)
+        second, third = await asyncio.wait_for(
+            asyncio.gather(stage(get(), origin), stage(get(), origin)), 5)
+        assert (second.body, third.body) == (b"live", b"live") and origin.calls == 3
+
+    run(main())
+
+
 def test_stale_while_revalidate_refreshes_once_in_background() -> None:
     async def main() -> None:
         stage, clock, _ = make()
