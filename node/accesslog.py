@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -124,8 +125,14 @@ def record_of(
     )
 
 
+_PLAIN = re.compile(r'[!#-\[\]-~]*')  # printable ASCII without space, " and \\
+_PLAIN_QUOTED = re.compile(r'[ !#-\[\]-~]*')  # the same, space allowed
+
+
 def _escape(value: str, quote: bool = False) -> str:
     """Printable ASCII stays; `"`, `\\`, controls and non-ASCII become escapes."""
+    if (_PLAIN_QUOTED if quote else _PLAIN).fullmatch(value):
+        return value  # the common case, without a loop over the characters
     out: list[str] = []
     for ch in value:
         o = ord(ch)
@@ -182,6 +189,7 @@ class AccessLog:
         extra_headers: Sequence[str] = (),
         logger: logging.Logger = access_log,
         wall: Callable[[], float] = time.time,
+        sink: Callable[[str], None] | None = None,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"--log-format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -190,11 +198,12 @@ class AccessLog:
         self._extra = tuple(extra_headers)
         self._logger = logger
         self._wall = wall
+        self._sink = sink  # node.logsetup's buffer: lines without a LogRecord each
 
     @property
     def enabled(self) -> bool:
         """Whether a line would be written (so callers can skip building one)."""
-        return self._logger.isEnabledFor(logging.INFO)
+        return self._sink is not None or self._logger.isEnabledFor(logging.INFO)
 
     def log(
         self,
@@ -206,10 +215,13 @@ class AccessLog:
         status: int | None = None,
     ) -> None:
         """Log one finished request (`duration` in seconds, `sent_bytes` of body)."""
-        if not self._logger.isEnabledFor(logging.INFO):
+        if self._sink is None and not self._logger.isEnabledFor(logging.INFO):
             return
         rec = record_of(
             request, response, sent_bytes=sent_bytes, duration=duration, wall=self._wall(),
             node=self._node, status=status, extra_headers=self._extra,
         )
-        self._logger.info("%s", self._format(rec))
+        if self._sink is not None:
+            self._sink(self._format(rec))
+        else:
+            self._logger.info("%s", self._format(rec))

@@ -136,3 +136,65 @@ def test_iso_time_matches_datetime_to_the_millisecond(wall: float) -> None:
 
     expected = datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")
     assert iso_time(wall) == expected.replace("+00:00", "Z")
+
+
+def _escape_reference(value: str, quote: bool) -> str:
+    """The character-by-character rule the fast path must agree with."""
+    out = []
+    for ch in value:
+        o = ord(ch)
+        if ch in '"\\' or (not quote and ch == " "):
+            out.append(f"\\x{o:02x}")
+        elif 0x20 <= o < 0x7F:
+            out.append(ch)
+        elif o <= 0xFF:
+            out.append(f"\\x{o:02x}")
+        else:
+            out.append(f"\\u{o:04x}" if o <= 0xFFFF else f"\\U{o:08x}")
+    return "".join(out)
+
+
+@given(st.text(max_size=40) | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E)),
+       st.booleans())
+def test_escaping_has_one_rule_fast_or_not(value: str, quote: bool) -> None:
+    from node.accesslog import _escape
+
+    assert _escape(value, quote) == _escape_reference(value, quote)
+
+
+def test_the_buffer_writes_lines_in_batches_and_on_flush() -> None:
+    import io
+
+    from node.logsetup import LineBuffer
+
+    stream = io.StringIO()
+    target = logging.StreamHandler(stream)
+    buffer = LineBuffer(target, capacity=3)
+    log = AccessLog("text", sink=buffer.write_line, wall=lambda: 0.0)
+    request = Request("GET", "/a", Headers([("Host", "h")]), host="h")
+    for _ in range(2):
+        log.log(request, Response(200, outcome="local"), sent_bytes=1, duration=0.0)
+    assert stream.getvalue() == ""  # held: fewer lines than the buffer takes
+    log.log(request, Response(200, outcome="local"), sent_bytes=1, duration=0.0)
+    assert len(stream.getvalue().splitlines()) == 3  # full: one write
+    log.log(request, Response(404, outcome="local"), sent_bytes=1, duration=0.0)
+    buffer.flush()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 4 and " 404 " in lines[-1] and '"GET /a"' in lines[-1]
+    record = logging.LogRecord("scale0.access", logging.WARNING, "", 0, "odd", None, None)
+    buffer.handle(record)  # another part's warning through the logger: written at once
+    assert stream.getvalue().splitlines()[-1] == "odd"
+
+
+def test_a_failed_write_loses_the_lines_not_the_node() -> None:
+    import io
+
+    from node.logsetup import LineBuffer
+
+    stream = io.StringIO()
+    buffer = LineBuffer(logging.StreamHandler(stream), capacity=10)
+    buffer.write_line("one")
+    stream.close()
+    buffer.flush()  # ValueError on a closed stream: reported, not raised
+    buffer.write_line("two")
+    assert buffer.lines == ["two"]
