@@ -112,6 +112,22 @@ class Detector:
             w.probe_at = None
             self._earliest = min(self._earliest, w.last + self.config.window_min)
 
+    def restarted(self, member: str, now: float) -> bool:
+        """``member`` spoke at a higher incarnation (a restart, or a refutation) after
+        missing at least a beat: its old gaps and silence say nothing about the new
+        process, whose first beats may wait for the subscriber's reconnect backoff
+        (ZeroMQ's grows to seconds while a peer is down). A fresh full window, as for a
+        new follow; True when this happened, so the core redials its publisher. Without
+        it a node back from kill -9 was suspected by everyone a moment after its
+        return (tests/e2e/test_gossip_churn_e2e.py)."""
+        w = self._watches.get(member)
+        if w is None or (w.probe_at is None and now - w.heard <= self.config.interval):
+            return False
+        self._watches[member] = _Watch(now, deque(maxlen=self.config.samples), now,
+                                       nonce=w.nonce)
+        self._earliest = min(self._earliest, now + self.config.window_min)
+        return True
+
     def window(self, member: str) -> float:
         """Current silence allowance for ``member``."""
         c = self.config

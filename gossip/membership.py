@@ -352,6 +352,10 @@ class Membership:
             if m is None or n.incarnation > m.incarnation:
                 self._set(n.id, n.dc, n.addresses, n.incarnation, "alive", now)
                 self.detector.clear(n.id)
+                addr = self._following.get(n.id)
+                if m is not None and addr == n.addresses.gossip and self.detector.restarted(
+                        n.id, now):  # redial now: the SUB's reconnect backoff may be long
+                    out += [Unsubscribe(addr), Subscribe(addr)]
                 self._changed(n, out)
             return
         if m is None:
