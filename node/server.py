@@ -51,7 +51,7 @@ from node.pipeline import Pipeline
 from node.reload import Settings, build, needs_restart
 from node.replication import Replicator
 from node.security import Security
-from node.services import service_of_key
+from node.services import DEFAULT_SERVICE, service_of_key
 from node.stage import Next, Stage
 from node.statichits import StaticHits
 
@@ -146,9 +146,13 @@ class Node:
         self.static_hits = StaticHits() if config.http_server == "fast" else None
         self.prepared: HitCache | None = None
         self._stop = asyncio.Event()
+        # Until then `default` counts as offered (see `_services`); set by start().
+        self._warm_until = 0.0
 
     async def start(self) -> None:
         cfg = self.config
+        beats = cfg.workers.heartbeat_interval
+        self._warm_until = time.monotonic() + beats * (cfg.workers.heartbeat_liveness + 1)
         self.security = security = Security(cfg)  # refuses to start half-protected
         self.reload_hooks.append(security.reload)
         broker = Broker(dataclasses.replace(broker_config(cfg.workers), secure=security.secure),
@@ -369,10 +373,20 @@ class Node:
                                        lambda: _listen(server, port, host))
         self.admin_port = bound_port(self.admin_server)
 
-    @staticmethod
-    def _services(broker: Broker, mesh: MeshMember) -> set[str]:
-        """Services offered here or by any peer we know of."""
-        return broker.services() | mesh.table.services()
+    def _services(self, broker: Broker, mesh: MeshMember) -> set[str]:
+        """Services offered here or by any peer we know of.
+
+        For the first worker-liveness period after start (heartbeat_interval x
+        (heartbeat_liveness + 1)), `default` counts as offered even before anyone offers
+        it: a node restarted on its ports is reached by its workers (they heartbeat,
+        hear DISCONNECT, say READY again) and its peers' reports only within that
+        period, and a request that comes first waits for them in the queue. Without
+        this, a rolling restart answered 404 "no 'default' service" for the second or
+        two between the listener opening and the first worker's READY."""
+        known = broker.services() | mesh.table.services()
+        if DEFAULT_SERVICE not in known and time.monotonic() < self._warm_until:
+            known.add(DEFAULT_SERVICE)
+        return known
 
     def stop(self) -> None:
         """Ask `run()` to drain and return (what SIGTERM does)."""

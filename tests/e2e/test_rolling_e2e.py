@@ -1,0 +1,316 @@
+"""An operator's day on a live node, with real processes: rolling worker restarts
+and a worker frozen (SIGSTOP) while it holds requests, all under a closed-loop
+client. Every process is a real `scale0 node` / `scale0 worker` on loopback,
+killed by its own PID; loops are bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from testkit.meshnodes import MeshNode, unique_port, worker
+from testkit.procs import Proc, scale0_bin, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+
+APPS = Path(__file__).parent / "apps"
+
+
+def _connects(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Day:
+    """An origin (tests/e2e/apps/origin.py) and one node; workers come and go."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        port = unique_port()
+        python = str(Path(scale0_bin()).with_name("python"))
+        env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(APPS),
+                                                           os.environ.get("PYTHONPATH")]))}
+        self.origin = Proc([python, "-m", "origin", str(port)], tmp / "origin.log", env=env)
+        self.upstream = f"http://127.0.0.1:{port}"
+        self.node = MeshNode(tmp, "day", extra=["--cache", "none", "--log-level", "INFO"])
+        self.node.start()
+        self.workers: list[Proc] = []
+        wait_until(self.node.health, timeout=20, what="the node's admin listener")
+        wait_until(lambda: _connects(port), timeout=20, what="the origin")
+
+    def worker(self, tag: str, concurrency: int = 4) -> Proc:
+        proc = worker(self.tmp, self.node, self.upstream, concurrency=concurrency,
+                      tag=f"-{tag}-{len(self.workers)}")
+        self.workers.append(proc)
+        return proc
+
+    def wait_workers(self, count: int) -> None:
+        wait_until(lambda: self.node.workers_of() == count, timeout=20,
+                   what=f"{count} worker(s) on the node")
+
+    def logs(self) -> str:
+        parts = [self.node.log_tail(4000)]
+        parts += [f"--- {p.log_path.name}\n{p.output()[-2000:]}" for p in self.workers]
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        for proc in reversed(self.workers):
+            proc.stop()
+        self.node.stop()
+        self.origin.stop()
+
+
+@pytest.fixture
+def day(tmp_path: Path) -> Iterator[Day]:
+    d = Day(tmp_path)
+    try:
+        yield d
+    except BaseException:
+        print(d.logs())
+        raise
+    finally:
+        d.stop()
+
+
+class Loop:
+    """`threads` closed-loop GET clients until stopped; `_run(n)` is one client."""
+
+    def __init__(self, threads: int, limit: int = 3000) -> None:
+        self.limit = limit
+        self.failures: list[str] = []
+        self.refused = 0
+        self.done = 0
+        self.lock = threading.Lock()
+        self.halt = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(n,)) for n in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, n: int) -> None:
+        raise NotImplementedError
+
+    def _get(self, conn: http.client.HTTPConnection, target: str, label: str) -> bool:
+        """One GET, its failure noted; False if the connection broke."""
+        ok = True
+        try:
+            conn.request("GET", target)
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200 or body != b"slow done":
+                self.failures.append(f"{label}: {resp.status} {body[:100]!r}")
+        except (OSError, http.client.HTTPException) as exc:
+            self.failures.append(f"{label}: {exc!r}")
+            ok = False
+        with self.lock:
+            self.done += 1
+        return ok
+
+    def passed(self, more: int, timeout: float = 20) -> None:
+        """Wait until `more` further GETs completed."""
+        target = self.done + more
+        wait_until(lambda: self.done >= target, timeout=timeout, what=f"{more} more GETs")
+
+    def stop(self) -> None:
+        self.halt.set()
+        for t in self.threads:
+            t.join(40)
+
+
+class Client(Loop):
+    """Closed-loop GETs of `path` on one keep-alive connection per client."""
+
+    def __init__(self, port: int, path: str, threads: int = 4) -> None:
+        self.port = port
+        self.path = path
+        super().__init__(threads)
+
+    def _run(self, n: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        for i in range(self.limit):  # bounded in count; each GET bounded by the timeout
+            if self.halt.is_set():
+                break
+            if not self._get(conn, f"{self.path}&c={n}&i={i}", f"{n}/{i}"):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.close()
+
+
+def test_rolling_restart_of_two_workers_loses_no_get(day: Day) -> None:
+    first = day.worker("a")
+    day.worker("b")
+    day.wait_workers(2)
+    client = Client(day.node.http, "/slow?ms=30")
+    try:
+        client.passed(40)
+        for tag in ("a2", "b2"):
+            old = first if tag == "a2" else day.workers[1]
+            assert old.terminate(15) == 0, day.logs()
+            client.passed(20)  # the survivor carries the load alone
+            day.worker(tag)
+            day.wait_workers(2)
+            client.passed(20)
+    finally:
+        client.stop()
+    assert not client.failures, client.failures[:5]
+    stats = day.node.health()
+    assert client.done >= 120, stats
+
+
+def _app_worker(day: Day, tag: str, concurrency: int = 2) -> Proc:
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(APPS), os.environ.get("PYTHONPATH")]))}
+    proc = Proc([scale0_bin(), "worker", "--node", day.node.workers, "--service", "default",
+                 "--concurrency", str(concurrency), "--app", "heldapp:handle"],
+                day.tmp / f"worker-{tag}-{len(day.workers)}.log", env=env)
+    day.workers.append(proc)
+    return proc
+
+
+def _ask(port: int, method: str, path: str, out: list[tuple[int, bytes]]) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=b"x" * 100 if method == "POST" else None)
+        resp = conn.getresponse()
+        out.append((resp.status, resp.read()))
+    except (OSError, http.client.HTTPException) as exc:
+        out.append((-1, repr(exc).encode()))
+    finally:
+        conn.close()
+
+
+def _dropped(day: Day) -> int:
+    """Replies the node dropped from workers it no longer counts or gave nothing to."""
+    conn = http.client.HTTPConnection("127.0.0.1", day.node.admin, timeout=5)
+    try:
+        conn.request("GET", "/_scale0/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    total = 0
+    for line in text.splitlines():
+        if line.startswith("scale0_frames_dropped_total{") and 'socket="workers"' in line and (
+                'reason="dropped_replies"' in line or 'reason="unknown_worker"' in line):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def test_a_frozen_worker_post_fails_get_is_retried_and_thawed_replies_are_dropped(
+        day: Day) -> None:
+    frozen = _app_worker(day, "frozen")
+    day.wait_workers(1)
+    frozen_pid = str(frozen.pid).encode()
+    get: list[tuple[int, bytes]] = []
+    post: list[tuple[int, bytes]] = []
+    threads = [threading.Thread(target=_ask, args=(day.node.http, "GET", "/g?ms=1500", get)),
+               threading.Thread(target=_ask, args=(day.node.http, "POST", "/p?ms=1500", post))]
+    for t in threads:
+        t.start()
+    wait_until(lambda: day.node.health()["workers"]["default"]["in_flight"] == 2, timeout=10,
+               what="a GET and a POST held by the worker")
+    frozen.signal(signal.SIGSTOP)
+    _app_worker(day, "spare")
+    for t in threads:
+        t.join(20)
+    # The GET ran again on the spare; the POST may have had its effect: failed, not repeated.
+    assert len(get) == 1 and get[0][0] == 200 and frozen_pid not in get[0][1], get
+    assert len(post) == 1 and post[0][0] in (502, 503, 504), post
+    wait_until(lambda: day.node.workers_of() == 1, timeout=10, what="only the spare counted")
+    before = _dropped(day)
+    frozen.signal(signal.SIGCONT)
+    wait_until(lambda: day.node.workers_of() == 2, timeout=20, what="the thawed worker back")
+    # Thawed, it either sends its two late replies (the node drops and counts them: both
+    # requests are settled) or, finding the node silent for as long as it was frozen,
+    # reconnects afresh and forgets them; never does a late reply reach a client.
+    wait_until(lambda: _dropped(day) >= before + 2 or "reconnecting" in frozen.output(),
+               timeout=10, what="the thawed worker's late replies dropped, or it reconnected")
+    answers: set[bytes] = set()
+    for i in range(20):  # bounded: both workers answer fresh requests again
+        out: list[tuple[int, bytes]] = []
+        _ask(day.node.http, "GET", f"/after?i={i}", out)
+        assert out[0][0] == 200, out
+        answers.add(out[0][1])
+    assert len(answers) == 2, answers
+
+
+class Spread(Loop):
+    """Closed-loop GET clients, each going round-robin over the nodes' HTTP ports on a
+    fresh connection per GET. A refused connect (the node is down: DNS's job) is
+    counted apart; any other failure of a GET the node accepted is a failure."""
+
+    def __init__(self, ports: list[int], threads: int = 6) -> None:
+        self.ports = ports
+        super().__init__(threads)
+
+    def _run(self, n: int) -> None:
+        for i in range(self.limit):  # bounded in count; each GET bounded by the timeout
+            if self.halt.is_set():
+                break
+            port = self.ports[(n + i) % len(self.ports)]
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+            try:
+                conn.connect()
+            except ConnectionRefusedError:
+                with self.lock:
+                    self.refused += 1
+                conn.close()
+                continue
+            self._get(conn, f"/slow?ms=40&c={n}&i={i}", f"{port} {n}/{i}")
+            conn.close()
+
+
+def test_rolling_restart_of_three_nodes_loses_no_accepted_get(tmp_path: Path) -> None:
+    python = str(Path(scale0_bin()).with_name("python"))
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(APPS), os.environ.get("PYTHONPATH")]))}
+    port = unique_port()
+    origin = Proc([python, "-m", "origin", str(port)], tmp_path / "origin.log", env=env)
+    upstream = f"http://127.0.0.1:{port}"
+    extra = ["--cache", "none", "--log-level", "INFO"]
+    first = MeshNode(tmp_path, "r0", extra=extra)
+    nodes = [first] + [MeshNode(tmp_path, f"r{i}", seed=first.peer, extra=extra)
+                       for i in (1, 2)]
+    procs: list[Proc] = [origin]
+    client: Spread | None = None
+    try:
+        for node in nodes:
+            node.start()
+            wait_until(node.health, timeout=20, what=f"{node.name} up")
+            # One slot each: the clients' six at once overflow to peers all the time.
+            procs.append(worker(tmp_path, node, upstream, concurrency=1))
+        for node in nodes:
+            wait_until(lambda n=node: n.workers_of() == 1, timeout=20, what="workers")
+            wait_until(lambda n=node: sum(s == "alive" for s, _ in n.views().values()) == 3,
+                       timeout=20, what=f"{node.name} sees all three alive")
+        client = Spread([n.http for n in nodes])
+        client.passed(40)
+        for node in nodes:
+            assert node.proc is not None
+            assert node.proc.terminate(25) == 0
+            client.passed(20)
+            if node.seed is None:  # the first node comes back through a running one
+                node.seed = nodes[1].peer
+            node.start()
+            wait_until(lambda n=node: n.workers_of() == 1, timeout=20, what="worker back")
+            wait_until(lambda n=node: all(
+                sum(s == "alive" for s, _ in o.views().values()) == 3 for o in nodes),
+                timeout=20, what=f"{node.name} alive everywhere again")
+            client.passed(20)
+        client.stop()
+        assert not client.failures, (client.failures[:5], len(client.failures), client.done)
+    except BaseException:
+        for node in nodes:
+            print(node.log_tail(3000))
+        raise
+    finally:
+        if client is not None:
+            client.stop()
+        for proc in reversed(procs):
+            proc.stop()
+        for node in nodes:
+            node.stop()
