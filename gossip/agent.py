@@ -10,7 +10,10 @@ listeners (the load table), `Deliver` reaches the `on_reliable` handler of its k
 
 Joining: every seed (and every peer mDNS finds) is sent a SnapshotRequest, round
 robin, with exponential backoff and jitter, until one answers with a Snapshot;
-from then on everything is learned by gossip. Stopping says LEAVE twice over: on
+from then on everything is learned by gossip. A seed that later is no live member of
+the view (a partition outlived `dead_retention`: each side forgot the other) is asked
+again every `rejoin_beats` intervals, which merges the halves once the link heals.
+Stopping says LEAVE twice over: on
 PUB (lossy) and straight to a sample of live members over the peer socket, waiting
 briefly for their acknowledgements. `abort()` closes the sockets without a word,
 which is what a crash looks like to the others.
@@ -100,6 +103,9 @@ class AgentConfig:
     discover: str | None = None  # "mdns", or None
     join_backoff: float = 0.25  # first retry delay; doubles up to join_backoff_max
     join_backoff_max: float = 10.0
+    # After the join, a seed that is no live member of our view is asked again every this
+    # many `gossip.interval`s (+-25%): one small request, only while the seed is lost.
+    rejoin_beats: float = 5.0
     send_timeout: float = 1.0  # one peer message and its answers
     leave_fanout: int = 32  # live members told of our LEAVE directly
     leave_timeout: float = 1.0  # how long stop() waits for their acknowledgements
@@ -143,6 +149,7 @@ class GossipAgent:
         self._tasks: set[asyncio.Task[None]] = set()
         self._seeds: list[str] = list(config.seeds)
         self._seed_added = asyncio.Event()
+        self._seed_ids: dict[str, str] = {}  # seed endpoint -> the id that answered there
         self._discovery: MdnsDiscovery | None = None
         self.joined = asyncio.Event()
         self.counters: dict[str, Counter[str]] = {"in": Counter(), "out": Counter(),
@@ -168,6 +175,7 @@ class GossipAgent:
         self._spawn(self._ticker())
         if self._seeds or self.config.discover:
             self._spawn(self._join())
+            self._spawn(self._rejoin())
         if self.config.discover == "mdns":
             self._discovery = MdnsDiscovery(info.id, info.dc, addrs.peer, self.add_seed)
             await self._discovery.start()
@@ -284,6 +292,29 @@ class GossipAgent:
                 await asyncio.wait_for(self._seed_added.wait(), jittered)
             except TimeoutError:
                 pass
+
+    def _lost_seeds(self) -> list[str]:
+        """Seeds that are not a live member of our view (by the id that answered there, else
+        by peer address): a partition that outlived `dead_retention` leaves each side with
+        no word of the other, and nobody on either side would ever ask again."""
+        assert self.membership is not None
+        live = [v for v in self.membership.members() if v.state in ("alive", "suspect")]
+        ids, peers = {v.id for v in live}, {v.addresses.peer for v in live}
+        return [s for s in self._seeds if s != self.self_info.addresses.peer
+                and self._seed_ids.get(s) not in ids and s not in peers]
+
+    async def _rejoin(self) -> None:
+        """Once joined, ask a lost seed (`_lost_seeds`) for a snapshot every `rejoin_beats`
+        intervals: our pushed Alive and its answer merge two halves of a healed partition."""
+        await self.joined.wait()
+        every = self.config.rejoin_beats * self.config.gossip.interval
+        turn = 0
+        while True:
+            await asyncio.sleep(every * self._rng.uniform(0.75, 1.25))  # a timer
+            lost = self._lost_seeds()
+            if lost and self.membership is not None:
+                turn += 1
+                await self._send("", lost[turn % len(lost)], self.membership.snapshot_request())
 
     # -- inbound ------------------------------------------------------------------
     def _decode(self, frames: list[bytes] | tuple[bytes, ...], where: str) -> Message | None:
@@ -419,4 +450,6 @@ class GossipAgent:
                 # Only what we asked for, from whom we asked (a seed's id is not known yet).
                 self.transport.drops.drop("answer:unexpected", type(answer).__name__)
                 continue
+            if isinstance(answer, Snapshot) and not member_id:
+                self._seed_ids[address] = answer.sender  # who this seed is, for `_lost_seeds`
             self._absorb(answer)
