@@ -29,22 +29,29 @@ def _connects(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _env() -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(APPS), os.environ.get("PYTHONPATH")]))}
+
+
+def _origin(tmp: Path) -> tuple[Proc, str]:
+    """tests/e2e/apps/origin.py on a fresh port, accepting; (process, its URL)."""
+    port = unique_port()
+    python = str(Path(scale0_bin()).with_name("python"))
+    origin = Proc([python, "-m", "origin", str(port)], tmp / "origin.log", env=_env())
+    wait_until(lambda: _connects(port), timeout=20, what="the origin")
+    return origin, f"http://127.0.0.1:{port}"
+
+
 class Day:
     """An origin (tests/e2e/apps/origin.py) and one node; workers come and go."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        port = unique_port()
-        python = str(Path(scale0_bin()).with_name("python"))
-        env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(APPS),
-                                                           os.environ.get("PYTHONPATH")]))}
-        self.origin = Proc([python, "-m", "origin", str(port)], tmp / "origin.log", env=env)
-        self.upstream = f"http://127.0.0.1:{port}"
+        self.origin, self.upstream = _origin(tmp)
         self.node = MeshNode(tmp, "day", extra=["--cache", "none", "--log-level", "INFO"])
         self.node.start()
         self.workers: list[Proc] = []
         wait_until(self.node.health, timeout=20, what="the node's admin listener")
-        wait_until(lambda: _connects(port), timeout=20, what="the origin")
 
     def worker(self, tag: str, concurrency: int = 4) -> Proc:
         proc = worker(self.tmp, self.node, self.upstream, concurrency=concurrency,
@@ -165,10 +172,9 @@ def test_rolling_restart_of_two_workers_loses_no_get(day: Day) -> None:
 
 
 def _app_worker(day: Day, tag: str, concurrency: int = 2) -> Proc:
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(APPS), os.environ.get("PYTHONPATH")]))}
     proc = Proc([scale0_bin(), "worker", "--node", day.node.workers, "--service", "default",
                  "--concurrency", str(concurrency), "--app", "heldapp:handle"],
-                day.tmp / f"worker-{tag}-{len(day.workers)}.log", env=env)
+                day.tmp / f"worker-{tag}-{len(day.workers)}.log", env=_env())
     day.workers.append(proc)
     return proc
 
@@ -266,11 +272,7 @@ class Spread(Loop):
 
 
 def test_rolling_restart_of_three_nodes_loses_no_accepted_get(tmp_path: Path) -> None:
-    python = str(Path(scale0_bin()).with_name("python"))
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(APPS), os.environ.get("PYTHONPATH")]))}
-    port = unique_port()
-    origin = Proc([python, "-m", "origin", str(port)], tmp_path / "origin.log", env=env)
-    upstream = f"http://127.0.0.1:{port}"
+    origin, upstream = _origin(tmp_path)
     extra = ["--cache", "none", "--log-level", "INFO"]
     first = MeshNode(tmp_path, "r0", extra=extra)
     nodes = [first] + [MeshNode(tmp_path, f"r{i}", seed=first.peer, extra=extra)
@@ -313,4 +315,50 @@ def test_rolling_restart_of_three_nodes_loses_no_accepted_get(tmp_path: Path) ->
         for proc in reversed(procs):
             proc.stop()
         for node in nodes:
+            node.stop()
+
+
+def test_a_draining_node_turns_forwards_away_instead_of_failing_them(tmp_path: Path) -> None:
+    """A, draining, still finishes a slow GET B forwarded to it; a GET B forwards while
+    A waits for it must be turned away as busy (B runs it elsewhere), never a 503."""
+    origin, upstream = _origin(tmp_path)
+    a = MeshNode(tmp_path, "a", extra=["--cache", "none", "--log-level", "INFO"])
+    b = MeshNode(tmp_path, "b", seed=a.peer, extra=["--cache", "none", "--log-level", "INFO"])
+    procs = [origin]
+    try:
+        for node, slots in ((a, 2), (b, 1)):
+            node.start()
+            wait_until(node.health, timeout=20, what=f"{node.name} up")
+            procs.append(worker(tmp_path, node, upstream, concurrency=slots))
+            wait_until(lambda n=node: n.workers_of() == 1, timeout=20, what="its worker")
+        wait_until(lambda: b.views().get("a", ("",))[0] == "alive"
+                   and b.service().get("workers") == 1
+                   and any(r["id"] == "a" and r.get("services", {}).get("default")
+                           for r in b.mesh()["nodes"]),
+                   timeout=20, what="b sees a and its slots")
+        held: list[tuple[int, bytes]] = []
+        threads = [threading.Thread(target=_ask, args=(b.http, "GET", f"/slow?ms=4000&h={i}",
+                                                       held)) for i in range(2)]
+        for t in threads:  # one fills b's slot, the other overflows to a
+            t.start()
+        wait_until(lambda: a.health()["workers"]["default"]["in_flight"] == 1, timeout=10,
+                   what="a forwarded GET running on a")
+        assert a.proc is not None
+        a.proc.signal(signal.SIGTERM)
+        wait_until(lambda: not _connects(a.http), timeout=10, what="a's listener closed")
+        late: list[tuple[int, bytes]] = []
+        _ask(b.http, "GET", "/slow?ms=10&late=1", late)  # b's slot is busy: a looks free
+        for t in threads:
+            t.join(20)
+        assert held == [(200, b"slow done")] * 2, held
+        assert late == [(200, b"slow done")], late
+        assert a.proc.popen.wait(20) == 0
+    except BaseException:
+        for node in (a, b):
+            print(node.log_tail(3000))
+        raise
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        for node in (a, b):
             node.stop()
