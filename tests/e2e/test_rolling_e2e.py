@@ -362,3 +362,65 @@ def test_a_draining_node_turns_forwards_away_instead_of_failing_them(tmp_path: P
             proc.stop()
         for node in (a, b):
             node.stop()
+
+
+def _config(alt: bool, timeout: float, broken: bool = False) -> str:
+    text = f"[services.default]\ntimeout = {timeout}\n"
+    if alt:  # the clients' path moves to the alt service (its own worker, same origin)
+        text += '[services.alt]\nroutes = ["127.0.0.1/slow"]\n'
+    if broken:
+        text += '[services.broken]\noverflow = "sideways"\n'
+    return text
+
+
+def test_sighup_under_load_swaps_routes_and_services_and_refuses_a_broken_file(
+        tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(_config(alt=False, timeout=30))
+    origin, upstream = _origin(tmp_path)
+    node = MeshNode(tmp_path, "hup", extra=["--cache", "none", "--log-level", "INFO",
+                                            "--config", str(config)])
+    procs = [origin]
+    client: Client | None = None
+    try:
+        node.start()
+        wait_until(node.health, timeout=20, what="the node up")
+        procs.append(worker(tmp_path, node, upstream, concurrency=4))
+        procs.append(worker(tmp_path, node, upstream, concurrency=4, service="alt", tag="-alt"))
+        wait_until(lambda: node.workers_of() == 1 and node.workers_of("alt") == 1, timeout=20,
+                   what="both workers")
+        assert node.proc is not None
+        proc = node.proc
+        held: list[tuple[int, bytes]] = []
+        slow = threading.Thread(target=_ask, args=(node.http, "GET", "/slow?ms=2500&held=1",
+                                                   held))
+        slow.start()
+        client = Client(node.http, "/slow?ms=20")
+        client.passed(30)
+        steps = [(True, 1.0, False), (True, 1.0, True), (False, 30.0, False),
+                 (False, 30.0, True), (True, 30.0, False)]
+        for n, (alt, timeout, broken) in enumerate(steps, 1):
+            config.write_text(_config(alt, timeout, broken))
+            proc.signal(signal.SIGHUP)
+            word = "config refused" if broken else "SIGHUP: reloaded"
+            want = sum(1 for a, t, b in steps[:n] if b == broken)
+            wait_until(lambda w=word, c=want: proc.output().count(w) >= c, timeout=10,
+                       what=f"reload {n} logged")
+            client.passed(20)
+        slow.join(20)
+        client.stop()
+        # The held GET keeps the 30 s timeout it started with, though a reload said 1 s.
+        assert held == [(200, b"slow done")], held
+        assert not client.failures, (client.failures[:5], len(client.failures))
+        served = {line.split()[-2] for line in proc.output().splitlines()
+                  if "GET /slow?ms=20" in line}
+        assert served >= {"default", "alt"}, served
+    except BaseException:
+        print(node.log_tail(4000))
+        raise
+    finally:
+        if client is not None:
+            client.stop()
+        for p in reversed(procs):
+            p.stop()
+        node.stop()
