@@ -2,7 +2,9 @@
 
 Start order binds the worker socket first (workers reconnect to it on their
 own), then the admin listener, then the public HTTP listener last, so the node
-never accepts a client it cannot serve. SIGTERM or SIGINT drains in the other
+never accepts a client it cannot serve; for its first worker-liveness period a
+request for `default` waits for the workers and peers a restart lost (`_services`)
+instead of a 404. SIGTERM or SIGINT drains in the other
 direction: readiness turns 503, the HTTP listener stops accepting, in-flight
 requests get `limits.drain_grace` seconds to finish, then the broker drains and
 closes and the process exits 0. A second signal during the drain stops at once.
