@@ -350,12 +350,12 @@ class Membership:
             return
         if isinstance(n, Alive):
             if m is None or n.incarnation > m.incarnation:
+                was_dead = m is not None and m.state not in LIVE
                 self._set(n.id, n.dc, n.addresses, n.incarnation, "alive", now)
                 self.detector.clear(n.id)
-                addr = self._following.get(n.id)
-                if m is not None and addr == n.addresses.gossip and self.detector.restarted(
-                        n.id, now):  # redial now: the SUB's reconnect backoff may be long
-                    out += [Unsubscribe(addr), Subscribe(addr)]
+                addr = self._following.get(n.id)  # a dead one too (`dead_follow`)
+                if addr == n.addresses.gossip and (was_dead or self.detector.restarted(n.id, now)):
+                    out += [Unsubscribe(addr), Subscribe(addr)]  # redial: ZeroMQ's backoff
                 self._changed(n, out)
             return
         if m is None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from gossip.config import GossipConfig
 from gossip.detector import Detector, DetectorConfig
 from gossip.membership import Membership, SelfInfo, Subscribe, Unsubscribe
-from gossip.messages import Addresses, Alive, Push
+from gossip.messages import Addresses, Alive, Dead, Push
 
 CFG = DetectorConfig()
 
@@ -61,3 +61,17 @@ def test_alive_at_a_higher_incarnation_while_beating_keeps_the_subscription() ->
     m, _ = _follower()
     out = m.on_message(Push("y", 1, (Alive("x", 6, "east", addr("x")),)), 0.5)
     assert not [a for a in out if isinstance(a, Subscribe | Unsubscribe)]
+
+
+def test_a_dead_member_still_followed_that_comes_back_is_redialled() -> None:
+    """`dead_follow` keeps the subscription of a member we declared dead; its return at a
+    higher incarnation must redial it, or its first beats wait for ZeroMQ's backoff."""
+    m, _ = _follower()
+    m.on_message(Push("y", 1, (Dead("x", 5, "y"),)), 0.2)
+    m.tick(0.3)
+    assert m.follows("x") and m.member("x") is not None
+    out = m.on_message(Push("y", 2, (Alive("x", 9, "east", addr("x")),)), 0.4)
+    g = addr("x").gossip
+    assert out.index(Unsubscribe(g)) < out.index(Subscribe(g))
+    m.tick(0.5)
+    assert "x" in m.detector.watched() and not m.detector.in_doubt("x")
