@@ -137,8 +137,10 @@ class VaryOrigin:
     def __init__(self) -> None:
         import threading
         from collections import Counter
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
         from typing import Any
+
+        from testkit.origin import serve_in_thread
 
         self.counts: Counter[str] = Counter()
         lock = threading.Lock()
@@ -172,11 +174,8 @@ class VaryOrigin:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        server_class = type("Origin", (ThreadingHTTPServer,), {"request_queue_size": 1024})
-        self.server = server_class(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = serve_in_thread(Handler)
         self.port = int(self.server.server_address[1])
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()

@@ -44,14 +44,20 @@ class CountingOrigin:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        # The stdlib default backlog is 5: hundreds of concurrent connections would
-        # be dropped by the kernel and retried for seconds. Raise it before binding.
-        server_class = type("Origin", (ThreadingHTTPServer,), {"request_queue_size": 1024})
-        self.server = server_class(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = serve_in_thread(Handler)
         self.port = int(self.server.server_address[1])
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def serve_in_thread(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """A threaded HTTP server on a free loopback port, serving in a daemon thread."""
+    # The stdlib default backlog is 5: hundreds of concurrent connections would
+    # be dropped by the kernel and retried for seconds. Raise it before binding.
+    server_class = type("Origin", (ThreadingHTTPServer,), {"request_queue_size": 1024})
+    server = server_class(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
