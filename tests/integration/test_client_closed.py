@@ -7,10 +7,11 @@ import json
 import logging
 
 import pytest
+from testkit.wires import serve_front
 
 from node.accesslog import AccessLog
-from node.fastwire import FastHTTPServer, new_event_loop
-from node.front import Front, bound_port
+from node.fastwire import new_event_loop
+from node.front import Front
 from node.http import Request, Response
 
 
@@ -42,12 +43,7 @@ def test_a_client_that_leaves_before_the_answer_is_logged_499(wire: str) -> None
 
         front = Front(slow)
         front.access_log = AccessLog("json", node="t1", logger=logger)
-        if wire == "fast":
-            fast = FastHTTPServer(front)
-            port, stop = await fast.listen("127.0.0.1", 0), fast.stop
-        else:
-            server = front.listen(0, "127.0.0.1")
-            port, stop = bound_port(server), server.stop
+        port, stop = await serve_front(front, wire)
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET /slow HTTP/1.1\r\nHost: a.test\r\n\r\n")

@@ -20,11 +20,11 @@ import tornado.web
 from integration.test_front import read_response
 from testkit.nodeproc import node_from, poll
 from testkit.nodetoml import loopback_listeners
+from testkit.wires import serve_front
 
 from node import logsetup
 from node.accesslog import AccessLog
-from node.fastwire import FastHTTPServer
-from node.front import Front, TornadoAppMount, bound_port
+from node.front import Front, TornadoAppMount
 from node.http import Request, Response
 from node.server import Node
 
@@ -156,12 +156,7 @@ async def test_streamed_refused_and_abandoned_app_answers(wire: str) -> None:
     front = Front(pipeline, mount=TornadoAppMount(
         app, stamp="t1; dc=x", observe=lambda *a: seen.append(a)))
     front.access_log = AccessLog("json", node="t1", logger=logger)
-    if wire == "fast":
-        fast = FastHTTPServer(front)
-        port, stop = await fast.listen("127.0.0.1", 0), fast.stop
-    else:
-        server = front.listen(0, "127.0.0.1")
-        port, stop = bound_port(server), server.stop
+    port, stop = await serve_front(front, wire)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /stream HTTP/1.1\r\nHost: a.test\r\n\r\n"
@@ -205,12 +200,7 @@ async def test_a_drain_waits_for_an_in_node_answer_in_flight(wire: str) -> None:
         raise AssertionError("the mounted app's routes never reach the pipeline")
 
     front = Front(pipeline, mount=TornadoAppMount(tornado.web.Application([(r"/slow", Slow)])))
-    if wire == "fast":
-        fast = FastHTTPServer(front)
-        port = await fast.listen("127.0.0.1", 0)
-        front.adopt(fast)
-    else:
-        port = bound_port(front.listen(0, "127.0.0.1"))
+    port, _ = await serve_front(front, wire)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /slow HTTP/1.1\r\nHost: a.test\r\n\r\n")
     await poll(lambda: front.in_flight == 1, "the in-node answer counted in flight")
