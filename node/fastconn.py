@@ -18,7 +18,8 @@ from typing import Protocol
 
 from tornado import httputil, iostream
 
-from node.wirerules import Framing, format_chunk, frame_response_head
+from node.responsehead import FieldMap, Framing, frame
+from node.wirerules import format_chunk, frame_response_head
 
 
 class Wire(Protocol):
@@ -84,6 +85,20 @@ class FastHTTPConnection(httputil.HTTPConnection):
         assert isinstance(start_line, httputil.ResponseStartLine)
         framing = frame_response_head(self.start_line, self.request_headers.get("Connection"),
                                       self.disconnect_on_finish, start_line, headers)
+        return self._send_head(framing, chunk)
+
+    def write_fields(self, status: int, reason: str, fields: FieldMap,
+                     chunk: bytes | None = None) -> asyncio.Future[None]:
+        """write_headers for a head already in node.responsehead's form (node.front's
+        answers): no HTTPHeaders in between. `fields` is changed as write_headers
+        changes its headers."""
+        start = self.start_line
+        framing = frame(start.method, start.version, status, reason, fields,
+                        request_connection=self.request_headers.get("Connection"),
+                        close=self.disconnect_on_finish)
+        return self._send_head(framing, chunk)
+
+    def _send_head(self, framing: Framing, chunk: bytes | None) -> asyncio.Future[None]:
         self._framing = framing
         self._remaining = framing.expected
         self.disconnect_on_finish = framing.close

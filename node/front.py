@@ -41,16 +41,18 @@ from tornado.netutil import bind_sockets
 from node.accesslog import AccessLog
 from node.body import BodyChannel, read_body
 from node.errors import ClientError
+from node.fastconn import FastHTTPConnection
 from node.http import Body, BodyError, Headers, Request, Response
 from node.inapp import AppAnswer, Stamping, TornadoAppMount
 from node.proxyheaders import Target, normalise_target
+from node.responsehead import BadField, FieldMap, field_map
 from node.tls import STS, HttpsPolicy, policy_target
 
 if TYPE_CHECKING:
     from node.hitcache import HitCache
 
 __all__ = ["AppMount", "Front", "FrontLimits", "Handler", "Listener", "TornadoAppMount",
-           "bound_port", "response_fields"]  # TornadoAppMount lives in node.inapp now
+           "bound_port"]  # TornadoAppMount lives in node.inapp now
 
 log = logging.getLogger("scale0.front")
 
@@ -177,21 +179,6 @@ def bound_port(server: HTTPServer) -> int:
     for sock in server._sockets.values():
         return int(sock.getsockname()[1])
     raise RuntimeError("the server has no listening socket")
-
-
-def response_fields(headers: Headers, status: int, no_body: bool) -> httputil.HTTPHeaders:
-    """A response's fields as written: Transfer-Encoding dropped, Content-Length too unless
-    it describes a body we do not send (HEAD, 304); we frame the body ourselves.
-    (node.hitcache builds prepared hits with this very function.)"""
-    fields = httputil.HTTPHeaders()
-    for name, value in headers:
-        lname = name.lower()
-        if lname == "transfer-encoding":
-            continue
-        if lname == "content-length" and (status == 204 or not no_body):
-            continue
-        fields.add(name, value)
-    return fields
 
 
 def _header_bytes(start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders) -> int:
@@ -415,13 +402,21 @@ class _Exchange(httputil.HTTPMessageDelegate):
         if not 200 <= status <= 999:  # 1xx would need an upgrade path we do not have
             response = Response.error(502, f"upstream sent an unusable status {status}")
             status = 502
-        body: Body = response.body
         no_body = method == "HEAD" or status in _NO_BODY_STATUS
-        fields = response_fields(response.headers, status, no_body)
+        try:
+            fields = field_map(response.headers, status, no_body)
+        except BadField as exc:  # refused before a byte is out: the client gets a 502
+            if not isinstance(response.body, bytes):
+                response.body.cancel()
+            log.warning("answer to %s refused: %s", self._describe(), exc)
+            response = Response.error(502, f"upstream sent an unwritable field: {exc}")
+            status = 502
+            fields = field_map(response.headers, status, no_body)
+        body: Body = response.body
         if self.hsts and STS not in fields:  # an upstream's own value stands
-            fields[STS] = self.hsts
+            fields[STS] = [self.hsts]
         if self.front.draining or close:
-            fields["Connection"] = "close"
+            fields["Connection"] = ["close"]
         if no_body:
             if not isinstance(body, bytes):
                 body.cancel()
@@ -432,17 +427,15 @@ class _Exchange(httputil.HTTPMessageDelegate):
             except BodyError as exc:
                 return await self._write(Response.error(502, f"upstream body failed: {exc}"), close)
         if isinstance(body, bytes) and not no_body:
-            fields["Content-Length"] = str(len(body))
+            fields["Content-Length"] = [str(len(body))]
         elif not isinstance(body, bytes) and "Content-Length" in response.headers:
-            fields["Content-Length"] = response.headers.get("Content-Length") or "0"
-        start = httputil.ResponseStartLine("HTTP/1.1", status, _PHRASES.get(status, "Unknown"))
+            fields["Content-Length"] = [response.headers.get("Content-Length") or "0"]
         self.response_started = True
         self.out_body = body
         try:
-            if isinstance(body, bytes):
-                await self.conn.write_headers(start, fields, body or None)
-            else:
-                await self.conn.write_headers(start, fields)
+            first = (body or None) if isinstance(body, bytes) else None
+            await self._write_head(status, fields, first)
+            if not isinstance(body, bytes):
                 await self._stream(body)
             self.conn.finish()
         except asyncio.CancelledError:
@@ -457,6 +450,20 @@ class _Exchange(httputil.HTTPMessageDelegate):
         finally:
             self._release_hold()
             self._access(status, response)
+
+    def _write_head(self, status: int, fields: FieldMap,
+                    first: bytes | None) -> Awaitable[None]:
+        """The head (and a whole body) in one write: straight from `fields` on the fast
+        wire, through Tornado's HTTPHeaders on Tornado's."""
+        reason = _PHRASES.get(status, "Unknown")
+        if isinstance(self.conn, FastHTTPConnection):
+            return self.conn.write_fields(status, reason, fields, first)
+        headers = httputil.HTTPHeaders()
+        for name, values in fields.items():
+            for value in values:
+                headers.add(name, value)
+        start = httputil.ResponseStartLine("HTTP/1.1", status, reason)
+        return self.conn.write_headers(start, headers, first)
 
     async def _stream(self, body: Any) -> None:
         while True:

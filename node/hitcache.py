@@ -43,16 +43,13 @@ from dataclasses import dataclass
 from http.client import responses as _PHRASES
 from typing import Protocol
 
-from tornado import httputil
-
 from cache.entry import CacheEntry
 from cache.rules import current_age, get_all
 from cache.status import CacheStatus, Outcome, status_headers
 from node.accesslog import AccessLog
-from node.front import response_fields
 from node.http import Headers, Request, Response
+from node.responsehead import field_map, frame
 from node.tls import STS, HttpsPolicy
-from node.wirerules import frame_response_head
 
 # Request fields whose presence sends a GET the slow way: what the hit decision
 # reads (§5.2 request directives, conditionals) and what changes the framing.
@@ -146,23 +143,20 @@ def frame_head(headers: Headers, status: int, length: int, stamp: Fixed = (), *,
     as its format); None if it cannot be prepared. `headers` is changed. The steps after
     the stage, in its order: Pipeline.handle (X-Request-Id unless present), `stamp`
     (fields the node's handler sets after the pipeline, e.g. X-Scale0-Node),
-    Front._write (`response_fields`, then `always` unless the answer has them — HSTS —,
-    Content-Length last) and the wire's `frame_response_head` — so both paths write the
+    Front._write (`field_map`, then `always` unless the answer has them — HSTS —,
+    Content-Length last) and the wire's `frame` (node.responsehead) — so both paths write the
     same bytes."""
     if "x-request-id" not in headers:
         headers.add("X-Request-Id", _RID)
     for name, value in stamp:
         headers.set(name, value)
     try:
-        fields = response_fields(headers, status, False)
+        fields = field_map(headers, status, False)
         for name, value in always:
             if name not in fields:  # an upstream's own value stands, as in Front._write
-                fields[name] = value
-        fields["Content-Length"] = str(length)
-        framing = frame_response_head(
-            httputil.RequestStartLine("GET", "/", "HTTP/1.1"), None, False,
-            httputil.ResponseStartLine("HTTP/1.1", status, _PHRASES.get(status, "Unknown")),
-            fields)
+                fields[name] = [value]
+        fields["Content-Length"] = [str(length)]
+        framing = frame("GET", "HTTP/1.1", status, _PHRASES.get(status, "Unknown"), fields)
     except Exception:  # whatever the slow path would choke on: not prepared
         return None
     if framing.chunking or framing.close or framing.expected != length:

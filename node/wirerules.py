@@ -12,8 +12,9 @@ and bare LF. It is stricter than Tornado in a few places (unknown or lower-case
 methods, duplicate identical Content-Length, non-ASCII targets, bare LF): those
 get a 400 here, never a silent difference in framing.
 
-`frame_response_head` is Tornado's HTTP1Connection.write_headers decision,
-copied rule for rule, so a handler gets the same bytes on either server.
+`frame_response_head` is Tornado's HTTP1Connection.write_headers decision
+(node.responsehead.frame, rule for rule), so a handler gets the same bytes on
+either server.
 Nothing here does I/O; errors are node.errors families carrying their status.
 """
 
@@ -26,10 +27,10 @@ from http.client import responses as _PHRASES
 from tornado import httputil
 
 from node.errors import ClientError
+from node.responsehead import FieldMap, Framing, frame
 
 _HOST = re.compile(r"(?:[\[\]:A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*(?::[0-9]*)?")
 _DIGITS = re.compile(r"[0-9]+")
-_CR_OR_LF = re.compile(b"\r|\n")
 _VERSIONS = frozenset({"HTTP/1.0", "HTTP/1.1"})
 
 
@@ -91,54 +92,16 @@ def can_keep_alive(method: str, version: str, connection: str | None, framed: bo
     return False
 
 
-@dataclass(frozen=True, slots=True)
-class Framing:
-    """How the response body that follows a head is delimited."""
-
-    head: bytes  # status line and fields, ending with the blank line
-    chunking: bool
-    expected: int | None  # bytes the body must have; None when chunked or read-to-close
-    close: bool  # the connection must close after this response
-
-
 def frame_response_head(request: httputil.RequestStartLine, request_connection: str | None,
                         close: bool, start_line: httputil.ResponseStartLine,
                         headers: httputil.HTTPHeaders) -> Framing:
-    """Tornado's server-side write_headers: adds Connection / Transfer-Encoding to
-    `headers` exactly as HTTP1Connection does. ValueError on CR or LF in a line.
-
-    One improvement: a 1.0 response whose body is delimited by the close keeps no
-    connection alive (Tornado would send `Connection: Keep-Alive` and hang the client)."""
-    code = start_line.code
-    bodiless = request.method == "HEAD" or code in (204, 304) or 100 <= code < 200
-    chunking = (request.version == "HTTP/1.1" and not bodiless
-                and "Content-Length" not in headers)
-    if request.version == "HTTP/1.1" and close:
-        headers["Connection"] = "close"
-    if request.version == "HTTP/1.0":
-        if not bodiless and "Content-Length" not in headers:
-            close = True
-        elif (request_connection or "").lower() == "keep-alive" and not close:
-            headers["Connection"] = "Keep-Alive"
-    if chunking:
-        headers["Transfer-Encoding"] = "chunked"
-    expected: int | None
-    if request.method == "HEAD" or code == 304:
-        expected = 0
-    elif "Content-Length" in headers:
-        value = headers["Content-Length"]
-        if not _DIGITS.fullmatch(value):
-            raise ValueError(f"not an integer Content-Length: {value!r}")
-        expected = int(value)
-    else:
-        expected = None
-    reason = start_line.reason
-    lines = [b"HTTP/1.1 %d %s" % (code, reason.encode("latin1"))]
-    lines.extend(f"{n}: {v}".encode("latin1") for n, v in headers.get_all())
-    for line in lines:
-        if _CR_OR_LF.search(line):
-            raise ValueError(f"Illegal characters (CR or LF) in header: {line!r}")
-    return Framing(b"\r\n".join(lines) + b"\r\n\r\n", chunking, expected, close)
+    """Tornado's server-side write_headers for `headers` (node.responsehead.frame, the
+    one implementation). ValueError on CR or LF in a line."""
+    fields: FieldMap = {}
+    for name, value in headers.get_all():
+        fields.setdefault(name, []).append(value)
+    return frame(request.method, request.version, start_line.code, start_line.reason, fields,
+                 request_connection=request_connection, close=close)
 
 
 def format_chunk(chunk: bytes, chunking: bool) -> bytes:
