@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import pytest
 import tornado.web
 
 from node.body import BodyChannel, read_body
@@ -20,6 +21,7 @@ from node.http import Headers, Request, Response
 from node.pipeline import Pipeline
 from node.services import ServiceMap
 from node.stage import Next
+from tests.testkit.wires import serve_front
 
 Reply = Callable[[Request], Awaitable[Response]]
 
@@ -395,3 +397,34 @@ def test_stage_order_and_mounted_app() -> None:
 
     run(scenario, routes=("w.test=www",), pre=(in_node,), stages=(after_mapping,),
         mount=TornadoAppMount(app))
+
+
+@pytest.mark.parametrize("wire", ["fast", "tornado"])
+@pytest.mark.parametrize("field", [("X-Up", "bell\x07"), ("X Up", "v"), ("X-Up", "\u0101")])
+def test_an_unwritable_field_from_upstream_is_a_502_not_a_cut_connection(
+        wire: str, field: tuple[str, str]) -> None:
+    """Such a field would corrupt or split the head; the client gets a clear answer and
+    the connection stays usable."""
+    async def reply(request: Request) -> Response:
+        if request.target == "/bad":
+            return Response(200, Headers([field, ("Content-Type", "text/plain")]), b"never")
+        return Response(200, Headers([("Content-Type", "text/plain")]), b"fine")
+
+    async def main() -> None:
+        pipeline = Pipeline([], ServiceMap.from_specs(()), [], Twin(reply), "test-node")
+        front = Front(pipeline.handle)
+        port, stop = await serve_front(front, wire)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET /bad HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            bad = await asyncio.wait_for(read_response(reader), 10)
+            assert bad.status == 502 and b"unwritable field" in bad.body
+            assert b"never" not in bad.body
+            writer.write(b"GET /ok HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            ok = await asyncio.wait_for(read_response(reader), 10)
+            assert (ok.status, ok.body) == (200, b"fine")
+        finally:
+            writer.close()
+            stop()
+
+    asyncio.run(main())
