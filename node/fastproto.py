@@ -18,9 +18,15 @@ from tornado import httputil
 
 from node.errors import BodyTooLarge, ClientError, HeadersTooLarge, Scale0Error
 from node.fastconn import Context, FastHTTPConnection
-from node.hitcache import SLOW_FIELDS, plain_fields
+from node.hitcache import SLOW_FIELDS
 from node.statichits import codings_of
-from node.wirerules import HeadFacts, check_request_head, error_response
+from node.wirerules import (
+    HeadFacts,
+    check_request_head,
+    error_response,
+    plain_fields,
+    request_headers,
+)
 
 if TYPE_CHECKING:
     from node.fastwire import FastHTTPServer
@@ -196,11 +202,8 @@ class WireProtocol(asyncio.Protocol):
         method = parser.get_method().decode("latin1")
         version = "HTTP/" + parser.get_http_version()
         target = self.url.decode("latin1")
-        headers = httputil.HTTPHeaders()
         try:
-            for name, value in self.fields:
-                headers.add(name.decode("latin1"), value.decode("latin1").strip(" \t"),
-                            _chars_are_bytes=False)
+            headers = request_headers(self.fields)
         except httputil.HTTPInputError as exc:
             raise ClientError(str(exc)) from exc
         facts = check_request_head(method, target, version, headers,

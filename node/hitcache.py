@@ -58,9 +58,6 @@ SLOW_FIELDS = frozenset({
     b"if-unmodified-since", b"if-range", b"connection", b"content-length",
     b"transfer-encoding", b"expect", b"upgrade", b"te", b"range",
 })
-# Tornado's field checks (HTTPHeaders.add), over all names / values of a head at once.
-_NAMES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
-_FORBIDDEN = re.compile(rb"[\x00-\x08\x0A-\x1F\x7F]")
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")  # node.proxyheaders' rule, as bytes
 _TTL0 = "; ttl=0"
 _ids = random.Random()  # seeded from os.urandom once
@@ -76,13 +73,6 @@ class Answer(Protocol):
 
     def __call__(self, scheme: str, host: bytes, target: bytes, request_id: bytes | None, *,
                  client: str, codings: int, fields: Fields) -> tuple[bytes, bytes] | None: ...
-
-
-def plain_fields(fields: Fields) -> bool:
-    """Every field name a token and no value with a control character (Tornado's rules:
-    the slow path answers 400 otherwise)."""
-    return (_NAMES.fullmatch(b"\n".join([n for n, _ in fields])) is not None
-            and _FORBIDDEN.search(b"\t".join([v for _, v in fields])) is None)
 
 
 def new_request_id() -> bytes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,24 +20,30 @@ from typing import Protocol
 class Headers:
     """An ordered multi-map of header fields; lookups are case-insensitive.
 
+    The lower-cased names are kept beside the fields (made once per field, not once
+    per field and lookup): a browser's request carries a dozen fields and the
+    pipeline asks for several of them, so lookups are a C-level `list.index`.
     Not safe for concurrent mutation (one request, one task)."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_keys")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = list(items)
+        self._keys: list[str] = [k.lower() for k, _ in self._items]
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of `name`, or `default`."""
         lname = name.lower()
-        for k, v in self._items:
-            if k.lower() == lname:
-                return v
-        return default
+        if lname not in self._keys:
+            return default
+        return self._items[self._keys.index(lname)][1]
 
     def get_all(self, name: str) -> list[str]:
         lname = name.lower()
-        return [v for k, v in self._items if k.lower() == lname]
+        keys = self._keys
+        if lname not in keys:
+            return []
+        return [item[1] for key, item in zip(keys, self._items, strict=True) if key == lname]
 
     def get_joined(self, name: str) -> str | None:
         """All values of a list-valued field joined by ", " (RFC 9110 §5.3), or None."""
@@ -45,41 +51,63 @@ class Headers:
         return ", ".join(values) if values else None
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
+        return isinstance(name, str) and name.lower() in self._keys
 
     def add(self, name: str, value: str) -> None:
         self._items.append((name, value))
+        self._keys.append(name.lower())
 
     def set(self, name: str, value: str) -> None:
         """Replace every `name` field by one with `value`, keeping its first position."""
         lname = name.lower()
-        out: list[tuple[str, str]] = []
-        placed = False
-        for k, v in self._items:
-            if k.lower() == lname:
-                if not placed:
-                    out.append((name, value))
-                    placed = True
-            else:
-                out.append((k, v))
-        if not placed:
-            out.append((name, value))
-        self._items = out
+        keys = self._keys
+        if lname not in keys:
+            self._items.append((name, value))
+            keys.append(lname)
+            return
+        first = keys.index(lname)
+        self._items[first] = (name, value)
+        if keys.count(lname) > 1:
+            pairs = [(k, item) for i, (k, item) in enumerate(zip(keys, self._items, strict=True))
+                     if k != lname or i == first]
+            self._keys = [k for k, _ in pairs]
+            self._items = [item for _, item in pairs]
 
     def remove(self, name: str) -> None:
         lname = name.lower()
-        self._items = [(k, v) for k, v in self._items if k.lower() != lname]
+        if lname in self._keys:
+            self._keep(lambda k: k != lname)
 
     def remove_many(self, lower_names: builtins.set[str]) -> None:
         """Remove every field whose lower-cased name is in `lower_names`."""
-        self._items = [(k, v) for k, v in self._items if k.lower() not in lower_names]
+        if not lower_names.isdisjoint(self._keys):
+            self._keep(lambda k: k not in lower_names)
+
+    def without(self, lower_names: builtins.set[str] | frozenset[str],
+                prefix: str = "\x00") -> Headers:
+        """A copy without the fields whose lower-cased name is in `lower_names` or starts
+        with `prefix` (lower-case)."""
+        clone = Headers.__new__(Headers)
+        pairs = [(k, item) for k, item in zip(self._keys, self._items, strict=True)
+                 if k not in lower_names and not k.startswith(prefix)]
+        clone._keys = [k for k, _ in pairs]
+        clone._items = [item for _, item in pairs]
+        return clone
+
+    def _keep(self, wanted: Callable[[str], bool]) -> None:
+        pairs = [(k, item) for k, item in zip(self._keys, self._items, strict=True) if wanted(k)]
+        self._keys = [k for k, _ in pairs]
+        self._items = [item for _, item in pairs]
 
     def items(self) -> list[tuple[str, str]]:
         """The fields in order, as a new list."""
         return list(self._items)
 
     def copy(self) -> Headers:
-        return Headers(self._items)
+        clone = Headers.__new__(Headers)
+        clone._items = list(self._items)
+        clone._keys = list(self._keys)
+        return clone
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)

@@ -111,15 +111,16 @@ def new_request_id() -> str:
 
 def strip_hop_by_hop(headers: Headers) -> Headers:
     """A copy of `headers` without hop-by-hop fields and the fields Connection names."""
-    drop = set(HOP_BY_HOP)
-    for value in headers.get_all("connection"):
-        for token in value.split(","):
-            name = token.strip().lower()
-            if name and name not in _PROTECTED:
-                drop.add(name)
-    return Headers(
-        (k, v) for k, v in headers if k.lower() not in drop and not k.lower().startswith("proxy-")
-    )
+    drop: set[str] | frozenset[str] = HOP_BY_HOP
+    named = headers.get_all("connection")
+    if named:
+        drop = set(HOP_BY_HOP)
+        for value in named:
+            for token in value.split(","):
+                name = token.strip().lower()
+                if name and name not in _PROTECTED:
+                    drop.add(name)
+    return headers.without(drop, "proxy-")
 
 
 def request_id_of(headers: Headers, new_id: Callable[[], str] = new_request_id) -> str:

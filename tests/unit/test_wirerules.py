@@ -10,7 +10,7 @@ from tornado import httputil
 from tornado.http1connection import is_transfer_encoding_chunked, parse_int
 
 from node.errors import ClientError
-from node.wirerules import check_request_head, frame_response_head
+from node.wirerules import check_request_head, frame_response_head, request_headers
 
 VALUES = st.sampled_from(["5", "05", "5, 5", "-1", "", " 5", "chunked", "gzip, chunked",
                           "Chunked", "xchunked", "a.test", "a.test,b.test", "a b", "[::1]:80"])
@@ -70,3 +70,28 @@ def test_cr_in_a_response_header_is_refused() -> None:
         frame_response_head(httputil.RequestStartLine("GET", "/", "HTTP/1.1"), None, False,
                             httputil.ResponseStartLine("HTTP/1.1", 200, "OK"),
                             httputil.HTTPHeaders({"X-A": "a\rb"}))
+
+
+RAW_NAMES = st.one_of(st.sampled_from([b"Host", b"host", b"Accept", b"x-a", b"X-A", b"Cookie"]),
+                      st.binary(min_size=1, max_size=6))
+RAW_VALUES = st.one_of(st.sampled_from([b"", b" a ", b"a, b", b"\tx"]), st.binary(max_size=8))
+
+
+@given(st.lists(st.tuples(RAW_NAMES, RAW_VALUES), max_size=8))
+def test_request_headers_are_what_httpheaders_add_makes(
+        fields: list[tuple[bytes, bytes]]) -> None:
+    slow = httputil.HTTPHeaders()
+    try:
+        for name, value in fields:
+            slow.add(name.decode("latin1"), value.decode("latin1").strip(" \t"),
+                     _chars_are_bytes=False)
+    except httputil.HTTPInputError:
+        with pytest.raises(httputil.HTTPInputError):
+            request_headers(fields)
+        return
+    fast = request_headers(fields)
+    assert list(fast.get_all()) == list(slow.get_all())
+    for name, _ in fields:
+        text = name.decode("latin1")
+        assert fast.get_list(text) == slow.get_list(text)
+        assert fast.get(text) == slow.get(text)

@@ -1,0 +1,81 @@
+"""node.http.Headers against the plainest model of an ordered, case-insensitive
+multi-map: a list of pairs scanned with str.lower on every call."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from node.http import Headers
+
+NAMES = st.sampled_from(["Host", "host", "HOST", "Set-Cookie", "set-cookie", "Via", "X-A", "x-a",
+                         "Straße", "İ"])  # non-ASCII names: str.lower must agree on both sides
+VALUES = st.sampled_from(["", "1", "a b", "x"])
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("add"), NAMES, VALUES),
+    st.tuples(st.just("set"), NAMES, VALUES),
+    st.tuples(st.just("remove"), NAMES, st.just("")),
+    st.tuples(st.just("remove_many"), st.sets(NAMES.map(str.lower), max_size=3), st.just("")),
+), max_size=20)
+
+
+class Model:
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self.items = list(items)
+
+    def get(self, name: str) -> str | None:
+        return next((v for k, v in self.items if k.lower() == name.lower()), None)
+
+    def get_all(self, name: str) -> list[str]:
+        return [v for k, v in self.items if k.lower() == name.lower()]
+
+    def apply(self, op: str, name: object, value: str) -> None:
+        if op == "add":
+            self.items.append((str(name), value))
+        elif op == "set":
+            n = str(name)
+            out, placed = [], False
+            for k, v in self.items:
+                if k.lower() != n.lower():
+                    out.append((k, v))
+                elif not placed:
+                    out.append((n, value))
+                    placed = True
+            self.items = out if placed else [*out, (n, value)]
+        elif op == "remove":
+            self.items = [(k, v) for k, v in self.items if k.lower() != str(name).lower()]
+        else:
+            assert isinstance(name, set)
+            self.items = [(k, v) for k, v in self.items if k.lower() not in name]
+
+
+@given(st.lists(st.tuples(NAMES, VALUES), max_size=6), OPS)
+def test_headers_behave_like_the_plain_model(start: list[tuple[str, str]],
+                                             ops: list[tuple[str, object, str]]) -> None:
+    headers, model = Headers(start), Model(start)
+    for op, name, value in ops:
+        getattr(headers, op)(name, value) if op in ("add", "set") else getattr(headers, op)(name)
+        model.apply(op, name, value)
+        assert headers.items() == model.items
+        copy = headers.copy()
+        assert copy == headers and copy.items() == model.items
+        for probe in ("host", "Set-Cookie", "X-A", "missing", "straße"):
+            assert headers.get(probe) == model.get(probe)
+            assert headers.get_all(probe) == model.get_all(probe)
+            assert (probe in headers) == (model.get(probe) is not None)
+    assert len(headers) == len(model.items) and list(headers) == model.items
+    for drop in ({"host"}, {"x-a", "via"}, set()):
+        kept = headers.without(drop, "set-")
+        assert kept.items() == [(k, v) for k, v in model.items
+                                if k.lower() not in drop and not k.lower().startswith("set-")]
+        for probe in ("x-a", "host", "via"):  # its lookups agree with its fields
+            assert kept.get_all(probe) == [v for k, v in kept.items() if k.lower() == probe]
+
+
+def test_a_copy_is_independent() -> None:
+    a = Headers([("X-A", "1")])
+    b = a.copy()
+    b.add("x-a", "2")
+    b.set("Via", "v")
+    assert a.get_all("x-a") == ["1"] and "via" not in a
+    assert b.get_all("X-A") == ["1", "2"]
