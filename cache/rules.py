@@ -17,6 +17,7 @@ import email.utils
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 from cache.cachecontrol import Directives, parse_cache_control, parse_delta
 from cache.entry import CacheEntry
@@ -67,12 +68,31 @@ class Policy:
     heuristic_cap: float = 86400.0  # one day
 
 
+class _Indexed(Protocol):
+    """A multi-map that finds fields by lower-cased names it keeps (node.http.Headers,
+    which this package may not import): a lookup without a lower() per field."""
+
+    def get_all(self, name: str) -> list[str]: ...
+
+    def get(self, name: str, default: str | None = None) -> str | None: ...
+
+    def get_joined(self, name: str) -> str | None: ...
+
+
+def _indexed(headers: Fields) -> _Indexed | None:
+    return cast(_Indexed, headers) if hasattr(headers, "get_joined") else None
+
+
 def get_all(headers: Fields, name: str) -> list[str]:
+    if (indexed := _indexed(headers)) is not None:
+        return indexed.get_all(name)
     lname = name.lower()
     return [v for k, v in headers if k.lower() == lname]
 
 
 def get_first(headers: Fields, name: str) -> str | None:
+    if (indexed := _indexed(headers)) is not None:
+        return indexed.get(name)
     lname = name.lower()
     return next((v for k, v in headers if k.lower() == lname), None)
 

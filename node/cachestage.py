@@ -381,7 +381,7 @@ class CacheStage:
         if stale is not None:
             for name, value in conditional_headers(stale.headers):
                 headers.add(name, value)
-        return dataclasses.replace(request, headers=headers)
+        return request.with_headers(headers)
 
     def _refresh_later(self, ctx: _Ctx, stale: CacheEntry) -> None:
         if ctx.key in self._refreshing:

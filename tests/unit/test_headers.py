@@ -3,10 +3,12 @@ multi-map: a list of pairs scanned with str.lower on every call."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.http import Headers
+from node.http import Headers, Request
 
 NAMES = st.sampled_from(["Host", "host", "HOST", "Set-Cookie", "set-cookie", "Via", "X-A", "x-a",
                          "Straße", "İ"])  # non-ASCII names: str.lower must agree on both sides
@@ -79,3 +81,11 @@ def test_a_copy_is_independent() -> None:
     b.set("Via", "v")
     assert a.get_all("x-a") == ["1"] and "via" not in a
     assert b.get_all("X-A") == ["1", "2"]
+
+
+def test_with_headers_keeps_every_other_field() -> None:
+    r = Request("POST", "/a?b", Headers([("Host", "h")]), b"body", "https", "h", "10.0.0.1",
+                "rid", 5.0, 9.0, 1, "svc")
+    other = Headers([("X", "1")])
+    assert r.with_headers(other) == dataclasses.replace(r, headers=other)
+    assert len(dataclasses.fields(Request)) == 12  # a new field must be added to with_headers
