@@ -76,7 +76,10 @@ DEFAULT_LIMITS = Limits()
 HeaderList = tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
+# Messages are values nobody changes, but not frozen: a frozen dataclass's __init__ sets
+# every field through object.__setattr__, 2.2 µs for a REQUEST against 0.24 µs — and a
+# round trip builds four of them.
+@dataclass(slots=True)
 class Ready:
     CMD: ClassVar[Cmd] = Cmd.READY
     services: tuple[str, ...]
@@ -85,12 +88,12 @@ class Ready:
     pid: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Heartbeat:
     CMD: ClassVar[Cmd] = Cmd.HEARTBEAT
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestMsg:
     CMD: ClassVar[Cmd] = Cmd.REQUEST
     id: int
@@ -106,7 +109,7 @@ class RequestMsg:
     body: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BodyMsg:
     CMD: ClassVar[Cmd] = Cmd.BODY
     id: int
@@ -114,14 +117,14 @@ class BodyMsg:
     body: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Credit:
     CMD: ClassVar[Cmd] = Cmd.CREDIT
     id: int
     chunks: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
     CMD: ClassVar[Cmd] = Cmd.REPLY
     id: int
@@ -131,25 +134,25 @@ class Reply:
     body: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cancel:
     CMD: ClassVar[Cmd] = Cmd.CANCEL
     id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Disconnect:
     CMD: ClassVar[Cmd] = Cmd.DISCONNECT
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Abort:
     CMD: ClassVar[Cmd] = Cmd.ABORT
     id: int
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Batch:
     """Undecoded messages (each one's frames) carried in one zmq message.
 
@@ -169,6 +172,7 @@ Message = (Batch | Abort | Ready | Heartbeat | RequestMsg | BodyMsg | Credit | R
 # -- field checkers: (value, limits) -> value, or raise ProtocolError ------------
 Check = Callable[[Any, Limits], Any]
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_TOKENS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
 _BAD_VALUE = re.compile(r"[\x00\r\n]")
 _BAD_TEXT = re.compile(r"[\x00-\x1f\x7f ]")  # methods, targets: no controls, no spaces
 MAX_ID = 2**63 - 1
@@ -219,6 +223,17 @@ def _headers(v: Any, lim: Limits) -> HeaderList:
     # Flat [name, value, name, value, ...]: half the msgpack objects of pairs.
     if type(v) is not list or len(v) % 2 or len(v) > 2 * lim.max_headers:
         raise ProtocolError(f"expected a flat list of at most {lim.max_headers} header fields")
+    # Every field at once (a regex over all names, one over all values); the loop below
+    # runs only to say which field is wrong. A tab cannot hide a CR, LF or NUL.
+    names, values = v[0::2], v[1::2]
+    try:
+        joined = "\n".join(names)  # a name holding a LF would pass as two: counted
+        if (_TOKENS.fullmatch(joined) is not None and joined.count("\n") == len(names) - 1
+                and _BAD_VALUE.search("\t".join(values)) is None
+                and sum(map(len, v)) <= lim.max_header_bytes):
+            return tuple(zip(names, values, strict=True))
+    except TypeError:
+        pass  # a name or value that is not a string: the loop says so
     total = 0
     out: list[tuple[str, str]] = []
     for i in range(0, len(v), 2):
@@ -377,18 +392,20 @@ def decode(frames: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> Message:
         raise ProtocolError(f"bad msgpack metadata: {type(exc).__name__}") from None
     if type(meta) is not list or len(meta) != len(fields):
         raise ProtocolError(f"{cmd.name} metadata must be an array of {len(fields)} fields")
-    values: dict[str, Any] = {}
+    # Positional, in SCHEMA's order (each class's own field order, body last; a unit test
+    # holds them equal): no dict of keyword arguments per message.
+    values: list[Any] = []
     for (name, check), value in zip(fields, meta, strict=True):
         try:
-            values[name] = check(value, limits)
+            values.append(check(value, limits))
         except ProtocolError as exc:
             raise ProtocolError(f"{cmd.name}.{name}: {exc.reason}") from None
     if has_body:
         body = frames[2]
         if len(body) > limits.max_body_frame:
             raise ProtocolError(f"body frame longer than {limits.max_body_frame} bytes")
-        values["body"] = body if type(body) is bytes else bytes(body)
-    return cls(**values)  # type: ignore[no-any-return]
+        values.append(body if type(body) is bytes else bytes(body))
+    return cls(*values)  # type: ignore[no-any-return]
 
 
 def salvage_id(frames: Sequence[bytes]) -> int | None:

@@ -3,14 +3,19 @@ raise ProtocolError."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from node.protocol import (
+    SCHEMA,
     VERSION,
     Abort,
+    Batch,
     BodyMsg,
     Cancel,
     Cmd,
@@ -23,6 +28,7 @@ from node.protocol import (
     Ready,
     Reply,
     RequestMsg,
+    _headers,
     decode,
     encode,
     salvage_id,
@@ -158,3 +164,36 @@ def test_salvage_id_names_the_request_of_a_broken_reply() -> None:
         decode(frames)
     assert salvage_id(frames) == 42
     assert salvage_id(encode(Cancel(42))) is None  # only replies from a worker count
+
+
+def test_schema_lists_each_class_fields_in_their_own_order() -> None:
+    """decode builds messages positionally from SCHEMA: the orders must agree."""
+    for cls, fields, has_body in SCHEMA.values():
+        if cls is Batch:
+            continue
+        own = [f.name for f in dataclasses.fields(cls)]
+        assert own == [name for name, _ in fields] + (["body"] if has_body else []), cls
+
+
+_HEADER_TEXT = st.one_of(st.sampled_from(["Host", "x-a", "a b", "a\nb", "v\r", "nul\x00", "\t",
+                                          "", "é", "ok"]),
+                         st.text(max_size=6))
+
+
+@given(st.lists(st.one_of(_HEADER_TEXT, st.integers(0, 3)), max_size=10))
+@example(["a\nb", "ok"])  # a LF inside a name must not pass for two names
+@example(["Host", "a", "x-a", "b\r"])
+def test_header_fields_accepted_exactly_when_each_one_is_valid(flat: list[object]) -> None:
+    """The all-at-once check of header fields agrees with checking them one by one."""
+    lim = Limits(max_header_bytes=40)
+    one_by_one = (
+        len(flat) % 2 == 0 and all(type(x) is str for x in flat)
+        and all(re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", str(n)) for n in flat[0::2])
+        and not any(c in str(x) for x in flat[1::2] for c in "\r\n\x00")
+        and sum(len(str(x)) for x in flat) <= lim.max_header_bytes)
+    try:
+        got = _headers(flat, lim)
+    except ProtocolError:
+        assert not one_by_one
+        return
+    assert one_by_one and got == tuple(zip(flat[0::2], flat[1::2], strict=True))
