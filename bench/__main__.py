@@ -15,7 +15,7 @@ BENCHES = {"proxy": "bench.bench_proxy", "stores": "bench.bench_stores",
            "processes": "bench.bench_processes", "dispatch": "bench.bench_dispatch",
            "latency": "bench.bench_latency", "floor": "bench.bench_floor",
            "replication": "bench.bench_replication",
-           "https": "bench.bench_https"}
+           "https": "bench.bench_https", "request": "bench.bench_request"}
 
 
 def main() -> None:
