@@ -191,7 +191,7 @@ def downstream_headers(headers: Headers, node_id: str, request_id: str = "") -> 
     return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: one per request, frozen __init__ is slow
 class Target:
     """Where a request goes, as the pipeline sees it."""
 

@@ -36,7 +36,7 @@ class BadField(ValueError):
     """A field that must not be written (it could split or corrupt the head)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: one per answer, frozen __init__ is slow
 class Framing:
     """How the response body that follows a head is delimited."""
 

@@ -40,7 +40,7 @@ _DIGITS = re.compile(r"[0-9]+")
 _VERSIONS = frozenset({"HTTP/1.0", "HTTP/1.1"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: one per request, frozen __init__ is slow
 class HeadFacts:
     """What the framing of one request's body and connection depends on."""
 
