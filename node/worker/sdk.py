@@ -5,8 +5,8 @@ streaming: a DEALER that sends READY, heartbeats both ways, and, when the node
 goes silent for `liveness` beats (or says DISCONNECT because it restarted and
 does not know us), closes its socket and reconnects with backoff. Each REQUEST
 runs the handler in its own task; CANCEL cancels that task. Deadlines share one
-timer armed at the earliest one (not an `asyncio.timeout` per request: that
-was a timer created and cancelled per request, 9 % of a busy worker's time);
+timer armed at the earliest one (node.worker.deadlines; an `asyncio.timeout` per
+request was a timer created and cancelled per request, 9 % of a busy worker's time);
 a handler still running at its deadline is cancelled and answered 504. Bodies larger than
 one chunk stream in BODY frames governed by CREDIT in both directions, so a
 1 GiB transfer keeps memory bounded on both ends.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import random
 import socket
@@ -47,6 +46,7 @@ from node.protocol import (
     encode_batch,
 )
 from node.ratelog import RateLimitedLog
+from node.worker.deadlines import Deadline, DeadlineSweep
 from node.zmqpump import Outbox, ZmqPump
 
 log = logging.getLogger("scale0.worker")
@@ -62,9 +62,7 @@ class _Job:
     upload: BodyChannel | None = None  # the request body, when it streams
     credit: int = 0  # reply chunks the node lets us send
     wake: asyncio.Event | None = None  # made only when a streamed reply waits for credit
-    deadline: float = math.inf  # loop time after which the handler is cancelled (504)
-    expired: bool = False  # cancelled by its deadline, not by the node
-    replying: bool = False  # the handler returned: the deadline no longer applies
+    deadline: Deadline | None = None  # the handler is cancelled (504) when it passes
 
 
 class Worker:
@@ -98,8 +96,7 @@ class Worker:
         self._stopped = asyncio.Event()
         self._idle = asyncio.Event()
         self._rlog = RateLimitedLog(log)
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
+        self._deadlines = DeadlineSweep()  # the handlers' deadlines, one timer for all
 
     # -- public --------------------------------------------------------------
     async def run(self) -> None:
@@ -251,39 +248,10 @@ class Worker:
                       msg.client, msg.request_id, deadline=time.monotonic() + msg.deadline)
         self._jobs[msg.id] = job
         self._idle.clear()
-        if msg.deadline:
-            loop = asyncio.get_running_loop()
-            job.deadline = loop.time() + msg.deadline
-            if job.deadline < self._timer_at:
-                self._arm(loop, job.deadline)
-        job.task = asyncio.create_task(self._serve(job, req))
-
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = when
-        self._timer = loop.call_at(when, self._expire)
-
-    def _expire(self) -> None:
-        """Cancel every handler past its deadline; re-arm for the earliest left.
-
-        Jobs are bounded by our concurrency, so the scan is short, and it runs
-        about once per deadline span, not per request."""
-        self._timer, self._timer_at = None, math.inf
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        earliest = math.inf
-        for job in list(self._jobs.values()):
-            if job.replying or job.expired:
-                continue
-            if job.deadline <= now:
-                job.expired = True
-                if job.task is not None:
-                    job.task.cancel()
-            elif job.deadline < earliest:
-                earliest = job.deadline
-        if earliest < math.inf:
-            self._arm(loop, earliest)
+        job.task = loop.create_task(self._serve(job, req))
+        if msg.deadline:
+            job.deadline = self._deadlines.start(loop, job.task, loop.time() + msg.deadline)
 
     def _send_credit(self, rid: int, n: int) -> None:
         if rid in self._jobs:
@@ -294,7 +262,7 @@ class Worker:
             try:
                 resp = await self.handler(req)
             except asyncio.CancelledError:
-                if not job.expired:
+                if job.deadline is None or not job.deadline.expired:
                     raise
                 task = asyncio.current_task()
                 if task is not None:
@@ -303,11 +271,12 @@ class Worker:
             except Exception:
                 log.exception("handler failed for %s %s", req.method, req.path)
                 resp = Response.error(500, "the worker's handler failed")
-            job.replying = True
+            self._deadlines.end(job.deadline)  # answering: the deadline no longer applies
             await self._reply(job, resp)
         except asyncio.CancelledError:
             pass  # the node cancelled (client gone, deadline) or we lost the node
         finally:
+            self._deadlines.end(job.deadline)
             if job.upload is not None:
                 job.upload.cancel()
             self._jobs.pop(job.rid, None)

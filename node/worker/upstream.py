@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections import deque
 from typing import cast
@@ -45,6 +44,7 @@ import httptools
 
 from node.body import BodyChannel
 from node.http import BodyStream, Headers, Request, Response
+from node.worker.deadlines import DeadlineSweep
 
 CHUNK = 256 * 1024
 READ = 64 * 1024
@@ -427,18 +427,6 @@ class _Conn(_Parse, asyncio.Protocol):
             self._read_timer = None
 
 
-class _Deadline:
-    """A request's deadline, in the client's sweep: when it passes, the request's task is
-    cancelled (what `asyncio.timeout` does, without a timer per request)."""
-
-    __slots__ = ("expired", "task", "when")
-
-    def __init__(self, task: asyncio.Task[object] | None, when: float) -> None:
-        self.task = task
-        self.when = when
-        self.expired = False
-
-
 class UpstreamClient:
     """A handler forwarding requests to the HTTP/1.1 origin at `base_url`."""
 
@@ -461,20 +449,15 @@ class UpstreamClient:
         # futures of those waiting for one; cheaper than asyncio.Semaphore per request.
         self._busy = 0
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
-        # Deadlines of the requests in flight, swept by one timer armed for the earliest
-        # (a uvloop timer per request cost ~2.4 µs); no timer is left once none is in flight.
-        self._deadlines: set[_Deadline] = set()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
+        # Deadlines of the requests in flight: one timer for all (node.worker.deadlines).
+        self._deadlines = DeadlineSweep()
 
     async def __call__(self, request: Request) -> Response:
         loop = asyncio.get_running_loop()
         wait = (request.deadline - time.monotonic() if request.deadline
                 else self.default_timeout)
-        deadline = _Deadline(asyncio.current_task(), loop.time() + max(0.001, wait))
-        self._deadlines.add(deadline)
-        if deadline.when < self._timer_at:
-            self._arm(loop, deadline.when)
+        deadline = self._deadlines.start(loop, asyncio.current_task(),
+                                         loop.time() + max(0.001, wait))
         held = False  # this call holds a slot (until an exchange hands it to its response)
         retry = request.method in IDEMPOTENT and isinstance(request.body, bytes)
         try:
@@ -514,11 +497,7 @@ class UpstreamClient:
             return Response.error(502, f"upstream {self.authority} failed: "
                                        f"{type(exc).__name__} {exc}".strip())
         finally:
-            deadlines = self._deadlines
-            deadlines.discard(deadline)
-            if not deadlines and self._timer is not None:
-                self._timer.cancel()
-                self._timer, self._timer_at = None, math.inf
+            self._deadlines.end(deadline)
             if held:
                 self._free_slot()
 
@@ -528,30 +507,6 @@ class UpstreamClient:
         self._idle.clear()
 
     # -- inside ----------------------------------------------------------------
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = when
-        self._timer = loop.call_at(when, self._expire, loop)
-
-    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Cancel the requests past their deadline; re-arm for the earliest left. The set is
-        bounded by the requests in flight, and the sweep runs about once per deadline span."""
-        self._timer, self._timer_at = None, math.inf
-        now = loop.time() + 0.001  # uvloop's timers have a millisecond's resolution
-        earliest = math.inf
-        for deadline in list(self._deadlines):
-            if deadline.expired:
-                continue
-            if deadline.when <= now:
-                deadline.expired = True
-                if deadline.task is not None:
-                    deadline.task.cancel()
-            elif deadline.when < earliest:
-                earliest = deadline.when
-        if earliest < math.inf:
-            self._arm(loop, earliest)
-
     async def _acquire(self, loop: asyncio.AbstractEventLoop) -> None:
         waiter: asyncio.Future[None] = loop.create_future()
         self._slot_waiters.append(waiter)
