@@ -11,7 +11,9 @@ proxy headers, the response head — without the kernel, wrk or a worker, and it
 much less with the machine's load than a wrk run (min of R rounds of CPU time).
 
 Rows: wrk's request (Host only) and a browser's (bench.tools.BROWSER_HEADERS, 13
-fields), each without and with the cache stage (a no-store answer, the miss path);
+fields), each without and with the cache stage (a no-store answer, the miss path), and
+the miss path once more with the access log on (text lines into a buffer, as the node
+writes them);
 the reference is the floor any Python server on this loop pays: an asyncio.Protocol
 feeding llhttp and answering the same bytes. Ratios are against that floor.
 """
@@ -97,7 +99,7 @@ class _Floor(asyncio.Protocol):
         self.transport.write(self.ANSWER)
 
 
-def _node_protocol(cache: bool) -> asyncio.Protocol:
+def _node_protocol(cache: bool, logged: bool = False) -> asyncio.Protocol:
     from cache.memory import MemoryStore
     from node.cacheconfig import CacheConfig
     from node.cachestage import CacheStage
@@ -114,7 +116,12 @@ def _node_protocol(cache: bool) -> asyncio.Protocol:
 
     stages = [CacheStage(MemoryStore(), CacheConfig(), node_id="bench")] if cache else []
     pipeline = Pipeline([], ServiceMap.from_specs(()), stages, Memory(), "bench")
-    server = FastHTTPServer(Front(pipeline.handle))
+    front = Front(pipeline.handle)
+    if logged:  # as operators run: a text line per request into the node's line buffer
+        from node.accesslog import AccessLog
+        lines: list[str] = []
+        front.access_log = AccessLog("text", node="bench", sink=lines.append)
+    server = FastHTTPServer(front)
     server._added = lambda wire: None  # type: ignore[method-assign]  # no sweep here
     return WireProtocol(server)
 
@@ -143,8 +150,10 @@ async def run(n: int, rounds: int) -> None:
         request = f"GET /x?y=1 HTTP/1.1\r\nHost: a.test\r\n{extra}\r\n".encode()
         floor = await _cost(_Floor(), request, n, rounds)
         print(f"{label:22s} {'floor: Protocol + llhttp':28s} {floor:8.1f} {1.0:8.2f}")
-        for name, cache in (("node, no cache stage", False), ("node, miss (no-store)", True)):
-            cost = await _cost(_node_protocol(cache), request, n, rounds)
+        for name, cache, logged in (("node, no cache stage", False, False),
+                                    ("node, miss (no-store)", True, False),
+                                    ("node, miss, access log on", True, True)):
+            cost = await _cost(_node_protocol(cache, logged), request, n, rounds)
             print(f"{label:22s} {name:28s} {cost:8.1f} {cost / floor:8.2f}")
 
 

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.accesslog import REDACTED, AccessLog, format_json, format_text, record_of
+from node.accesslog import (
+    REDACTED,
+    AccessLog,
+    format_json,
+    format_text,
+    format_text_escaped,
+    record_of,
+)
 from node.http import Headers, Request, Response
 
 WALL = 1_800_000_000.25  # 2027-01-15T08:00:00.250Z
@@ -198,3 +205,20 @@ def test_a_failed_write_loses_the_lines_not_the_node() -> None:
     buffer.flush()  # ValueError on a closed stream: reported, not raised
     buffer.write_line("two")
     assert buffer.lines == ["two"]
+
+
+_MOSTLY_PLAIN = st.one_of(st.sampled_from(["", "GET", "/a?b=1", "n1", "a b", 'q"', "é"]),
+                          st.text(max_size=12))
+
+
+@given(target=_MOSTLY_PLAIN, method=_MOSTLY_PLAIN, rid=_MOSTLY_PLAIN, host=_MOSTLY_PLAIN,
+       outcome=_MOSTLY_PLAIN, tagged=st.booleans())
+def test_the_plain_line_shortcut_writes_what_escaping_each_field_writes(
+    *, target: str, method: str, rid: str, host: str, outcome: str, tagged: bool
+) -> None:
+    req = Request(method, target, Headers([("X-Tag", "v")]), request_id=rid, client="10.0.0.1",
+                  host=host, service="www")
+    resp = Response(200, outcome=outcome, worker="w1", served_by="n1")
+    rec = record_of(req, resp, sent_bytes=3, duration=0.0123, wall=WALL,
+                    extra_headers=["X-Tag"] if tagged else [])
+    assert format_text(rec) == format_text_escaped(rec)
