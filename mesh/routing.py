@@ -59,6 +59,11 @@ class Decision:
     reason: str = ""
 
 
+# The answers of almost every request, made once (a frozen dataclass is slow to build).
+_LOCAL = Decision(Route.LOCAL, reason="local slot free")
+_LOCAL_FORWARDED = Decision(Route.LOCAL, reason="forwarded, local slot free")
+
+
 def accepts_forwarded(local_free: int, local_slots: int, headroom: float) -> bool:
     """Whether a forwarded request may take a local slot, keeping `headroom` for local clients."""
     reserve = int(local_slots * headroom)
@@ -84,10 +89,10 @@ def decide(
     service's requests that went to peers."""
     if hops >= 1:
         if accepts_forwarded(local_free, local_slots, policy.headroom):
-            return Decision(Route.LOCAL, reason="forwarded, local slot free")
+            return _LOCAL_FORWARDED
         return Decision(Route.BUSY, reason="forwarded, no spare local slot")
     if local_free > 0:
-        return Decision(Route.LOCAL, reason="local slot free")
+        return _LOCAL
     if not policy.enabled:
         return Decision(Route.QUEUE, reason="overflow disabled for this service")
     # The cap keeps traffic on local workers; 1.0 means no cap (a node whose every recent
