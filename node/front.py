@@ -45,6 +45,7 @@ from node.fastconn import FastHTTPConnection
 from node.http import Body, BodyError, Headers, Request, Response
 from node.inapp import AppAnswer, Stamping, TornadoAppMount
 from node.proxyheaders import Target, normalise_target
+from node.ratelog import RateLimitedLog
 from node.responsehead import BadField, FieldMap, field_map
 from node.tls import STS, HttpsPolicy, policy_target
 
@@ -55,6 +56,7 @@ __all__ = ["AppMount", "Front", "FrontLimits", "Handler", "Listener", "TornadoAp
            "bound_port"]  # TornadoAppMount lives in node.inapp now
 
 log = logging.getLogger("scale0.front")
+_refused = RateLimitedLog(log)  # a broken upstream must not write a warning per request
 
 Handler = Callable[[Request], Awaitable[Response]]
 _NO_BODY_STATUS = (204, 304)
@@ -408,7 +410,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         except BadField as exc:  # refused before a byte is out: the client gets a 502
             if not isinstance(response.body, bytes):
                 response.body.cancel()
-            log.warning("answer to %s refused: %s", self._describe(), exc)
+            _refused.warn("unwritable", "answer to %s refused: %s", self._describe(), exc)
             response = Response.error(502, f"upstream sent an unwritable field: {exc}")
             status = 502
             fields = field_map(response.headers, status, no_body)
