@@ -1,6 +1,6 @@
-"""The upstream client's response-head parsing (`_Parse` over llhttp), by property:
+"""The upstream client's response-head parsing (`ResponseParse` over llhttp), by property:
 however the bytes are split into reads, the outcome is the same; whatever the bytes,
-the only failure is `_Invalid` (a 502), and the head kept is bounded."""
+the only failure is `Invalid` (a 502), and the head kept is bounded."""
 
 from __future__ import annotations
 
@@ -10,19 +10,19 @@ import httptools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.worker.upstream import MAX_HEAD, _Invalid, _Parse
+from node.worker.upstreamconn import MAX_HEAD, Invalid, ResponseParse
 
 TOKEN = st.text("abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12)
 VALUE = st.text("abc xyz;=/0123456789", max_size=40).map(str.strip)
 
 
 def parse(pieces: list[bytes]) -> tuple[str, object]:
-    p = _Parse()
+    p = ResponseParse()
     p.parser = httptools.HttpResponseParser(p)
     try:
         for piece in pieces:
             p.feed(piece)
-    except _Invalid as exc:
+    except Invalid as exc:
         return "invalid", str(exc)
     return "ok", (p.parser.get_status_code() if p.headers_done else None, p.headers,
                   b"".join(p.body), p.done, p.extra)
