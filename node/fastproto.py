@@ -95,6 +95,7 @@ class WireProtocol(asyncio.Protocol):
         self.facts = HeadFacts(None, False, False, False)
         self.url = b""
         self.fields: list[tuple[bytes, bytes]] = []
+        self.plain = False  # the shortcut found the fields plain (wirerules.plain_fields)
         self.answered = False  # the current message was answered by the shortcut
 
     # -- asyncio.Protocol -------------------------------------------------------
@@ -174,6 +175,7 @@ class WireProtocol(asyncio.Protocol):
         self.head_bytes = self.head_raw = 0
         self.url = b""
         self.fields = []
+        self.plain = False
         if self.conn is None:
             self.deadline = self.loop.time() + self.limits.header_timeout
 
@@ -203,7 +205,7 @@ class WireProtocol(asyncio.Protocol):
         version = "HTTP/" + parser.get_http_version()
         target = self.url.decode("latin1")
         try:
-            headers = request_headers(self.fields)
+            headers = request_headers(self.fields, plain=self.plain)
         except httputil.HTTPInputError as exc:
             raise ClientError(str(exc)) from exc
         facts = check_request_head(method, target, version, headers,
@@ -252,6 +254,7 @@ class WireProtocol(asyncio.Protocol):
                 return False
         if host is None or not plain_fields(self.fields):
             return False
+        self.plain = True  # a miss goes on to request_headers, which need not ask again
         context = self.context
         found = shortcut.answer(context.protocol, host.strip(b" \t").lower(), self.url, rid,
                                 client=context.remote_ip, codings=codings_of(accept),

@@ -66,12 +66,14 @@ class Headers:
             keys.append(lname)
             return
         first = keys.index(lname)
-        self._items[first] = (name, value)
-        if keys.count(lname) > 1:
-            pairs = [(k, item) for i, (k, item) in enumerate(zip(keys, self._items, strict=True))
-                     if k != lname or i == first]
-            self._keys = [k for k, _ in pairs]
-            self._items = [item for _, item in pairs]
+        if keys.count(lname) == 1:
+            self._items[first] = (name, value)
+            return
+        # Several: drop them all, then put the one back where the first was (nothing
+        # before it had that name, so the position is unchanged).
+        self._keep(lambda k: k != lname)
+        self._keys.insert(first, lname)
+        self._items.insert(first, (name, value))
 
     def remove(self, name: str) -> None:
         lname = name.lower()
@@ -88,16 +90,17 @@ class Headers:
         """A copy without the fields whose lower-cased name is in `lower_names` or starts
         with `prefix` (lower-case)."""
         clone = Headers.__new__(Headers)
-        pairs = [(k, item) for k, item in zip(self._keys, self._items, strict=True)
-                 if k not in lower_names and not k.startswith(prefix)]
-        clone._keys = [k for k, _ in pairs]
-        clone._items = [item for _, item in pairs]
+        clone._keys, clone._items = self._kept(
+            lambda k: k not in lower_names and not k.startswith(prefix))
         return clone
 
     def _keep(self, wanted: Callable[[str], bool]) -> None:
+        self._keys, self._items = self._kept(wanted)
+
+    def _kept(self, wanted: Callable[[str], bool]) -> tuple[list[str], list[tuple[str, str]]]:
+        """The (names, fields) whose lower-cased name `wanted` accepts, in order."""
         pairs = [(k, item) for k, item in zip(self._keys, self._items, strict=True) if wanted(k)]
-        self._keys = [k for k, _ in pairs]
-        self._items = [item for _, item in pairs]
+        return [k for k, _ in pairs], [item for _, item in pairs]
 
     def items(self) -> list[tuple[str, str]]:
         """The fields in order, as a new list."""
