@@ -24,6 +24,7 @@ Command ids: only ever append to `Cmd`; a changed meaning needs a new VERSION.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -176,6 +177,7 @@ _TOKENS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za
 _BAD_VALUE = re.compile(r"[\x00\r\n]")
 _BAD_TEXT = re.compile(r"[\x00-\x1f\x7f ]")  # methods, targets: no controls, no spaces
 MAX_ID = 2**63 - 1
+_MAX_SECONDS = 86400 * 7  # the longest deadline a peer may ask for
 
 
 def _int(lo: int, hi: int) -> Check:
@@ -207,7 +209,7 @@ def _bool(v: Any, _: Limits) -> bool:
 
 
 def _seconds(v: Any, _: Limits) -> float:
-    if type(v) not in (int, float) or not math.isfinite(v) or not 0 <= v <= 86400 * 7:
+    if type(v) not in (int, float) or not math.isfinite(v) or not 0 <= v <= _MAX_SECONDS:
         raise ProtocolError(f"expected seconds in [0, 604800], got {_show(v)}")
     return float(v)
 
@@ -228,10 +230,12 @@ def _headers(v: Any, lim: Limits) -> HeaderList:
     names, values = v[0::2], v[1::2]
     try:
         joined = "\n".join(names)  # a name holding a LF would pass as two: counted
+        joined_values = "\t".join(values)
         if (_TOKENS.fullmatch(joined) is not None and joined.count("\n") == len(names) - 1
-                and _BAD_VALUE.search("\t".join(values)) is None
-                and sum(map(len, v)) <= lim.max_header_bytes):
-            return tuple(zip(names, values, strict=True))
+                and _BAD_VALUE.search(joined_values) is None
+                # the fields' length: both joins less their separators
+                and len(joined) + len(joined_values) + 2 - len(v) <= lim.max_header_bytes):
+            return tuple(zip(names, values, strict=False))  # len(v) is even: pairs
     except TypeError:
         pass  # a name or value that is not a string: the loop says so
     total = 0
@@ -289,14 +293,34 @@ SCHEMA: dict[Cmd, tuple[type[Any], tuple[tuple[str, Check], ...], bool]] = {
 }
 _HEADS = {cmd: VERSION + bytes([cmd]) for cmd in Cmd}
 _BY_HEAD = {head: cmd for cmd, head in _HEADS.items()}
+_REQUEST_HEAD, _REPLY_HEAD = _HEADS[Cmd.REQUEST], _HEADS[Cmd.REPLY]
+_chain = itertools.chain.from_iterable
+_packb = msgpack.packb
 
 
 def _flat(headers: HeaderList) -> list[str]:
-    return [x for pair in headers for x in pair]
+    return list(_chain(headers))
 
 
 def encode(msg: Message) -> list[bytes]:
     """The frames of `msg` (without a ROUTER identity)."""
+    kind = type(msg)
+    # The two messages of every round trip skip the schema walk (getattr per field):
+    # 2.3 → 1.1 µs a REQUEST here. test_protocol holds them to the walk's bytes.
+    if kind is RequestMsg:
+        rq: RequestMsg = msg  # type: ignore[assignment]
+        return [_REQUEST_HEAD, _packb([rq.id, rq.method, rq.target, list(_chain(rq.headers)),
+                                       rq.deadline, rq.scheme, rq.host, rq.client,
+                                       rq.request_id, rq.more]), rq.body]
+    if kind is Reply:
+        rp: Reply = msg  # type: ignore[assignment]
+        return [_REPLY_HEAD, _packb([rp.id, rp.status, list(_chain(rp.headers)), rp.more]),
+                rp.body]
+    return encode_by_schema(msg)
+
+
+def encode_by_schema(msg: Message) -> list[bytes]:
+    """`encode` for any message, walking SCHEMA (the reference the shortcuts agree with)."""
     if type(msg) is Batch:
         return encode_batch([list(p) for p in msg.parts])
     _, fields, has_body = SCHEMA[msg.CMD]
@@ -392,20 +416,80 @@ def decode(frames: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> Message:
         raise ProtocolError(f"bad msgpack metadata: {type(exc).__name__}") from None
     if type(meta) is not list or len(meta) != len(fields):
         raise ProtocolError(f"{cmd.name} metadata must be an array of {len(fields)} fields")
-    # Positional, in SCHEMA's order (each class's own field order, body last; a unit test
-    # holds them equal): no dict of keyword arguments per message.
-    values: list[Any] = []
-    for (name, check), value in zip(fields, meta, strict=True):
-        try:
-            values.append(check(value, limits))
-        except ProtocolError as exc:
-            raise ProtocolError(f"{cmd.name}.{name}: {exc.reason}") from None
+    shortcut = _SHORTCUTS.get(cmd)
+    values = shortcut(meta, limits) if shortcut is not None else None
+    if values is None:
+        values = check_fields(cmd, meta, limits)
     if has_body:
         body = frames[2]
         if len(body) > limits.max_body_frame:
             raise ProtocolError(f"body frame longer than {limits.max_body_frame} bytes")
         values.append(body if type(body) is bytes else bytes(body))
     return cls(*values)  # type: ignore[no-any-return]
+
+
+def check_fields(cmd: Cmd, meta: list[Any], limits: Limits) -> list[Any]:
+    """The checked field values of `cmd` from its metadata array, walking SCHEMA.
+
+    Positional, in SCHEMA's order (each class's own field order, body last; a unit test
+    holds them equal): no dict of keyword arguments per message. Raises ProtocolError
+    naming the first bad field."""
+    values: list[Any] = []
+    for (name, check), value in zip(SCHEMA[cmd][1], meta, strict=True):
+        try:
+            values.append(check(value, limits))
+        except ProtocolError as exc:
+            raise ProtocolError(f"{cmd.name}.{name}: {exc.reason}") from None
+    return values
+
+
+# -- shortcuts for the two messages of every round trip -------------------------------
+# The schema walk calls one checker per field (ten for a REQUEST: 5.6 of its 6.3 µs
+# here). These check the same rules in one expression and return the values, or None
+# for anything they do not accept, which then goes through `check_fields` for the
+# precise reason. test_protocol holds each to `check_fields` on arbitrary metadata.
+
+
+def _request_fields(m: list[Any], lim: Limits) -> list[Any] | None:
+    id_, method, target, headers, deadline, scheme, host, client, request_id, more = m
+    ms = lim.max_str
+    if not (type(id_) is int and 0 <= id_ <= MAX_ID
+            and type(method) is str and type(target) is str and type(scheme) is str
+            and type(host) is str and type(client) is str and type(request_id) is str
+            and method and target and type(more) is bool
+            and (type(deadline) is float or type(deadline) is int)
+            and 0 <= deadline <= _MAX_SECONDS  # also false for NaN; inf is above
+            and len(method) <= ms and len(target) <= ms and len(scheme) <= ms
+            and len(host) <= ms and len(client) <= ms and len(request_id) <= ms
+            # one search over the five plain-text fields: a single-character class
+            # matches the concatenation exactly when it matches one of them
+            and _BAD_TEXT.search(method + target + scheme + host + client) is None
+            and _BAD_VALUE.search(request_id) is None):
+        return None
+    try:
+        fields = _headers(headers, lim)
+    except ProtocolError:
+        return None
+    return [id_, method, target, fields, float(deadline), scheme, host, client,
+            request_id, more]
+
+
+def _reply_fields(m: list[Any], lim: Limits) -> list[Any] | None:
+    id_, status, headers, more = m
+    if not (type(id_) is int and 0 <= id_ <= MAX_ID and type(status) is int
+            and 100 <= status <= 599 and type(more) is bool):
+        return None
+    try:
+        fields = _headers(headers, lim)
+    except ProtocolError:
+        return None
+    return [id_, status, fields, more]
+
+
+_SHORTCUTS: dict[Cmd, Callable[[list[Any], Limits], list[Any] | None]] = {
+    Cmd.REQUEST: _request_fields,
+    Cmd.REPLY: _reply_fields,
+}
 
 
 def salvage_id(frames: Sequence[bytes]) -> int | None:

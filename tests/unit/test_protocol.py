@@ -4,6 +4,7 @@ raise ProtocolError."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 import msgpack
@@ -29,8 +30,12 @@ from node.protocol import (
     Reply,
     RequestMsg,
     _headers,
+    _reply_fields,
+    _request_fields,
+    check_fields,
     decode,
     encode,
+    encode_by_schema,
     salvage_id,
 )
 
@@ -197,3 +202,99 @@ def test_header_fields_accepted_exactly_when_each_one_is_valid(flat: list[object
         assert not one_by_one
         return
     assert one_by_one and got == tuple(zip(flat[0::2], flat[1::2], strict=True))
+
+
+# -- the shortcuts for REQUEST and REPLY agree with the schema walk -------------------------
+_ANY_FIELD = st.one_of(st.text(max_size=8), st.integers(-2, 2**64), st.booleans(), st.none(),
+                       st.floats(allow_nan=True, allow_infinity=True),
+                       st.lists(_HEADER_TEXT, max_size=6))
+_LONG = "x" * 41  # over the test's max_str
+# Per field: the near misses of its own rule, so each rule is broken often, alone or together.
+_NEAR: dict[Cmd, list[list[object]]] = {
+    Cmd.REQUEST: [
+        [-1, 2**63, True, 1.0],  # id
+        ["", "G T", "G\x00", "G\x7f", _LONG, 5],  # method
+        ["", "/a b", "/\r", _LONG, b"/"],  # target
+        [["a b", "x"], ["a"], ["x", "\r"], ["a\nb", "x"], "s", [1, 2], ["x", _LONG * 6]],
+        [-1, -0.0, 604800, 604800.5, math.nan, math.inf, True, "1"],  # deadline
+        ["a b", "\x7f", "\t", 1, None, _LONG],  # scheme
+        ["a b", "\x7f", 1, None, _LONG],  # host
+        ["a b", "\x7f", 1, None, _LONG],  # client
+        ["a\r", "\x00", "a b", _LONG, 1],  # request_id: spaces are fine, controls are not
+        [0, 1, None, "true"],  # more
+    ],
+    Cmd.REPLY: [
+        [-1, 2**63, True, 1.0],
+        [99, 600, 200.0, True, "200"],
+        [["a b", "x"], ["a"], ["x", "\r"], "s", [1, 2], ["x", _LONG * 6]],
+        [0, 1, None],
+    ],
+}
+
+
+def _mutated(cmd: Cmd, meta: list[object], data: st.DataObject) -> list[object]:
+    out = list(meta)
+    for i, near in enumerate(_NEAR[cmd]):
+        how = data.draw(st.integers(0, 5))
+        if how == 4:
+            out[i] = data.draw(st.sampled_from(near))
+        elif how == 5:
+            out[i] = data.draw(_ANY_FIELD)
+    return out
+
+
+_REQUEST_META = st.tuples(ids, visible, visible, headers, st.floats(0, 604800), st.booleans())
+
+
+@given(_REQUEST_META, st.data())
+def test_request_shortcut_agrees_with_the_schema_walk(
+        valid: tuple[int, str, str, tuple[tuple[str, str], ...], float, bool],
+        data: st.DataObject) -> None:
+    """Valid metadata with fields swapped for near misses or arbitrary values: the
+    shortcut accepts exactly what check_fields accepts, with the same values, and leaves
+    the rest to the walk (which says what is wrong)."""
+    rid, method, target, hdrs, deadline, more = valid
+    meta: list[object] = [rid, method, target, [x for p in hdrs for x in p], deadline, "http",
+                          "h", "c", "r 1", more]
+    _agree(Cmd.REQUEST, _request_fields, _mutated(Cmd.REQUEST, meta, data))
+
+
+@given(ids, st.integers(100, 599), headers, st.booleans(), st.data())
+def test_reply_shortcut_agrees_with_the_schema_walk(
+        rid: int, status: int, hdrs: tuple[tuple[str, str], ...], more: bool,
+        data: st.DataObject) -> None:
+    meta: list[object] = [rid, status, [x for p in hdrs for x in p], more]
+    _agree(Cmd.REPLY, _reply_fields, _mutated(Cmd.REPLY, meta, data))
+
+
+_VALID = {Cmd.REQUEST: [7, "GET", "/x", ["Host", "h"], 2, "http", "h", "c", "r 1", True],
+          Cmd.REPLY: [7, 200, ["Host", "h"], True]}
+_SHORTCUT = {Cmd.REQUEST: _request_fields, Cmd.REPLY: _reply_fields}
+
+
+@pytest.mark.parametrize(("cmd", "field", "bad"), [
+    (cmd, field, bad) for cmd, table in _NEAR.items()
+    for field, near in enumerate(table) for bad in near])
+def test_each_near_miss_alone_is_judged_as_the_schema_walk_judges_it(
+        cmd: Cmd, field: int, bad: object) -> None:
+    meta = list(_VALID[cmd])
+    meta[field] = bad
+    _agree(cmd, _SHORTCUT[cmd], meta)
+
+
+def _agree(cmd: Cmd, shortcut: object, meta: list[object]) -> None:
+    lim = Limits(max_str=40, max_header_bytes=200)
+    got = shortcut(meta, lim)  # type: ignore[operator]
+    try:
+        want = check_fields(cmd, meta, lim)
+    except ProtocolError:
+        assert got is None
+        return
+    assert got is not None
+    assert got == want
+    assert [type(x) for x in got] == [type(x) for x in want]  # float(deadline), not an int
+
+
+@given(messages)
+def test_encode_shortcuts_write_the_schema_walks_bytes(msg: Message) -> None:
+    assert encode(msg) == encode_by_schema(msg)
