@@ -107,15 +107,20 @@ async def zipf_load(port: int, paths: list[str], conns: int = 16) -> tuple[int, 
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
+            length, closing = 0, False
             for line in head.split(b"\r\n"):
                 name, _, value = line.partition(b":")
                 if name.lower() == b"content-length":
                     length = int(value)
                 elif name.lower() == b"x-cache" and value.strip().upper() == b"HIT":
                     hits += 1
+                elif name.lower() == b"connection" and value.strip().lower() == b"close":
+                    closing = True
             await reader.readexactly(length)
             answered += 1
+            if closing:  # the server ends this connection: the next request goes on a new one
+                writer.close()  # (writing first raced the server's FIN: a reset, seen once)
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.close()
 
     await asyncio.gather(*(client() for _ in range(conns)))
