@@ -24,7 +24,17 @@ import time
 import urllib.request
 
 from bench.procs import Procs, free_port
-from bench.tools import HEADER, Nginx, WrkResult, cpu_seconds, have, wait_http, wrk
+from bench.tools import (
+    HEADER,
+    KEEPALIVE_PROXYING,
+    Nginx,
+    WrkResult,
+    cpu_seconds,
+    have,
+    origin_upstream,
+    wait_http,
+    wrk,
+)
 
 SIZES = (1024, 64 * 1024)
 LIMIT = 60.0  # seconds: no Zipf run goes past this
@@ -148,9 +158,8 @@ def run(seconds: float, zipf_n: int, rounds: int = 1) -> None:
         targets: list[tuple[str, int, list[int]]] = []
         if have("nginx"):
             nport = free_port()
-            nginx = Nginx(f"""server {{ listen 127.0.0.1:{nport};
-              location / {{ proxy_pass http://127.0.0.1:{oport}; proxy_cache z;
-                            proxy_http_version 1.1; proxy_set_header Connection "";
+            nginx = Nginx(f"""{origin_upstream(oport)} server {{ listen 127.0.0.1:{nport};
+              location / {{ proxy_pass http://origin; proxy_cache z; {KEEPALIVE_PROXYING}
                             add_header X-Cache $upstream_cache_status; }} }}""", cache=True)
             # nginx run as root hands the cache to an unprivileged worker: let it in
             nginx.dir.chmod(0o755)

@@ -17,7 +17,7 @@ import statistics
 import time
 
 from bench.procs import Procs, free_port
-from bench.tools import Nginx, have, wait_http
+from bench.tools import KEEPALIVE_PROXYING, Nginx, have, origin_upstream, wait_http
 
 
 async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> float:
@@ -67,11 +67,9 @@ def _row(name: str, xs: list[float]) -> tuple[float, float]:
 def _nginx(oport: int) -> tuple[Nginx, int]:
     """nginx in front of the same origin: `/` proxy_pass, `/c/` proxy_cache (HITs once filled)."""
     nport = free_port()
-    nginx = Nginx(f"""server {{ listen 127.0.0.1:{nport};
-      location / {{ proxy_pass http://127.0.0.1:{oport}; proxy_http_version 1.1;
-                    proxy_set_header Connection ""; }}
-      location /c/ {{ proxy_pass http://127.0.0.1:{oport}/; proxy_cache z;
-                      proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""",
+    nginx = Nginx(f"""{origin_upstream(oport)} server {{ listen 127.0.0.1:{nport};
+      location / {{ proxy_pass http://origin; {KEEPALIVE_PROXYING} }}
+      location /c/ {{ proxy_pass http://origin/; proxy_cache z; {KEEPALIVE_PROXYING} }} }}""",
                   cache=True)
     nginx.dir.chmod(0o755)  # nginx run as root hands the cache to an unprivileged worker
     (nginx.dir / "cache").mkdir(mode=0o777)

@@ -20,7 +20,16 @@ import urllib.request
 from pathlib import Path
 
 from bench.procs import Procs, free_port
-from bench.tools import HEADER, Nginx, cpu_seconds, have, wait_http, wrk
+from bench.tools import (
+    HEADER,
+    KEEPALIVE_PROXYING,
+    Nginx,
+    cpu_seconds,
+    have,
+    origin_upstream,
+    wait_http,
+    wrk,
+)
 
 # proxy.py's reverse proxy takes its routes from a plugin class: one static route
 # to our origin, written to a temp dir at run time (proxy.py is no dependency).
@@ -93,9 +102,8 @@ def run(seconds: float, connections: int) -> dict[str, float]:
 
         if have("nginx"):
             nport = free_port()
-            nginx = Nginx(f"""server {{ listen 127.0.0.1:{nport};
-              location / {{ proxy_pass http://127.0.0.1:{oport}; proxy_http_version 1.1;
-                            proxy_set_header Connection ""; }} }}""")
+            nginx = Nginx(f"""{origin_upstream(oport)} server {{ listen 127.0.0.1:{nport};
+              location / {{ proxy_pass http://origin; {KEEPALIVE_PROXYING} }} }}""")
             nginx.start()
             wait_http(f"http://127.0.0.1:{nport}/_count")
             pids = nginx.worker_pids()

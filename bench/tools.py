@@ -127,6 +127,18 @@ def wait_http(url: str, timeout: float = 15.0) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
+def origin_upstream(port: int, name: str = "origin") -> str:
+    """An nginx `upstream` block for an origin on `port`, kept alive as an operator would
+    set it up: without `keepalive` (and HTTP/1.1 with an empty Connection header in the
+    location), nginx opens a new connection to the origin for every request, which cost
+    it 56-71 µs of CPU a request here instead of ~30 and made every ratio against it
+    flatter us. Use with `proxy_pass http://NAME` and `KEEPALIVE_PROXYING`."""
+    return f"upstream {name} {{ server 127.0.0.1:{port}; keepalive 64; }}"
+
+
+KEEPALIVE_PROXYING = 'proxy_http_version 1.1; proxy_set_header Connection "";'
+
+
 class Nginx:
     """A private nginx (one worker process) with a config we write, in a temp dir."""
 
