@@ -42,7 +42,10 @@ _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)", re.DOTALL)
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_FORWARDING = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded")
+_FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+                         "forwarded"})
+# What an untrusted client's request loses on its way upstream, in the same one pass.
+_HOP_BY_HOP_AND_FORWARDING = HOP_BY_HOP | _FORWARDING
 
 
 def _ip(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -109,12 +112,15 @@ def new_request_id() -> str:
     return f"{_bits(128):032x}"
 
 
-def strip_hop_by_hop(headers: Headers) -> Headers:
-    """A copy of `headers` without hop-by-hop fields and the fields Connection names."""
-    drop: set[str] | frozenset[str] = HOP_BY_HOP
+def strip_hop_by_hop(headers: Headers, also: frozenset[str] = frozenset()) -> Headers:
+    """A copy of `headers` without hop-by-hop fields and the fields Connection names
+    (nor those in `also`, lower-cased names)."""
+    drop: set[str] | frozenset[str] = (
+        HOP_BY_HOP if not also else _HOP_BY_HOP_AND_FORWARDING if also is _FORWARDING
+        else HOP_BY_HOP | also)
     named = headers.get_all("connection")
     if named:
-        drop = set(HOP_BY_HOP)
+        drop = set(drop)
         for value in named:
             for token in value.split(","):
                 name = token.strip().lower()
@@ -155,25 +161,26 @@ def upstream_headers(request: Request, node_id: str,
     ours alone are sent, because a client could otherwise claim an address,
     https or a host. A request a peer already forwarded (hops > 0) keeps the
     values the first node set."""
-    out = strip_hop_by_hop(request.headers)
     first_hop = request.hops == 0
+    believe = first_hop and trusted.trusts(request.client)
+    # An untrusted client's forwarding fields go in the same pass as the hop-by-hop ones;
+    # ours are then new fields, appended (`set` would look for one first).
+    out = strip_hop_by_hop(request.headers, _FORWARDING if first_hop and not believe
+                           else frozenset())
     if first_hop:
-        believe = trusted.trusts(request.client)
-        if not believe:
-            for name in _FORWARDING:
-                out.remove(name)
+        put = out.set if believe else out.add
         client = request.client or "unknown"
         xff = request.headers.get_joined("x-forwarded-for") if believe else ""
-        out.set("X-Forwarded-For", f"{xff}, {client}" if xff else client)
+        put("X-Forwarded-For", f"{xff}, {client}" if xff else client)
         if not (believe and "x-forwarded-proto" in out):
-            out.set("X-Forwarded-Proto", request.scheme)
+            put("X-Forwarded-Proto", request.scheme)
         if request.host and not (believe and "x-forwarded-host" in out):
-            out.set("X-Forwarded-Host", request.host)
+            put("X-Forwarded-Host", request.host)
         element = f"for={_node_for(request.client)};proto={request.scheme}"
         if request.host:
             element += f";host={_forwarded_value(request.host)}"
         prior = request.headers.get_joined("forwarded") if believe else ""
-        out.set("Forwarded", f"{prior}, {element}" if prior else element)
+        put("Forwarded", f"{prior}, {element}" if prior else element)
     via = request.headers.get_joined("via")
     out.set("Via", f"{via}, 1.1 {node_id}" if via else f"1.1 {node_id}")
     if request.request_id:

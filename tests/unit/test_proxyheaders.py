@@ -82,6 +82,38 @@ def test_a_forwarded_request_keeps_the_first_nodes_view() -> None:
     assert out.get("Via") == "1.1 n1, 1.1 n2"
 
 
+_SPOOFED = st.sampled_from(["X-Forwarded-For", "x-forwarded-proto", "X-Forwarded-Host",
+                            "Forwarded"])
+
+
+@given(fields, st.lists(st.tuples(_SPOOFED, values), max_size=4), st.lists(st.tuples(hop, values),
+       max_size=3), st.booleans())
+def test_an_untrusted_clients_fields_go_upstream_with_only_our_forwarding_fields(
+        plain: list[tuple[str, str]], spoofed: list[tuple[str, str]],
+        hops: list[tuple[str, str]], via: bool) -> None:
+    """Everything end to end the client sent, in order, then one X-Forwarded-For, -Proto,
+    -Host and Forwarded of ours: none of the client's own claims survive."""
+    plain = [(k, v) for k, v in plain
+             if k.lower() not in {"via", "x-request-id", *(n.lower() for n in _FORWARDED)}]
+    mixed = [*spoofed[:2], *plain, *hops, *spoofed[2:]]
+    if via:
+        mixed.append(("Via", "1.0 edge"))
+    out = upstream_headers(_req(headers=Headers(mixed), client="198.51.100.7"), "n1")
+    kept = [(k, v) for k, v in plain
+            if k.lower() not in HOP_BY_HOP and not k.lower().startswith("proxy-")]
+    ours = [("X-Forwarded-For", "198.51.100.7"), ("X-Forwarded-Proto", "http"),
+            ("X-Forwarded-Host", "a.test"),
+            ("Forwarded", "for=198.51.100.7;proto=http;host=a.test")]
+    if via:  # the client's Via keeps its place, with us appended
+        expected = [*kept, ("Via", "1.0 edge, 1.1 n1"), *ours]
+    else:
+        expected = [*kept, *ours, ("Via", "1.1 n1")]
+    assert out.items() == [*expected, ("X-Request-Id", "rid")]
+
+
+_FORWARDED = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded")
+
+
 @given(fields)
 def test_downstream_always_has_one_via_and_no_hop_by_hop(plain: list[tuple[str, str]]) -> None:
     out = downstream_headers(Headers([*plain, ("Keep-Alive", "5")]), "n1", "rid")
