@@ -90,8 +90,15 @@ class Headers:
         """A copy without the fields whose lower-cased name is in `lower_names` or starts
         with `prefix` (lower-case)."""
         clone = Headers.__new__(Headers)
-        clone._keys, clone._items = self._kept(
-            lambda k: k not in lower_names and not k.startswith(prefix))
+        keys = self._keys
+        # Usually nothing goes (a request's fields are rarely hop-by-hop): say so with two
+        # C-level scans, and copy, instead of a Python call per field (a third of the
+        # node's header work on a proxied request).
+        if lower_names.isdisjoint(keys) and ("\n" + prefix) not in "\n" + "\n".join(keys):
+            clone._keys, clone._items = list(keys), list(self._items)
+        else:
+            clone._keys, clone._items = self._kept(
+                lambda k: k not in lower_names and not k.startswith(prefix))
         return clone
 
     def _keep(self, wanted: Callable[[str], bool]) -> None:

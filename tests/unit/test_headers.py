@@ -67,11 +67,16 @@ def test_headers_behave_like_the_plain_model(start: list[tuple[str, str]],
             assert (probe in headers) == (model.get(probe) is not None)
     assert len(headers) == len(model.items) and list(headers) == model.items
     for drop in ({"host"}, {"x-a", "via"}, set()):
-        kept = headers.without(drop, "set-")
-        assert kept.items() == [(k, v) for k, v in model.items
-                                if k.lower() not in drop and not k.lower().startswith("set-")]
-        for probe in ("x-a", "host", "via"):  # its lookups agree with its fields
-            assert kept.get_all(probe) == [v for k, v in kept.items() if k.lower() == probe]
+        for prefix in ("set-", "", None):  # None: without a prefix (nothing goes by prefix)
+            kept = headers.without(drop, prefix) if prefix is not None else headers.without(drop)
+            assert kept.items() == [
+                (k, v) for k, v in model.items
+                if k.lower() not in drop and not (prefix is not None
+                                                  and k.lower().startswith(prefix))]
+            for probe in ("x-a", "host", "via"):  # its lookups agree with its fields
+                assert kept.get_all(probe) == [v for k, v in kept.items() if k.lower() == probe]
+            kept.add("X-New", "1")  # a copy: the original does not change with it
+            assert headers.items() == model.items
 
 
 def test_a_copy_is_independent() -> None:
