@@ -267,9 +267,14 @@ class Broker:
         names a request this message would have started: it never reached the worker,
         so it goes back to the queue without spending its one retry."""
         assert self._pump is not None
-        if ident in self._batching and self._outbox is not None:
+        outbox = self._outbox
+        # With other calls in flight, more messages are likely this loop turn: batch them
+        # (one I/O-thread wake-up for all). A lone call goes at once: waiting for the end
+        # of the turn would only add that turn to its latency.
+        if ident in self._batching and outbox is not None and (
+                len(self._calls) > 1 or outbox.holds(ident)):
             # Leaves at the end of this loop turn; a failure then is `_undelivered`'s.
-            self._outbox.put(ident, encode(msg), request_id)
+            outbox.put(ident, encode(msg), request_id)
             self.stats["batched"] += 1
             return True
         if self._pump.send([ident, *encode(msg)]):

@@ -69,6 +69,11 @@ class Outbox:
             self._scheduled = True
             self._loop.call_soon(self.flush)
 
+    def holds(self, key: bytes) -> bool:
+        """Whether messages for `key` wait for the end of this loop turn (a message sent
+        past the Outbox now would overtake them)."""
+        return key in self._queued
+
     def clear(self) -> None:
         self._queued.clear()
         self._tags.clear()

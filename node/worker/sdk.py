@@ -188,8 +188,11 @@ class Worker:
             self._pump = None
 
     def _send(self, msg: Message) -> bool:
-        if self._outbox is not None:
-            self._outbox.put(b"", encode(msg))  # leaves at the end of this loop turn
+        outbox = self._outbox
+        # Batched when other requests are in flight (their answers may come this same
+        # loop turn); a lone answer goes at once (as the broker does, node/broker.py).
+        if outbox is not None and (len(self._jobs) > 1 or outbox.holds(b"")):
+            outbox.put(b"", encode(msg))  # leaves at the end of this loop turn
             return True
         return self._pump is not None and self._pump.send(encode(msg))
 
