@@ -4,8 +4,9 @@ message; peers that never announced BATCH (older workers, older nodes) never get
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -48,16 +49,27 @@ async def echo(r: Request) -> Response:
                     else b"")
 
 
+@contextlib.asynccontextmanager
+async def batching_pair(concurrency: int) -> AsyncIterator[tuple[Broker, Worker]]:
+    """A broker and an SDK worker over real sockets, once both agreed on BATCH."""
+    broker = Broker(BrokerConfig(endpoint="tcp://127.0.0.1:0"), "n1")
+    await broker.start()
+    worker = Worker(broker.bound_endpoint, ["www"], concurrency, echo, heartbeat_interval=0.2)
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: worker._outbox is not None, "both sides agreed on BATCH")
+        yield broker, worker
+    finally:
+        worker.kill()
+        await asyncio.wait_for(task, 5)
+        await broker.close()
+
+
 def test_a_lone_request_and_its_answer_go_at_once_not_at_the_end_of_the_turn() -> None:
     """With nothing else in flight there is nothing to batch with: neither side holds the
     message for the end of its loop turn (that turn would only add to its latency)."""
     async def main() -> None:
-        broker = Broker(BrokerConfig(endpoint="tcp://127.0.0.1:0"), "n1")
-        await broker.start()
-        worker = Worker(broker.bound_endpoint, ["www"], 4, echo, heartbeat_interval=0.2)
-        task = asyncio.create_task(worker.run())
-        try:
-            await until(lambda: worker._outbox is not None, "both sides agreed on BATCH")
+        async with batching_pair(4) as (broker, worker):
             outbox = worker._outbox
             assert outbox is not None
             queued: list[bytes] = []
@@ -69,22 +81,13 @@ def test_a_lone_request_and_its_answer_go_at_once_not_at_the_end_of_the_turn() -
                 assert resp.status == 200 and resp.headers.get("X-Target") == f"/{i}"
             assert broker.stats["batched"] == 0
             assert VERSION + bytes([Cmd.REPLY]) not in queued
-        finally:
-            worker.kill()
-            await asyncio.wait_for(task, 5)
-            await broker.close()
 
     run(main())
 
 
 def test_sdk_worker_and_broker_batch_and_answer_every_request_right() -> None:
     async def main() -> None:
-        broker = Broker(BrokerConfig(endpoint="tcp://127.0.0.1:0"), "n1")
-        await broker.start()
-        worker = Worker(broker.bound_endpoint, ["www"], 64, echo, heartbeat_interval=0.2)
-        task = asyncio.create_task(worker.run())
-        try:
-            await until(lambda: worker._outbox is not None, "both sides agreed on BATCH")
+        async with batching_pair(64) as (broker, worker):
             calls = [broker.dispatch("www", Request("POST", f"/{i}", Headers(), b"%d" % i))
                      for i in range(300)]
             for i, resp in enumerate(await asyncio.gather(*calls)):
@@ -93,12 +96,8 @@ def test_sdk_worker_and_broker_batch_and_answer_every_request_right() -> None:
             # All but the first: it was alone in flight when sent, and a lone call goes at
             # once; the 299 after it found others in flight and waited for the batch.
             assert broker.stats["batched"] >= 299 and broker.stats["malformed"] == 0
-            await worker.stop(grace=5)  # its DISCONNECT still leaves through the outbox
+            await worker.stop(grace=5)
             await until(lambda: broker.stats["workers_left"] == 1, "worker left")
-        finally:
-            worker.kill()
-            await asyncio.wait_for(task, 5)
-            await broker.close()
     run(main())
 
 
