@@ -42,6 +42,27 @@ def test_local_slot_wins_over_any_peer() -> None:
     assert d.route is Route.LOCAL
 
 
+policies_st = st.builds(
+    OverflowPolicy,
+    enabled=st.booleans(),
+    allowed_dcs=st.none() | st.frozensets(st.sampled_from(["east", "west", "south"])),
+    headroom=st.floats(0, 1),
+    max_share_away=st.floats(0, 1),
+    max_tries=st.integers(0, 5),
+)
+
+
+@given(st.integers(1, 64), st.integers(0, 64), candidates_st, policies_st, st.floats(0, 1))
+def test_a_free_local_slot_means_local_whatever_else(
+        free: int, slots: int, cands: list[Candidate], policy: OverflowPolicy,
+        share: float) -> None:
+    """node/overflow.py answers a request with a free local slot without asking `decide`:
+    this is the rule it relies on."""
+    d = _decide(local_free=free, local_slots=max(slots, free), candidates=cands,
+                policy=policy, share_away=share)
+    assert d.route is Route.LOCAL
+
+
 def test_full_node_overflows_to_own_dc_before_other_dc() -> None:
     cands = [Candidate("w1", "west", 1, 50), Candidate("e2", "east", 30, 1)]
     d = _decide(candidates=cands)
