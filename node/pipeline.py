@@ -108,20 +108,7 @@ class Pipeline:
         return await call_next(request)
 
     async def _terminal(self, request: Request) -> Response:
-        upstream = Request(
-            method=request.method,
-            target=request.target,
-            headers=upstream_headers(request, self._node_id, self._trusted),
-            body=request.body,
-            scheme=request.scheme,
-            host=request.host,
-            client=request.client,
-            request_id=request.request_id,
-            received=request.received,
-            deadline=request.deadline,
-            hops=request.hops,
-            service=request.service,
-        )
+        upstream = request.with_headers(upstream_headers(request, self._node_id, self._trusted))
         response = await self._dispatcher.dispatch(request.service, upstream)
         response.headers = downstream_headers(response.headers, self._node_id, request.request_id)
         return response
