@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 
@@ -252,6 +253,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--requests", type=int, default=50_000)
     ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="(a) and (c) alternately this many times; medians are printed, since "
+                    "one run moves by a third with a shared machine's load (default 3)")
     ap.add_argument("--no-http", action="store_true", help="skip (h), the wrk run")
     ap.add_argument("--origin", help="an HTTP origin URL for the upstream client comparison")
     args = ap.parse_args()
@@ -261,15 +265,22 @@ def main() -> None:
         run = uvloop.run
     except ImportError:
         run = asyncio.run  # type: ignore[assignment]
-    a = run(raw(args.requests, args.concurrency))
+    a_runs: list[float] = []
+    c_runs: list[tuple[float, float, float]] = []
+    for _ in range(max(1, args.rounds)):  # interleaved: a slow minute hits both alike
+        a_runs.append(run(raw(args.requests, args.concurrency)))
+        c_runs.append(run(cross_process(args.requests, args.concurrency)))
+    a = statistics.median(a_runs)
+    c, c_here, c_there = (statistics.median(x) for x in zip(*c_runs, strict=True))
     a2 = run(raw_asyncio(args.requests, args.concurrency))
     b = run(brokered(args.requests, args.concurrency))
-    print(f"(a)  raw zmq round trips, FD pump:    {a:9.0f} /s")
+    each = ", ".join(f"{r[0]:.0f}" for r in c_runs)
+    print(f"(a)  raw zmq round trips, FD pump:    {a:9.0f} /s   (median of {len(a_runs)})")
     print(f"(a') raw zmq round trips, zmq.asyncio: {a2:9.0f} /s   a/a' = {a / a2:.2f}")
     print(f"(b)  broker → worker → reply:          {b:9.0f} /s   b/a = {b / a:.2f}")
-    c, c_here, c_there = run(cross_process(args.requests, args.concurrency))
     print(f"(c)  broker → worker process → reply:  {c:9.0f} /s   c/a = {c / a:.2f}"
-          f"   (CPU µs per round trip: broker {c_here:.0f}, worker {c_there:.0f})")
+          f"   (CPU µs per round trip: broker {c_here:.0f}, worker {c_there:.0f};"
+          f" median of {each})")
     if not args.no_http:
         h, h_node, h_worker = through_http(5.0, args.concurrency)
         print(f"(h)  wrk → node → worker process:      {h:9.0f} req/s"
