@@ -398,8 +398,19 @@ class Broker:
                 self._act(self.pool.cancel(call.rid))
                 self._fail(call, UpstreamError(f"the worker aborted the reply: {msg.reason}"))
         elif isinstance(msg, Disconnect):
-            self.stats["workers_left"] += 1
-            self._act(self.pool.drain_worker(ident))
+            w = self.pool.workers.get(ident)
+            if w is not None and w.draining:
+                # A second one: its grace ran out and it leaves these requests unanswered.
+                # Retry or fail them now, not when its heartbeats stop counting.
+                d = self.pool.remove(ident)
+                unanswered = len(d.retried) + len(d.fail)
+                d.dead.clear()  # it said goodbye: not counted or logged as a silent death
+                self._rlog.warn("unfinished", "worker %s left %d request(s) unanswered: "
+                                "retried or failed now", ident.hex(), unanswered)
+                self._act(d)
+            else:
+                self.stats["workers_left"] += 1
+                self._act(self.pool.drain_worker(ident))
         elif not isinstance(msg, Heartbeat):
             self.stats["malformed"] += 1
             self._rlog.warn("direction", "worker %s sent %s, a node-to-worker command",

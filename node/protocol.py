@@ -55,7 +55,8 @@ class Cmd(IntEnum):
     CREDIT = 5  # both ways: the reader grants more chunks
     REPLY = 6  # worker → node, + body frame
     CANCEL = 7  # node → worker: client gone or deadline passed
-    DISCONNECT = 8  # worker → node: draining; node → worker: unknown, please re-register
+    DISCONNECT = 8  # worker → node: draining (a second one: gone, in-flight unanswered);
+    #                node → worker: unknown, please re-register
     ABORT = 9  # worker → node: a streamed reply failed midway; the client must see it broken
     BATCH = 10  # both ways: several messages in one zmq message (see `encode_batch`)
 

@@ -167,10 +167,11 @@ class ZmqPump:
         finally:
             self._schedule()
 
-    def close(self) -> None:
+    def close(self, linger_ms: int = 0) -> None:
+        """Close the socket; `linger_ms` lets what was just sent still leave (a goodbye)."""
         if self._closed:
             return
         self._closed = True
         with contextlib.suppress(Exception):
             self._loop.remove_reader(self._fd)
-        self.sock.close(linger=0)
+        self.sock.close(linger=linger_ms)

@@ -3,7 +3,8 @@
 node/cli.py adds this sub-command with `add_worker_parser(subparsers)` and
 calls `run_worker(args)` when it is chosen. SIGTERM or Ctrl-C stop the worker
 gracefully: it tells the node (DISCONNECT), finishes what it is serving within
-the grace period, and exits 0.
+the grace period, and exits 0. What is still running then is given up, and the
+node is told so at once (it retries idempotent requests at another worker).
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "is broken off, and the client's connection aborted (default 60)")
     p.add_argument("--name", help="name shown in the node's logs (default host:pid)")
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
-                   help="on SIGTERM, time allowed to finish requests in flight (default 10)")
+                   help="on SIGTERM, time allowed to finish requests in flight; the node "
+                        "retries or fails what is left at once (default 10)")
     p.add_argument("--curve", metavar="KEYDIR",
                    help="CurveZMQ: KEYDIR holds this worker's pair (scale0 keygen KEYDIR "
                         "--name NAME) and a copy of the node's node.key; the node lets it in "

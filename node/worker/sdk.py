@@ -53,6 +53,9 @@ log = logging.getLogger("scale0.worker")
 Handler = Callable[[Request], Awaitable[Response]]
 CHUNK = 256 * 1024
 WINDOW = 8
+# How long a stopping worker's last messages (its DISCONNECTs) may take to leave after
+# the socket is closed; a node that is gone must not hold the process much longer.
+_GOODBYE_LINGER_MS = 500
 
 
 @dataclass(eq=False)
@@ -132,16 +135,22 @@ class Worker:
         self._send(self._ready())
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Say DISCONNECT, finish in-flight requests within `grace`, then close."""
+        """Say DISCONNECT, finish in-flight requests within `grace`, then close.
+
+        Requests still running when the grace runs out are given up, and a second
+        DISCONNECT says so: the node retries or fails them at once, instead of when our
+        heartbeats stop counting (seconds later)."""
         self._send(Disconnect())
         if self._jobs:
             self._idle.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
                     await self._idle.wait()
+        if self._jobs:
+            self._send(Disconnect())
         self._stopping = True
         self._reconnect.set()
-        self._drop_connection()
+        self._drop_connection(linger_ms=_GOODBYE_LINGER_MS)
 
     def kill(self) -> None:
         """Close the socket abruptly, as a crash would (for fault tests)."""
@@ -175,7 +184,7 @@ class Worker:
         self._send(self._ready())
         self._pump.send(encode_batch([]))  # "we accept BATCH"; an old node ignores it
 
-    def _drop_connection(self) -> None:
+    def _drop_connection(self, linger_ms: int = 0) -> None:
         # Requests of a lost connection are the node's to retry; stop working on them.
         for job in list(self._jobs.values()):
             if job.task is not None:
@@ -184,7 +193,7 @@ class Worker:
             self._outbox.flush()  # a DISCONNECT just queued by stop() must still leave
             self._outbox = None
         if self._pump is not None:
-            self._pump.close()
+            self._pump.close(linger_ms)
             self._pump = None
 
     def _send(self, msg: Message) -> bool:

@@ -177,6 +177,50 @@ def test_killed_worker_idempotent_retried_post_gets_502() -> None:
     run(main())
 
 
+def test_a_worker_stopping_past_its_grace_hands_its_requests_back_at_once() -> None:
+    """Its second DISCONNECT says it leaves them unanswered: the GET is retried at another
+    worker and the POST fails now, not when its heartbeats stop counting (15 s here, well
+    past this test's 5 s bound)."""
+    async def main() -> None:
+        slow_beat = 5.0
+
+        async def hang(r: Request) -> Response:
+            await asyncio.Event().wait()
+            return Response(500)
+
+        async def ok(r: Request) -> Response:
+            return Response(200, body=b"from b")
+
+        broker = Broker(BrokerConfig(endpoint="tcp://127.0.0.1:0",
+                                     heartbeat_interval=slow_beat), "n1")
+        await broker.start()
+        a = Worker(broker.bound_endpoint, ["www"], 4, hang, name="a",
+                   heartbeat_interval=slow_beat)
+        b = Worker(broker.bound_endpoint, ["www"], 2, ok, name="b", heartbeat_interval=slow_beat)
+        tasks = [asyncio.create_task(a.run())]
+        try:
+            await until(lambda: len(broker.pool.workers) == 1, "A joined")
+            get = asyncio.create_task(broker.dispatch("www", req("GET")))
+            post = asyncio.create_task(broker.dispatch("www", req("POST", body=b"x")))
+            await until(lambda: broker.service_loads()["www"].in_flight == 2, "both on A")
+            tasks.append(asyncio.create_task(b.run()))
+            await until(lambda: len(broker.pool.workers) == 2, "B joined")
+            await a.stop(grace=0.05)
+            resp = await asyncio.wait_for(get, 5)
+            assert resp.status == 200 and resp.worker == "b"
+            with pytest.raises(UpstreamError):
+                await asyncio.wait_for(post, 5)
+            assert broker.stats["retries"] == 1 and broker.stats["workers_expired"] == 0
+            assert [w.name for w in broker.pool.workers.values()] == ["b"]
+        finally:
+            a.kill()
+            b.kill()
+            for t in tasks:
+                await asyncio.wait_for(t, 5)
+            await broker.close()
+    run(main())
+
+
 class Gen:
     """A BodyStream producing `total` bytes in chunks, lazily (bounded memory)."""
 
