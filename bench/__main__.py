@@ -15,7 +15,8 @@ BENCHES = {"proxy": "bench.bench_proxy", "stores": "bench.bench_stores",
            "processes": "bench.bench_processes", "dispatch": "bench.bench_dispatch",
            "latency": "bench.bench_latency", "floor": "bench.bench_floor",
            "replication": "bench.bench_replication",
-           "https": "bench.bench_https", "request": "bench.bench_request"}
+           "https": "bench.bench_https", "request": "bench.bench_request",
+           "timeline": "bench.bench_timeline"}
 
 
 def main() -> None:
