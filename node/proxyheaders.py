@@ -112,12 +112,10 @@ def new_request_id() -> str:
     return f"{_bits(128):032x}"
 
 
-def strip_hop_by_hop(headers: Headers, also: frozenset[str] = frozenset()) -> Headers:
+def strip_hop_by_hop(headers: Headers, forwarding: bool = False) -> Headers:
     """A copy of `headers` without hop-by-hop fields and the fields Connection names
-    (nor those in `also`, lower-cased names)."""
-    drop: set[str] | frozenset[str] = (
-        HOP_BY_HOP if not also else _HOP_BY_HOP_AND_FORWARDING if also is _FORWARDING
-        else HOP_BY_HOP | also)
+    (and, with `forwarding`, without X-Forwarded-For/-Proto/-Host and Forwarded)."""
+    drop: set[str] | frozenset[str] = _HOP_BY_HOP_AND_FORWARDING if forwarding else HOP_BY_HOP
     named = headers.get_all("connection")
     if named:
         drop = set(drop)
@@ -165,8 +163,7 @@ def upstream_headers(request: Request, node_id: str,
     believe = first_hop and trusted.trusts(request.client)
     # An untrusted client's forwarding fields go in the same pass as the hop-by-hop ones;
     # ours are then new fields, appended (`set` would look for one first).
-    out = strip_hop_by_hop(request.headers, _FORWARDING if first_hop and not believe
-                           else frozenset())
+    out = strip_hop_by_hop(request.headers, forwarding=first_hop and not believe)
     if first_hop:
         put = out.set if believe else out.add
         client = request.client or "unknown"
