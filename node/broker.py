@@ -402,11 +402,9 @@ class Broker:
             if w is not None and w.draining:
                 # A second one: its grace ran out and it leaves these requests unanswered.
                 # Retry or fail them now, not when its heartbeats stop counting.
-                d = self.pool.remove(ident)
-                unanswered = len(d.retried) + len(d.fail)
-                d.dead.clear()  # it said goodbye: not counted or logged as a silent death
+                d = self.pool.remove(ident, said_goodbye=True)
                 self._rlog.warn("unfinished", "worker %s left %d request(s) unanswered: "
-                                "retried or failed now", ident.hex(), unanswered)
+                                "retried or failed now", ident.hex(), len(d.retried) + len(d.fail))
                 self._act(d)
             else:
                 self.stats["workers_left"] += 1

@@ -144,16 +144,20 @@ class WorkerPool:
             del self.workers[identity]
         return Decisions()
 
-    def remove(self, identity: bytes, undelivered: Collection[int] = ()) -> Decisions:
+    def remove(self, identity: bytes, undelivered: Collection[int] = (), *,
+               said_goodbye: bool = False) -> Decisions:
         """The worker is gone: retry or fail what it was serving.
 
         `undelivered` requests never reached it (the send itself failed): they go
-        back to the queue whatever their method, without spending their retry."""
+        back to the queue whatever their method, without spending their retry.
+        `said_goodbye`: it told us it leaves (a draining worker's second DISCONNECT),
+        so it is not listed in `dead`, the workers that went silent."""
         w = self.workers.pop(identity, None)
         out = Decisions()
         if w is None:
             return out
-        out.dead.append(identity)
+        if not said_goodbye:
+            out.dead.append(identity)
         requeue: list[_Req] = []
         for rid in sorted(w.in_flight, key=lambda r: self._reqs[r].seq):
             req = self._reqs[rid]

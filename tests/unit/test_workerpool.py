@@ -77,6 +77,17 @@ def test_dead_worker_retries_idempotent_once_and_fails_others() -> None:
     assert d.dead == [b"b"] and [(f.req_id, f.status) for f in d.fail] == [(1, 502)]
 
 
+def test_a_worker_that_says_goodbye_hands_back_its_requests_but_is_not_dead() -> None:
+    p = pool(Clock())
+    p.ready(b"a", ["www"], 2)
+    p.submit(1, "www", 2000, True)
+    p.submit(2, "www", 2000, False)
+    p.drain_worker(b"a")
+    d = p.remove(b"a", said_goodbye=True)
+    assert d.dead == [] and d.retried == [1] and [f.req_id for f in d.fail] == [2]
+    assert b"a" not in p.workers and p.queued("www") == 1
+
+
 def test_retryable_methods() -> None:
     assert is_retryable("GET", False) and is_retryable("DELETE", False)
     assert not is_retryable("GET", True) and not is_retryable("POST", False)
