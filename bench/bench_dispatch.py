@@ -9,6 +9,8 @@ python -m bench.bench_dispatch [--requests N] [--concurrency C]
 (c) Broker.dispatch here → `scale0 worker --app` in its own process (the
     deployment's shape: each side has its own core), answering from memory;
 (h) through HTTP end to end: wrk → `scale0 node` → that worker process;
+(f) the same with bench.skeleton's featureless node in place of scale0's: the
+    floor of this design on this machine, so h/f is what the node's features cost;
 (u) with --origin URL: the worker's UpstreamClient (httptools) against Tornado's
     simple_httpclient, GETs to the same origin at the same concurrency.
 Prints rates and ratios. Bounded in count and time.
@@ -220,18 +222,20 @@ async def cross_process(n: int, conc: int) -> tuple[float, float, float]:
         await broker.close()
 
 
-def through_http(seconds: float, conc: int) -> tuple[float, float, float]:
+def through_http(seconds: float, conc: int,
+                 floor: bool = False) -> tuple[float, float, float]:
     """(h): wrk → scale0 node → --app worker; (req/s, CPU µs per request of the node, of
-    the worker). The node runs without a cache: this measures dispatch, not caching."""
+    the worker). The node runs without a cache: this measures dispatch, not caching.
+    With `floor`, the featureless node of bench.skeleton stands in for scale0's."""
     from bench.procs import Procs
     from bench.tools import cpu_seconds, wait_http, wrk
 
     procs = Procs()
     try:
-        node, http, workers = procs.node("--cache", "off")
+        node, http, workers = procs.skeleton() if floor else procs.node("--cache", "off")
         worker = procs.worker(workers, "--app", "bench.bench_dispatch:answer", concurrency=conc)
         url = f"http://127.0.0.1:{http}/x"
-        wait_http(url)
+        wait_http(url, success=True)
         wrk(url, seconds=1, connections=conc)
         n0, w0 = cpu_seconds(node.pid), cpu_seconds(worker.pid)
         r = wrk(url, seconds=seconds, connections=conc)
@@ -285,6 +289,10 @@ def main() -> None:
         h, h_node, h_worker = through_http(5.0, args.concurrency)
         print(f"(h)  wrk → node → worker process:      {h:9.0f} req/s"
               f"   (CPU µs per request: node {h_node:.0f}, worker {h_worker:.0f})")
+        f, f_node, f_worker = through_http(5.0, args.concurrency, floor=True)
+        print(f"(f)  the same, featureless node:       {f:9.0f} req/s   h/f = {h / f:.2f}"
+              f"   (CPU µs per request: node {f_node:.0f}, worker {f_worker:.0f};"
+              " bench.skeleton, the design's floor)")
     if args.origin:
         u, t = run(upstream_rates(args.origin, 3.0, args.concurrency))
         print(f"(u)  UpstreamClient (httptools):       {u:9.0f} GET/s")

@@ -4,7 +4,9 @@ wrk measures throughput; an operator also asks "what does the proxy add to each
 request when it is not busy?". An open-loop client sends GETs at a fixed rate
 (default 1,000/s, bounded count) over keep-alive connections, first to the
 origin directly, then through a node + HTTP-upstream worker (miss path) and to
-the node's cache (hit path), all in this one run.
+the node's cache (hit path), then through the design's floor (bench.skeleton: a
+featureless node and worker over the same ZeroMQ hop) and the featureless node in
+front of our worker, all in this one run.
 
     python -m bench.bench_latency [--rate 1000] [--seconds 5]
 """
@@ -92,6 +94,12 @@ def main() -> None:
         _, http, workers = procs.node("--cache", "memory")
         procs.worker(workers, "--upstream", f"http://127.0.0.1:{oport}")
         wait_http(f"http://127.0.0.1:{http}/bytes/1024")
+        _, shttp, sworkers = procs.skeleton()
+        procs.skeleton_worker(sworkers, oport)
+        wait_http(f"http://127.0.0.1:{shttp}/bytes/1024", success=True)
+        _, mhttp, mworkers = procs.skeleton()
+        procs.worker(mworkers, "--upstream", f"http://127.0.0.1:{oport}")
+        wait_http(f"http://127.0.0.1:{mhttp}/bytes/1024", success=True)
         if have("nginx"):
             nginx, nport = _nginx(oport)
             wait_http(f"http://127.0.0.1:{nport}/c/bytes/1024")  # fills nginx's cache
@@ -105,8 +113,13 @@ def main() -> None:
         origin = row("origin directly", oport, miss)
         through = row("node + worker (miss)", http, miss)
         cached = row("node cache (hit)", http, hit)
+        floor = row("floor: featureless node + worker", shttp, miss)
+        mixed = row("featureless node + our worker", mhttp, miss)
         print(f"\nadded by the miss path: p50 {through[0] - origin[0]:+.3f} ms, "
               f"p99 {through[1] - origin[1]:+.3f} ms")
+        print(f"added by the design's floor (bench.skeleton): p50 {floor[0] - origin[0]:+.3f} ms, "
+              f"p99 {floor[1] - origin[1]:+.3f} ms; with our worker: p50 "
+              f"{mixed[0] - origin[0]:+.3f} ms")
         print(f"a hit against the origin: p50 {cached[0] - origin[0]:+.3f} ms")
         if nginx is not None:
             passed = row("nginx proxy_pass", nport, miss)

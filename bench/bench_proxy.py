@@ -1,9 +1,11 @@
 """The miss path: origin directly vs through a Scale0 node + HTTP-upstream worker vs nginx
+vs the design's floor (bench.skeleton: a featureless node in front of the same worker)
 vs proxy.py (the Python reverse proxy a user might pick; only when it is installed —
 `pip install proxy.py` into the venv for the bench, never a project dependency).
 
 Prints req/s, p50/p99, CPU µs per request of the proxy process(es), and the
-ratios node/origin, node/nginx and node/proxy.py, all measured in this one run.
+ratios node/origin, node/floor, node/nginx, floor/nginx and node/proxy.py, all
+measured in this one run.
 
     python -m bench.bench_proxy [--seconds 5] [--connections 50]
 """
@@ -93,7 +95,23 @@ def run(seconds: float, connections: int) -> dict[str, float]:
         through = wrk(url, seconds=seconds, connections=connections)
         cpu = (cpu_seconds(node.pid) + cpu_seconds(worker.pid) - c0) / max(1, through.requests)
         print(through.row("scale0 node + upstream worker", cpu * 1e6))
+        floors = {}
+        for label, ours in (("floor: featureless node + worker", False),
+                            ("featureless node + our worker", True)):
+            skel, shttp, sworkers = procs.skeleton()
+            sworker = (procs.worker(sworkers, "--upstream", f"http://127.0.0.1:{oport}") if ours
+                       else procs.skeleton_worker(sworkers, oport))
+            surl = f"http://127.0.0.1:{shttp}{path}"
+            wait_http(surl, success=True)
+            wrk(surl, seconds=1, connections=connections)
+            c0 = cpu_seconds(skel.pid) + cpu_seconds(sworker.pid)
+            floors[ours] = wrk(surl, seconds=seconds, connections=connections)
+            cpu = ((cpu_seconds(skel.pid) + cpu_seconds(sworker.pid) - c0)
+                   / max(1, floors[ours].requests))
+            print(floors[ours].row(label, cpu * 1e6))
+        floor = floors[False]
         results |= {
+            "floor_rps": floor.rps,
             "direct_rps": direct.rps,
             "node_rps": through.rps,
             "node_p50_ms": through.p50_ms,
@@ -129,8 +147,13 @@ def run(seconds: float, connections: int) -> dict[str, float]:
                 shutil.rmtree(tmp, ignore_errors=True)
         print()
         print(f"node / origin = {through.rps / direct.rps:.3f}")
+        print(f"node / floor  = {through.rps / floor.rps:.3f}  (what our features cost)")
+        print(f"node / (featureless node + our worker) = {through.rps / floors[True].rps:.3f}"
+              "  (what the node's features cost)")
         if "nginx_rps" in results:
             print(f"node / nginx  = {through.rps / results['nginx_rps']:.3f}")
+            print(f"floor / nginx = {floor.rps / results['nginx_rps']:.3f}  "
+                  "(the most this design can reach here)")
         if results.get("proxypy_rps"):
             print(f"node / proxy.py = {through.rps / results['proxypy_rps']:.2f}")
         return results

@@ -15,10 +15,19 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import socket
 
 import httptools
 
 _count = 0
+
+
+def nodelay(transport: asyncio.BaseTransport) -> None:
+    """TCP_NODELAY: an answer written in pieces must not wait for a delayed ACK."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class OriginProtocol(asyncio.Protocol):
@@ -29,12 +38,7 @@ class OriginProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            import socket
-
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
         try:

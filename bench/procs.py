@@ -56,6 +56,19 @@ class Procs:
         wait_http(f"http://127.0.0.1:{admin}/_scale0/health")
         return p, http, workers
 
+    def skeleton(self) -> tuple[subprocess.Popen[bytes], int, str]:
+        """The design's floor (bench.skeleton): a featureless node; (process, http port,
+        workers endpoint). Start a worker against the endpoint before sending to it."""
+        http, workers = free_port(), f"tcp://127.0.0.1:{free_port()}"
+        p = self.start([sys.executable, "-m", "bench.skeleton", "node", "--http", str(http),
+                        "--workers", workers])
+        return p, http, workers
+
+    def skeleton_worker(self, workers_endpoint: str, origin_port: int) -> subprocess.Popen[bytes]:
+        """bench.skeleton's featureless HTTP-upstream worker in front of the origin."""
+        return self.start([sys.executable, "-m", "bench.skeleton", "worker", "--node",
+                           workers_endpoint, "--upstream", str(origin_port)])
+
     def worker(
         self, workers_endpoint: str, *how: str, concurrency: int = 64, service: str = "default"
     ) -> subprocess.Popen[bytes]:

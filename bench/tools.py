@@ -110,8 +110,9 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks
 
 
-def wait_http(url: str, timeout: float = 15.0) -> None:
-    """Poll until `url` answers any HTTP status."""
+def wait_http(url: str, timeout: float = 15.0, *, success: bool = False) -> None:
+    """Poll until `url` answers any HTTP status (with `success`, a 2xx: e.g. once a
+    worker has joined)."""
     import urllib.error
     import urllib.request
 
@@ -121,7 +122,9 @@ def wait_http(url: str, timeout: float = 15.0) -> None:
             urllib.request.urlopen(url, timeout=1).read()
             return
         except urllib.error.HTTPError:
-            return
+            if not success:
+                return
+            time.sleep(0.05)
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{url} did not answer within {timeout}s")
