@@ -1,13 +1,15 @@
 """Counted drops of hostile or broken input, for /_scale0/metrics.
 
-The broker (`Broker.stats`), the gossip transport (`TransportStats.dropped`)
-and the ZAP gatekeeper (`Gatekeeper.allowed/denied`) already count what they
-refuse; this collector reads them at scrape time, so nothing on the hot path
+The broker (`Broker.stats`), the gossip transport (`TransportStats.dropped`),
+the cache replicator (`Replicator.drops()`: puts, announcements and purges from
+peers) and the ZAP gatekeeper (`Gatekeeper.allowed/denied`) already count what
+they refuse; this collector reads them at scrape time, so nothing on the hot path
 changes. Reasons are the counters' own keys: a bounded set written in code,
 never taken from input.
 
 Wiring (node/server.py): `metrics.registry.register(DropCollector(broker=lambda:
-broker.stats, gossip=lambda: mesh.agent.stats()["dropped"], gate=gatekeeper))`.
+broker.stats, gossip=lambda: mesh.agent.stats()["dropped"], replication=replicator.drops,
+gate=gatekeeper))`; `replication` is None on a node without a cache.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ class DropCollector(Collector):
 
     def __init__(self, broker: Callable[[], Mapping[str, int]] | None = None,
                  gossip: Callable[[], Mapping[str, int]] | None = None,
-                 gate: Gate | None = None, namespace: str = "scale0") -> None:
+                 gate: Gate | None = None, namespace: str = "scale0",
+                 replication: Callable[[], Mapping[str, int]] | None = None) -> None:
         self.broker, self.gossip, self.gate, self.ns = broker, gossip, gate, namespace
+        self.replication = replication
 
     def collect(self) -> Iterator[Metric]:
         fam = CounterMetricFamily(f"{self.ns}_frames_dropped",
@@ -46,6 +50,9 @@ class DropCollector(Collector):
             for reason, n in sorted(self.gossip().items()):
                 sock = "peer" if reason.startswith(("peer:", "reply:")) else "gossip"
                 fam.add_metric([sock, reason], n)
+        if self.replication is not None:
+            for reason, n in sorted(self.replication().items()):
+                fam.add_metric(["replication", reason], n)
         yield fam
         if self.gate is not None:
             hs = CounterMetricFamily(f"{self.ns}_curve_handshakes",

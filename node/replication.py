@@ -66,7 +66,7 @@ from cache.replication_codec import (
 from cache.tombstones import Tombstones
 from gossip.agent import GossipAgent
 from gossip.membership import MemberView
-from gossip.transport import PeerError, PeerReply, PeerRequest, Refuse
+from gossip.transport import LOG_EVERY, PeerError, PeerReply, PeerRequest, Refuse
 from mesh.forward import ForwardedRequest, ForwardError, decode_response, request_meta
 from mesh.ownership import owner as owner_of
 from node.cachestage import CacheStage
@@ -74,12 +74,16 @@ from node.errors import ConfigError
 from node.http import Headers, Request, Response
 from node.overflow import ForwardedServer
 from node.purgerecord import RECORD_KIND, PurgeRecords
+from node.ratelog import RateLimitedLog
 from node.stage import Next
 
 log = logging.getLogger("scale0.replication")
 
 FETCH_KIND, FILL_KIND, PURGE_KIND = "cache-fetch", "cache-fill", "cache-purge"
 SCOPES, COALESCE = ("none", "dc", "all"), ("node", "dc")
+# Why a put, announcement or purge from a peer was dropped: the `reason` label of
+# scale0_frames_dropped_total{socket="replication"} (node/dropstats.py).
+DROP_REASONS = ("put:decode", "put:scope", "put:overload", "announce:too-large", "purge:decode")
 Handle = Callable[[Request], Awaitable[Response]]
 
 
@@ -138,6 +142,7 @@ class Replicator:
         self.tombstones = Tombstones(monotonic, max_count=cfg.tombstone_count,
                                      max_age=cfg.tombstone_age, since=wall_clock())
         self.counts: Counter[str] = Counter()
+        self._rlog = RateLimitedLog(log, interval=LOG_EVERY)
         self.bytes_out = 0  # put/announce bytes published (topic and frames)
         self._views: dict[str, MemberView] = {}
         self._owners: list[str] | None = None  # alive ids of our dc, cached until a change
@@ -207,9 +212,17 @@ class Replicator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def drops(self) -> dict[str, int]:
+        """Dropped inbound replication messages by reason, every reason listed (metrics)."""
+        return {reason: self.counts[f"dropped:{reason}"] for reason in DROP_REASONS}
+
     def _drop(self, reason: str, detail: object = "") -> None:
+        """Count a dropped message; warn at most once per reason per LOG_EVERY seconds.
+        `detail` is a codec error, a size or ids: never a header value or a body."""
+        assert reason in DROP_REASONS, reason
         self.counts[f"dropped:{reason}"] += 1
-        log.debug("replication input dropped (%s): %s", reason, detail)
+        self._rlog.warn(reason, "dropped replication input (%s)%s", reason,
+                        f": {detail}" if detail != "" else "")
 
     # -- the stage ----------------------------------------------------------------
     async def __call__(self, request: Request, call_next: Next) -> Response:
@@ -348,7 +361,7 @@ class Replicator:
         key = msg.key if isinstance(msg, Announce) else msg.entry.key
         service = self._local_service(key, msg.service)
         if not self._in_scope(msg.sender, service):
-            self._drop("put:scope", f"{msg.sender} {service}")
+            self._drop("put:scope", f"from {msg.sender[:64]!r} for service {service[:64]!r}")
             return
         if isinstance(msg, Announce):
             self._note_announce(msg)

@@ -213,9 +213,10 @@ class Node:
                             forwarded=mesh.forward_counts)
         from node.dropstats import DropCollector
 
+        rep = self.replicator
         metrics.registry.register(DropCollector(  # hostile frames, counted at scrape time
             broker=lambda: broker.stats, gossip=lambda: mesh.agent.stats()["dropped"],
-            gate=security.gate))
+            replication=rep.drops if rep is not None else None, gate=security.gate))
         self._start_admin(broker, mesh, cache)
         limits = front_limits(cfg)
         front = Front(handle, limits=limits, mount=mount)

@@ -2,16 +2,21 @@
 
 Puts reach peers, purges reach everyone (also through the resend path when the
 PUB copy is dropped), tombstones refuse late puts, large entries are fetched
-from their holder, dc scope keeps entries home, and coalesce=dc fills a key once
-for the whole datacenter — also when the owner dies mid-flight.
+from their holder, dc scope keeps entries home, coalesce=dc fills a key once
+for the whole datacenter — also when the owner dies mid-flight — and broken
+puts and purges from a peer show in scale0_frames_dropped_total.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from cache.entry import CacheEntry
 from cache.memory import MemoryStore
@@ -24,7 +29,9 @@ from gossip.transport import TransportConfig
 from mesh.ownership import owner
 from node.cacheconfig import CacheConfig
 from node.cachestage import CacheStage
+from node.dropstats import DropCollector
 from node.http import Headers, Request, Response
+from node.metrics import Metrics
 from node.replication import FILL_KIND, PURGE_KIND, ReplicationConfig, Replicator
 from node.services import ServiceMap, service_of_key
 
@@ -342,6 +349,51 @@ def test_a_replica_is_judged_by_our_service_for_its_url_not_the_one_it_names() -
             await until(lambda: not b.rep._tasks, "B's store tasks")
             assert not await b.has("/account")
             assert b.stage.counts["replica_refused"] >= 1
+        finally:
+            await shutdown(nodes)
+
+    run(main())
+
+
+def frames_dropped(metrics: Metrics, socket: str, reason: str) -> float:
+    """One sample of scale0_frames_dropped_total, from a real scrape."""
+    body, _ = metrics.render()
+    for fam in text_string_to_metric_families(body.decode()):
+        for s in fam.samples:
+            if (s.name == "scale0_frames_dropped_total"
+                    and s.labels == {"socket": socket, "reason": reason}):
+                return s.value
+    raise AssertionError(f"no scale0_frames_dropped_total{{{socket}, {reason}}} in the scrape")
+
+
+def test_broken_puts_and_purges_from_a_peer_are_counted_in_frames_dropped(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Undecodable puts and purges from a member are dropped, exported with
+    socket="replication" and the reason, and warned about once, not once per frame."""
+    async def main() -> None:
+        a, b = nodes = await mesh(("east", "east"))
+        metrics = Metrics()
+        metrics.registry.register(DropCollector(replication=b.rep.drops))
+        try:
+            await settled(nodes)
+            assert frames_dropped(metrics, "replication", "put:decode") == 0
+            with caplog.at_level(logging.WARNING, logger="scale0.replication"):
+                for _ in range(3):
+                    a.agent.transport.publish(dc_topic("east"), b"\xc1secret-not-msgpack")
+                a.agent.publish_reliable(PURGE_KIND, b"\xc1secret-not-a-purge")
+                marker = CacheEntry(f"http://{HOST}/marker", "", 200,
+                                    (("Cache-Control", "max-age=60"),), b"ok", 1.0, 2.0, "n0")
+                # The same link, after them: when the marker is stored, they were handled.
+                a.agent.transport.publish(dc_topic("east"), *encode_put(Put("n0", "www", marker)))
+                await until_async(lambda: b.has("/marker"), "the marker on B")
+                await until(lambda: frames_dropped(metrics, "replication", "purge:decode") == 1,
+                            "the broken purge counted on B")
+            assert frames_dropped(metrics, "replication", "put:decode") == 3
+            assert frames_dropped(metrics, "replication", "put:scope") == 0
+            warned = [r.getMessage() for r in caplog.records if r.name == "scale0.replication"]
+            assert sum("(put:decode)" in m for m in warned) == 1, warned
+            assert sum("(purge:decode)" in m for m in warned) == 1, warned
+            assert not any("secret" in m for m in warned), warned
         finally:
             await shutdown(nodes)
 
