@@ -1,8 +1,10 @@
 """The request pipeline: a plain Request in, a Response out, no HTTP server in sight.
 
-Order: in-node stages (static files, in-node app) → service mapping (fills
+Order: in-node stages (static files) → service mapping (fills
 `request.service`) → the configured stages (cache, coalescing, ...) → the
-terminal call to the dispatcher (local workers, later the mesh). Proxy header
+terminal call to the dispatcher (local workers, else peers: node/overflow.py).
+The in-node app is not a stage: node/front.py mounts it (node/inapp.py) in front
+of the pipeline, and the requests it claims never reach here. Proxy header
 rules apply only at that terminal call, so what a stage sees is the client's
 request and what it stores is the cleaned response. Errors of the node.errors
 family become short HTTP answers here, at the edge; anything else is a bug in
