@@ -216,13 +216,18 @@ class Replicator:
         """Dropped inbound replication messages by reason, every reason listed (metrics)."""
         return {reason: self.counts[f"dropped:{reason}"] for reason in DROP_REASONS}
 
-    def _drop(self, reason: str, detail: object = "") -> None:
-        """Count a dropped message; warn at most once per reason per LOG_EVERY seconds.
+    def _drop(self, reason: str, detail: object = "", *, expected: bool = False) -> None:
+        """Count a dropped message; warn at most once per reason per LOG_EVERY seconds,
+        unless it is `expected` in a healthy mesh (a put from a peer this node does not
+        know yet, while it joins): those are counted and logged at debug only.
         `detail` is a codec error, a size or ids: never a header value or a body."""
         assert reason in DROP_REASONS, reason
         self.counts[f"dropped:{reason}"] += 1
-        self._rlog.warn(reason, "dropped replication input (%s)%s", reason,
-                        f": {detail}" if detail != "" else "")
+        tail = f": {detail}" if detail != "" else ""
+        if expected:
+            log.debug("dropped replication input (%s)%s", reason, tail)
+        else:
+            self._rlog.warn(reason, "dropped replication input (%s)%s", reason, tail)
 
     # -- the stage ----------------------------------------------------------------
     async def __call__(self, request: Request, call_next: Next) -> Response:
@@ -361,7 +366,8 @@ class Replicator:
         key = msg.key if isinstance(msg, Announce) else msg.entry.key
         service = self._local_service(key, msg.service)
         if not self._in_scope(msg.sender, service):
-            self._drop("put:scope", f"from {msg.sender[:64]!r} for service {service[:64]!r}")
+            self._drop("put:scope", f"from {msg.sender[:64]!r} for service {service[:64]!r}",
+                       expected=True)
             return
         if isinstance(msg, Announce):
             self._note_announce(msg)
