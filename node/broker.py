@@ -50,6 +50,7 @@ from node.protocol import (
     decode,
     encode,
     encode_batch,
+    encode_packed,
     salvage_id,
 )
 from node.ratelog import RateLimitedLog
@@ -124,6 +125,7 @@ class Broker:
         self._sweep_at = math.inf
         self._sweeper: asyncio.TimerHandle | None = None
         self._batching: set[bytes] = set()  # workers that said they accept BATCH
+        self._packing: set[bytes] = set()  # ... and PACKED
         self._outbox: Outbox | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -146,7 +148,7 @@ class Broker:
             raise OSError(f"cannot bind the worker socket {self.config.endpoint}: {exc}") from exc
         self.bound_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._pump = ZmqPump(sock, self._on_frames)
-        self._outbox = Outbox(self._pump.send, self._undelivered)
+        self._outbox = Outbox(self._pump.send, self._undelivered, self._packing.__contains__)
         self._beat = asyncio.create_task(self._heartbeat_loop(), name="broker-heartbeat")
 
     async def drain(self, grace: float) -> None:
@@ -418,7 +420,13 @@ class Broker:
         if msg.parts:
             for part in msg.parts:
                 self._on_frames([ident, *part])
-        elif self.pool.seen(ident) and ident not in self._batching and self._pump is not None:
+        elif not self.pool.seen(ident) or self._pump is None:
+            return
+        elif msg.packed:
+            if ident in self._batching and ident not in self._packing:
+                self._packing.add(ident)  # it announced: pack for it, and say we do too
+                self._pump.send([ident, *encode_packed([])])
+        elif ident not in self._batching:
             self._batching.add(ident)  # it announced: batch to it, and say we do too
             self._pump.send([ident, *encode_batch([])])
 
@@ -504,3 +512,4 @@ class Broker:
                     self.stats["send_failed"] += 1
             self._act(self.pool.expire())
             self._batching.intersection_update(self.pool.workers)
+            self._packing.intersection_update(self._batching)

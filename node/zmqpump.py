@@ -17,7 +17,7 @@ from typing import Any
 
 import zmq
 
-from node.protocol import encode_batch
+from node.protocol import encode_batch, encode_packed, packable
 
 log = logging.getLogger("scale0.zmq")
 _MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
@@ -42,12 +42,16 @@ class Outbox:
     (a BATCH when there are several), so one I/O-thread wake-up carries them
     all. Order per peer is kept. `send(key, frames)` sends one message (with
     a ROUTER identity in front when key is not b""); its failure is reported
-    to `failed(key, tags)` with the tags of every message that did not leave."""
+    to `failed(key, tags)` with the tags of every message that did not leave.
+    A batch for a peer that `packs(key)` (it announced PACKED) goes as PACKED when
+    its frames are small, else as BATCH."""
 
     def __init__(self, send: Callable[[list[bytes]], bool],
-                 failed: Callable[[bytes, list[int]], None]) -> None:
+                 failed: Callable[[bytes, list[int]], None],
+                 packs: Callable[[bytes], bool] = lambda _key: False) -> None:
         self._send = send
         self._failed = failed
+        self._packs = packs
         self._queued: dict[bytes, list[list[bytes]]] = {}
         self._tags: dict[bytes, list[int]] = {}
         self._loop = asyncio.get_running_loop()
@@ -86,7 +90,12 @@ class Outbox:
             self._send_one(key, msgs, tags.get(key, []))
 
     def _send_one(self, key: bytes, msgs: list[list[bytes]], tags: list[int]) -> None:
-        frames = msgs[0] if len(msgs) == 1 else encode_batch(msgs)
+        if len(msgs) == 1:
+            frames = msgs[0]
+        elif self._packs(key) and packable(msgs):
+            frames = encode_packed(msgs)
+        else:
+            frames = encode_batch(msgs)
         if not self._send([key, *frames] if key else frames):
             self._failed(key, tags)
 

@@ -44,6 +44,7 @@ from node.protocol import (
     decode,
     encode,
     encode_batch,
+    encode_packed,
 )
 from node.ratelog import RateLimitedLog
 from node.worker.deadlines import Deadline, DeadlineSweep
@@ -93,6 +94,7 @@ class Worker:
         self._jobs: dict[int, _Job] = {}
         self._pump: ZmqPump | None = None
         self._outbox: Outbox | None = None  # set once the node said it accepts BATCH
+        self._packing = False  # the node said it accepts PACKED too
         self._last_heard = 0.0
         self._stopping = False
         self._reconnect = asyncio.Event()
@@ -181,8 +183,10 @@ class Worker:
         self._pump = ZmqPump(sock, self._on_frames)
         self._last_heard = time.monotonic()
         self.connects += 1
+        self._packing = False  # a new connection: whoever answers says again what it takes
         self._send(self._ready())
         self._pump.send(encode_batch([]))  # "we accept BATCH"; an old node ignores it
+        self._pump.send(encode_packed([]))  # and PACKED (after BATCH: a node answers in order)
 
     def _drop_connection(self, linger_ms: int = 0) -> None:
         # Requests of a lost connection are the node's to retry; stop working on them.
@@ -209,10 +213,13 @@ class Worker:
         if msg.parts:
             for part in msg.parts:
                 self._on_frames(list(part))
+        elif msg.packed:
+            self._packing = self._outbox is not None  # a node announces BATCH first
         elif self._outbox is None and self._pump is not None:
             pump = self._pump
             # A failed send is a lost node: the heartbeat watch reconnects, as before.
-            self._outbox = Outbox(pump.send, lambda _key, _tags: None)
+            self._outbox = Outbox(pump.send, lambda _key, _tags: None,
+                                  lambda _key: self._packing)
 
     # -- inbound ---------------------------------------------------------------
     def _on_frames(self, frames: list[bytes]) -> None:

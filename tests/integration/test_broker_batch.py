@@ -1,5 +1,6 @@
-"""BATCH over real ZeroMQ sockets: batching peers carry many messages per zmq
-message; peers that never announced BATCH (older workers, older nodes) never get one."""
+"""BATCH and PACKED over real ZeroMQ sockets: batching peers carry many messages per
+zmq message (PACKED: in one frame); peers that never announced BATCH (older workers,
+older nodes) never get one, and peers that never announced PACKED never get that."""
 
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ from node.protocol import (
     decode,
     encode,
     encode_batch,
+    encode_packed,
 )
 from node.worker.sdk import Worker
 
 pytestmark = pytest.mark.timeout(60)
 BATCH_HEAD = VERSION + bytes([Cmd.BATCH])
+PACKED_HEAD = VERSION + bytes([Cmd.PACKED])
 
 
 def run(coro: Awaitable[None]) -> None:
@@ -57,7 +60,8 @@ async def batching_pair(concurrency: int) -> AsyncIterator[tuple[Broker, Worker]
     worker = Worker(broker.bound_endpoint, ["www"], concurrency, echo, heartbeat_interval=0.2)
     task = asyncio.create_task(worker.run())
     try:
-        await until(lambda: worker._outbox is not None, "both sides agreed on BATCH")
+        await until(lambda: worker._outbox is not None and worker._packing,
+                    "both sides agreed on BATCH and PACKED")
         yield broker, worker
     finally:
         worker.kill()
@@ -88,6 +92,13 @@ def test_a_lone_request_and_its_answer_go_at_once_not_at_the_end_of_the_turn() -
 def test_sdk_worker_and_broker_batch_and_answer_every_request_right() -> None:
     async def main() -> None:
         async with batching_pair(64) as (broker, worker):
+            heads: list[bytes] = []  # what each side's outbox put on the wire, by kind
+            for outbox in (broker._outbox, worker._outbox):
+                assert outbox is not None
+                real_send = outbox._send
+                outbox._send = lambda frames, real=real_send: (  # type: ignore[method-assign]
+                    heads.append(frames[0] if frames[0].startswith(VERSION) else frames[1]),
+                    real(frames))[1]
             calls = [broker.dispatch("www", Request("POST", f"/{i}", Headers(), b"%d" % i))
                      for i in range(300)]
             for i, resp in enumerate(await asyncio.gather(*calls)):
@@ -96,6 +107,8 @@ def test_sdk_worker_and_broker_batch_and_answer_every_request_right() -> None:
             # All but the first: it was alone in flight when sent, and a lone call goes at
             # once; the 299 after it found others in flight and waited for the batch.
             assert broker.stats["batched"] >= 299 and broker.stats["malformed"] == 0
+            # Small messages both ways: the batches went packed, none as BATCH.
+            assert heads.count(PACKED_HEAD) >= 2 and BATCH_HEAD not in heads
             await worker.stop(grace=5)
             await until(lambda: broker.stats["workers_left"] == 1, "worker left")
     run(main())
@@ -108,16 +121,29 @@ def _recv_all(sock: zmq.Socket[bytes]) -> list[list[bytes]]:
     return out
 
 
+@contextlib.asynccontextmanager
+async def raw_peer(name: str, *announce: list[bytes]) -> AsyncIterator[tuple[Broker,
+                                                                            zmq.Socket[bytes]]]:
+    """A broker and a raw DEALER worker that sent READY, then each of `announce`."""
+    broker = Broker(BrokerConfig(endpoint="tcp://127.0.0.1:0"), "n1")
+    await broker.start()
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(broker.bound_endpoint)
+    try:
+        raw.send_multipart(encode(Ready(("www",), 50, name)))
+        for frames in announce:
+            raw.send_multipart(frames)
+        yield broker, raw
+    finally:
+        raw.close()
+        await broker.close()
+
+
 def test_a_peer_that_never_announces_never_gets_a_batch() -> None:
     """An older worker: plain messages only, whatever the load."""
     async def main() -> None:
-        broker = Broker(BrokerConfig(endpoint="tcp://127.0.0.1:0"), "n1")
-        await broker.start()
-        raw = zmq.Context.instance().socket(zmq.DEALER)
-        raw.setsockopt(zmq.LINGER, 0)
-        raw.connect(broker.bound_endpoint)
-        try:
-            raw.send_multipart(encode(Ready(("www",), 50, "old")))
+        async with raw_peer("old") as (broker, raw):
             await until(lambda: broker.has_free_slot("www"), "old worker joined")
             calls = [asyncio.create_task(broker.dispatch("www", Request("GET", f"/{i}",
                                                                          Headers())))
@@ -131,22 +157,12 @@ def test_a_peer_that_never_announces_never_gets_a_batch() -> None:
                     raw.send_multipart(encode(Reply(msg.id, 200, (), False, b"ok")))
             assert {(await c).status for c in calls} == {200}
             assert broker.stats["batched"] == 0
-        finally:
-            raw.close()
-            await broker.close()
     run(main())
 
 
 def test_an_announcing_raw_peer_gets_batches_and_its_batched_replies_count() -> None:
     async def main() -> None:
-        broker = Broker(BrokerConfig(endpoint="tcp://127.0.0.1:0"), "n1")
-        await broker.start()
-        raw = zmq.Context.instance().socket(zmq.DEALER)
-        raw.setsockopt(zmq.LINGER, 0)
-        raw.connect(broker.bound_endpoint)
-        try:
-            raw.send_multipart(encode(Ready(("www",), 50, "new")))
-            raw.send_multipart(encode_batch([]))
+        async with raw_peer("new", encode_batch([])) as (broker, raw):
             got: list[list[bytes]] = []
             await until(lambda: got.extend(_recv_all(raw)) or
                         any(decode(f) == Batch(()) for f in got), "the node's announcement")
@@ -165,14 +181,12 @@ def test_an_announcing_raw_peer_gets_batches_and_its_batched_replies_count() -> 
                 return len(requests) >= 50
             await until(collect, "50 requests")
             assert any(f[0] == BATCH_HEAD and len(f) > 2 for f in got)  # some came batched
+            assert all(f[0] != PACKED_HEAD for f in got)  # it never announced PACKED
             replies = [encode(Reply(m.id, 200, (), False, m.target.encode())) for m in requests]
             raw.send_multipart(encode_batch(replies[:25]))
             raw.send_multipart(encode_batch(replies[25:]))
             bodies = [(await c).body for c in calls]
             assert bodies == [f"/{i}".encode() for i in range(50)]
-        finally:
-            raw.close()
-            await broker.close()
     run(main())
 
 
@@ -209,4 +223,81 @@ def test_sdk_worker_talking_to_an_old_node_sends_plain_messages() -> None:
             worker.kill()
             await asyncio.wait_for(task, 5)
             old.close()
+    run(main())
+
+
+def test_a_packing_raw_peer_gets_packed_batches_but_large_bodies_go_as_batch() -> None:
+    async def main() -> None:
+        async with raw_peer("new", encode_batch([]), encode_packed([])) as (broker, raw):
+            got: list[list[bytes]] = []
+            await until(lambda: got.extend(_recv_all(raw)) or
+                        Batch((), packed=True) in [decode(f) for f in got],
+                        "the node's PACKED announcement")
+            # In one loop turn: the first goes alone, the next 20 small fill a batch (sent
+            # when full), the rest mix small and large ones.
+            bodies = [b"%d" % i for i in range(30)] + [b"L" * 20_000] * 20
+            calls = [asyncio.create_task(broker.dispatch("www", Request("POST", f"/{i}",
+                                                                         Headers(), body)))
+                     for i, body in enumerate(bodies)]
+            requests: list[RequestMsg] = []
+            wire: list[tuple[bytes, list[bytes]]] = []
+
+            def collect() -> bool:
+                for frames in _recv_all(raw):
+                    msg = decode(frames)
+                    parts = [decode(list(p)) for p in msg.parts] if isinstance(msg, Batch) \
+                        else [msg]
+                    ours = [m for m in parts if isinstance(m, RequestMsg)]
+                    requests.extend(ours)
+                    wire.append((frames[0], [m.target for m in ours]))
+                return len(requests) >= len(bodies)
+            await until(collect, "every request")
+            small = {f"/{i}" for i in range(30)}
+            assert any(head == PACKED_HEAD and set(t) <= small for head, t in wire)
+            assert all(head != PACKED_HEAD for head, t in wire if set(t) - small)
+            replies = [encode(Reply(m.id, 200, (), False, m.body[:8])) for m in requests]
+            raw.send_multipart(encode_packed(replies))  # all 40 answers in one frame
+            assert [(await c).body for c in calls] == [b[:8] for b in bodies]
+            assert broker.stats["malformed"] == 0
+    run(main())
+
+
+def test_sdk_worker_talking_to_a_batch_only_node_never_packs() -> None:
+    """A node of the release before PACKED announces BATCH only: the worker batches its
+    replies to it, and never as PACKED."""
+    async def main() -> None:
+        ctx = zmq.Context.instance()
+        node = ctx.socket(zmq.ROUTER)
+        node.setsockopt(zmq.LINGER, 0)
+        node.bind("tcp://127.0.0.1:0")
+        worker = Worker(node.getsockopt_string(zmq.LAST_ENDPOINT), ["www"], 64, echo,
+                        heartbeat_interval=0.2)
+        task = asyncio.create_task(worker.run())
+        try:
+            seen: list[list[bytes]] = []
+            await until(lambda: seen.extend(_recv_all(node)) or len(seen) >= 3,
+                        "READY and both announcements")
+            ident = seen[0][0]
+            node.send_multipart([ident, *encode_batch([])])
+            await until(lambda: worker._outbox is not None, "the worker heard BATCH")
+            node.send_multipart([ident, *encode_batch(
+                [encode(RequestMsg(i, "GET", f"/{i}", (), 5.0)) for i in range(40)])])
+            heads: list[bytes] = []
+            replies: list[Reply] = []
+
+            def collect() -> bool:
+                for frames in _recv_all(node):
+                    heads.append(frames[1])
+                    msg = decode(frames[1:])
+                    parts = [decode(list(p)) for p in msg.parts] if isinstance(msg, Batch) \
+                        else [msg]
+                    replies.extend(m for m in parts if isinstance(m, Reply))
+                return len(replies) >= 40
+            await until(collect, "40 replies")
+            assert sorted(r.id for r in replies) == list(range(40))
+            assert BATCH_HEAD in heads and PACKED_HEAD not in heads
+        finally:
+            worker.kill()
+            await asyncio.wait_for(task, 5)
+            node.close()
     run(main())
