@@ -42,6 +42,7 @@ from node.protocol import (
     decode,
     encode,
     encode_batch,
+    encode_packed,
 )
 from node.zmqpump import Outbox, ZmqPump
 
@@ -55,9 +56,9 @@ class _Skeleton:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.bind(workers)
         self.pump = ZmqPump(self.sock, self._on_frames)
-        self.outbox = Outbox(self.pump.send, lambda _key, _tags: None)
+        self.outbox = Outbox(self.pump.send, lambda _key, _tags: None, lambda _key: self.packing)
         self.worker: bytes | None = None
-        self.batching = False
+        self.batching = self.packing = False
         self.ids = itertools.count(1)
         self.waiting: dict[int, _Conn] = {}
         asyncio.get_running_loop().call_later(_HEARTBEAT, self._beat)
@@ -72,13 +73,18 @@ class _Skeleton:
         if type(msg) is Batch:
             for part in msg.parts:
                 self._on_frames([ident, *part])
-            if not msg.parts and ident == self.worker:
-                self.batching = True  # the worker accepts BATCH
+            if not msg.parts and ident == self.worker:  # the worker accepts BATCH (PACKED)
+                if msg.packed:
+                    self.packing = True
+                else:
+                    self.batching = True
             return
         if isinstance(msg, Ready):
             if self.worker != ident:
                 self.worker = ident
+                self.batching = self.packing = False
                 self.pump.send([ident, *encode_batch([])])  # we accept BATCH
+                self.pump.send([ident, *encode_packed([])])  # and PACKED
         elif isinstance(msg, Reply):
             conn = self.waiting.pop(msg.id, None)
             if conn is not None:
@@ -150,12 +156,14 @@ class _Worker:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(node)
         self.pump = ZmqPump(self.sock, self._on_frames)
-        self.outbox = Outbox(self.pump.send, lambda _key, _tags: None)
+        self.packing = False
+        self.outbox = Outbox(self.pump.send, lambda _key, _tags: None, lambda _key: self.packing)
         self.upstream = upstream
         self.idle: list[_Upstream] = []
         self.busy = 0
         self.pump.send(encode(Ready(("default",), concurrency, "skeleton", os.getpid())))
         self.pump.send(encode_batch([]))  # we accept BATCH
+        self.pump.send(encode_packed([]))  # and PACKED
         asyncio.get_running_loop().call_later(_HEARTBEAT, self._beat)
 
     def _beat(self) -> None:
@@ -167,6 +175,7 @@ class _Worker:
         if type(msg) is Batch:
             for part in msg.parts:
                 self._on_frames(list(part))
+            self.packing = self.packing or (msg.packed and not msg.parts)
         elif isinstance(msg, RequestMsg):
             self.busy += 1
             asyncio.get_running_loop().create_task(self._forward(msg))
