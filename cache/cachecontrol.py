@@ -89,6 +89,13 @@ def parse_delta(raw: str) -> int | None:
 
 def _split_members(text: str) -> list[str]:
     """Split on commas that are not inside a quoted string."""
+    if '"' not in text:  # the usual field (max-age=60, public): no quoting to walk
+        return text.split(",")
+    return _split_quoted(text)
+
+
+def _split_quoted(text: str) -> list[str]:
+    """`_split_members`, a character at a time (a comma may sit inside quotes)."""
     members: list[str] = []
     buf: list[str] = []
     quoted = escaped = False
@@ -140,7 +147,7 @@ def parse_cache_control(fields: str | Iterable[str] | None) -> Directives:
             break
         name, sep, arg = member.partition("=")
         name = name.strip().lower()
-        if not name or not all(c in _TOKEN_CHARS for c in name) or name in values:
+        if not name or not _TOKEN_CHARS.issuperset(name) or name in values:
             continue
         values[name] = _unquote(arg.strip()) if sep else None
     return Directives(values, truncated)

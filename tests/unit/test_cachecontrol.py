@@ -10,6 +10,8 @@ from cache.cachecontrol import (
     DELTA_MAX,
     MAX_DIRECTIVES,
     MAX_FIELD_LENGTH,
+    _split_members,
+    _split_quoted,
     parse_cache_control,
     parse_delta,
     request_directives,
@@ -109,3 +111,9 @@ def test_round_trip_of_numbers(values: dict[str, int]) -> None:
     d = parse_cache_control(", ".join(f"{k}={v}" for k, v in values.items()))
     for k, v in values.items():
         assert d.seconds(k) == min(v, DELTA_MAX)
+
+
+@given(st.text(st.characters(blacklist_characters='"'), max_size=120))
+def test_a_field_without_quotes_splits_as_the_quote_aware_walk_does(text: str) -> None:
+    """The fast path (no quote: a plain split) must agree with the walk it skips."""
+    assert _split_members(text) == _split_quoted(text) == text.split(",")
