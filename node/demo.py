@@ -218,7 +218,8 @@ def _print_intro(demo: _Demo, nodes: list[_Node]) -> None:
   curl -i {web}/hello       # a Python-API worker (route */hello=hello)
   curl -i {web}/inapp       # an in-node Tornado handler (--app), no worker involved
   curl -i {web}/static/readme.txt          # a static file served by the node (--static)
-  curl -i http://127.0.0.1:{nodes[1].http}/   # the same URL at east-2: replicated, a HIT
+  curl -i -H 'Host: 127.0.0.1:{e1.http}' http://127.0.0.1:{nodes[1].http}/
+      # the same URL (same Host, so the same cache key) at east-2: replicated, a HIT
   {burst} | grep -i x-scale0-node
       # a burst of slow requests at east-1: 2 slots per east node, the rest overflows to west
 

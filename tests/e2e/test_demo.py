@@ -24,6 +24,14 @@ def _fetch(url: str) -> tuple[int, str]:
         return resp.status, resp.read().decode()
 
 
+def _x_cache(line: tuple[str, str]) -> str:
+    """Run the intro's east-2 command (a Host header and a URL); its X-Cache."""
+    host, url = line
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Host": host}),
+                                timeout=10) as resp:
+        return str(resp.headers.get("X-Cache", ""))
+
+
 def _refused(url: str) -> bool:
     host, port = url.split("//")[1].split("/", maxsplit=1)[0].split(":")
     with socket.socket() as s:
@@ -41,6 +49,12 @@ def test_demo_serves_both_workers_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert "1.1 east-1" in text  # it went through the first node
         status, text = _fetch(hello_url)
         assert status == 200 and "Python-API worker" in text
+        # The intro's east-2 line does what it says: east-1's answer, replicated, a HIT.
+        east2 = re.findall(r"curl -i -H 'Host: (\S+)' (http://127\.0\.0\.1:\d+/\S*)",
+                           proc.output())
+        assert len(east2) == 1, proc.output()
+        wait_until(lambda: _x_cache(east2[0]).startswith("HIT"), timeout=15,
+                   what="the replicated entry at east-2")
         proc.signal(signal.SIGINT)
         assert proc.popen.wait(30) == 0, proc.output()
         assert "scale0 demo: stopped" in proc.output()
