@@ -371,6 +371,9 @@ class ForwardedServer:
             received=started,
             deadline=started + fwd.ttl,
             hops=fwd.hops,
+            # The sender chose us for this service's capacity; our own routes may not know
+            # its host yet (a rolling config change) and would send it elsewhere.
+            service=fwd.service,
         )
         response = await self.handle(request)
         if response.outcome == PeerBusy.outcome:

@@ -101,6 +101,10 @@ class Pipeline:
         return response
 
     async def _map_service(self, request: Request, call_next: Next) -> Response:
+        if request.hops and request.service:
+            # Forwarded by a peer, which mapped it and picked us for that service's spare
+            # capacity: re-mapping by our routes could name another service (or none).
+            return await call_next(request)
         route = self._mapper.match(request.host, request.path)
         if route is not None:
             request.service = route.service

@@ -25,6 +25,8 @@ from node.broker import Broker, BrokerConfig
 from node.errors import PeerBusy, UpstreamError, UpstreamTimeout
 from node.http import Headers, Request, Response
 from node.overflow import ForwardedServer, OverflowDispatcher
+from node.pipeline import Pipeline
+from node.services import ServiceMap
 from node.worker.sdk import Worker
 
 
@@ -136,6 +138,33 @@ async def test_overflow_goes_to_a_peer_with_room_and_respects_its_report() -> No
         assert (await held).body == b"A"
         assert (await third).body == b"A"
         assert sorted(b.served) == ["/1", "/2"]
+
+
+async def test_a_forwarded_request_keeps_the_service_its_sender_chose() -> None:
+    """B's own routes do not know example.test (a route only A has, mid-rollout): by
+    them the request would go to `default`, which B does not serve. It must be served
+    as the `www` whose spare slots B advertised and A picked it for."""
+    async with side("A", 1) as a, side("B", 2) as b:
+        b_dispatch = OverflowDispatcher(
+            b.broker, LoadTable("B"), b.transport, node_id="B", dc="west"
+        )
+        pipeline = Pipeline([], ServiceMap.from_specs(["other.test=www"]), [], b_dispatch, "B")
+        b.transport.register_handler(
+            "http", ForwardedServer(pipeline.handle, node_id="B", dc="west")
+        )
+        table = LoadTable("A")
+        _advertise(table, b, free=2, at=0.0, seq=1)
+        a_dispatch = OverflowDispatcher(
+            a.broker, table, a.transport, node_id="A", dc="east", rng=random.Random(1)
+        )
+        a.gate.clear()  # A's only slot stays busy: the next request overflows to B
+        held = asyncio.create_task(a_dispatch.dispatch("www", _request("/held")))
+        await until(lambda: not a.broker.has_free_slot("www"))
+        response = await asyncio.wait_for(a_dispatch.dispatch("www", _request("/routed")), 5)
+        assert (response.status, response.body, response.served_by) == (200, b"B", "B")
+        assert b.served == ["/routed"]
+        a.gate.set()
+        assert (await held).body == b"A"
 
 
 async def test_a_full_peer_says_busy_and_the_request_waits_locally() -> None:
