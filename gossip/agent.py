@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import re
 import socket
@@ -103,6 +104,10 @@ class AgentConfig:
     discover: str | None = None  # "mdns", or None
     join_backoff: float = 0.25  # first retry delay; doubles up to join_backoff_max
     join_backoff_max: float = 10.0
+    # Not in a mesh this long after start, with seeds to ask: warn (then at most once a
+    # minute), since a typo in --seed or a firewalled peer port otherwise looks like a
+    # healthy node that happens to be alone.
+    join_warn_after: float = 5.0
     # After the join, a seed that is no live member of our view is asked again every this
     # many `gossip.interval`s (+-25%): one small request, only while the seed is lost.
     rejoin_beats: float = 5.0
@@ -276,6 +281,7 @@ class GossipAgent:
     async def _join(self) -> None:
         assert self.membership is not None
         delay, turn = self.config.join_backoff, 0
+        started, warned = self._clock(), -math.inf
         while not self.joined.is_set():
             seeds = [s for s in self._seeds if s != self.self_info.addresses.peer]
             if seeds:
@@ -285,6 +291,13 @@ class GossipAgent:
                 if self.joined.is_set():
                     log.info("joined the mesh through %s", seed)
                     return
+                now = self._clock()
+                if now - started >= self.config.join_warn_after and now - warned >= 60.0:
+                    warned = now
+                    log.warning("not in a mesh yet: no seed has answered in %.0f s (%s); "
+                                "still trying — check each seed's address and that its peer "
+                                "port is reachable from here", now - started,
+                                ", ".join(s[:100] for s in seeds[:8]))
             self._seed_added.clear()
             jittered = delay * self._rng.uniform(0.5, 1.5)
             delay = min(delay * 2, self.config.join_backoff_max)

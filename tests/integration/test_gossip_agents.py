@@ -105,16 +105,25 @@ def test_join_converge_leave_crash_restart() -> None:
     run(main())
 
 
-def test_join_retries_until_the_seed_appears() -> None:
+def test_join_retries_until_the_seed_appears(caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
         holder = agent("placeholder")
         await holder.start()
         endpoint = holder.self_info.addresses.peer
         await holder.abort()  # the port is free again; nobody answers there yet
-        joiner = agent("late-joiner", seeds=("tcp://127.0.0.1:1", endpoint))
+        joiner = GossipAgent(
+            AgentConfig(gossip=GossipConfig.local(), transport=LOOPBACK,
+                        seeds=("tcp://127.0.0.1:1", endpoint), join_warn_after=0.3),
+            SelfInfo("late-joiner", "east", Addresses("127.0.0.1:8080", "", "")), dict)
         await joiner.start()
         await until(lambda: joiner.stats()["dropped"].get("send:PeerTimeout", 0) >= 2,
                     "a few failed join attempts")
+        # Alone because no seed answers: said once, loudly, naming the seeds.
+        await until(lambda: any("not in a mesh yet" in r.getMessage() for r in caplog.records),
+                    "a warning that no seed answers")
+        warnings = [r for r in caplog.records if "not in a mesh yet" in r.getMessage()]
+        assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+        assert endpoint in warnings[0].getMessage()
         seed = GossipAgent(
             AgentConfig(gossip=GossipConfig.local(),
                         transport=TransportConfig(gossip="tcp://127.0.0.1:*", peer=endpoint)),
