@@ -64,7 +64,8 @@ def _node_parser(sub: Any) -> None:
       help="PEM private key of the --tls-cert at the same position (repeatable)")
     a("--admin", metavar="HOST:PORT", help="admin listener (health, readiness, mesh); "
       "default: 127.0.0.1:8081 — keep it private")
-    a("--processes", metavar="N", type=int, help="node processes sharing the HTTP port; default: 1")
+    a("--processes", metavar="N", type=int, help="node processes sharing the HTTP port; "
+      "process i binds the admin, workers, gossip and peer ports + 100*i; default: 1")
     a("--workers", metavar="ENDPOINT", help="ZeroMQ ROUTER that workers connect to "
       "(in the file: [workers] endpoint); default: tcp://*:7950")
     a("--gossip", metavar="ENDPOINT", help="PUB socket for mesh state; default: tcp://*:7946")
