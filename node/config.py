@@ -32,12 +32,15 @@ Errors are `ConfigKeyError`s carrying the table and key they are about, so
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.cacheconfig import CacheConfig
 from node.errors import ConfigError
 from node.serviceconf import ConfigKeyError, ServiceSettings, parse_services, route_specs
 
@@ -121,8 +124,10 @@ _ALIASES = {"seed": "seeds", "route": "routes",  # the flag names, singular
 
 
 def _check(key: str, value: Any, default: Any, where: str,
-           table: tuple[str, ...] = ()) -> Any:
-    """`value` if it has the type of `default` (ints pass as floats), else ConfigError."""
+           table: tuple[str, ...] = (), *, shown: str = "") -> Any:
+    """`value` if it has the type of `default` (ints pass as floats), else ConfigError.
+
+    `shown` is the key as the operator wrote it (`seed` for `seeds`), for the message."""
     if isinstance(default, bool) or isinstance(value, bool):
         ok = isinstance(value, bool) and isinstance(default, bool)
     elif isinstance(default, float):
@@ -135,9 +140,11 @@ def _check(key: str, value: Any, default: Any, where: str,
         ok = isinstance(value, type(default))
     if not ok:
         kind = "list of strings" if isinstance(default, list) else type(default).__name__
-        raise ConfigKeyError(f"{where}: {key!r} must be a {kind}, not {value!r}", table, key)
+        raise ConfigKeyError(f"{where}: {(shown or key)!r} must be a {kind}, not {value!r}",
+                             table, key)
     if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-        raise ConfigKeyError(f"{where}: {key!r} must not be negative, got {value!r}", table, key)
+        raise ConfigKeyError(f"{where}: {(shown or key)!r} must not be negative, got {value!r}",
+                             table, key)
     return value
 
 
@@ -153,6 +160,7 @@ def _fill(obj: Any, data: Mapping[str, Any], where: str, table: tuple[str, ...] 
         current = getattr(obj, key)
         if key == "cache" and isinstance(value, Mapping):
             settings = dict(value)
+            _cache_keys(settings, f"{where} [cache]")
             obj.cache = _check("store", settings.pop("store", obj.cache), "", f"{where} [cache]",
                                ("cache",))
             obj.cache_settings = {**obj.cache_settings, **settings}
@@ -171,7 +179,17 @@ def _fill(obj: Any, data: Mapping[str, Any], where: str, table: tuple[str, ...] 
                                      table, str(raw_key))
             _fill(current, value, f"{where} [{key}]", (*table, str(raw_key)))
         else:
-            setattr(obj, key, _check(key, value, current, where, table))
+            shown = str(raw_key) if str(raw_key) != key else ""
+            setattr(obj, key, _check(key, value, current, where, table, shown=shown))
+
+
+def _cache_keys(settings: Mapping[str, Any], where: str) -> None:
+    """ConfigKeyError listing the known keys if the `[cache]` table has another one."""
+    known = {f.name for f in dataclasses.fields(CacheConfig) if f.init} | {"store"}
+    for raw_key in settings:
+        if str(raw_key) not in known:
+            raise ConfigKeyError(f"{where}: unknown key {raw_key!r} (known: "
+                                 f"{', '.join(sorted(known))})", ("cache",), str(raw_key))
 
 
 def from_mapping(data: Mapping[str, Any], where: str = "config",
@@ -201,6 +219,12 @@ def validate(config: NodeConfig, where: str = "config") -> None:
             parse_hostport(getattr(config, key), f"{where}: {key!r}")
         except ConfigError as exc:
             raise ConfigKeyError(str(exc), (), key) from None
+    for key, shown, value, bind in _endpoints(config, where):
+        try:
+            check_endpoint(value, shown, bind=bind, ipc=key == "workers", example=_EXAMPLES[key])
+        except ConfigError as exc:
+            raise ConfigKeyError(str(exc), ("workers",) if key == "workers" else (),
+                                 "endpoint" if key == "workers" else key) from None
     if len(config.tls_cert) != len(config.tls_key):
         raise bad("tls_cert", "give one 'tls_key' for every 'tls_cert', in the same order")
     if config.https and not (config.tls_cert and config.tls_key):
@@ -224,6 +248,72 @@ def validate(config: NodeConfig, where: str = "config") -> None:
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigKeyError(f"{where}: 'log_level' must be DEBUG, INFO, WARNING or ERROR, "
                              f"not {config.log_level!r}", (), "log_level")
+
+
+def _endpoints(config: NodeConfig, where: str) -> list[tuple[str, str, str, bool]]:
+    """(key, how the operator wrote it, value, bound?) of each ZeroMQ endpoint of `config`."""
+    flags = where == "command line"
+    out = [("workers", "--workers" if flags else f"{where}: [workers] endpoint =",
+            config.workers.endpoint, True)]
+    for key in ("gossip", "peer"):
+        out.append((key, f"--{key}" if flags else f"{where}: {key} =", getattr(config, key),
+                    True))
+    out += [("seeds", "--seed" if flags else f"{where}: seeds entry", seed, False)
+            for seed in config.seeds]
+    return out
+
+
+_EXAMPLES = {"workers": "tcp://*:7950", "gossip": "tcp://*:7946", "peer": "tcp://*:7947",
+             "seeds": "tcp://10.0.0.5:7947"}
+_IPV4ISH = re.compile(r"[0-9.]+")
+_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63}){0,126}\.?")
+
+
+def check_endpoint(value: str, where: str, *, bind: bool, ipc: bool = False,
+                   example: str = "") -> str:
+    """`value` if it is a ZeroMQ endpoint the node can use, else ConfigError naming `where`.
+
+    `tcp://HOST:PORT`: HOST an IPv4 address, an `[IPv6]` one or a name (a host, or an
+    interface to bind); PORT 1-65535. A socket that binds (`bind`) also takes `*` for
+    HOST (every interface) and `*` or 0 for PORT (any free one). `ipc://PATH` (a Unix
+    socket, same machine only) where `ipc` (the worker socket); never for mesh peers."""
+    forms = "tcp://HOST:PORT or ipc://PATH" if ipc else "tcp://HOST:PORT"
+    example = example or ("tcp://*:7950" if bind else "tcp://127.0.0.1:7950")
+    scheme, sep, rest = value.partition("://")
+    if ipc and sep and scheme == "ipc":
+        if rest and "\0" not in rest and not rest.isspace():
+            return value
+        raise ConfigError(f"{where} {value}: ipc:// needs a socket path, as in ipc:///run/w.sock")
+    host, colon, port = rest.rpartition(":")
+    if not sep or scheme != "tcp" or not colon:
+        hint = f"did you mean tcp://{value}?" if not sep and ":" in value else f"e.g. {example}"
+        raise ConfigError(f"{where} {value}: expected {forms}; {hint}")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ConfigError(f"{where} {value}: {host} is not an IPv6 address") from None
+    elif ":" in host:
+        raise ConfigError(f"{where} {value}: put an IPv6 address in brackets, as in "
+                          f"tcp://[::1]:7950")
+    elif host == "*":
+        if not bind:
+            raise ConfigError(f"{where} {value}: * (every interface) is for binding; "
+                              f"name the host to connect to, e.g. {example}")
+    elif _IPV4ISH.fullmatch(host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ConfigError(f"{where} {value}: {host} is not an IPv4 address") from None
+    elif not _NAME.fullmatch(host):
+        raise ConfigError(f"{where} {value}: expected a host name, an IPv4 address, "
+                          f"[IPv6]{' or *' if bind else ''} before :PORT")
+    if bind and port in ("*", "0"):
+        return value
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ConfigError(f"{where} {value}: the port must be 1-65535"
+                          f"{' (or * for any free one)' if bind else ''}, not {port!r}")
+    return value
 
 
 def parse_hostport(value: str, where: str = "address") -> tuple[str, int]:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import zmq
 
 from node.body import BodyChannel
+from node.config import check_endpoint
+from node.errors import ConfigError
 from node.http import BodyError, BodyStream, Headers, Request, Response
 from node.protocol import (
     Abort,
@@ -80,6 +82,10 @@ class Worker:
             raise ValueError("concurrency must be at least 1")
         if not services:
             raise ValueError("a worker needs at least one service")
+        try:  # a typo ("127.0.0.1:7950") is refused here, not as EINVAL at connect
+            check_endpoint(node_endpoint, "node endpoint", bind=False, ipc=True)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         self.endpoint = node_endpoint
         self.services = tuple(services)
         self.concurrency = concurrency
