@@ -76,9 +76,9 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     for part in filter(None, query.split("&")):
         name, eq, value = part.partition("=")
         if not eq or not name:
-            raise ValueError(f"cache store option {part!r} in {spec!r} is not NAME=VALUE")
+            raise ValueError(f"cache store option {part!r} is not NAME=VALUE")
         if name in options:
-            raise ValueError(f"cache store option {name!r} given twice in {spec!r}")
+            raise ValueError(f"cache store option {name!r} is given twice")
         options[name] = value
     return scheme, location, options
 
@@ -97,7 +97,7 @@ def open_store(spec: str) -> CacheStore:
     known = known_stores()
     if scheme not in known:
         raise ValueError(
-            f"unknown cache store {scheme!r} in {spec!r}; known stores: {', '.join(sorted(known))}"
+            f"unknown cache store {scheme!r}; known stores: {', '.join(sorted(known))}"
         )
     module_name, _, attr = known[scheme].partition(":")
     factory: object = import_module(module_name)

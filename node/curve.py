@@ -149,18 +149,18 @@ class CurveKeys:
         node.key)."""
         d = Path(keydir)
         if not d.is_dir():
-            raise CurveError(f"--curve {d}: no such directory (make one with `scale0 keygen`)")
+            raise CurveError("no such directory (make one with `scale0 keygen`)")
         if (d / f"{NODE}.key_secret").exists():
             keys = cls(_load_pair(d / f"{NODE}.key_secret"), keydir=d)
             keys.reload()
             return keys
         secrets = sorted(d.glob("*.key_secret"))
         if len(secrets) != 1:
-            raise CurveError(f"--curve {d}: expected node.key_secret, or exactly one "
+            raise CurveError("expected node.key_secret, or exactly one "
                              f"NAME.key_secret and node.key for a worker; found "
                              f"{[p.name for p in secrets]}")
         if not (d / f"{NODE}.key").exists():
-            raise CurveError(f"--curve {d}: a worker needs the node's public key as node.key")
+            raise CurveError("a worker needs the node's public key as node.key")
         return cls(_load_pair(secrets[0]), server_key=_load_public(d / f"{NODE}.key"), keydir=d)
 
     def reload(self) -> None:
