@@ -8,16 +8,27 @@ looked at without opening: the cache store's spec, the in-node app's module
 
 tomllib gives line numbers only for syntax errors, so for a semantic error
 `locate` scans the file's text for the table header and the key (pure, and
-tested with generated files). Flags that would override the file are not
-applied: the check is about the file.
+tested with generated files). Flags given with it are laid over the file as
+`scale0 node` would lay them (`--config a.toml --check-config --id zz`): what
+is checked is the config the node would run with. A mistake in a flag has no
+line in the file, and is reported without one.
+
+Then what the node checks before it binds a socket is checked by the node's own
+code: `node.security.Security` (TLS files, trusted proxies, the admin listener's
+token — mandatory off loopback), the CurveZMQ key directory (`CurveKeys.load`;
+the ZAP authenticator is not started, so nothing is bound) and the cache store's
+spec (`open_store` builds the store without opening it: no directory is made).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from node.config import NodeConfig, from_mapping
 from node.errors import ConfigError
@@ -66,8 +77,14 @@ def problem_line(path: str, text: str, exc: ConfigError) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def check_text(text: str, where: str) -> NodeConfig:
-    """A loaded, fully built config; ConfigError (a ConfigKeyError when it can say where)."""
+class FlagError(ConfigError):
+    """A mistake in a flag given with --check-config: it has no line in the file."""
+
+
+def check_text(text: str, where: str,
+               overrides: Mapping[str, Any] | None = None) -> NodeConfig:
+    """A loaded, fully built config; ConfigError (a ConfigKeyError when it can say where,
+    a FlagError when a flag in `overrides` is wrong)."""
     from node.reload import build
 
     try:
@@ -75,22 +92,53 @@ def check_text(text: str, where: str) -> NodeConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}") from None
     config = from_mapping(data, where)
+    if overrides:
+        try:
+            config = from_mapping(overrides, "command line", base=config)
+        except ConfigError as exc:
+            raise FlagError(str(exc)) from None
     build(config)
     _look_without_opening(config)
+    _as_the_node_would(config)
     return config
+
+
+def _as_the_node_would(config: NodeConfig) -> None:
+    """What the node refuses at start, before binding: by the node's own code."""
+    from node.curve import CurveError, CurveKeys
+    from node.security import Security
+
+    if config.curve:
+        try:
+            CurveKeys.load(config.curve)
+        except CurveError as exc:
+            raise ConfigKeyError(f"curve {config.curve}: {exc}", (), "curve") from None
+    try:
+        Security(dataclasses.replace(config, curve=""))  # the keys are above, not bound
+    except ConfigError as exc:
+        raise ConfigKeyError(str(exc), (), _security_key(str(exc))) from None
+
+
+def _security_key(message: str) -> str:
+    """The key a node.security message is about (for its line)."""
+    if message.startswith("--admin "):  # "--admin X: why" or "--admin X: --admin-token-file F: why"
+        why = message.partition(": ")[2]
+        return "admin_token_file" if why.startswith("--admin-token-file") else "admin"
+    for needle, key in (("--tls", "tls_cert"), ("https_hosts", "https_hosts"),
+                        ("trusted_proxies", "trusted_proxies")):
+        if needle in message:
+            return key
+    return ""
 
 
 def _look_without_opening(config: NodeConfig) -> None:
     if config.cache.strip().lower() not in ("", "off", "none"):
-        from cache.stores import known_stores, parse_spec
+        from cache.stores import open_store
 
         try:
-            scheme, _, _ = parse_spec(config.cache)
+            open_store(config.cache)  # built as the node builds it, not opened
         except ValueError as exc:
             raise ConfigKeyError(f"cache: {exc}", (), "cache") from None
-        if scheme not in known_stores():
-            raise ConfigKeyError(f"cache: unknown store {scheme!r} (known: "
-                                 f"{', '.join(sorted(known_stores()))})", (), "cache")
     if config.app:
         from node.inapp import parse_spec as app_spec
 
@@ -108,18 +156,25 @@ def _look_without_opening(config: NodeConfig) -> None:
                 raise ConfigKeyError(f"{key}: {name!r} is not a readable file", (), key)
 
 
-def check_file(path: str) -> tuple[bool, str]:
-    """(ok, the line to print) for the config file at `path`."""
+def check_file(path: str, overrides: Mapping[str, Any] | None = None) -> tuple[bool, str]:
+    """(ok, the line to print) for the config file at `path`, with the flags in
+    `overrides` laid over it (as node.cli gives them to load_config)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return False, f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"
     try:
-        config = check_text(text, path)
+        config = check_text(text, path, overrides)
+    except FlagError as exc:
+        return False, f"{path}: {exc}"
     except ConfigError as exc:
         line = problem_line(path, text, exc)
         message = str(exc).removeprefix(f"{path}: ").removeprefix(f"{path} ")
         return False, f"{path}:{line}: {message}" if line else f"{path}: {message}"
     services = ", ".join(config.services) or "none"
     return True, (f"{path}: ok (id {config.id or '(host name)'}, dc {config.dc}, "
-                  f"{len(config.all_routes())} routes, services: {services})")
+                  f"{_count(len(config.all_routes()), 'route')}, services: {services})")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -113,28 +113,61 @@ def _cmd_node(args: argparse.Namespace) -> int:
     from node.config import load_config
     from node.server import run_node
 
+    given = _given(args)
     check = getattr(args, "check_config", None)
     if check is not None:
         from node.checkconfig import check_file
 
-        # `--check-config FILE`, or `--config FILE --check-config` as with `nginx -t -c FILE`.
+        # `--check-config FILE`, or `--config FILE --check-config` as with `nginx -t -c FILE`;
+        # the other flags are laid over the file as below, so what is checked is what runs.
         check = check or getattr(args, "config", "")
         if not check:
             return _fail("--check-config needs a FILE (or --config FILE)")
-        ok, line = check_file(check)
+        ok, line = check_file(check, given)
         print(line, file=sys.stdout if ok else sys.stderr)
         return 0 if ok else 2
+    path = getattr(args, "config", None)
+    config = load_config(path, given)
+    logging.getLogger().setLevel(config.log_level.upper())
+    # Without a file there is nothing to reload: None makes SIGHUP say so (node.server).
+    reload = (lambda: load_config(path, given)) if path else None
+    try:
+        return run_node(config, reload=reload)
+    except Exception as exc:
+        import zmq
+
+        if not isinstance(exc, OSError | zmq.ZMQError):
+            raise
+        named = bind_flag(str(exc), config)
+        if named == str(exc):
+            raise
+        print(f"scale0: {named}", file=sys.stderr)  # as main() reports it, with the flag
+        return 1
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The node flags that were given, as load_config's overrides (keys of the file)."""
     given = dict(vars(args))
-    for key in ("func", "command", "config"):
+    for key in ("func", "command", "config", "check_config"):
         given.pop(key, None)
     if "workers" in given:
         given["workers"] = {"endpoint": given["workers"]}
     if "access_log" in given:
         given["access_log"] = given["access_log"] == "on"
-    path = getattr(args, "config", None)
-    config = load_config(path, given)
-    logging.getLogger().setLevel(config.log_level.upper())
-    return run_node(config, reload=lambda: load_config(path, given) if path else None)
+    return given
+
+
+def bind_flag(message: str, config: Any) -> str:
+    """`message` of a failed ZeroMQ bind with the flag of the endpoint added:
+    "cannot bind tcp://*:7946 (--gossip): Address already in use"."""
+    endpoints = {"--workers": config.workers.endpoint, "--gossip": config.gossip,
+                 "--peer": config.peer}
+    for endpoint in dict.fromkeys(endpoints.values()):
+        flags = "/".join(flag for flag, e in endpoints.items() if e == endpoint)
+        for said in (f"cannot bind {endpoint}:", f"cannot bind the worker socket {endpoint}:"):
+            if said in message:
+                return message.replace(said, f"{said[:-1]} ({flags}):", 1)
+    return message
 
 
 def _worker_parser(sub: Any) -> None:
@@ -164,12 +197,24 @@ def _demo_parser(sub: Any) -> None:
         epilog="example:\n  scale0 demo --for 60\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--for", dest="seconds", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--for", dest="seconds", type=_duration, default=0.0, metavar="SECONDS",
                    help="stop by itself after SECONDS; default: run until Ctrl-C")
     p.add_argument("--keep-logs", action="store_true",
                    help="keep the demo's temporary folder (logs, caches) after a clean stop; "
                         "it is always kept when something failed")
     p.set_defaults(func=_cmd_demo)
+
+
+def _duration(text: str) -> float:
+    """A --for value: seconds, more than 0 (0 and below, nan and inf are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text} "
+                                         "(leave --for out to run until Ctrl-C)")
+    return value
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

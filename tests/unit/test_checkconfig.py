@@ -66,7 +66,7 @@ def test_locate_falls_back_to_the_table_header() -> None:
     ('static = ["/s=/does/not/exist"]\n', 1, "not a directory"),
     ('[cache]\nstore = "memory"\nmax_object_size = 0\n', 3, "max_object_size"),
     ('[cache]\nstore = "memory"\nno_such = 1\n', 3, "no_such"),
-    ('cache = "tape:/dev/st0"\n', 1, "unknown store"),
+    ('cache = "tape:/dev/st0"\n', 1, "unknown cache store"),
     ('app = "no_such_module_here:routes"\n', 1, "not on the Python path"),
     ('[replication]\nscope = "galaxy"\n', 2, "scope"),
     ('id = "a"\nhttps = ":8443"\n', 2, "needs both"),
@@ -89,7 +89,7 @@ def test_good_file(tmp_path: Path) -> None:
     path.write_text(f'id = "a"\nstatic = ["/s={tmp_path / "public"}"]\n[cache]\nstore = "memory"\n'
                     '[services.www]\nroutes = ["www.test"]\nstale_if_error = 60\n')
     ok, message = check_file(str(path))
-    assert ok and message == f"{path}: ok (id a, dc default, 1 routes, services: www)"
+    assert ok and message == f"{path}: ok (id a, dc default, 1 route, services: www)"
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
