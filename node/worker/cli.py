@@ -13,11 +13,14 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import inspect
 import logging
 import signal
 import sys
 from typing import Any
 
+from node.config import check_endpoint
+from node.errors import ConfigError
 from node.gctune import settle_heap
 from node.worker.sdk import Handler, Worker
 
@@ -100,11 +103,44 @@ def _handler(args: argparse.Namespace) -> tuple[Handler, Any]:
     if args.wsgi:
         from node.worker.wsgi import wsgi_handler
 
-        return wsgi_handler(load_object(args.wsgi), args.concurrency), None
-    handler = load_object(args.app)
-    if not callable(handler):
-        raise ValueError(f"{args.app!r} is not callable")
+        app = _load(args.wsgi, "--wsgi")
+        if not callable(app):
+            raise ValueError(f"--wsgi {args.wsgi}: {_what(app)} is not callable; expected "
+                             "a WSGI application, app(environ, start_response)")
+        return wsgi_handler(app, args.concurrency), None
+    handler = _load(args.app, "--app")
+    if not is_async_handler(handler):
+        raise ValueError(f"--app {args.app}: {_what(handler)} is not an async handler; expected "
+                         "`async def handle(request)` or an object whose __call__ is async def")
     return handler, None
+
+
+def _load(spec: str, flag: str) -> Any:
+    try:
+        return load_object(spec)
+    except ValueError as exc:
+        raise ValueError(f"{flag} {spec}: {exc}") from None
+
+
+def is_async_handler(obj: Any) -> bool:
+    """Whether `await obj(request)` is how obj is called: an async def function (or a
+    method or partial of one), or an instance whose class's __call__ is async def.
+    Not a class (calling it makes an instance), not a plain function."""
+    if isinstance(obj, type):
+        return False
+    if inspect.iscoroutinefunction(obj):
+        return True
+    # The class's own __call__ (found along its MRO), as `obj(request)` would call it.
+    call = next((vars(k)["__call__"] for k in type(obj).__mro__ if "__call__" in vars(k)), None)
+    return inspect.iscoroutinefunction(call)
+
+
+def _what(obj: Any) -> str:
+    if isinstance(obj, type):
+        return f"the class {obj.__name__}"
+    if inspect.isroutine(obj):
+        return f"the plain function {getattr(obj, '__name__', obj)!s}"
+    return f"a {type(obj).__name__}"
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -115,6 +151,11 @@ def run_worker(args: argparse.Namespace) -> int:
         return 2
     if not args.read_timeout > 0:  # also refuses nan
         print("scale0 worker: --read-timeout must be more than 0", file=sys.stderr)
+        return 2
+    try:
+        check_endpoint(args.node, "--node", bind=False, ipc=True)
+    except ConfigError as exc:
+        print(f"scale0 worker: {exc}", file=sys.stderr)
         return 2
     try:
         handler, closeable = _handler(args)
@@ -140,7 +181,7 @@ def _curve(args: argparse.Namespace) -> Any:
     try:
         return CurveKeys.load(args.curve).secure
     except CurveError as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(f"--curve {args.curve}: {exc}") from None
 
 
 async def _serve(args: argparse.Namespace, handler: Handler, closeable: Any,
@@ -149,22 +190,33 @@ async def _serve(args: argparse.Namespace, handler: Handler, closeable: Any,
                     heartbeat_interval=args.heartbeat, secure=secure)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
+    log = logging.getLogger("scale0.worker")
+    given_up: list[int] = []  # requests still running when the grace ran out
 
-    def stop() -> None:
+    async def drain(sig: int) -> None:
+        running = len(worker._jobs)  # read, never changed: the SDK's own count
+        log.info("%s: draining (%d request%s in flight, grace %gs)", signal.Signals(sig).name,
+                 running, "" if running == 1 else "s", args.grace)
+        await worker.stop(args.grace)
+        given_up.append(len(worker._jobs))  # cancelled by stop(), not yet unwound
+
+    def stop(sig: int) -> None:
         if not stopping:
-            stopping.append(loop.create_task(worker.stop(args.grace)))
+            stopping.append(loop.create_task(drain(sig)))
 
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop)
+        loop.add_signal_handler(sig, stop, sig)
     # "connecting", not "serving": nothing says yet that the node took us (a --curve key it
     # does not list, or a plaintext worker at a --curve node, is only "silent" later).
-    logging.getLogger("scale0.worker").info(
-        "connecting to %s to serve %s (concurrency %d)", args.node, ",".join(args.service),
-        args.concurrency)
+    log.info("connecting to %s to serve %s (concurrency %d)", args.node,
+             ",".join(args.service), args.concurrency)
     await worker.run()
     for task in stopping:
         await task
     if closeable is not None:
         with contextlib.suppress(Exception):
             await closeable.close()
+    left = given_up[0] if given_up else 0
+    log.info("stopped: %s", f"{left} request{'' if left == 1 else 's'} still running were "
+             "given up (the node retries or fails them)" if left else "every request finished")
     return 0
