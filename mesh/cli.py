@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -28,7 +29,9 @@ from rich.text import Text
 
 from mesh.view import MeshJSONError, parse_mesh_json, render_snapshot
 
-DEFAULT_ADMIN = "http://127.0.0.1:8081"
+DEFAULT_ADMIN = "http://127.0.0.1:8081"  # the node's own default --admin (node.config)
+# Said with a 404: the address answers HTTP, but not as an admin listener.
+NOT_ADMIN = "is this the node's admin address (--admin, default 127.0.0.1:8081)?"
 MESH_PATH = "/_scale0/mesh"
 MAX_DOCUMENT = 16 * 1024 * 1024  # far above 10k nodes; a runaway answer stops here
 MAX_TOKEN = 4096  # a token file is one short line; anything bigger is the wrong file
@@ -50,14 +53,34 @@ class MeshFetchError(Exception):
     """The admin listener could not be read (unreachable, not Scale0, bad answer)."""
 
 
+class AdminAddressError(MeshFetchError, ValueError):
+    """`--admin` is neither an http(s) URL nor HOST:PORT: the operator's typo (exit 2)."""
+
+
+def admin_base(admin: str) -> str:
+    """The base URL of an admin listener given as an http(s) URL or as HOST:PORT
+    (`bogus`, a host without a port, is refused rather than read as http://bogus/)."""
+    text = admin.strip().rstrip("/")
+    url = text if "://" in text else "http://" + text
+    bad = AdminAddressError(f"--admin {admin}: expected an http(s) URL or HOST:PORT, "
+                            "e.g. 127.0.0.1:8081 or http://10.0.0.11:8081")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when it is not a number in 0-65535
+    except ValueError:
+        raise bad from None
+    host = parts.hostname or ""
+    if (parts.scheme not in ("http", "https") or not host or port == 0
+            or any(c.isspace() or c in "@\\" for c in parts.netloc)
+            or ("://" not in text and (port is None or parts.path))
+            or parts.query or parts.fragment):
+        raise bad
+    return url
+
+
 def mesh_url(admin: str) -> str:
     """The mesh JSON URL for an admin address given as URL or HOST:PORT."""
-    base = admin.strip().rstrip("/")
-    if "://" not in base:
-        base = "http://" + base
-    if not base.startswith(("http://", "https://")):
-        raise MeshFetchError(f"--admin must be an http(s) URL or HOST:PORT, got {admin!r}")
-    return base + MESH_PATH
+    return admin_base(admin) + MESH_PATH
 
 
 def read_token(path: str) -> str:
@@ -88,7 +111,8 @@ def fetch_mesh(admin: str, timeout: float = 5.0, token: str = "") -> dict[str, A
             hint = ("the token was refused" if token
                     else "this admin listener wants its token: give --admin-token-file")
             raise MeshFetchError(f"{url} answered 401: {hint}") from None
-        raise MeshFetchError(f"{url} answered {exc.code} {exc.reason}") from None
+        hint = f"; {NOT_ADMIN}" if exc.code == 404 else ""
+        raise MeshFetchError(f"{url} answered {exc.code} {exc.reason}{hint}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise MeshFetchError(f"cannot reach the node's admin listener at {url}: {reason}") from None
@@ -156,8 +180,9 @@ def _positive(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < 3600:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 3600 seconds, got {text}")
+    if not 0 < value <= 3600:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600 seconds, "
+                                         f"got {text}")
     return value
 
 
@@ -176,7 +201,7 @@ def run_mesh(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
         snap = parse_mesh_json(doc)
     except (MeshFetchError, MeshJSONError) as exc:
         err.write(f"scale0 mesh: {exc}\n")
-        return 1
+        return 2 if isinstance(exc, AdminAddressError) else 1
     console = Console(file=out)
     first = render_snapshot(snap, title=f"mesh seen by {snap.self_id}")
     if args.once:

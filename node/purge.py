@@ -24,7 +24,7 @@ from typing import Any
 
 import tornado.web
 
-from mesh.cli import MeshFetchError, read_token
+from mesh.cli import NOT_ADMIN, AdminAddressError, MeshFetchError, _positive, admin_base, read_token
 from node.errors import ClientError
 
 Purger = Callable[[str], Awaitable[int]]
@@ -96,18 +96,16 @@ def add_purge_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--admin-token-file", metavar="FILE", default="",
                         help="the bearer token of an admin listener off loopback (the file "
                         "the node's --admin-token-file names); default: none")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    parser.add_argument("--timeout", type=_positive, default=10.0, metavar="SECONDS",
+                        help="seconds to wait for the node to answer (default 10)")
     parser.set_defaults(func=run_purge)
     return parser
 
 
 def purge_url(admin: str) -> str:
-    """The purge endpoint of an admin listener given as a URL or as HOST:PORT."""
-    base = admin.strip().rstrip("/")
-    base = base if "://" in base else f"http://{base}"
-    if not base.startswith(("http://", "https://")):
-        raise ValueError(f"--admin must be an http(s) URL or HOST:PORT, got {admin!r}")
-    return base + "/_scale0/purge"
+    """The purge endpoint of an admin listener given as a URL or as HOST:PORT
+    (AdminAddressError otherwise, as `scale0 mesh` says it)."""
+    return admin_base(admin) + "/_scale0/purge"
 
 
 def entries(n: int) -> str:
@@ -121,7 +119,7 @@ def run_purge(args: argparse.Namespace) -> int:
         token = read_token(token_file) if token_file else ""
     except (ValueError, MeshFetchError) as exc:
         print(f"scale0 purge: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, AdminAddressError) else 1
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -140,7 +138,8 @@ def run_purge(args: argparse.Namespace) -> int:
             reason = json.loads(exc.read(MAX_BODY)).get("error", exc.reason)
         except (ValueError, AttributeError):
             reason = exc.reason
-        print(f"scale0 purge: {url} answered {exc.code}: {reason}", file=sys.stderr)
+        hint = f"; {NOT_ADMIN}" if exc.code == 404 else ""
+        print(f"scale0 purge: {url} answered {exc.code}: {reason}{hint}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
