@@ -416,6 +416,8 @@ class Node:
         try:
             await self.start()
             self._started = True
+            if self._relay is not None:  # --processes: a failed child stops us (ChildWatch)
+                self._relay.started(self.stop)
             log.debug("%d start-up objects frozen out of the collector's scans", settle_heap())
             if self._hup_owed or (self._relay is not None and self._relay.take_pending()):
                 self.reload()

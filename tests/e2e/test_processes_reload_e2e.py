@@ -1,10 +1,17 @@
-"""`scale0 node --processes 2`: one SIGHUP to the parent PID reloads both processes.
+"""`scale0 node --processes 2`: one SIGHUP to the parent PID reloads both processes;
+ports a few apart serve from both; a child that cannot bind stops the whole node.
 
 The config mounts a static directory; the test points the mount at another
 directory whose file says something else, sends SIGHUP to the parent only, and
 asks the shared HTTP port (the kernel spreads new connections over both
 processes) until each process — told apart by its X-Scale0-Node stamp, `ID.0`
 or `ID.1` — answers with the new file. Then SIGTERM to the parent stops both.
+
+Process i binds each configured port + 100·i (node.processes), so gossip P and
+peer P + 1 — process 1's gossip port was process 0's peer port under the old
++i — must give two serving processes; and a port of process 1's taken by
+something else must end the node with exit status 1 and a log line naming
+process 1, never leave process 0 serving alone.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -24,13 +32,30 @@ def _config(tmp: Path, public: str) -> str:
     return f'id = "pr"\nstatic = ["/s={tmp / public}"]\ncache = "off"\n'
 
 
-def _port_pair() -> int:
-    """A free port p whose p + 1 is free too (process 1 binds each configured port + 1)."""
+STRIDE = 100  # process i binds each configured port + 100·i
+
+
+def _port_pair(*after: int) -> int:
+    """A free port p whose p + STRIDE is free too (process 1's), and so are p + each of
+    `after` and those + STRIDE (ports right after p, for another role)."""
     for _ in range(50):
         port = free_port()
-        if free_port(preferred=port + 1) == port + 1:
+        wanted = [port + STRIDE, *(port + d for d in after),
+                  *(port + d + STRIDE for d in after)]
+        if all(free_port(preferred=p) == p for p in wanted):
             return port
-    raise AssertionError("no two adjacent free ports")
+    raise AssertionError("no free ports at p, p + 100 and after")
+
+
+def _node(tmp: Path, config: Path, http_port: int, ports: list[int]) -> Proc:
+    """`--processes 2` with `ports` the configured admin, workers, gossip and peer ports."""
+    admin, workers, gossip, peer = ports
+    return Proc([scale0_bin(), "node", "--processes", "2", "--config", str(config),
+                 "--http", f"127.0.0.1:{http_port}", "--admin", f"127.0.0.1:{admin}",
+                 "--workers", f"tcp://127.0.0.1:{workers}",
+                 "--gossip", f"tcp://127.0.0.1:{gossip}",
+                 "--peer", f"tcp://127.0.0.1:{peer}", "--gossip-preset", "local"],
+                tmp / "node.log")
 
 
 def _children(pid: int) -> list[int]:
@@ -73,12 +98,7 @@ def test_sighup_to_the_parent_reloads_every_process(tmp_path: Path) -> None:
     config.write_text(_config(tmp_path, "v1"))
     base = [_port_pair() for _ in range(4)]  # admin, workers, gossip, peer
     http_port = free_port()
-    node = Proc([scale0_bin(), "node", "--processes", "2", "--config", str(config),
-                 "--http", f"127.0.0.1:{http_port}", "--admin", f"127.0.0.1:{base[0]}",
-                 "--workers", f"tcp://127.0.0.1:{base[1]}",
-                 "--gossip", f"tcp://127.0.0.1:{base[2]}",
-                 "--peer", f"tcp://127.0.0.1:{base[3]}", "--gossip-preset", "local"],
-                tmp_path / "node.log")
+    node = _node(tmp_path, config, http_port, base)
     children: list[int] = []
     try:
         wait_until(lambda: _ask(http_port) or not node.alive(), timeout=30, what="the node")
@@ -105,3 +125,41 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def test_ports_one_apart_serve_from_both_processes(tmp_path: Path) -> None:
+    """gossip P, peer P + 1, as in the defaults (7946, 7947)."""
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "page.txt").write_text("page\n")
+    config = tmp_path / "node.toml"
+    config.write_text(_config(tmp_path, "v1"))
+    gossip = _port_pair(1)
+    http_port = free_port()
+    node = _node(tmp_path, config, http_port, [_port_pair(), _port_pair(), gossip, gossip + 1])
+    try:
+        wait_until(lambda: _ask(http_port) or not node.alive(), timeout=30, what="the node")
+        assert node.alive(), node.output()
+        _until_each_says(http_port, b"page\n", "both processes serving")
+        assert node.terminate() == 0, node.output()
+    finally:
+        node.stop()
+
+
+def test_a_child_that_cannot_bind_stops_the_whole_node(tmp_path: Path) -> None:
+    (tmp_path / "v1").mkdir()
+    config = tmp_path / "node.toml"
+    config.write_text(_config(tmp_path, "v1"))
+    admin = _port_pair()
+    with socket.socket() as squatter:  # something else holds process 1's admin port
+        squatter.bind(("127.0.0.1", admin + STRIDE))
+        squatter.listen()
+        node = _node(tmp_path, config, free_port(),
+                     [admin, _port_pair(), _port_pair(), _port_pair()])
+        try:
+            code = node.popen.wait(30)
+        finally:
+            node.stop()
+    out = node.log_path.read_text(errors="replace")
+    assert code == 1, out
+    assert "process 1 (pid " in out and "could not run: " in out, out
+    assert "exited with status 1: stopping the whole node" in out, out
