@@ -2,9 +2,9 @@
 
 In one invocation, for N = 1 and N = 2: `scale0 node --processes N` with the
 file cache (shared by the processes), one HTTP-upstream worker per process
-(process i's workers port is the base + i), the same origin. wrk -c50 runs on
-a cached 1 KiB object (hits) and on a no-store 1 KiB object (misses). Prints
-req/s, p50/p99, CPU µs per request of every node and worker process, and the
+(process i's workers port is the base + 100·i, node.processes.STRIDE), the same
+origin. wrk -c50 runs on a cached 1 KiB object (hits) and on a no-store 1 KiB
+object (misses). Prints req/s, p50/p99, CPU µs per request of every node and worker process, and the
 ratios 2 / 1 per path. Every process is stopped by its PID; runs are bounded.
 
     python -m bench.bench_processes [--seconds 5] [--connections 50]
@@ -25,21 +25,22 @@ from pathlib import Path
 
 from bench.procs import BIN, Procs, free_port
 from bench.tools import HEADER, WrkResult, cpu_seconds, have, wait_http, wrk
+from node.processes import STRIDE
 
 
 def _two_free() -> int:
-    """A port p with p and p + 1 both free (process i binds base + i), below the
-    ephemeral range so a client socket does not take p + 1 meanwhile."""
+    """A port p with p and p + STRIDE both free (process i binds base + STRIDE·i),
+    below the ephemeral range so a client socket does not take p + STRIDE meanwhile."""
     for _ in range(500):
         p = random.randrange(20000, 32000)
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", p))
-                b.bind(("127.0.0.1", p + 1))
+                b.bind(("127.0.0.1", p + STRIDE))
             return p
         except OSError:
             continue
-    raise RuntimeError("no two adjacent free ports")
+    raise RuntimeError("no two free ports STRIDE apart")
 
 
 def _children(pid: int) -> list[int]:
@@ -61,9 +62,9 @@ class Group:
             "--workers", f"tcp://127.0.0.1:{workers}", "--gossip", f"tcp://127.0.0.1:{gossip}",
             "--peer", f"tcp://127.0.0.1:{peer}", "--cache", f"files:{cache_dir}"])
         for i in range(n):
-            wait_http(f"http://127.0.0.1:{admin + i}/_scale0/health", timeout=30)
+            wait_http(f"http://127.0.0.1:{admin + STRIDE * i}/_scale0/health", timeout=30)
         self.workers = [
-            procs.worker(f"tcp://127.0.0.1:{workers + i}", "--upstream",
+            procs.worker(f"tcp://127.0.0.1:{workers + STRIDE * i}", "--upstream",
                          f"http://127.0.0.1:{origin}") for i in range(n)]
 
     def pids(self) -> list[int]:

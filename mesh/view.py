@@ -154,7 +154,8 @@ def render_snapshot(snap: MeshSnapshot, title: str | None = None) -> Table:
     alive = sum(1 for row in snap.nodes if row.state == "alive")
     table = Table(
         title=title,
-        caption=f"{len(snap.nodes)} nodes, {alive} alive; * = {snap.self_id}",
+        caption=f"{len(snap.nodes)} node{'' if len(snap.nodes) == 1 else 's'}, {alive} alive; "
+                f"* = {snap.self_id}",
         header_style="bold",
     )
     table.add_column("node", no_wrap=True)

@@ -32,6 +32,7 @@ from typing import Any
 
 from node.config import NodeConfig, from_mapping
 from node.errors import ConfigError
+from node.processes import port_problem
 from node.serviceconf import ConfigKeyError
 
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
@@ -117,13 +118,16 @@ def _as_the_node_would(config: NodeConfig) -> None:
         Security(dataclasses.replace(config, curve=""))  # the keys are above, not bound
     except ConfigError as exc:
         raise ConfigKeyError(str(exc), (), _security_key(str(exc))) from None
+    if (problem := port_problem(config)) is not None:  # --processes N: each binds its own
+        raise ConfigKeyError(problem, (), "processes")
 
 
 def _security_key(message: str) -> str:
     """The key a node.security message is about (for its line)."""
-    if message.startswith("--admin "):  # "--admin X: why" or "--admin X: --admin-token-file F: why"
-        why = message.partition(": ")[2]
-        return "admin_token_file" if why.startswith("--admin-token-file") else "admin"
+    if message.startswith("--admin-token-file "):
+        return "admin_token_file"
+    if message.startswith("--admin "):  # the loopback rule: "--admin X: why"
+        return "admin"
     for needle, key in (("--tls", "tls_cert"), ("https_hosts", "https_hosts"),
                         ("trusted_proxies", "trusted_proxies")):
         if needle in message:

@@ -190,7 +190,8 @@ def _demo_parser(sub: Any) -> None:
     p = sub.add_parser(
         "demo", help="a local two-datacenter mesh you can curl and watch",
         description="Start, in subprocesses, a tiny origin web server, four nodes in two "
-                    "datacenters (east-1 takes the default ports when free), HTTP-upstream "
+                    "datacenters (east-1 takes each default port that is free; the others "
+                    "get free ports: use the URLs it prints), HTTP-upstream "
                     "workers, a Python-API worker for /hello, a static mount and an in-node "
                     "handler. Prints what to curl, the dashboard and the load table; Ctrl-C "
                     "(or --for) stops everything.",
@@ -198,7 +199,8 @@ def _demo_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--for", dest="seconds", type=_duration, default=0.0, metavar="SECONDS",
-                   help="stop by itself after SECONDS; default: run until Ctrl-C")
+                   help="stop by itself SECONDS after start-up has finished (start-up and "
+                        "shutdown add a few seconds); default: run until Ctrl-C")
     p.add_argument("--keep-logs", action="store_true",
                    help="keep the demo's temporary folder (logs, caches) after a clean stop; "
                         "it is always kept when something failed")

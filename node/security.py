@@ -48,8 +48,9 @@ class Security:
         admin_host, _ = parse_hostport(config.admin, "--admin")
         try:
             self.admin_token = require_token(admin_host, config.admin_token_file or None)
-        except AdminTokenError as exc:
-            raise ConfigError(f"--admin {config.admin}: {exc}") from exc
+        except AdminTokenError as exc:  # a bad file names itself; the loopback rule, --admin
+            where = "" if config.admin_token_file else f"--admin {config.admin}: "
+            raise ConfigError(f"{where}{exc}") from exc
         self.https_policy = https_policy(config)
 
     @property

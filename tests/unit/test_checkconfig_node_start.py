@@ -43,6 +43,13 @@ def test_what_the_node_refuses_at_start_is_refused_at_its_line(
     assert not (tmp_path / "cache").exists()  # the store was built, never opened
 
 
+def test_a_bad_token_file_is_named_once(tmp_path: Path) -> None:
+    f = tmp_path / "node.toml"
+    f.write_text(HEAD + 'admin_token_file = "/nonexist"\n')
+    ok, message = check_file(str(f))
+    assert not ok and message.startswith(f"{f}:3: --admin-token-file /nonexist: "), message
+
+
 def test_flags_given_with_it_are_laid_over_the_file(tmp_path: Path, capsys:
                                                     pytest.CaptureFixture[str]) -> None:
     """`--config a.toml --check-config --id zz --route x.com=q` checks what would run."""
@@ -72,3 +79,12 @@ def test_a_flag_can_make_a_good_file_fail_as_the_node_would(tmp_path: Path) -> N
     assert check_file(str(f))[0]
     ok, message = check_file(str(f), {"admin": "0.0.0.0:8081"})
     assert not ok and "give --admin-token-file" in message
+
+
+def test_processes_whose_ports_collide_are_refused_at_their_line(tmp_path: Path) -> None:
+    f = tmp_path / "node.toml"
+    f.write_text(HEAD + 'processes = 2\ngossip = "tcp://*:7946"\npeer = "tcp://*:8046"\n')
+    ok, message = check_file(str(f))
+    assert not ok
+    assert message.startswith(f"{f}:3: --processes 2: process 1's gossip port 8046 is "
+                              "process 0's peer port"), message

@@ -69,6 +69,13 @@ def test_rendered_table_contains_every_node_and_state(spec: dict) -> None:  # ty
 
 
 @given(nodes)
+def test_the_caption_counts_nodes_in_words(spec: dict) -> None:  # type: ignore[type-arg]
+    alive = sum(1 for _, state, _ in spec.values() if state == "alive")
+    noun = "node" if len(spec) == 1 else "nodes"
+    assert f"{len(spec)} {noun}, {alive} alive;" in _text(_doc(spec))
+
+
+@given(nodes)
 def test_parse_round_trips_the_load_table_json(spec: dict) -> None:  # type: ignore[type-arg]
     doc = _doc(spec)
     snap = parse_mesh_json(doc)
