@@ -28,7 +28,7 @@ import zmq
 
 from node.body import BodyChannel
 from node.config import check_endpoint
-from node.errors import ConfigError
+from node.errors import ConfigError, Scale0Error
 from node.http import BodyError, BodyStream, Headers, Request, Response
 from node.protocol import (
     Abort,
@@ -293,6 +293,9 @@ class Worker:
                 if task is not None:
                     task.uncancel()  # our own deadline, not the node's cancel: answer it
                 resp = Response.error(504, "the handler did not finish before the deadline")
+            except Scale0Error as exc:  # raised on purpose: its own status and reason
+                resp = Response.error(exc.status, exc.reason,
+                                      retry_after=getattr(exc, "retry_after", None))
             except Exception:
                 log.exception("handler failed for %s %s", req.method, req.path)
                 resp = Response.error(500, "the worker's handler failed")

@@ -15,7 +15,7 @@ import zmq
 
 from node.body import BodyChannel
 from node.broker import Broker, BrokerConfig
-from node.errors import NoCapacity, UpstreamError, UpstreamTimeout
+from node.errors import ClientError, NoCapacity, NoRoute, UpstreamError, UpstreamTimeout
 from node.freeport import free_port
 from node.http import BodyError, Headers, Request, Response
 from node.protocol import VERSION, BodyMsg, Cmd, Ready, Reply, RequestMsg, decode, encode
@@ -84,6 +84,28 @@ def test_round_trip_keeps_method_target_headers_and_body() -> None:
             assert broker.services() == {"www"} and broker.has_free_slot("www")
             load = broker.service_loads()["www"]
             assert (load.workers, load.slots) == (1, 4)
+    run(main())
+
+
+def test_a_handler_raising_a_node_error_answers_its_status_and_any_other_a_500() -> None:
+    async def picky(r: Request) -> Response:
+        if r.target == "/bad":
+            raise ClientError("the id must be a number")
+        if r.target == "/busy":
+            raise NoCapacity("try later", retry_after=7)
+        if r.target == "/none":
+            raise NoRoute("no such thing")
+        raise KeyError("a bug, with a secret in it")
+
+    async def main() -> None:
+        async with mesh((picky, 4)) as (broker, _):
+            bad = await broker.dispatch("www", req("GET", "/bad"))
+            assert (bad.status, bad.body) == (400, b"the id must be a number\n")
+            busy = await broker.dispatch("www", req("GET", "/busy"))
+            assert busy.status == 503 and busy.headers.get("Retry-After") == "7"
+            assert (await broker.dispatch("www", req("GET", "/none"))).status == 404
+            bug = await broker.dispatch("www", req("GET", "/bug"))
+            assert (bug.status, bug.body) == (500, b"the worker's handler failed\n")
     run(main())
 
 
