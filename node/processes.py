@@ -24,7 +24,9 @@ one would pass 65535, naming both owners; an ipc:// workers endpoint, which
 every process would share, is refused too.
 
 The first process forks the others before any event loop or socket exists,
-forwards SIGTERM/SIGINT to them when it drains, and waits for them.
+forwards SIGTERM/SIGINT to them when it drains, and waits for them. If it dies
+without draining (SIGKILL, OOM), Linux sends each child SIGTERM (PR_SET_PDEATHSIG):
+no orphan keeps serving and holding the ports a restart needs.
 
 A child that fails is never left silent (`ChildWatch`): it logs why it could
 not run (a port taken by something else, say) before it exits, and process 0
@@ -51,6 +53,7 @@ default action, which would kill it (`HupRelay`).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
 import logging
 import os
@@ -280,6 +283,22 @@ def _child_failed(index: int, exc: BaseException) -> int:
     return 1
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: have this child sent SIGTERM (a drain) when process 0 dies, even by
+    SIGKILL — orphans would keep serving and hold the ports a restart needs. Elsewhere
+    a no-op: a service manager's KillMode=mixed (systemd) stops them instead."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # process 0 died between the fork and the prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run_processes(config: NodeConfig, node_id: str,
                   run_one: Callable[[NodeConfig, HupRelay], int]) -> int:
     """Check every process's ports, fork `config.processes - 1` children, run process 0
@@ -288,11 +307,13 @@ def run_processes(config: NodeConfig, node_id: str,
     relay = HupRelay()
     relay.catch_early()  # inherited by the children: none dies of an early SIGHUP
     children = relay.children
+    parent = os.getpid()
     for index in range(1, config.processes):
         pid = os.fork()
         if pid == 0:  # the child: run its node and never return into the parent's code
             code = 1
             try:
+                _die_with_parent(parent)
                 relay.children = []  # a child forwards to nobody (its copy lists siblings)
                 code = run_one(process_config(config, index, node_id), relay)
             except BaseException as exc:

@@ -163,3 +163,26 @@ def test_a_child_that_cannot_bind_stops_the_whole_node(tmp_path: Path) -> None:
     assert code == 1, out
     assert "process 1 (pid " in out and "could not run: " in out, out
     assert "exited with status 1: stopping the whole node" in out, out
+
+
+def test_the_children_stop_when_process_0_is_killed(tmp_path: Path) -> None:
+    """SIGKILL to process 0 (no drain, no forwarding): its children must not live on as
+    orphans holding the ports a restart needs."""
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "page.txt").write_text("page\n")
+    config = tmp_path / "node.toml"
+    config.write_text(_config(tmp_path, "v1"))
+    http_port = free_port()
+    node = _node(tmp_path, config, http_port, [_port_pair() for _ in range(4)])
+    children: list[int] = []
+    try:
+        _until_each_says(http_port, b"page\n", "both processes serving")
+        children = _children(node.pid)
+        assert len(children) == 1, children
+        node.signal(signal.SIGKILL)
+        wait_until(lambda: not _alive(children[0]), timeout=20, what="the orphaned child to stop")
+    finally:
+        node.stop()
+        for pid in children:  # only if the test failed: never leave an orphan behind
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
