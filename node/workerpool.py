@@ -151,26 +151,39 @@ class WorkerPool:
         `undelivered` requests never reached it (the send itself failed): they go
         back to the queue whatever their method, without spending their retry.
         `said_goodbye`: it told us it leaves (a draining worker's second DISCONNECT),
-        so it is not listed in `dead`, the workers that went silent."""
+        so it is not listed in `dead`, the workers that went silent.
+
+        An idempotent request is retried once — at another worker of its service, or,
+        after a goodbye (a planned restart), at whichever joins next. After a crash
+        with no other worker for its service it fails at once with 502, as nginx
+        answers when its only upstream breaks mid-request: waiting in the queue would
+        only turn that into a 503 at the deadline."""
         w = self.workers.pop(identity, None)
         out = Decisions()
         if w is None:
             return out
         if not said_goodbye:
             out.dead.append(identity)
+        now = self._clock()
+        served = {s for s in w.services if said_goodbye or any(
+            s in o.services and not o.draining and self._alive(o, now)
+            for o in self.workers.values())}
         requeue: list[_Req] = []
         for rid in sorted(w.in_flight, key=lambda r: self._reqs[r].seq):
             req = self._reqs[rid]
             req.worker = None
             if rid in undelivered:
                 requeue.append(req)
-            elif req.retryable:
+            elif req.retryable and req.service in served:
                 req.retryable = False  # retried once at most
                 requeue.append(req)
                 out.retried.append(rid)
             else:
                 del self._reqs[rid]
-                out.fail.append(Failure(rid, 502, "the worker serving it stopped responding"))
+                why = "the worker serving it stopped responding"
+                if req.retryable:  # it could be retried, but no other worker serves it
+                    why += f" and no other worker serves {req.service!r}"
+                out.fail.append(Failure(rid, 502, why))
         for req in reversed(requeue):  # they waited longest: front of the queue
             self._queues.setdefault(req.service, deque()).appendleft(req.req_id)
         for svc in {r.service for r in requeue}:

@@ -77,6 +77,24 @@ def test_dead_worker_retries_idempotent_once_and_fails_others() -> None:
     assert d.dead == [b"b"] and [(f.req_id, f.status) for f in d.fail] == [(1, 502)]
 
 
+def test_a_crashed_sole_worker_fails_its_idempotent_requests_at_once() -> None:
+    """No other worker for the service: a retry could only wait in the queue until the
+    deadline (a 503 then). nginx answers 502 when its only upstream breaks; so do we."""
+    c = Clock()
+    p = pool(c)
+    p.ready(b"a", ["www"], 2)
+    p.ready(b"b", ["api"], 2)  # alive, but it does not serve www
+    p.submit(1, "www", 2000, True)
+    p.submit(2, "api", 2000, True)
+    c.now += 3.5
+    p.seen(b"b")
+    d = p.expire()
+    assert d.dead == [b"a"] and d.retried == []
+    assert [(f.req_id, f.status) for f in d.fail] == [(1, 502)]
+    assert "no other worker serves 'www'" in d.fail[0].reason
+    assert p.queued("www") == 0 and p.where(2) == b"b"
+
+
 def test_a_worker_that_says_goodbye_hands_back_its_requests_but_is_not_dead() -> None:
     p = pool(Clock())
     p.ready(b"a", ["www"], 2)
