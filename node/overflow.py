@@ -148,6 +148,9 @@ class OverflowDispatcher:
             return await self.broker.dispatch(service, request)
         policy = self.policy(service)
         deadline = request.deadline or (request.received + self.default_timeout)
+        # Set on the request: time spent here waiting for room counts, and the broker (or
+        # a peer) must not start the request's whole timeout again afterwards.
+        request.deadline = deadline
         if (request.hops == 0 and not isinstance(request.body, bytes) and policy.enabled
                 and self.broker.capacity(service)[0] == 0):
             request.body = await _upload_to_forward(service, request)

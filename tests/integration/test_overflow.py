@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -22,7 +24,7 @@ from gossip.load import ServiceLoad
 from gossip.transport import PeerTimeout, Transport, TransportConfig
 from mesh.loadtable import LoadTable
 from node.broker import Broker, BrokerConfig
-from node.errors import PeerBusy, UpstreamError, UpstreamTimeout
+from node.errors import NoCapacity, PeerBusy, UpstreamError, UpstreamTimeout
 from node.http import Headers, Request, Response
 from node.overflow import ForwardedServer, OverflowDispatcher
 from node.pipeline import Pipeline
@@ -165,6 +167,22 @@ async def test_a_forwarded_request_keeps_the_service_its_sender_chose() -> None:
         assert b.served == ["/routed"]
         a.gate.set()
         assert (await held).body == b"A"
+
+
+async def test_a_service_nobody_serves_fails_at_its_deadline_not_twice_it() -> None:
+    """No worker anywhere for `api`: the request waits for room until its deadline, then
+    fails — the broker must not start a whole new timeout for it after that wait."""
+    async with side("A", 1) as a:
+        timeout = 1.0
+        dispatch = OverflowDispatcher(a.broker, LoadTable("A"), a.transport, node_id="A",
+                                      dc="east", default_timeout=timeout)
+        a.broker.config = dataclasses.replace(a.broker.config, default_timeout=timeout)
+        request = _request("/nobody")
+        request.received = time.monotonic()
+        with pytest.raises(NoCapacity):
+            await asyncio.wait_for(dispatch.dispatch("api", request), 10 * timeout)
+        # Twice the timeout would be 2 s; the margin is for a slow machine's timers.
+        assert time.monotonic() - request.received < 1.8 * timeout
 
 
 async def test_a_full_peer_says_busy_and_the_request_waits_locally() -> None:
