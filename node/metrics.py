@@ -52,7 +52,10 @@ MAX_SERIES = 64  # kinds or reasons shown per family; the rest are summed as "ot
 
 
 def outcome_label(outcome: str) -> str:
-    return outcome if outcome in OUTCOMES else "other"
+    if outcome in OUTCOMES:
+        return outcome
+    # A peer's answer is "forwarded-<its outcome>" (the access log keeps the detail).
+    return "forwarded" if outcome.startswith("forwarded-") else "other"
 
 
 class Metrics:

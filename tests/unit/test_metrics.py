@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -158,4 +159,11 @@ def test_openmetrics_when_asked() -> None:
 @given(st.text(max_size=20))
 def test_outcome_labels_are_bounded(outcome: str) -> None:
     assert outcome_label(outcome) in OUTCOMES
+
+
+@pytest.mark.parametrize("peer_said", ["local", "hit", "miss", "coalesced", "error", ""])
+def test_a_forwarded_answer_counts_as_forwarded_whatever_the_peer_did(peer_said: str) -> None:
+    # node/overflow.py labels it "forwarded-<the peer's outcome>" (or just "forwarded")
+    outcome = f"forwarded-{peer_said}" if peer_said else "forwarded"
+    assert outcome_label(outcome) == "forwarded"
 
