@@ -69,6 +69,7 @@ class FrontLimits:
     max_body_size: int = 1 << 30
     buffer_body_below: int = 64 * 1024  # smaller declared bodies are read whole first
     idle_timeout: float = 75.0
+    header_timeout: float = 30.0  # first byte of a head → its end (slowloris)
     body_timeout: float = 120.0
     chunk_size: int = 64 * 1024
     body_channel_chunks: int = 8  # chunks buffered before the client's reads are held
@@ -141,7 +142,10 @@ class Front(httputil.HTTPServerConnectionDelegate):
             self, ssl_options=ssl_options, no_keep_alive=False, xheaders=False,
             decompress_request=False, chunk_size=limits.chunk_size,
             max_header_size=limits.max_header_size * 4, max_body_size=1 << 62,
-            idle_connection_timeout=limits.idle_timeout, body_timeout=limits.body_timeout,
+            # Tornado has one knob for the wait for a request head, whether the connection
+            # is idle or a head is trickling in (slowloris): the shorter of the two limits.
+            idle_connection_timeout=min(limits.idle_timeout, limits.header_timeout),
+            body_timeout=limits.body_timeout,
         )
         server.add_sockets(bind_sockets(port, host or None, reuse_port=reuse_port))
         self._servers.append(server)

@@ -79,7 +79,7 @@ def front_limits(config: NodeConfig) -> FrontLimits:
     lim = config.limits
     return FrontLimits(max_header_size=lim.max_header_size, max_body_size=lim.max_body_size,
                        buffer_body_below=lim.buffer_body_below, idle_timeout=lim.idle_timeout,
-                       body_timeout=lim.body_timeout)
+                       header_timeout=lim.header_timeout, body_timeout=lim.body_timeout)
 
 
 async def _cache_stage(spec: str, config: Any, node_id: str) -> tuple[Stage | None, Any]:
