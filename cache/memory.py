@@ -93,7 +93,7 @@ class MemoryStore:
     def stats(self) -> StoreStats:
         return StoreStats(
             entries=len(self._lru), bytes=self._bytes, evictions=self._evictions,
-            rejected=self._rejected,
+            rejected=self._rejected, capacity=self.max_bytes,
         )
 
     def _remove(self, slot: tuple[str, str]) -> None:

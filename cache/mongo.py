@@ -73,7 +73,7 @@ class MongoStore:
         self.max_entry_bytes = min(max_entry_bytes, MAX_BODY, max_bytes)
         self._client: AsyncMongoClient[Doc] | None = None
         self._tombstones = False
-        self._stats = StoreStats()
+        self._stats = StoreStats(capacity=max_bytes)
 
     @classmethod
     def from_spec(cls, location: str, options: Mapping[str, str]) -> MongoStore:
@@ -142,6 +142,7 @@ class MongoStore:
         try:
             entries = await self._visible(key, None, with_body=True)
         except PyMongoError as exc:
+            self._count_error("get")
             log.warning("mongo store unavailable on get: %s", exc)
             return []
         return sorted(entries.values(), key=lambda e: e.variant)
@@ -166,6 +167,7 @@ class MongoStore:
             except OperationFailure:
                 pass
         except PyMongoError as exc:
+            self._count_error("put")
             log.warning("mongo store unavailable on put: %s", exc)
             return False
         self._stats.entries += 1
@@ -187,13 +189,21 @@ class MongoStore:
         query: Doc = {"key": key} if variant is None else {"key": key, "variant": variant}
         count = len(await self._visible(key, variant, with_body=False))
         tomb: Doc = {"tomb": "key" if variant is None else "variant", **query}
-        await self._remove(query, tomb)
+        try:
+            await self._remove(query, tomb)
+        except PyMongoError:
+            self._count_error("delete")
+            raise
         return count
 
     async def purge_prefix(self, prefix: str) -> int:
-        return await self._remove(
-            {"key": _prefix_regex(prefix)}, {"tomb": "prefix", "key": prefix}
-        )
+        try:
+            return await self._remove(
+                {"key": _prefix_regex(prefix)}, {"tomb": "prefix", "key": prefix}
+            )
+        except PyMongoError:
+            self._count_error("delete")
+            raise
 
     async def keys_with_prefix(self, prefix: str) -> list[str]:
         query = {"key": _prefix_regex(prefix), "tomb": {"$exists": False}}
@@ -203,7 +213,10 @@ class MongoStore:
         return sorted(keys)
 
     def stats(self) -> StoreStats:
-        return dataclasses.replace(self._stats)
+        return dataclasses.replace(self._stats, errors=dict(self._stats.errors))
+
+    def _count_error(self, op: str) -> None:
+        self._stats.errors[op] = self._stats.errors.get(op, 0) + 1
 
     async def _remove(self, query: Doc, tomb: Doc) -> int:
         """Delete matching entry documents (or write a tombstone); how many documents."""

@@ -9,7 +9,7 @@ coroutines for one event loop; implementations may use threads inside.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cache.entry import CacheEntry
@@ -22,6 +22,8 @@ class StoreStats:
     evictions: int = 0
     corrupt: int = 0  # damaged entries found and discarded
     rejected: int = 0  # entries refused (too large for the store)
+    capacity: int = 0  # the byte cap in force now (files: lowered for a while on a full disk)
+    errors: dict[str, int] = field(default_factory=dict)  # failures by operation, since start
 
 
 class CacheStore(Protocol):
@@ -42,7 +44,10 @@ class CacheStore(Protocol):
         ...
 
     async def delete(self, key: str, variant: str | None = None) -> int:
-        """Remove one variant, or every variant of `key`; how many were removed."""
+        """Remove one variant, or every variant of `key`; how many were removed.
+
+        Raises (OSError, ...) when the store could not remove them; a store that can
+        still keep them from being served (files: cache.files.DeleteFailed) says so."""
         ...
 
     async def purge_prefix(self, prefix: str) -> int:

@@ -38,6 +38,7 @@ OUTCOMES = frozenset(
      "static", "app", "error", "other"}
 )
 PEER_STATES = ("alive", "suspect", "dead", "left")
+STORE_OPS = ("get", "put", "delete")  # always shown (0 until one fails); others as they occur
 # Seconds; from a cache hit (sub-millisecond) to a slow backend (tens of seconds).
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
            10.0, 30.0, 60.0)
@@ -160,6 +161,16 @@ class _Levels(Collector):
                                     value=stats.entries)
             yield CounterMetricFamily(f"{ns}_cache_evictions", "Entries evicted to stay in the cap",
                                       value=stats.evictions)
+            if stats.capacity > 0:
+                yield GaugeMetricFamily(
+                    f"{ns}_cache_capacity_bytes", "Byte cap of the cache store in force now "
+                    "(files: lowered for a while when the disk is full)", value=stats.capacity)
+            errors = CounterMetricFamily(
+                f"{ns}_cache_store_errors", "Cache store operations that failed (disk or "
+                "database errors), by operation", labels=["op"])
+            for op, n in bounded({**dict.fromkeys(STORE_OPS, 0), **stats.errors}):
+                errors.add_metric([op], n)
+            yield errors
         peers = _safe(self.peers, "peers")
         if peers is not None:
             fam = GaugeMetricFamily(f"{ns}_peers", "Peers known to this node, by state",

@@ -127,6 +127,18 @@ def test_levels_come_from_sources_at_scrape_time() -> None:
     assert samples(m)[("scale0_workers", www)] == 1
 
 
+def test_cache_capacity_and_store_errors_are_exported() -> None:
+    m = Metrics()
+    stats = StoreStats(entries=1, bytes=10, capacity=350_000, errors={"delete": 2})
+    m.set_sources(cache_stats=lambda: stats)
+    got = samples(m)
+    assert got[("scale0_cache_capacity_bytes", ())] == 350_000
+    assert got[("scale0_cache_store_errors_total", (("op", "delete"),))] == 2
+    assert got[("scale0_cache_store_errors_total", (("op", "put"),))] == 0  # always shown
+    m.set_sources(cache_stats=StoreStats)  # a store that knows no cap: no gauge
+    assert ("scale0_cache_capacity_bytes", ()) not in samples(m)
+
+
 def test_a_failing_source_does_not_break_the_scrape() -> None:
     m = Metrics()
 
