@@ -18,18 +18,37 @@ what it has seen (its own writes, what it read, what was there at open), and a
 purge removes the keys it knows; purges reach every node, so together they
 remove everything. A damaged file (checksum, length, format, a name that does
 not match its contents) is deleted and counted in stats().corrupt, never served.
-A disk smaller than the cap: a put that finds no room (ENOSPC, EDQUOT) lowers the
-cap to what this store holds, evicts as usual and tries once more (until a restart).
+A disk smaller than the cap (or filled by others): a put that finds no room (ENOSPC,
+EDQUOT) logs a warning (at most once a minute) naming the directory, lowers the
+*effective* cap to what this store holds, evicts down to the low-water mark of that
+and tries once more, so the newest entries keep being stored. The lowered cap is
+temporary: after `room_retry` seconds (default 60) the configured cap applies again,
+and if the disk is still full the next put lowers it again (one failed write per
+period). So the store follows the room the disk really has, grows back when space is
+freed by anyone, and never stays shrunk until a restart. stats().capacity is the
+cap in force; stats().errors counts failures by operation (get, put, delete, evict).
+
+A delete or purge the disk refuses (read-only filesystem, a shard directory without
+write permission, an I/O error) is never a silent success: the files that could not
+be removed are remembered in memory by identity (device, inode, mtime) and treated
+as absent by get(), so a purged entry is not served again although its bytes are
+still there; the unlink is retried at most every `room_retry` seconds (and the mark
+is dropped once the file is gone or replaced by a newer write), and the delete
+raises DeleteFailed (an OSError) after doing all it could, with the counts. The mark
+lives as long as this process (one small record per undeletable file, so bounded by
+what the store held); a restarted node relies on the mesh's purge record instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
+import time
 import zlib
-from collections import OrderedDict
-from collections.abc import Mapping
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +62,23 @@ DEFAULT_DIRECTORY = "scale0-cache"
 DEFAULT_MAX_BYTES = 1 << 30
 _LOCK_STRIPES = 64
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+_WARN_EVERY = 60.0  # seconds between two warnings of one kind
+log = logging.getLogger("scale0.cache.files")
+
+
+class DeleteFailed(OSError):
+    """A delete or purge that could not remove every file: `removed` were removed,
+    `failed` could not be (they are hidden from get() and retried later). The errno and
+    text are those of the first failure."""
+
+    def __init__(self, root: Path, removed: int, failed: int, first: OSError) -> None:
+        why = first.strerror or str(first)
+        super().__init__(
+            first.errno,
+            f"{failed} file(s) under {root} could not be deleted ({why}); they are not "
+            "served and are deleted when the disk allows",
+        )
+        self.removed, self.failed = removed, failed
 
 
 @dataclass(slots=True)
@@ -65,6 +101,8 @@ class FileStore:
         max_entry_bytes: int | None = None,
         low_water: float = 0.9,
         fsync: bool = True,
+        room_retry: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_bytes <= 0:
             raise ValueError(f"files store: max_bytes must be positive, not {max_bytes}")
@@ -84,6 +122,15 @@ class FileStore:
         self._corrupt = 0
         self._rejected = 0
         self._locks = [asyncio.Lock() for _ in range(_LOCK_STRIPES)]
+        self.room_retry = room_retry
+        self._clock = clock
+        self._room_cap: int | None = None  # the lowered cap after ENOSPC, until _room_until
+        self._room_until = 0.0
+        self._errors: Counter[str] = Counter()
+        # key → {rel: identity} of files a delete could not remove: hidden from get().
+        self._undeleted: dict[str, dict[str, disk.FileId | None]] = {}
+        self._next_retry = 0.0
+        self._warned: dict[str, float] = {}
 
     @classmethod
     def from_spec(cls, location: str, options: Mapping[str, str]) -> FileStore:
@@ -114,14 +161,36 @@ class FileStore:
         return None  # every write is complete and durable when put() returns
 
     async def get(self, key: str) -> list[CacheEntry]:
-        found, corrupt = await asyncio.to_thread(disk.load_key, self.root, key, self._read_limit)
+        await self._retry_deletes()
+        try:
+            found, corrupt = await asyncio.to_thread(
+                disk.load_key, self.root, key, self._read_limit)
+        except OSError:
+            self._errors["get"] += 1
+            raise
         self._corrupt += corrupt
-        present = {rel for rel, _, _ in found}
+        hidden = self._undeleted.get(key)
+        if hidden:
+            found = [f for f in found if not self._hides(key, hidden, f[0], f[3])]
+        present = {rel for rel, _, _, _ in found}
         for rel in self._by_key.get(key, set()) - present:
             self._index_drop(rel)  # removed by someone else, or damaged
-        for rel, entry, size in found:
+        for rel, entry, size, _ in found:
             self._index_set(rel, key, entry.variant, size)
-        return sorted((entry for _, entry, _ in found), key=lambda e: e.variant)
+        return sorted((entry for _, entry, _, _ in found), key=lambda e: e.variant)
+
+    def _hides(self, key: str, hidden: dict[str, disk.FileId | None], rel: str,
+               ident: disk.FileId) -> bool:
+        """Whether the file at `rel` is one a delete could not remove (so: absent)."""
+        if rel not in hidden:
+            return False
+        want = hidden[rel]
+        if want is None or want == ident:
+            return True
+        del hidden[rel]  # replaced since by a newer write: that one is not purged
+        if not hidden:
+            del self._undeleted[key]
+        return False
 
     async def put(self, entry: CacheEntry) -> bool:
         if entry.size > self.max_entry_bytes:
@@ -133,19 +202,55 @@ class FileStore:
             self._rejected += 1
             return False
         rel = disk.relpath(entry.key, entry.variant)
+        await self._retry_deletes()
         try:
-            written = await self._write(rel, parts, entry)
-        except OSError as exc:
-            if exc.errno not in _NO_ROOM or not self._lru:
-                raise
-            # The disk is smaller than the cap (or others filled it): what we hold is
-            # what fits. Keep that as the cap, make room as eviction does, try once more,
-            # so the newest entries keep being stored instead of none at all.
-            self.max_bytes = max(1, self._bytes)
-            await self._evict(force=True)
-            written = await self._write(rel, parts, entry)
+            try:
+                written = await self._write(rel, parts, entry)
+            except OSError as exc:
+                if exc.errno not in _NO_ROOM or not self._lru:
+                    raise
+                # The disk is smaller than the cap (or others filled it): what we hold is
+                # what fits for now. Make room as eviction does and try once more, so the
+                # newest entries keep being stored instead of none at all.
+                self._lower_cap(exc)
+                await self._evict(force=True)
+                written = await self._write(rel, parts, entry)
+        except OSError:
+            self._errors["put"] += 1
+            raise
+        if written:
+            self._forget_undeleted(entry.key, rel)  # the rename replaced that file
         await self._evict()
         return written
+
+    @property
+    def capacity(self) -> int:
+        """The byte cap in force: max_bytes, or less for a while after the disk was full."""
+        if self._room_cap is None:
+            return self.max_bytes
+        if self._clock() >= self._room_until:
+            log.info("files store %s: trying the configured cap of %d bytes again "
+                     "(it was lowered to %d because the disk was full)",
+                     self.root, self.max_bytes, self._room_cap)
+            self._room_cap = None
+            return self.max_bytes
+        return min(self.max_bytes, self._room_cap)
+
+    def _lower_cap(self, exc: OSError) -> None:
+        held = max(1, self._bytes)
+        self._room_cap = held
+        self._room_until = self._clock() + self.room_retry
+        self._warn("room", "files store %s: no room on the disk (%s) with %d bytes held; "
+                   "storing at most that (configured cap %d) for %gs, evicting the coldest "
+                   "entries first, then the configured cap is tried again",
+                   self.root, exc.strerror or exc, held, self.max_bytes, self.room_retry)
+
+    def _warn(self, kind: str, msg: str, *args: object) -> None:
+        now = self._clock()
+        last = self._warned.get(kind)
+        if last is None or now - last >= _WARN_EVERY:
+            self._warned[kind] = now
+            log.warning(msg, *args)
 
     async def _write(self, rel: str, parts: tuple[bytes, ...], entry: CacheEntry) -> bool:
         async with self._locks[zlib.crc32(rel.encode()) % _LOCK_STRIPES]:
@@ -157,7 +262,19 @@ class FileStore:
         return written
 
     async def delete(self, key: str, variant: str | None = None) -> int:
-        on_disk = await asyncio.to_thread(disk.list_key, self.root, disk.key_hash(key))
+        """Remove the key's files (one variant, or all): how many. If the disk refuses
+        some, those are hidden from get() and DeleteFailed is raised after the rest."""
+        failed: list[disk.Undeleted] = []
+        try:
+            on_disk = await asyncio.to_thread(disk.list_key, self.root, disk.key_hash(key))
+        except OSError as exc:  # the shard cannot even be listed: hide what we know of
+            known = (set(self._by_key.get(key, ())) if variant is None
+                     else {disk.relpath(key, variant)})
+            if not known:  # nothing to hide, but never a silent success (the stage marks it)
+                self._errors["delete"] += 1
+                raise
+            failed = [disk.Undeleted(rel, None, exc) for rel in sorted(known)]
+            on_disk = []
         wanted = None if variant is None else disk.variant_hash(variant)
         rels = [rel for rel, vh in on_disk if wanted is None or vh == wanted]
         if variant is None:
@@ -165,13 +282,56 @@ class FileStore:
                 self._index_drop(rel)
         else:
             self._index_drop(disk.relpath(key, variant))
-        return await asyncio.to_thread(disk.unlink_all, self.root, rels)
+        removed, refused = await asyncio.to_thread(disk.unlink_all, self.root, rels)
+        failed += refused
+        if not failed:
+            self._forget_undeleted(key, *rels)
+            return removed
+        self._errors["delete"] += len(failed)
+        if not self._undeleted:  # the first retry comes room_retry seconds from now
+            self._next_retry = self._clock() + self.room_retry
+        hidden = self._undeleted.setdefault(key, {})
+        for f in failed:
+            hidden[f.rel] = f.ident
+        self._forget_undeleted(key, *(set(rels) - {f.rel for f in failed}))
+        raise DeleteFailed(self.root, removed, len(failed), failed[0].error)
 
     async def purge_prefix(self, prefix: str) -> int:
-        removed = 0
+        removed = failed = 0
+        first: DeleteFailed | None = None
         for key in await self.keys_with_prefix(prefix):
-            removed += await self.delete(key)
+            try:
+                removed += await self.delete(key)
+            except DeleteFailed as exc:  # go on: every key the disk lets us remove goes
+                removed += exc.removed
+                failed += exc.failed
+                first = first or exc
+        if first is not None:
+            raise DeleteFailed(self.root, removed, failed, first)
         return removed
+
+    def _forget_undeleted(self, key: str, *rels: str) -> None:
+        hidden = self._undeleted.get(key)
+        if hidden is None:
+            return
+        for rel in rels:
+            hidden.pop(rel, None)
+        if not hidden:
+            del self._undeleted[key]
+
+    async def _retry_deletes(self) -> None:
+        """Try again (at most every room_retry seconds) to remove the files hidden
+        because a delete could not remove them."""
+        if not self._undeleted or self._clock() < self._next_retry:
+            return
+        self._next_retry = self._clock() + self.room_retry
+        todo = [(key, rel, ident) for key, hidden in self._undeleted.items()
+                for rel, ident in hidden.items()]
+        gone = await asyncio.to_thread(disk.unlink_same, self.root,
+                                       [(rel, ident) for _, rel, ident in todo])
+        for key, rel, _ in todo:
+            if rel in gone:
+                self._forget_undeleted(key, rel)
 
     async def keys_with_prefix(self, prefix: str) -> list[str]:
         """Keys this store's index knows that start with `prefix` (sorted)."""
@@ -180,21 +340,27 @@ class FileStore:
     def stats(self) -> StoreStats:
         return StoreStats(
             entries=len(self._lru), bytes=self._bytes, evictions=self._evictions,
-            corrupt=self._corrupt, rejected=self._rejected,
+            corrupt=self._corrupt, rejected=self._rejected, capacity=self.capacity,
+            errors=dict(self._errors),
         )
 
     async def _evict(self, force: bool = False) -> None:
         """Bring the bytes under the cap: coldest first, down to the low-water mark."""
-        if self._bytes <= self.max_bytes and not force:
+        cap = self.capacity
+        if self._bytes <= cap and not force:
             return
-        target = int(self.max_bytes * self.low_water)
+        target = int(cap * self.low_water)
         victims = []
         while self._bytes > target and self._lru:
             rel = next(iter(self._lru))
             self._index_drop(rel)
             victims.append(rel)
         self._evictions += len(victims)
-        await asyncio.to_thread(disk.unlink_all, self.root, victims)
+        _, failed = await asyncio.to_thread(disk.unlink_all, self.root, victims)
+        if failed:  # not hidden (an evicted entry may be served); the disk holds on to it
+            self._errors["evict"] += len(failed)
+            self._warn("evict", "files store %s: %d evicted file(s) could not be deleted: %s",
+                       self.root, len(failed), failed[0].error)
 
     def _index_set(self, rel: str, key: str, variant: str, size: int) -> None:
         old = self._lru.get(rel)

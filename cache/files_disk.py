@@ -129,16 +129,20 @@ def discard(path: StrPath, ident: FileId | None) -> None:
         pass
 
 
-def load_key(root: Path, key: str, limit: int) -> tuple[list[tuple[str, CacheEntry, int]], int]:
-    """Every valid variant file of `key` as (rel, entry, size), and how many were corrupt."""
+def load_key(
+    root: Path, key: str, limit: int
+) -> tuple[list[tuple[str, CacheEntry, int, FileId]], int]:
+    """Every valid variant file of `key` as (rel, entry, size, identity), and how many
+    were corrupt."""
     kh = key_hash(key)
-    found: list[tuple[str, CacheEntry, int]] = []
+    found: list[tuple[str, CacheEntry, int, FileId]] = []
     corrupt = 0
     for rel, vh in list_key(root, kh):
         path = root / rel
         ident: FileId | None = None
         try:
-            entry, size, ident = read_entry(path, limit)
+            entry, size, got = read_entry(path, limit)
+            ident = got
             if entry.key != key or variant_hash(entry.variant) != vh:
                 raise EntryFormatError("entry does not belong under this file name")
         except FileNotFoundError:
@@ -147,7 +151,7 @@ def load_key(root: Path, key: str, limit: int) -> tuple[list[tuple[str, CacheEnt
             corrupt += 1
             discard(path, ident)
             continue
-        found.append((rel, entry, size))
+        found.append((rel, entry, size, got))
     return found, corrupt
 
 
@@ -215,16 +219,64 @@ def _write_locked(
     return True, sum(len(p) for p in parts)
 
 
-def unlink_all(root: Path, rels: list[str]) -> int:
-    """Remove these files; how many this call removed (vanished ones do not count)."""
+@dataclass(frozen=True, slots=True)
+class Undeleted:
+    """A file that unlink(2) refused (read-only filesystem, no write permission on its
+    shard directory, I/O error): where, which file (None when even lstat failed), why."""
+
+    rel: str
+    ident: FileId | None
+    error: OSError
+
+
+def unlink_all(root: Path, rels: list[str]) -> tuple[int, list[Undeleted]]:
+    """Remove these files: how many this call removed (vanished ones do not count) and
+    the ones the disk refused to remove. Never raises for a file's own failure."""
     removed = 0
+    failed: list[Undeleted] = []
     for rel in rels:
         try:
             os.unlink(root / rel)
             removed += 1
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            pass
-    return removed
+        except (FileNotFoundError, IsADirectoryError):
+            pass  # gone already, or not a file of ours (load_key counts it as damaged)
+        except OSError as exc:
+            failed.append(Undeleted(rel, identity(root / rel), exc))
+    return removed, failed
+
+
+def unlink_same(root: Path, files: list[tuple[str, FileId | None]]) -> set[str]:
+    """Retry removing files a delete could not remove; the rels that are now gone, or
+    were replaced by another file since (identity differs), so no longer to be hidden."""
+    gone = set()
+    for rel, ident in files:
+        try:
+            st = os.lstat(root / rel)
+        except FileNotFoundError:
+            gone.add(rel)
+            continue
+        except OSError:
+            continue  # cannot even look: stays hidden
+        if ident is not None and (st.st_dev, st.st_ino, st.st_mtime_ns) != ident:
+            gone.add(rel)
+            continue
+        try:
+            os.unlink(root / rel)
+            gone.add(rel)
+        except FileNotFoundError:
+            gone.add(rel)
+        except OSError:
+            pass  # still refused: stays hidden
+    return gone
+
+
+def identity(path: StrPath) -> FileId | None:
+    """The (device, inode, mtime) of `path`, or None if it cannot be had."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
 
 
 def scan(root: Path, limit: int, now: float | None = None) -> tuple[list[Found], int]:
