@@ -44,6 +44,7 @@ from cache.rules import (
 )
 from cache.status import CacheStatus, Outcome, cache_name, status_headers
 from cache.store import CacheStore
+from cache.tombstones import Tombstones
 from cache.validation import (
     CLIENT_CONDITIONALS,
     conditional_headers,
@@ -65,9 +66,25 @@ from node.teebody import TeeBody
 
 log = logging.getLogger("scale0.cache")
 _KEYS_REMEMBERED = 8192  # URL → cache key answers kept by key_of
+# Purges the store could not carry out: how many marks are kept, and for how long.
+_UNPURGED_KEYS, _UNPURGED_PREFIXES, _UNPURGED_AGE = 10_000, 1_000, 86_400.0
 T = TypeVar("T")
 
 ERROR_STATUSES = frozenset({500, 502, 503, 504})
+
+
+class PurgeCount(int):
+    """How many entries a purge removed (an int, as before), and whether the store failed
+    to delete some: `failed` of them (None: unknown), `error` says why ("" when none).
+    An int so that every caller of `purge` (the admin endpoint's wiring) keeps working."""
+
+    failed: int | None
+    error: str
+
+    def __new__(cls, removed: int, failed: int | None = 0, error: str = "") -> PurgeCount:
+        self = super().__new__(cls, removed)
+        self.failed, self.error = failed, error
+        return self
 
 
 class _StatusArgs(TypedDict, total=False):
@@ -121,6 +138,12 @@ class CacheStage:
         # Stored entries not newer than this are not served: a restarted node's files may
         # hold what was purged while it was down, until peers said what (node.replication).
         self.trusted_after = 0.0
+        # Purges whose delete failed (read-only disk, no permission, database down):
+        # "nothing stored for this key / under this prefix before time T is served",
+        # honoured by _lookup. Bounded; the files store also hides the very files it
+        # could not remove for as long as it runs (cache.files).
+        self.unpurged = Tombstones(monotonic, max_count=_UNPURGED_KEYS,
+                                   max_prefixes=_UNPURGED_PREFIXES, max_age=_UNPURGED_AGE)
         self.counts: Counter[str] = Counter()
         self._store_log = RateLimitedLog(log, interval=60.0)  # a full disk fails every put
         self._name = cache_name(node_id)
@@ -223,10 +246,13 @@ class CacheStage:
 
     async def _lookup(self, key: str, request: Request) -> tuple[CacheEntry | None, int]:
         """The stored entry that fits `request` best, and how many the key holds."""
-        entries: list[CacheEntry] = await self._safely(self.store.get(key), [], key)
+        entries: list[CacheEntry] = await self._safely(self.store.get(key), [], key, "get")
         best: CacheEntry | None = None
+        marked = len(self.unpurged) > 0
         for e in entries:
             fits = e.key == key and e.response_time > self.trusted_after
+            if fits and marked and self.unpurged.blocks_key(key, e.response_time):
+                fits = False  # purged, but the store could not delete it
             fits = fits and self._variant_fits(e, request)
             if fits and (best is None or e.response_time > best.response_time):
                 best = e
@@ -436,19 +462,21 @@ class CacheStage:
         return response
 
     # -- store operations, purge, replication --------------------------------------------
-    async def _safely(self, op: Awaitable[T], default: T, key: str) -> T:
-        """A store operation whose failure is counted and logged, never the request's."""
+    async def _safely(self, op: Awaitable[T], default: T, key: str, what: str) -> T:
+        """A store operation whose failure is counted and logged, never the request's.
+        The log is rate-limited per operation and error, so one kind of failure (a full
+        disk failing every put) never hides another (a delete that failed)."""
         try:
             return await op
         except Exception as exc:
             self.counts["store_errors"] += 1
-            self._store_log.warn(f"{type(exc).__name__}{getattr(exc, 'errno', '')}",
-                                 "cache store failed on %s: %r", key[:200], exc)
+            self._store_log.warn(f"{what}:{type(exc).__name__}{getattr(exc, 'errno', '')}",
+                                 "cache store failed (%s) on %s: %r", what, key[:200], exc)
             return default
 
     async def _put(self, entry: CacheEntry) -> None:
         self.hits.forget(entry.key)
-        stored = await self._safely(self.store.put(entry), False, entry.key)
+        stored = await self._safely(self.store.put(entry), False, entry.key, "put")
         self.hits.forget(entry.key)  # a hit may have offered the old entry meanwhile
         if stored:
             self.counts["stored"] += 1
@@ -456,8 +484,33 @@ class CacheStage:
                 _call_hook(self.on_store, entry)
 
     async def _delete(self, key: str, variant: str | None = None) -> int:
-        self.hits.forget(key)
-        return await self._safely(self.store.delete(key, variant), 0, key)
+        if variant is None:
+            return await self._remove(key, False)
+        self.hits.forget(key)  # one variant (cache.files hides a file it cannot remove)
+        return await self._safely(self.store.delete(key, variant), 0, key, "delete")
+
+    async def _remove(self, key: str, is_prefix: bool) -> PurgeCount:
+        """Delete a key (or every key under a prefix) from the store. If the store fails,
+        mark it purged as of now (so _lookup serves none of it), count and log that under
+        its own key, and say so in the result: never a silent success."""
+        at = self.wall_clock()
+        self.hits.forget(key, prefix=is_prefix)
+        try:
+            if is_prefix:
+                return PurgeCount(await self.store.purge_prefix(key))
+            return PurgeCount(await self.store.delete(key))
+        except Exception as exc:
+            self.unpurged.add(key, is_prefix, at)
+            self.hits.forget(key, prefix=is_prefix)
+            self.counts["store_errors"] += 1
+            self.counts["purge_failed"] += 1
+            removed, failed = getattr(exc, "removed", 0), getattr(exc, "failed", None)
+            self._store_log.warn(
+                f"purge:{type(exc).__name__}{getattr(exc, 'errno', '')}",
+                "cache purge of %s%s: the store failed to delete %s: %r; marked purged, "
+                "so this node does not serve it", key[:200], "*" if is_prefix else "",
+                "some entries" if failed is None else f"{failed} entries", exc)
+            return PurgeCount(removed, failed, str(exc) or type(exc).__name__)
 
     async def _invalidate(self, request: Request, response: Response) -> None:
         keys = invalidated_keys(
@@ -489,11 +542,12 @@ class CacheStage:
             count = await self.purge(f"{request.scheme}://{request.host}{request.target}")
         except ClientError as exc:
             return Response.error(400, exc.reason)
-        body = json.dumps({"purged": count}).encode() + b"\n"
+        status, doc = purge_answer(count)
+        body = json.dumps({"purged": int(count), **doc}).encode() + b"\n"
         headers = Headers([("Content-Type", "application/json")])
-        return Response(200, headers, body, served_by=self.node_id, outcome="purge")
+        return Response(status, headers, body, served_by=self.node_id, outcome="purge")
 
-    async def purge(self, url_or_prefix: str) -> int:
+    async def purge(self, url_or_prefix: str) -> PurgeCount:
         """Remove one URL's entries, or every key under a prefix ending in `*`; the count."""
         is_prefix = url_or_prefix.endswith("*")
         try:
@@ -507,13 +561,10 @@ class CacheStage:
             _call_hook(self.on_purge, key, is_prefix)
         return count
 
-    async def apply_purge(self, key_or_prefix: str, is_prefix: bool) -> int:
+    async def apply_purge(self, key_or_prefix: str, is_prefix: bool) -> PurgeCount:
         """A purge from a peer (or from `purge`): local store only, no hook."""
         self.counts["purged"] += 1
-        self.hits.forget(key_or_prefix, prefix=is_prefix)
-        if not is_prefix:
-            return await self._delete(key_or_prefix)
-        return await self._safely(self.store.purge_prefix(key_or_prefix), 0, key_or_prefix)
+        return await self._remove(key_or_prefix, is_prefix)
 
     async def accept_replica(self, entry: CacheEntry, service: str = "") -> bool:
         """Store an entry a peer sent, after the checks a local fill would pass."""
@@ -523,7 +574,7 @@ class CacheStage:
             log.info("replica of %s refused: %s", entry.key[:200], reason)
             return False
         self.hits.forget(entry.key)
-        return await self._safely(self.store.put(entry), False, entry.key)
+        return await self._safely(self.store.put(entry), False, entry.key, "put")
 
     def replica_refusal(self, entry: CacheEntry, service: str = "") -> str | None:
         return replica_refusal(
@@ -549,6 +600,24 @@ class CacheStage:
         for task in list(self._tasks):
             task.cancel()
         await self.drain()
+
+
+def purge_answer(count: int) -> tuple[int, dict[str, object]]:
+    """The HTTP status of a purge, and what its JSON answer adds to the count.
+
+    200 when the store removed everything. When it failed to delete some entries
+    (read-only disk, no permission, database down) the answer is 202 Accepted with
+    `"failed"` (how many, null if unknown) and `"error"`: the purge *did* take effect
+    for clients — the key (or prefix) is marked purged in memory and this node will not
+    serve what was stored before it — so it is not an error to retry (a 5xx would make
+    clients retry a purge that cannot do better until the disk is fixed), but it is not
+    complete either: the bytes are still on disk and deleting them is pending. 202 is
+    exactly "accepted, not yet carried out", distinct from 200 for scripts that check,
+    while every 2xx-is-success client stays right that the URL is no longer served."""
+    failed, error = getattr(count, "failed", 0), getattr(count, "error", "")
+    if not error:
+        return 200, {}
+    return 202, {"failed": failed, "error": error}
 
 
 def _discard(response: Response) -> None:

@@ -7,6 +7,12 @@ travel reliably: a node that missed the message asks again). The answer says
 how many entries this node removed. `PURGE <url>` on the public port does the
 same for allowed client networks (node/cachestage.py).
 
+A purge whose delete failed on this node (read-only disk, no permission) is never
+reported as a plain success: the answer is 202 with `"failed"` (how many entries
+could not be deleted, null if unknown) and `"error"`, while the node keeps the purged
+URL(s) from being served (see node.cachestage.purge_answer for why 202), and
+`scale0 purge` prints a warning saying so.
+
 `scale0 purge` takes the admin listener as `--admin HOST:PORT` or a URL, and an
 admin listener off loopback's bearer token from `--admin-token-file`, exactly as
 `scale0 mesh` does (mesh/cli.py); a 401 says which of the two is missing.
@@ -25,6 +31,7 @@ from typing import Any
 import tornado.web
 
 from mesh.cli import NOT_ADMIN, AdminAddressError, MeshFetchError, _positive, admin_base, read_token
+from node.cachestage import purge_answer
 from node.errors import ClientError
 
 Purger = Callable[[str], Awaitable[int]]
@@ -66,7 +73,11 @@ class PurgeHandler(tornado.web.RequestHandler):
         except ClientError as exc:
             self._answer(400, {"error": exc.reason})
             return
-        self._answer(200, {"url": url, "prefix": url.endswith("*"), "removed_here": removed})
+        status, failure = purge_answer(removed)
+        doc = {"url": url, "prefix": url.endswith("*"), "removed_here": int(removed)}
+        if failure:
+            doc |= {"failed_here": failure["failed"], "error": failure["error"]}
+        self._answer(status, doc)
 
 
 def purge_route(
@@ -153,4 +164,11 @@ def run_purge(args: argparse.Namespace) -> int:
         return 1
     print(f"purged {args.url}: {entries(removed)} here; "
           "the purge is on its way to every node")
+    error = doc.get("error")
+    if error:
+        failed = doc.get("failed_here")
+        what = entries(failed) if isinstance(failed, int) else "some entries"
+        print(f"scale0 purge: warning: the node could not delete {what} from its cache "
+              f"store ({error}); it will not serve them, but the store needs attention",
+              file=sys.stderr)
     return 0
