@@ -129,7 +129,9 @@ class Membership:
         self._mismatch: dict[str, float] = {}
         self._next_snapshot = 0.0
         self._zombie_told: dict[str, float] = {}
-        self._outbox = Outbox(config.reliable_keep)
+        # Our reliable numbers carry this life (gossip/reliable.py "Lives"): the incarnation
+        # we started with, not the current one (a refutation is no new life).
+        self._outbox = Outbox(config.reliable_keep, life=self_info.incarnation)
         self._inbox = Inbox(config.resend_give_up)
         self._left_repeats = -1  # >= 0 once leave() was called
         self._dc_summaries: dict[str, DcSummary] = {}
@@ -175,6 +177,11 @@ class Membership:
     def follows(self, member_id: str) -> bool:
         """Whether we subscribe to ``member_id``'s PUB (its messages may come to us there)."""
         return member_id in self._following
+
+    def reliable_dropped(self) -> dict[str, int]:
+        """Reliable envelopes refused or never recovered, by reason (counted as drops by the
+        shell): stale_life, duplicate, overflow (gossip/reliable.py) and skipped gaps."""
+        return {**self._inbox.dropped, "skipped": self._inbox.skipped}
 
     def dc_summaries(self) -> dict[str, DcSummary]:
         """Latest summary heard from each other datacenter."""
@@ -456,7 +463,9 @@ class Membership:
         m.load = self._clamped(b.load)
         for n in b.news:
             self._apply(n, now, out)
-        self._ask_resend(b.sender, self._inbox.head(b.sender, b.rseq, now), out)
+        ready, gap = self._inbox.head(b.sender, b.rseq, now)  # a new life closes the old
+        self._deliver(ready, now, out)
+        self._ask_resend(b.sender, gap, out)
         if b.digest == self._digest:
             self._mismatch.pop(b.sender, None)
             return
@@ -542,7 +551,7 @@ class Membership:
             if mid not in want or m is None or m.addresses.gossip != addr:
                 del self._following[mid]
                 self.detector.unwatch(mid)
-                self._inbox.forget(mid)
+                self._inbox.forget(mid, keep_life=m is not None)
                 out.append(Unsubscribe(addr))
         for mid in sorted(want):
             m = self._members[mid]
@@ -593,4 +602,5 @@ class Membership:
             del self._members[m.id]
             self._zombie_told.pop(m.id, None)
             self._last_seq.pop(m.id, None)
+            self._inbox.forget(m.id, keep_life=False)
             self._dirty = True

@@ -1,12 +1,46 @@
 """Reliable delivery over lossy PUB/SUB: per-publisher sequence, gap detection, resend.
 
 PUB/SUB drops silently under pressure (the ZeroMQ guide, Zyre's
-``zyre_peer_messages_lost``). A publisher numbers its ``Reliable`` envelopes
-``rseq = 1, 2, 3 ...`` and keeps the last few in an ``Outbox``; its beats repeat
-the newest ``rseq``. A subscriber's ``Inbox`` delivers each publisher's envelopes in
-order, exactly once, buffers what arrives early, and says which range to ask the
-publisher for again. A gap that cannot be filled (the publisher forgot it, or is
-gone) is skipped after ``give_up`` seconds and counted. Pure: no clock read here.
+``zyre_peer_messages_lost``). A publisher numbers its ``Reliable`` envelopes and
+keeps the last few in an ``Outbox``; its beats repeat the newest ``rseq``. A
+subscriber's ``Inbox`` delivers each publisher's envelopes in order, exactly once,
+buffers what arrives early, and says which range to ask the publisher for again. A
+gap that cannot be filled (the publisher forgot it, or is gone) is skipped after
+``give_up`` seconds and counted. Pure: no clock read here.
+
+**Lives.** Sequence numbers mean something only within one life (one process) of
+the publisher: a node killed with -9 and restarted numbers from the start again,
+and a stream keyed by member id alone took its new envelopes for duplicates of the
+old life's and dropped them, silently, until the new numbers caught up (issue:
+purges lost after a quick restart). So the life is part of every number:
+``rseq = life << SEQ_BITS | n``, with ``life`` the publisher's incarnation when its
+process started (wall-clock milliseconds, gossip/agent.py: a restart always has a
+higher one) and ``n = 1, 2, 3 ...`` within the life. This is TCP's answer to the
+same problem (a clock-driven initial sequence number, RFC 793/6528), and Kafka's
+producer epoch folded into the number. Why in ``rseq`` and not a new field or the
+membership view:
+
+* the membership view cannot tell the lives apart: the new life's first envelopes
+  can arrive before its beat raised the incarnation we know, a late envelope of the
+  old life after it, and a refutation raises the incarnation within one life;
+* every place a reliable number travels carries its life with no wire change: the
+  envelope, the resend, and the beat's ``rseq`` (so a new life is noticed, and its
+  first envelopes re-requested, even when PUB dropped them all before our
+  subscription reconnected);
+* the decoder of older versions checks field counts exactly: a new field would make
+  every envelope a decode error for them. An older *receiver* here sees the new
+  life as a jump ahead, asks for the gap, and after ``resend_give_up`` skips it
+  (counted) and delivers — late, not lost. An older *sender* (life 0) behaves as
+  before: its restarts still lose envelopes at our end until it is upgraded.
+
+An ``Inbox`` keeps one stream per publisher, at the newest life it has seen. A
+newer life closes the old stream — what it still buffers is delivered in order, its
+unfilled gaps counted as skipped — and starts at the new life's ``n = 1``; anything
+later from an older life is dropped and counted (``dropped["stale_life"]``), as are
+duplicates and envelopes past the buffer: nothing is dropped without a count.
+After ``2**SEQ_BITS - 1`` envelopes a publisher moves to ``life + 1``, which its
+receivers take as a new life (a restart's incarnation is milliseconds of uptime
+higher, far past that).
 """
 
 from __future__ import annotations
@@ -14,20 +48,35 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from gossip.messages import Reliable
+from gossip.messages import MAX_INT, Reliable
 
 MAX_PENDING = 256  # early envelopes buffered per publisher
+SEQ_BITS = 22  # envelopes per life: ~4.2 million; wall-clock ms lives fit in the other 42
+SEQ_MASK = (1 << SEQ_BITS) - 1
+MAX_LIFE = (MAX_INT >> SEQ_BITS) - 1024  # room left for roll-overs within one life
+
+
+def life_of(rseq: int) -> int:
+    """The publisher life an ``rseq`` belongs to (0: a sender that does not say)."""
+    return rseq >> SEQ_BITS
+
+
+def first_of(life: int) -> int:
+    """The first ``rseq`` of ``life``."""
+    return life << SEQ_BITS | 1
 
 
 class Outbox:
-    """The publisher side: numbering and a bounded history for resends."""
+    """The publisher side: numbering within this life and a bounded history for resends."""
 
-    def __init__(self, keep: int) -> None:
+    def __init__(self, keep: int, life: int = 0) -> None:
         self._history: deque[Reliable] = deque(maxlen=keep)
-        self.last = 0
+        self.last = min(max(life, 0), MAX_LIFE) << SEQ_BITS  # "nothing yet" in this life
 
     def next(self, sender: str, seq: int, kind: str, payload: bytes) -> Reliable:
         self.last += 1
+        if not self.last & SEQ_MASK:  # this life's numbers are used up: roll over
+            self.last += 1
         msg = Reliable(sender, seq, self.last, kind, payload)
         self._history.append(msg)
         return msg
@@ -39,6 +88,7 @@ class Outbox:
 
 @dataclass(slots=True)
 class _Stream:
+    life: int
     expected: int  # next rseq to deliver
     pending: dict[int, Reliable] = field(default_factory=dict)
     gap_since: float | None = None
@@ -50,30 +100,65 @@ class Inbox:
 
     def __init__(self, give_up: float) -> None:
         self._streams: dict[str, _Stream] = {}
+        self._lives: dict[str, int] = {}  # life of a stream forgotten while still a member
         self._give_up = give_up
         self.skipped = 0  # envelopes never recovered
+        self.restarts = 0  # streams closed because their publisher's newer life spoke
+        # Envelopes refused, by reason (the shell counts them as drops): stale_life: from
+        # an older life than one already heard; duplicate: delivered or buffered already
+        # (a resend crossing the original); overflow: past MAX_PENDING early envelopes.
+        self.dropped = {"stale_life": 0, "duplicate": 0, "overflow": 0}
 
-    def _stream(self, publisher: str, head: int) -> _Stream:
+    def _stream(self, publisher: str, rseq: int, start: int
+                ) -> tuple[_Stream | None, list[Reliable]]:
+        """The stream ``rseq`` belongs to, opened at ``start`` on first contact, and what a
+        closed older life still delivers; None for a number from an older life."""
+        life = life_of(rseq)
         s = self._streams.get(publisher)
+        closed: list[Reliable] = []
         if s is None:
-            # first contact: history before it is not ours to replay
-            s = self._streams[publisher] = _Stream(expected=head)
-        return s
+            known = self._lives.get(publisher)
+            if known is not None and life < known:
+                return None, closed
+            if known is not None and life > known:
+                start = first_of(life)  # a new life of someone we followed: all of it is news
+            # first contact in this life: history before it is not ours to replay
+            self._lives.pop(publisher, None)
+            s = self._streams[publisher] = _Stream(life, start)
+        elif life < s.life:
+            return None, closed
+        elif life > s.life:
+            closed = self._close(s)
+            self.restarts += 1
+            s = self._streams[publisher] = _Stream(life, first_of(life))
+        return s, closed
 
     def accept(self, msg: Reliable, now: float) -> tuple[list[Reliable], tuple[int, int] | None]:
         """File ``msg``; return what is now deliverable in order, and a range to re-request."""
-        s = self._stream(msg.sender, msg.rseq)
-        if msg.rseq >= s.expected and len(s.pending) < MAX_PENDING:
-            s.pending.setdefault(msg.rseq, msg)
-        return self._drain(s), self._gap(s, now)
+        s, out = self._stream(msg.sender, msg.rseq, msg.rseq)
+        if s is None:
+            self.dropped["stale_life"] += 1
+            return out, None
+        if msg.rseq < s.expected or msg.rseq in s.pending:
+            self.dropped["duplicate"] += 1
+        elif len(s.pending) >= MAX_PENDING:
+            self.dropped["overflow"] += 1
+        else:
+            s.pending[msg.rseq] = msg
+        out += self._drain(s)
+        return out, self._gap(s, now)
 
-    def head(self, publisher: str, rseq: int, now: float) -> tuple[int, int] | None:
-        """A beat says the publisher's newest envelope is ``rseq``: anything missing?"""
-        s = self._stream(publisher, rseq + 1)
+    def head(self, publisher: str, rseq: int, now: float
+             ) -> tuple[list[Reliable], tuple[int, int] | None]:
+        """A beat says the publisher's newest envelope is ``rseq``: what a newer life's word
+        closes, and anything missing? (A late beat of an older life says nothing.)"""
+        s, out = self._stream(publisher, rseq, rseq + 1)
+        if s is None:
+            return out, None
         s.head = max(s.head, rseq)
         if rseq >= s.expected:
-            return self._gap(s, now, rseq)
-        return None
+            return out, self._gap(s, now, rseq)
+        return out, None
 
     def _drain(self, s: _Stream) -> list[Reliable]:
         out = []
@@ -82,6 +167,14 @@ class Inbox:
             s.expected += 1
         if not s.pending:
             s.gap_since = None
+        return out
+
+    def _close(self, s: _Stream) -> list[Reliable]:
+        """An older life ended: what it left buffered, in order; its gaps will never fill."""
+        top = max([s.head, *s.pending])
+        self.skipped += max(0, top - s.expected + 1) - len(s.pending)
+        out = [s.pending[r] for r in sorted(s.pending)]
+        s.pending.clear()
         return out
 
     def _gap(self, s: _Stream, now: float, head: int = 0) -> tuple[int, int] | None:
@@ -104,5 +197,14 @@ class Inbox:
                 out.extend(self._drain(s))
         return out
 
-    def forget(self, publisher: str) -> None:
-        self._streams.pop(publisher, None)
+    def forget(self, publisher: str, *, keep_life: bool = True) -> None:
+        """Stop tracking ``publisher`` (no longer followed). With ``keep_life`` its life is
+        remembered, so a newer one is heard from its start and an older one stays refused
+        when we follow it again; without (the member is forgotten), nothing is kept."""
+        s = self._streams.pop(publisher, None)
+        if s is not None:
+            self.skipped += len(s.pending)
+            if keep_life:
+                self._lives[publisher] = s.life
+        if not keep_life:
+            self._lives.pop(publisher, None)
