@@ -246,6 +246,8 @@ class GossipAgent:
         dropped = self.counters["dropped"] + self.transport.stats.dropped
         if self.membership is not None:
             dropped.update({f"news:{k}": v for k, v in self.membership.refused.items() if v})
+            dropped.update({f"reliable:{k.replace('_', '-')}": v
+                            for k, v in self.membership.reliable_dropped().items() if v})
         return {"in": dict(self.counters["in"]), "out": dict(self.counters["out"]),
                 "dropped": dict(dropped)}
 
