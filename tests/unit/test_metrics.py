@@ -45,6 +45,13 @@ def test_requests_and_latency_after_recording() -> None:
     assert got[("scale0_request_duration_seconds_bucket", le)] == 0
 
 
+def test_no_created_series_next_to_the_counters() -> None:
+    m = Metrics()
+    m.observe_request("www", 200, "hit", 0.002)
+    body, _ = m.render()
+    assert b"scale0_requests_total{" in body and b"_created" not in body
+
+
 def test_gossip_and_forwarding_counts_are_read_from_their_parts() -> None:
     m = Metrics()
     gossip = {"in": {"Beat": 3}, "out": {"Beat": 4, "Push": 1}, "dropped": {"sub:decode": 2}}
