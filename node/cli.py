@@ -13,7 +13,7 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from node.errors import ConfigError
@@ -109,6 +109,20 @@ def _node_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_node)
 
 
+def _reloader(path: str, given: Mapping[str, Any]) -> Callable[[], Any]:
+    """What SIGHUP runs: the checks of `--check-config` (so a refusal names the file's
+    line, and what the node would refuse at start is refused here too), then the load."""
+    from node.checkconfig import check_file
+    from node.config import load_config
+
+    def reload() -> Any:
+        ok, line = check_file(path, given)
+        if not ok:
+            raise ConfigError(line)
+        return load_config(path, given)
+    return reload
+
+
 def _cmd_node(args: argparse.Namespace) -> int:
     from node.config import load_config
     from node.server import run_node
@@ -130,7 +144,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
     config = load_config(path, given)
     logging.getLogger().setLevel(config.log_level.upper())
     # Without a file there is nothing to reload: None makes SIGHUP say so (node.server).
-    reload = (lambda: load_config(path, given)) if path else None
+    reload = _reloader(path, given) if path else None
     try:
         return run_node(config, reload=reload)
     except Exception as exc:

@@ -208,6 +208,9 @@ def test_sighup_refuses_a_bad_config_and_keeps_the_old(site: Site) -> None:
         site.node.signal(signal.SIGHUP)
         wait_until(lambda: "config refused" in site.node.output(), timeout=10,
                    what="the refusal in the log")
+        # It names the file and the line, as --check-config does.
+        line = len(good.splitlines()) + 3  # the blank line, the table, then the key
+        assert f"{site.config}:{line}: " in site.node.output(), site.node.output()[-2000:]
         site.config.write_text(good.replace('id = "op"', 'id = "renamed"'))
         site.node.signal(signal.SIGHUP)
         wait_until(lambda: "needs a restart: id" in site.node.output(), timeout=10,
