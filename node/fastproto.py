@@ -96,6 +96,7 @@ class WireProtocol(asyncio.Protocol):
         self.url = b""
         self.fields: list[tuple[bytes, bytes]] = []
         self.plain = False  # the shortcut found the fields plain (wirerules.plain_fields)
+        self.head_started = 0.0  # loop time the current head began (for the access log)
         self.answered = False  # the current message was answered by the shortcut
 
     # -- asyncio.Protocol -------------------------------------------------------
@@ -172,6 +173,7 @@ class WireProtocol(asyncio.Protocol):
     # -- llhttp callbacks ---------------------------------------------------------
     def on_message_begin(self) -> None:
         self.in_head = True
+        self.head_started = self.loop.time()
         self.head_bytes = self.head_raw = 0
         self.url = b""
         self.fields = []
@@ -427,8 +429,23 @@ class WireProtocol(asyncio.Protocol):
         conn = self.conn
         if conn is None or not conn.response_started:  # else only the close is left
             self.send(error_response(error.status, error.reason))
+        if conn is None:  # no exchange began: nobody else logs this answer
+            self._log_refused(error.status, error.reason)
         log.info("closing %s: %s", self.context, error.reason)
         self._linger()
+
+    def _log_refused(self, status: int, reason: str) -> None:
+        log_refused = getattr(self.server.delegate, "log_refused", None)
+        if log_refused is None:
+            return
+        try:
+            method = self.parser.get_method().decode("latin1")
+        except httptools.HttpParserError:
+            method = ""  # not read yet
+        target = self.url[:2048].decode("latin1")
+        started = self.head_started or self.loop.time()
+        log_refused(status, reason, client=self.context.remote_ip, method=method,
+                    target=target, duration=self.loop.time() - started)
 
     def _linger(self) -> None:
         """Close after the answer without a reset: stop sending, read and drop what the
@@ -502,6 +519,9 @@ class WireProtocol(asyncio.Protocol):
         """The sweep found our deadline passed."""
         if self.conn is not None and not self.conn.read_finished and not self.dead_parser:
             log.info("body timeout reading from %s", self.context)  # not a lingering close
+        elif self.conn is None and self.in_head and not self.dead_parser:
+            # A head that never ended (slowloris): closed without an answer, logged as 408.
+            self._log_refused(408, "the request head did not arrive in time")
         self.deadline = 0.0
         if self.transport is not None:
             self.transport.abort()

@@ -128,6 +128,19 @@ class Front(httputil.HTTPServerConnectionDelegate):
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    def log_refused(self, status: int, reason: str, *, client: str, method: str, target: str,
+                    duration: float) -> None:
+        """An answer the wire gave before any exchange began — a malformed request (400),
+        a head too large (431), a head that never ended (408, nothing sent): in the access
+        log like any other, as nginx logs its own 400s and 408s."""
+        access = self.access_log
+        if access is None:
+            return
+        request = Request(method=method or "-", target=target or "-", headers=Headers(),
+                          scheme=self.scheme, client=client)
+        access.log(request, Response.error(status, reason), sent_bytes=0, duration=duration,
+                   status=status)
+
     def start_request(self, server_conn: object,
                       request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
         return _Exchange(self, server_conn, request_conn)
