@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 
 import pytest
+from testkit.logcapture import capture
 from testkit.wires import serve_front
 
 from node.accesslog import AccessLog
@@ -15,22 +15,10 @@ from node.front import Front
 from node.http import Request, Response
 
 
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 @pytest.mark.parametrize("wire", ["fast", "tornado"])
 def test_a_client_that_leaves_before_the_answer_is_logged_499(wire: str) -> None:
     async def main() -> None:
-        logger = logging.getLogger(f"test.client_closed.{wire}")
-        logger.propagate, records = False, Records()
-        logger.setLevel(logging.INFO)
-        logger.addHandler(records)
+        logger, records = capture(f"test.client_closed.{wire}")
         reached, cancelled = asyncio.Event(), asyncio.Event()
 
         async def slow(request: Request) -> Response:

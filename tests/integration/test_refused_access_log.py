@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
+
+from testkit.logcapture import capture
 
 from node.accesslog import AccessLog
 from node.fastwire import FastHTTPServer, WireLimits, new_event_loop
@@ -17,15 +18,6 @@ from node.front import Front
 from node.http import Headers, Request, Response
 
 LIMITS = WireLimits(max_header_size=2048, header_timeout=0.5, idle_timeout=30.0)
-
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
 
 
 async def ok(request: Request) -> Response:
@@ -45,10 +37,7 @@ async def _closed_after(port: int, data: bytes) -> bytes:
 
 def test_the_wire_s_own_400_431_and_408_are_logged() -> None:
     async def main() -> None:
-        logger = logging.getLogger("test.refused_access_log")
-        logger.propagate, records = False, Records()
-        logger.setLevel(logging.INFO)
-        logger.addHandler(records)
+        logger, records = capture("test.refused_access_log")
         front = Front(ok)
         front.access_log = AccessLog("json", node="t1", logger=logger)
         server = FastHTTPServer(front, limits=LIMITS)
