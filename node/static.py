@@ -73,6 +73,8 @@ _TYPES = {
     ".webp": "image/webp", ".avif": "image/avif", ".ico": "image/x-icon",
     ".webmanifest": "application/manifest+json", ".pdf": "application/pdf",
 }
+_CONTAINERS = {"gzip": "application/gzip", "bzip2": "application/x-bzip2",
+               "xz": "application/x-xz", "compress": "application/x-compress"}
 _FINGERPRINT = re.compile(r"[.\-_][0-9a-fA-F]{8,}(?=\.)")
 
 
@@ -197,10 +199,17 @@ def acceptable(accepts: dict[str, float], coding: str) -> bool:
 
 
 def content_type(name: str) -> str:
-    """Content-Type for a file name, with charset=utf-8 for text."""
+    """Content-Type for a file name, with charset=utf-8 for text.
+
+    A compressed file asked for by its own name (`data.csv.gz`, `x.tar.gz`) is sent as
+    the container it is — `mimetypes` calls it text/csv plus an encoding, and a browser
+    told text/csv would show the compressed bytes (nginx: application/gzip too)."""
     ext = os.path.splitext(name)[1].lower()
-    ctype = _TYPES.get(ext) or mimetypes.guess_type(name, strict=False)[0]
-    ctype = ctype or "application/octet-stream"
+    inner, encoding = mimetypes.guess_type(name, strict=False)
+    if encoding is not None:
+        ctype = _CONTAINERS.get(encoding, "application/octet-stream")
+    else:
+        ctype = _TYPES.get(ext) or inner or "application/octet-stream"
     if ctype.startswith(_TEXTUAL):
         ctype += "; charset=utf-8"
     return ctype

@@ -143,9 +143,20 @@ def test_content_types_and_fingerprints() -> None:
     assert content_type("a.svg") == "image/svg+xml; charset=utf-8"
     assert content_type("a.png") == "image/png"
     assert content_type("noext") == "application/octet-stream"
+    # A compressed file asked for by name is the container, never the type inside it.
+    assert content_type("pre.css.gz") == "application/gzip"
+    assert content_type("backup.tar.gz") == content_type("a.tgz") == "application/gzip"
+    assert content_type("pre.css.br") == "application/octet-stream"
+    assert content_type("dump.sql.xz") == "application/x-xz"
     assert fingerprinted("app.3f9a1c2b.js", "")
     assert fingerprinted("app-3f9a1c2b.min.js", "")
     assert fingerprinted("app.js", "v=12")
     assert not fingerprinted("app.js", "v=")
     assert not fingerprinted("app.js", "")
     assert not fingerprinted("app.3f9a1c.js", "")  # too short a hash
+
+
+@given(st.text(st.characters(whitelist_categories=("Ll", "Nd")), min_size=1, max_size=12),
+       st.sampled_from([".css", ".html", ".csv", ".js", ".json", ".tar", ".txt", ""]))
+def test_a_gz_file_is_never_labelled_as_its_contents(stem: str, inner: str) -> None:
+    assert content_type(f"{stem}{inner}.gz") == "application/gzip"
