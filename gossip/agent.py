@@ -135,6 +135,20 @@ def advertised(endpoint: str, host: str | None) -> str:
     return f"{m['scheme'] or ''}{host or primary_ip()}{m['rest']}"
 
 
+def unreachable_advert(bound: str, advert: str, discover: str | None) -> str | None:
+    """Why announcing `advert` over mDNS reaches nobody, or None: a wildcard bind
+    advertised as loopback (no default route to find our address from) is heard on the
+    LAN but cannot be dialled from another host."""
+    if discover != "mdns" or not _WILDCARD.match(bound):
+        return None  # an explicit loopback bind is a local mesh, meant as it is
+    host = advert.split("://", 1)[-1].rsplit(":", 1)[0]
+    if host.startswith("127.") or host in ("[::1]", "::1", "localhost"):
+        return (f"--discover mdns: bound to all interfaces but announcing {advert}, since no "
+                "default route says which address is ours; peers on other hosts cannot "
+                "reach it: give --advertise IP")
+    return None
+
+
 class GossipAgent:
     """One node's membership in the mesh. `await start()`, then `await stop()`."""
 
@@ -181,6 +195,9 @@ class GossipAgent:
         if self._seeds or self.config.discover:
             self._spawn(self._join())
             self._spawn(self._rejoin())
+        if (why := unreachable_advert(t.peer_endpoint, addrs.peer,
+                                      self.config.discover)) is not None:
+            log.warning("%s", why)
         if self.config.discover == "mdns":
             self._discovery = MdnsDiscovery(info.id, info.dc, addrs.peer, self.add_seed)
             await self._discovery.start()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gossip.agent import AgentConfig, GossipAgent, advertised
+from gossip.agent import AgentConfig, GossipAgent, advertised, unreachable_advert
 from gossip.config import GossipConfig
 from gossip.load import ServiceLoad
 from gossip.membership import MemberView, SelfInfo
@@ -181,3 +181,15 @@ def test_a_crash_is_detected_by_every_other_agent() -> None:
             await a.abort()
 
     run(main())
+
+
+def test_mdns_warns_when_a_wildcard_bind_can_only_be_announced_as_loopback() -> None:
+    """No default route (a LAN without a gateway): the address found is loopback, which
+    mDNS announces to hosts that cannot dial it. Said once at start, naming the fix."""
+    why = unreachable_advert("tcp://*:7947", "tcp://127.0.0.1:7947", "mdns")
+    assert why is not None and "--advertise" in why and "tcp://127.0.0.1:7947" in why
+    assert unreachable_advert("tcp://0.0.0.0:7947", "tcp://[::1]:7947", "mdns") is not None
+    # A real address, an explicit loopback bind (a local mesh) or no mDNS: nothing to say.
+    assert unreachable_advert("tcp://*:7947", "tcp://10.0.0.5:7947", "mdns") is None
+    assert unreachable_advert("tcp://127.0.0.1:7947", "tcp://127.0.0.1:7947", "mdns") is None
+    assert unreachable_advert("tcp://*:7947", "tcp://127.0.0.1:7947", None) is None
