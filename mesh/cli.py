@@ -15,11 +15,14 @@ traceback. node/cli.py mounts this with `add_mesh_parser` and `run_mesh`;
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -218,10 +221,28 @@ def _next_view(args: argparse.Namespace, token: str, stamped: bool = False) -> R
     return render_snapshot(snap, title=f"mesh seen by {snap.self_id}{when}")
 
 
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (`timeout`, `kill`, a supervisor) ends live mode the way Ctrl-C does, so
+    Live's exit shows the cursor again and ends the line (the shell is left usable)."""
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (run_mesh called from a test's thread)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _live(args: argparse.Namespace, token: str, console: Console, first: RenderableType) -> int:
     view: RenderableType = first
     try:
-        with Live(view, console=console, auto_refresh=False, screen=False) as live:
+        with _sigterm_as_ctrl_c(), Live(view, console=console, auto_refresh=False,
+                                         screen=False) as live:
             while True:
                 # Pacing the redraw, not synchronising anything: a plain sleep is right here.
                 time.sleep(args.interval)
@@ -241,17 +262,18 @@ def _printed(args: argparse.Namespace, token: str, console: Console, first: Rend
     """Live mode into a pipe or a file: one table per interval, each flushed at once."""
     view: RenderableType | None = first
     try:
-        while True:
-            if view is not None:
-                console.print(view)
-                console.file.flush()
-            time.sleep(args.interval)  # pacing, as in _live
-            try:
-                view = _next_view(args, token, stamped=True)
-            except (MeshFetchError, MeshJSONError) as exc:
-                view = None
-                err.write(f"{time.strftime('%H:%M:%S')} scale0 mesh: {exc}\n")
-                err.flush()
+        with _sigterm_as_ctrl_c():
+            while True:
+                if view is not None:
+                    console.print(view)
+                    console.file.flush()
+                time.sleep(args.interval)  # pacing, as in _live
+                try:
+                    view = _next_view(args, token, stamped=True)
+                except (MeshFetchError, MeshJSONError) as exc:
+                    view = None
+                    err.write(f"{time.strftime('%H:%M:%S')} scale0 mesh: {exc}\n")
+                    err.flush()
     except KeyboardInterrupt:
         return 0
 

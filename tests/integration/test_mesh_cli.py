@@ -145,3 +145,44 @@ def test_live_mode_into_a_pipe_prints_a_table_per_interval() -> None:
         proc.wait(10)
         admin.close()
     assert b"\x1b[" not in seen  # plain tables, no cursor movement into a file
+
+
+def test_live_mode_on_a_terminal_gives_the_terminal_back_on_sigterm() -> None:
+    """`timeout 5 scale0 mesh` (SIGTERM) must leave the cursor shown and the line ended,
+    as Ctrl-C does: Live hides the cursor while it redraws."""
+    import pty
+
+    admin = Admin(None)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mesh.cli", "--admin", f"127.0.0.1:{admin.port}",
+         "--interval", "0.1"],
+        stdout=slave, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "120",
+                                                   "TERM": "xterm"})
+    os.close(slave)
+    seen = bytearray()
+
+    def read() -> None:
+        while select.select([master], [], [], 0.05)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed its end
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
+    try:
+        wait_until(lambda: read() or b"mesh seen by east-1" in seen, timeout=15,
+                   what="the live table on the terminal")
+        assert b"\x1b[?25l" in seen  # the cursor is hidden while Live redraws
+        proc.terminate()
+        assert proc.wait(10) == 0
+        read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(master)
+        admin.close()
+    assert seen.rfind(b"\x1b[?25h") > seen.rfind(b"\x1b[?25l")  # shown again at the end
