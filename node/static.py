@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote
 
+from node import preconditions
 from node.filestream import FileStream
 from node.http import Headers, Request, Response
 from node.stage import Next
@@ -255,28 +256,6 @@ def make_etag(size: int, mtime_ns: int, coding: str = "") -> str:
     return f'"{size:x}-{mtime_ns:x}{"-" + coding if coding else ""}"'
 
 
-def _opaque(tag: str) -> str:
-    return tag[2:] if tag.startswith("W/") else tag
-
-
-def not_modified(headers: Headers, etag: str, mtime: float) -> bool:
-    """RFC 9110 §13.2.2 for GET/HEAD: If-None-Match wins; If-Modified-Since otherwise."""
-    inm = headers.get_joined("If-None-Match")
-    if inm is not None:
-        tags = [t.strip() for t in inm.split(",")]
-        return "*" in tags or any(_opaque(t) == etag for t in tags)
-    ims = headers.get("If-Modified-Since")
-    if ims:
-        try:
-            when = email.utils.parsedate_to_datetime(ims)
-        except (TypeError, ValueError, IndexError):
-            return False
-        if when.tzinfo is None:
-            return False
-        return int(mtime) <= when.timestamp()
-    return False
-
-
 def if_range_holds(header: str | None, etag: str, last_modified: str) -> bool:
     """If-Range: the range applies only if the validator still matches (strong compare)."""
     if header is None:
@@ -405,7 +384,15 @@ class StaticFiles:
         last_modified = email.utils.formatdate(st.st_mtime, usegmt=True)
         headers.add("ETag", etag)
         headers.add("Last-Modified", last_modified)
-        if not_modified(request.headers, etag, st.st_mtime):
+        fields = request.headers
+        decided = preconditions.evaluate(
+            etag, st.st_mtime, if_match=fields.get_joined("If-Match"),
+            if_unmodified_since=fields.get("If-Unmodified-Since"),
+            if_none_match=fields.get_joined("If-None-Match"),
+            if_modified_since=fields.get("If-Modified-Since"))
+        if decided == preconditions.PRECONDITION_FAILED:
+            return Response.error(412, "precondition failed"), False
+        if decided == preconditions.NOT_MODIFIED:
             return Response(304, headers), False
         if want_gzip:
             body = self._gzipped(fd, st)

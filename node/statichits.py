@@ -9,8 +9,9 @@ then answers a later plain GET for the same (scheme, host, target) from them,
 through the cache's HitCache (`HitCache.more`), so it has one shortcut with or
 without a cache.
 
-Accept-Encoding: the only other field the stage reads of such a GET (Range and the
-conditionals send a request the slow way). An answer that may depend on it (a
+Accept-Encoding: the only other field the stage reads of such a GET (Range and every
+conditional, If-Match and If-Unmodified-Since too, send a request the slow way:
+node.hitcache.SLOW_FIELDS; only a 200 is ever offered). An answer that may depend on it (a
 precompressed sibling, or a type gzipped on the fly: `node.static.varies_by_coding`)
 is held per value of `node.static.codings_accepted` — which of br and gzip the
 client accepts, as the stage decides it — and the wire, which reads the field with

@@ -103,6 +103,39 @@ def test_conditional_by_etag_and_by_date(site: tuple[StaticFiles, Path]) -> None
     assert resp.status == 200
 
 
+def test_if_match_and_if_unmodified_since(site: tuple[StaticFiles, Path]) -> None:
+    """RFC 9110 §13.1.1, §13.1.4 and §13.2.2's order, as nginx answers them."""
+    stage, _ = site
+    first, _ = call(stage, "/static/data.bin")
+    etag = first.headers.get("ETag") or ""
+    lm = first.headers.get("Last-Modified") or ""
+    old = "Mon, 01 Jan 2001 00:00:00 GMT"
+    for method in ("GET", "HEAD"):
+        resp, _ = call(stage, "/static/data.bin", method, If_Match='"zz"')
+        assert resp.status == 412
+        resp, _ = call(stage, "/static/data.bin", method, If_Unmodified_Since=old)
+        assert resp.status == 412
+    for fields, status in (({"If_Match": f'"zz", {etag}'}, 200),
+                           ({"If_Match": "*"}, 200),
+                           ({"If_Match": f"W/{etag}"}, 412),
+                           ({"If_Match": etag, "If_Unmodified_Since": old}, 200),
+                           ({"If_Unmodified_Since": lm}, 200),
+                           ({"If_Unmodified_Since": "garbage"}, 200),
+                           ({"If_Unmodified_Since": old, "If_None_Match": etag}, 412),
+                           ({"If_Match": etag, "If_None_Match": etag}, 304),
+                           ({"If_Match": '"zz"', "Range": "bytes=0-3"}, 412),
+                           ({"If_Match": etag, "Range": "bytes=0-3"}, 206)):
+        resp, _ = call(stage, "/static/data.bin", **fields)
+        assert resp.status == status, fields
+    # the ETag compared is the representation's: gzipped on the fly, its own
+    gz, _ = call(stage, "/static/css/site.css", Accept_Encoding="gzip")
+    gz_etag = gz.headers.get("ETag") or ""
+    resp, _ = call(stage, "/static/css/site.css", Accept_Encoding="gzip", If_Match=gz_etag)
+    assert resp.status == 200
+    resp, _ = call(stage, "/static/css/site.css", If_Match=gz_etag)
+    assert resp.status == 412
+
+
 def test_ranges(site: tuple[StaticFiles, Path]) -> None:
     stage, root = site
     data = (root / "data.bin").read_bytes()

@@ -292,3 +292,50 @@ def test_with_a_cache_both_kinds_of_prepared_answer_are_served(tmp_path: Path) -
         assert site.hits.counts["hit"] >= 2 and site.statics.served == 2
 
     serve(tmp_path, scenario, with_cache=True)
+
+
+def test_if_match_and_if_unmodified_since_give_412_on_both_paths(tmp_path: Path) -> None:
+    """RFC 9110 §13.1.1/§13.1.4, as nginx: a failed If-Match or If-Unmodified-Since is a 412,
+    before any prepared answer is made (the full path) and while one is held."""
+    old = "Mon, 01 Jan 2001 00:00:00 GMT"
+
+    async def ask(site: Site, path: str, extra: str) -> bytes:
+        head, _ = await exchange(site.port, get(path, extra))
+        return head.split(b"\r\n", 1)[0]
+
+    async def scenario(site: Site) -> None:
+        for path in ("/s/logo.png", "/s/big.png"):  # big.png: streamed by the full path
+            # the full path: nothing prepared for it yet
+            failed = b"HTTP/1.1 412 Precondition Failed"
+            assert await ask(site, path, 'If-Match: "zz"\r\n') == failed
+            assert await ask(site, path, f"If-Unmodified-Since: {old}\r\n") == failed
+            assert all(key[2] != path.encode() for key in site.statics._table)
+            assert site.statics.served == 0
+            head, _ = await exchange(site.port, get(path))  # offered
+            etag = next(line for line in head.split(b"\r\n")
+                        if line.startswith(b"Etag: "))[6:].decode()
+            lm = next(line for line in head.split(b"\r\n")
+                      if line.startswith(b"Last-Modified: "))[15:].decode()
+            prepared = len(site.statics)
+            # with an answer held for the target, the conditional ones still decide
+            for extra, status in (('If-Match: "zz"\r\n', b"412"),
+                                  (f"If-Match: W/{etag}\r\n", b"412"),  # strong comparison
+                                  (f"If-Unmodified-Since: {old}\r\n", b"412"),
+                                  (f'If-Match: "zz"\r\nIf-None-Match: {etag}\r\n', b"412"),
+                                  (f'If-Match: "a", {etag}\r\n', b"200"),
+                                  ("If-Match: *\r\n", b"200"),
+                                  (f"If-Unmodified-Since: {lm}\r\n", b"200"),
+                                  ("If-Unmodified-Since: garbage\r\n", b"200"),
+                                  (f"If-Match: {etag}\r\nIf-Unmodified-Since: {old}\r\n", b"200"),
+                                  (f"If-Match: {etag}\r\nIf-None-Match: {etag}\r\n", b"304"),
+                                  (f"If-Unmodified-Since: {old}\r\nRange: bytes=0-3\r\n", b"412"),
+                                  (f"If-Match: {etag}\r\nRange: bytes=0-3\r\n", b"206")):
+                assert (await ask(site, path, extra)).split(b" ")[1] == status, (path, extra)
+            full, _ = await exchange(site.port, get(path, f"If-Match: {etag}\r\n"))
+            assert full.split(b"\r\n", 1)[0] == b"HTTP/1.1 200 OK"
+            assert site.statics.served == 0 and len(site.statics) == prepared
+        assert len(site.statics) == 2  # a plain GET now is the prepared answer
+        await exchange(site.port, get("/s/logo.png"))
+        assert site.statics.served == 1
+
+    serve(tmp_path, scenario)
