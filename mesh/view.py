@@ -161,9 +161,10 @@ def render_snapshot(snap: MeshSnapshot, title: str | None = None) -> Table:
     table.add_column("node", no_wrap=True)
     table.add_column("dc", no_wrap=True)
     table.add_column("state", no_wrap=True)
-    table.add_column("inc", justify="right", overflow="fold")
+    # No incarnation column: 13 digits of start-up milliseconds took the width the
+    # addresses need at 80 columns (it is in --json, and a restart shows as a new age).
     table.add_column("age", justify="right", no_wrap=True, min_width=5)
-    table.add_column("http / peer", style="dim", overflow="fold")
+    table.add_column("http / peer", style="dim", no_wrap=True)
     for name in service_names:
         table.add_column(f"{name}\nbusy/slots")
     for row in snap.nodes:
@@ -172,7 +173,6 @@ def render_snapshot(snap: MeshSnapshot, title: str | None = None) -> Table:
             Text(row.id + (" *" if row.is_self else ""), style="bold" if row.is_self else ""),
             Text(row.dc),
             Text(row.state, style=STATE_STYLES.get(row.state, "")),
-            str(row.incarnation),
             Text(f"{row.age_s:.1f}s", style=age_style),
             Text(_short_addresses(row.addresses)),
             *(_service_cell(row.services.get(name)) for name in service_names),

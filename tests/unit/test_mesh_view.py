@@ -68,6 +68,18 @@ def test_rendered_table_contains_every_node_and_state(spec: dict) -> None:  # ty
         assert rows[node_id][1:3] == [dc, state]
 
 
+def test_addresses_stay_whole_at_80_columns() -> None:
+    """A split port (`127.0.0.1:1838` / `0`) reads as another address."""
+    t = LoadTable("east-1")
+    for i, node in enumerate(("east-1", "east-2", "west-1")):
+        t.update(node, "east", "alive", 1_764_300_000_000 + i,
+                 {"http": f"127.0.0.1:1838{i}", "peer": f"tcp://127.0.0.1:1834{i}"},
+                 {"default": ServiceLoad(workers=1, slots=4), "api": ServiceLoad(slots=2)}, 0.0)
+    text = _text(json.loads(json.dumps(t.to_json(1.0))), width=80)
+    for i in range(3):
+        assert f"127.0.0.1:1838{i}" in text and f"tcp://127.0.0.1:1834{i}" in text, text
+
+
 @given(nodes)
 def test_the_caption_counts_nodes_in_words(spec: dict) -> None:  # type: ignore[type-arg]
     alive = sum(1 for _, state, _ in spec.values() if state == "alive")
