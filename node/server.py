@@ -250,9 +250,11 @@ class Node:
                                                       security.certs.context)
         assert self.state is not None
         self.state.ready = True
-        log.info("scale0 node %s (dc %s) ready: http=%s:%d admin=%s workers=%s mesh=%s cache=%s",
-                 self.node_id, cfg.dc, host or "*", self.http_port, cfg.admin,
-                 broker.bound_endpoint, mesh.endpoints, cfg.cache or "off")
+        https = (f" https={parse_hostport(cfg.https, '--https')[0] or '*'}:{self.https_port}"
+                 if self.https_port else "")
+        log.info("scale0 node %s (dc %s) ready: http=%s:%d%s admin=%s workers=%s mesh=%s "
+                 "cache=%s", self.node_id, cfg.dc, host or "*", self.http_port, https,
+                 cfg.admin, broker.bound_endpoint, mesh.endpoints, cfg.cache or "off")
 
     def _pipeline(self, settings: Settings) -> Pipeline:
         """The request path for `settings` (shares the cache, mesh and broker)."""

@@ -55,6 +55,8 @@ def test_sni_reload_redirect_and_hsts(tmp_path: Path) -> None:
         wait_until(lambda: _peer_ou(https_port, "a.test", ca) or not node.alive(), timeout=30,
                    what="the https listener")
         assert node.alive(), node.output()
+        wait_until(lambda: f" https=127.0.0.1:{https_port} " in node.output(), timeout=10,
+                   what="the https listener in the ready line")
         assert _peer_ou(https_port, "a.test", ca) == "v1"
         assert _peer_ou(https_port, "b.test", ca) == "v1"
         # plain http for a.test is redirected; https answers carry HSTS
