@@ -19,14 +19,19 @@ front door hands the app a connection that adds X-Request-Id (the client's if it
 is sane, as the pipeline does) and X-Scale0-Node to the head the app writes —
 the mechanism node/tls.py `AddFields` uses for HSTS — and, when the app
 finishes, writes one access line and counts the request with outcome `app`.
-No Via: the node is the origin of these answers, not a proxy. Tornado's own
-`tornado.access` lines go to DEBUG (`quiet_log_function`): ours are the record.
+No Via: the node is the origin of these answers, not a proxy. A handler that fails
+after its head went out (Tornado's send_error can then only finish the answer as if
+whole) has its connection aborted instead, logged and counted with outcome `error`.
+Tornado's own `tornado.access` lines go to DEBUG (`quiet_log_function`): ours are
+the record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -45,6 +50,21 @@ if TYPE_CHECKING:
     from node.accesslog import AccessLog
 
 Observe = Callable[[str, int, str, float], None]  # node.metrics Metrics.observe_request
+log = logging.getLogger("scale0.inapp")
+# RequestHandler.send_error: after the head is out it can only call finish(), which
+# would end the broken answer as a whole one (a final 0-chunk); AppAnswer aborts instead.
+_SEND_ERROR = tornado.web.RequestHandler.send_error.__code__
+
+
+def _in_send_error() -> bool:
+    """Whether this call comes from Tornado's RequestHandler.send_error (a handler that
+    raised, or called it itself)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code is _SEND_ERROR:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
 
 
 class Stamping(Protocol):
@@ -203,6 +223,8 @@ class AppAnswer(AddFields):
         self.status = 0
         self.sent = 0
         self.head_seconds = 0.0
+        self.error_page = False  # the head is send_error's own (the handler failed before it)
+        self.failed = False  # the handler failed after its head: the answer was aborted
         self._mount: Stamping | None = None
         self._access: AccessLog | None = None
         self.on_end: Callable[[], None] | None = None  # the front's in-flight count, once
@@ -230,6 +252,7 @@ class AppAnswer(AddFields):
                       headers: HTTPHeaders, chunk: bytes | None = None) -> asyncio.Future[None]:
         if isinstance(start_line, httputil.ResponseStartLine):
             self.status = start_line.code
+            self.error_page = _in_send_error()
         self.head_seconds = time.monotonic() - self.started
         self.sent += len(chunk or b"")
         return self._watched(super().write_headers, start_line, headers, chunk)
@@ -258,10 +281,26 @@ class AppAnswer(AddFields):
 
     def finish(self) -> None:
         try:
-            super().finish()
+            if self.status and not self.error_page and _in_send_error():
+                self._abort()
+            else:
+                super().finish()
         finally:
             self.report()
             self._ended()
+
+    def _abort(self) -> None:
+        """The handler failed after its head went out: the only honest signal left is an
+        aborted message (as for a worker's stream that breaks, and as nginx does), never
+        a final chunk that would pass the truncated body on as whole."""
+        self.failed = True
+        request = self.request
+        log.warning("in-node answer to %s failed after its head: connection aborted",
+                    f"{request.method} {request.host}{request.target} [{request.request_id}]"
+                    if request is not None else "a client")
+        close = getattr(self._conn, "close", None)
+        if close is not None:
+            close()
 
     def _ended(self) -> None:
         end, self.on_end = self.on_end, None
@@ -285,13 +324,16 @@ class AppAnswer(AddFields):
     def report(self) -> None:
         """The access line and the metric of a claimed answer, once; nothing if no head
         went out (a client that left before the app answered, as for the pipeline), or
-        if the app's request was not claimed (never when the mount passed it on)."""
+        if the app's request was not claimed (never when the mount passed it on). Outcome
+        `app`; `error` (with the status that went out) for an answer aborted because the
+        handler failed after its head."""
         mount, request = self._mount, self.request
         if mount is None or request is None or not self.status:
             return
         self._mount = None
+        outcome = "error" if self.failed else "app"  # an aborted answer is not a clean one
         if mount.observe is not None:
-            mount.observe(request.service, self.status, "app", self.head_seconds)
+            mount.observe(request.service, self.status, outcome, self.head_seconds)
         if self._access is not None:
-            self._access.log(request, Response(self.status, outcome="app"), sent_bytes=self.sent,
+            self._access.log(request, Response(self.status, outcome=outcome), sent_bytes=self.sent,
                              duration=time.monotonic() - self.started)

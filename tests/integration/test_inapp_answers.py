@@ -140,22 +140,32 @@ class Records(logging.Handler):
         self.lines.append(json.loads(record.getMessage()))
 
 
-@pytest.mark.parametrize("wire", ["fast", "tornado"])
-async def test_streamed_refused_and_abandoned_app_answers(wire: str) -> None:
-    logger = logging.getLogger(f"test.inapp.{wire}")
+Seen = list[tuple[str, int, str, float]]  # the (service, status, outcome, seconds) counted
+
+
+def app_front(logger_name: str, app: tornado.web.Application,
+              stamp: str = "") -> tuple[Front, Records, Seen]:
+    """A Front with `app` mounted alone; its JSON access lines and its counted answers."""
+    logger = logging.getLogger(logger_name)
     logger.propagate, records = False, Records()
     logger.setLevel(logging.INFO)  # whatever the root logger's level
     logger.addHandler(records)
-    seen: list[tuple[str, int, str, float]] = []
-    app = tornado.web.Application([(r"/stream", Streamed), (r"/endless", Endless),
-                                   (r"/teapot", Teapot)])
+    seen: Seen = []
 
     async def pipeline(request: Request) -> Response:
         raise AssertionError("the mounted app's routes never reach the pipeline")
 
     front = Front(pipeline, mount=TornadoAppMount(
-        app, stamp="t1; dc=x", observe=lambda *a: seen.append(a)))
+        app, stamp=stamp, observe=lambda *a: seen.append(a)))
     front.access_log = AccessLog("json", node="t1", logger=logger)
+    return front, records, seen
+
+
+@pytest.mark.parametrize("wire", ["fast", "tornado"])
+async def test_streamed_refused_and_abandoned_app_answers(wire: str) -> None:
+    app = tornado.web.Application([(r"/stream", Streamed), (r"/endless", Endless),
+                                   (r"/teapot", Teapot)])
+    front, records, seen = app_front(f"test.inapp.{wire}", app, stamp="t1; dc=x")
     port, stop = await serve_front(front, wire)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -211,3 +221,66 @@ async def test_a_drain_waits_for_an_in_node_answer_in_flight(wire: str) -> None:
     assert (answer.status, answer.body) == (200, b"done")
     assert await asyncio.wait_for(draining, 10)  # finished in time, nothing cut
     writer.close()
+
+
+class FailsMidAnswer(tornado.web.RequestHandler):
+    async def get(self) -> None:
+        self.write("partial")
+        await self.flush()  # the head and a chunk are out
+        raise RuntimeError("the handler broke mid-answer")
+
+
+class FailsAfterFlush(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write("partial")
+        self.flush()
+        raise tornado.web.HTTPError(503)  # too late for a 503: the 200 head is out
+
+
+async def read_until_closed(port: int, target: str) -> bytes:
+    """All a GET gets before the node closes (or resets) the connection, or up to the end
+    of a complete chunked message (a keep-alive answer passed on as whole)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: a.test\r\n\r\n".encode())
+    data = b""
+    try:
+        while not data.endswith(b"\r\n0\r\n\r\n") and (
+                chunk := await asyncio.wait_for(reader.read(65536), 10)):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    finally:
+        writer.close()
+    return data
+
+
+@pytest.mark.parametrize("wire", ["fast", "tornado"])
+async def test_a_handler_failing_after_its_head_aborts_the_answer(
+        wire: str, caplog: pytest.LogCaptureFixture) -> None:
+    app = tornado.web.Application([(r"/broken", FailsMidAnswer), (r"/late", FailsAfterFlush),
+                                   (r"/teapot", Teapot)])
+    front, records, seen = app_front(f"test.inapp.failing.{wire}", app)
+    caplog.set_level(logging.WARNING, logger="scale0.inapp")
+    port, stop = await serve_front(front, wire)
+    try:
+        for target in ("/broken", "/late"):
+            data = await read_until_closed(port, target)
+            # Never a complete chunked message: the client must see the answer broken.
+            assert not data.endswith(b"0\r\n\r\n"), (target, data)
+            assert b"\r\n0\r\n\r\n" not in data, (target, data)
+            assert not data or data.startswith(b"HTTP/1.1 200 "), (target, data)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /teapot HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        teapot = await asyncio.wait_for(read_response(reader), 10)  # failed before its head
+        writer.close()
+        assert teapot.status == 418 and teapot.get("Connection") != "close"
+        await poll(lambda: len(records.lines) == 3, "an access line per answer")
+    finally:
+        stop()
+    by_target = {str(line["target"]): line for line in records.lines}
+    assert {t: (r["status"], r["outcome"]) for t, r in by_target.items()} == {
+        "/broken": (200, "error"), "/late": (200, "error"), "/teapot": (418, "app")}
+    assert sorted((st, o) for _, st, o, _ in seen) == [(200, "error"), (200, "error"),
+                                                       (418, "app")]
+    aborted = [r for r in caplog.records if r.name == "scale0.inapp"]
+    assert len(aborted) == 2 and "failed after its head" in aborted[0].getMessage()
