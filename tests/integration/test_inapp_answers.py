@@ -78,6 +78,7 @@ async def test_an_in_node_answer_is_logged_counted_and_stamped(
     assert headers["x-request-id"] == "r-42"  # a sane id of the client's is kept
     assert headers["x-scale0-node"] == "n1; dc=east"
     assert "via" not in headers  # the node is the origin of this answer, not a proxy
+    assert "server" not in headers  # Tornado's default names itself and its version
     status, headers, _ = await get(node.http_port, "/echo/abc", "X-Request-Id: not a token!")
     fresh = headers["x-request-id"]
     assert status == 200 and fresh and fresh != "not a token!"  # replaced, as the pipeline does
