@@ -99,6 +99,9 @@ class MeshJSONHandler(_Base):
         self.set_header("Content-Type", "application/json")
         self.finish(self.feed.current()[1])
 
+    def head(self) -> None:  # `curl -I`: Tornado sends the head alone (and the length)
+        self.get()
+
 
 class MeshEventsHandler(_Base):
     """One long-lived text/event-stream per watching page, bounded in number."""
@@ -247,6 +250,9 @@ class DashboardPageHandler(_Base):
         self.set_header("Content-Security-Policy", _CSP)
         self.set_header("X-Frame-Options", "DENY")
         self.finish(PAGE)
+
+    def head(self) -> None:
+        self.get()
 
 
 def dashboard_routes(

@@ -246,6 +246,9 @@ class MetricsHandler(tornado.web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
         self.write(body)
 
+    def head(self) -> None:  # `curl -I`: Tornado sends the head alone (and the length)
+        self.get()
+
 
 def metrics_route(metrics: Metrics) -> tuple[str, type[MetricsHandler], dict[str, Any]]:
     """The admin rule to mount: `make_admin_app(state, extra_routes=[metrics_route(m)])`."""

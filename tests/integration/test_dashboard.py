@@ -164,6 +164,11 @@ def test_json_page_and_redirect(live: LiveTable) -> None:
         and "<script src" not in page
         and "http" not in page.split("<script>")[1]
     )  # self-contained: no external script or URL
+    for path in ("/_scale0/mesh", "/_scale0/"):  # `curl -I`: the head alone, not a 405
+        head = urllib.request.Request(live.base + path, method="HEAD")
+        with urllib.request.urlopen(head, timeout=5) as resp:
+            assert resp.status == 200 and resp.read() == b""
+            assert int(resp.headers["Content-Length"]) > 0
 
 
 def test_sse_delivers_changes_and_periodic_beats(live: LiveTable) -> None:

@@ -22,6 +22,9 @@ def test_admin_route_serves_the_exposition() -> None:
         server.listen(port, "127.0.0.1")
         try:
             client = tornado.httpclient.AsyncHTTPClient()
+            head = await client.fetch(f"http://127.0.0.1:{port}/_scale0/metrics",
+                                      method="HEAD")
+            assert head.code == 200 and head.body == b""  # `curl -I`, not a 405
             resp = await client.fetch(f"http://127.0.0.1:{port}/_scale0/metrics")
             return resp.code, resp.headers["Content-Type"], resp.body
         finally:
