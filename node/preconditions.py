@@ -15,8 +15,9 @@ seconds, as Last-Modified says them.
 
 from __future__ import annotations
 
-import email.utils
 import re
+
+from cache.rules import http_date  # bounded: a field of junk or 10 MB is just invalid
 
 # An entity-tag (§8.8.3): optional W/, then a quoted opaque tag of etagc characters.
 _TAG = re.compile(r'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')
@@ -50,19 +51,6 @@ def _elements(value: str) -> list[str]:
             start = i + 1
     out.append(value[start:])
     return [e for e in out if e.strip()]
-
-
-def http_date(value: str | None) -> float | None:
-    """The timestamp of a valid HTTP-date, else None (then the field is ignored)."""
-    if not value:
-        return None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return when.timestamp()
 
 
 def if_match_holds(value: str, etag: str) -> bool:
