@@ -190,17 +190,27 @@ def test_an_announcing_raw_peer_gets_batches_and_its_batched_replies_count() -> 
     run(main())
 
 
+@contextlib.asynccontextmanager
+async def worker_facing_a_raw_node() -> AsyncIterator[tuple[zmq.Socket[bytes], Worker]]:
+    """An SDK worker connected to a raw ROUTER standing in for an older node."""
+    node = zmq.Context.instance().socket(zmq.ROUTER)
+    node.setsockopt(zmq.LINGER, 0)
+    node.bind("tcp://127.0.0.1:0")
+    worker = Worker(node.getsockopt_string(zmq.LAST_ENDPOINT), ["www"], 64, echo,
+                    heartbeat_interval=0.2)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield node, worker
+    finally:
+        worker.kill()
+        await asyncio.wait_for(task, 5)
+        node.close()
+
+
 def test_sdk_worker_talking_to_an_old_node_sends_plain_messages() -> None:
     """An older node never answers the announcement: the worker must not batch."""
     async def main() -> None:
-        ctx = zmq.Context.instance()
-        old = ctx.socket(zmq.ROUTER)
-        old.setsockopt(zmq.LINGER, 0)
-        old.bind("tcp://127.0.0.1:0")
-        worker = Worker(old.getsockopt_string(zmq.LAST_ENDPOINT), ["www"], 64, echo,
-                        heartbeat_interval=0.2)
-        task = asyncio.create_task(worker.run())
-        try:
+        async with worker_facing_a_raw_node() as (old, worker):
             seen: list[list[bytes]] = []
             await until(lambda: seen.extend(_recv_all(old)) or len(seen) >= 2, "READY")
             ident = seen[0][0]
@@ -219,10 +229,6 @@ def test_sdk_worker_talking_to_an_old_node_sends_plain_messages() -> None:
             await until(collect, "40 plain replies")
             assert sorted(r.id for r in replies) == list(range(40))
             assert worker._outbox is None
-        finally:
-            worker.kill()
-            await asyncio.wait_for(task, 5)
-            old.close()
     run(main())
 
 
@@ -266,14 +272,7 @@ def test_sdk_worker_talking_to_a_batch_only_node_never_packs() -> None:
     """A node of the release before PACKED announces BATCH only: the worker batches its
     replies to it, and never as PACKED."""
     async def main() -> None:
-        ctx = zmq.Context.instance()
-        node = ctx.socket(zmq.ROUTER)
-        node.setsockopt(zmq.LINGER, 0)
-        node.bind("tcp://127.0.0.1:0")
-        worker = Worker(node.getsockopt_string(zmq.LAST_ENDPOINT), ["www"], 64, echo,
-                        heartbeat_interval=0.2)
-        task = asyncio.create_task(worker.run())
-        try:
+        async with worker_facing_a_raw_node() as (node, worker):
             seen: list[list[bytes]] = []
             await until(lambda: seen.extend(_recv_all(node)) or len(seen) >= 3,
                         "READY and both announcements")
@@ -296,8 +295,4 @@ def test_sdk_worker_talking_to_a_batch_only_node_never_packs() -> None:
             await until(collect, "40 replies")
             assert sorted(r.id for r in replies) == list(range(40))
             assert BATCH_HEAD in heads and PACKED_HEAD not in heads
-        finally:
-            worker.kill()
-            await asyncio.wait_for(task, 5)
-            node.close()
     run(main())
