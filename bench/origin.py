@@ -30,7 +30,10 @@ def nodelay(transport: asyncio.BaseTransport) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class OriginProtocol(asyncio.Protocol):
+class LlhttpProtocol(asyncio.Protocol):
+    """A connection whose bytes go to llhttp (the bench's origin, bench.skeleton's node);
+    a malformed request is answered 400 and the connection closed."""
+
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
@@ -47,6 +50,10 @@ class OriginProtocol(asyncio.Protocol):
             if self.transport:
                 self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
                 self.transport.close()
+
+
+class OriginProtocol(LlhttpProtocol):
+    """`/bytes/N`, `?delay=MS`, `?nocache=1` and `/_count` (the module docstring)."""
 
     def on_url(self, url: bytes) -> None:
         self.url = url

@@ -30,7 +30,7 @@ import httptools
 import uvloop
 import zmq
 
-from bench.origin import nodelay
+from bench.origin import LlhttpProtocol, nodelay
 from node.protocol import (
     Batch,
     Cancel,
@@ -106,24 +106,11 @@ class _Skeleton:
             self.pump.send([self.worker, *frames])
 
 
-class _Conn(asyncio.Protocol):
+class _Conn(LlhttpProtocol):
     def __init__(self, skeleton: _Skeleton) -> None:
+        super().__init__()
         self.skeleton = skeleton
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.url = b""
         self.fields: list[tuple[str, str]] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        nodelay(transport)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:  # a measuring stick: no answer, just hang up
-            if self.transport is not None:
-                self.transport.close()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
