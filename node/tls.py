@@ -12,6 +12,16 @@ site down.
 Settings follow Mozilla's "intermediate" profile: TLS 1.2 and 1.3 only, ECDHE
 with AES-GCM or ChaCha20, no compression, no renegotiation, ALPN http/1.1.
 
+A refused handshake tells the client why: a TLS 1.0/1.1 ClientHello gets the
+`protocol_version` alert RFC 5246 E.1 requires (any other fatal alert OpenSSL writes
+goes out the same way). Tornado's wire writes it to the socket itself; the loop's TLS
+layer behind the fast wire (asyncio's and uvloop's SSLProtocol) aborts the
+connection before sending what OpenSSL left in the outgoing memory BIO (CPython
+gh-98078), so the front context's SSLObjects (`FlushingSSLObject`, through
+`SSLContext.sslobject_class`) hold such a failure back once: the loop sees "want
+read", sends the alert, and the failure is raised when the client answers it (its
+close, or anything else it sends), or the handshake timeout ends the connection.
+
 `HttpsPolicy` is the per-host decision, pure: an optional redirect of plain http
 to https (308, which keeps the method and body) and the Strict-Transport-Security
 value for https answers. The front door applies it (node/front.py), not a
@@ -67,9 +77,50 @@ class TLSConfig:
         return cls(tuple(zip(certs, keys, strict=True)))
 
 
+class FlushingSSLObject(ssl.SSLObject):
+    """A memory-BIO TLS connection whose failed handshake lets the alert out first.
+
+    When OpenSSL fails a handshake with an alert waiting in the outgoing BIO, the first
+    `do_handshake` raises SSLWantReadError instead (the loop then sends the outgoing
+    bytes and waits for the client) and the next one raises the real error, without
+    touching OpenSSL again. A failure with nothing to send is raised at once, as before
+    (plaintext http: OpenSSL sends no alert for it)."""
+
+    outgoing: ssl.MemoryBIO | None = None
+    failed: ssl.SSLError | None = None
+
+    def do_handshake(self) -> None:
+        if self.failed is not None:
+            raise self.failed
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            if self.outgoing is None or not self.outgoing.pending:
+                raise
+            self.failed = exc
+            raise ssl.SSLWantReadError("handshake failed; the alert goes out first") from exc
+
+
+class ServerContext(ssl.SSLContext):
+    """An SSLContext whose memory-BIO connections (the loop's TLS layer) are
+    FlushingSSLObjects; sockets it wraps (Tornado's wire) are plain SSLSockets."""
+
+    sslobject_class = FlushingSSLObject
+
+    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,
+                 server_side: bool = False, server_hostname: str | bytes | None = None,
+                 session: ssl.SSLSession | None = None) -> ssl.SSLObject:
+        obj = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        if isinstance(obj, FlushingSSLObject):
+            obj.outgoing = outgoing
+        return obj
+
+
 def server_context() -> ssl.SSLContext:
     """An empty server context with the modern settings."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx = ServerContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(CIPHERS)  # TLS 1.3 suites are all modern and set separately by OpenSSL
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION

@@ -1,7 +1,7 @@
 """`scale0 node --https` on each wire layer (`--http-server fast`, the default, and
-`tornado`): which one serves, plaintext and TLS 1.1 refused, the client address in the
-access log, and a SIGTERM drain that closes an open TLS connection and exits 0 without
-a traceback in the node's log."""
+`tornado`): which one serves, plaintext refused, TLS 1.1 refused with the
+protocol_version alert, the client address in the access log, and a SIGTERM drain that
+closes an open TLS connection and exits 0 without a traceback in the node's log."""
 
 from __future__ import annotations
 
@@ -86,10 +86,15 @@ def test_https_on_each_wire_logs_the_client_and_drains(tmp_path: Path, wire: str
                              b"Connection: close\r\n\r\n")
         assert got.startswith(b"HTTP/1.1 400 " if wire == "fast" else b"HTTP/1.1 200 "), got
         assert not _plaintext(https).startswith(b"HTTP/")  # not TLS: closed, never served
+        # A TLS 1.1 client (its own security level lowered, else the local OpenSSL would
+        # refuse to offer 1.1 and fail before sending anything) is told why: the alert.
         old = ssl.create_default_context(cafile=str(ca))
+        old.minimum_version = ssl.TLSVersion.TLSv1
         old.maximum_version = ssl.TLSVersion.TLSv1_1
-        with pytest.raises(OSError):  # ssl.SSLError or a reset, whichever the client sees
+        old.set_ciphers("ALL:@SECLEVEL=0")
+        with pytest.raises(ssl.SSLError) as refused:
             _tls(https, ca, old).close()
+        assert refused.value.reason == "TLSV1_ALERT_PROTOCOL_VERSION", refused.value
         kept = _tls(https, ca)
         got = _answer(kept, b"GET /s/page.txt?from=kept HTTP/1.1\r\nHost: a.test\r\n\r\n")
         assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(b"a static page\n"), got
