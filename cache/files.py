@@ -9,7 +9,10 @@ another process removed are simply gone. Eviction is LRU over this process's
 view: access order in memory, seeded from file mtimes at open, evicting from the
 cold end down to a low-water mark (90% of the cap) so puts do not evict one file
 at a time. All file I/O runs in worker threads (asyncio.to_thread); the index
-is touched only on the event loop.
+is touched only on the event loop. The one exception is a miss: a key whose shard
+directory does not exist, or has not changed since a listing found none of its
+files, is answered absent after one stat(2) on the loop (`_surely_absent`), because
+a thread hop would cost a miss more than everything else the store does for it.
 
 Sharing one directory between nodes on one machine: writes are atomic renames,
 a put keeps an existing newer entry (newer-wins is checked against the file on
@@ -61,6 +64,7 @@ from cache.store import StoreStats
 DEFAULT_DIRECTORY = "scale0-cache"
 DEFAULT_MAX_BYTES = 1 << 30
 _LOCK_STRIPES = 64
+_ABSENT_REMEMBERED = 16384  # key hashes known absent (cleared when full)
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 _WARN_EVERY = 60.0  # seconds between two warnings of one kind
 log = logging.getLogger("scale0.cache.files")
@@ -131,6 +135,9 @@ class FileStore:
         self._undeleted: dict[str, dict[str, disk.FileId | None]] = {}
         self._next_retry = 0.0
         self._warned: dict[str, float] = {}
+        # key hash → its shard directory's settled mtime when a listing found none of its
+        # files: until the directory changes, a lookup of that key needs no thread.
+        self._absent: dict[str, int] = {}
 
     @classmethod
     def from_spec(cls, location: str, options: Mapping[str, str]) -> FileStore:
@@ -162,13 +169,22 @@ class FileStore:
 
     async def get(self, key: str) -> list[CacheEntry]:
         await self._retry_deletes()
+        kh = disk.key_hash(key)
+        if key not in self._by_key and self._surely_absent(kh):
+            return []
         try:
-            found, corrupt = await asyncio.to_thread(
+            found, corrupt, settled = await asyncio.to_thread(
                 disk.load_key, self.root, key, self._read_limit)
         except OSError:
             self._errors["get"] += 1
             raise
         self._corrupt += corrupt
+        if found or settled is None:
+            self._absent.pop(kh, None)
+        else:
+            if len(self._absent) >= _ABSENT_REMEMBERED:
+                self._absent.clear()  # bounded; the next lookups simply list again
+            self._absent[kh] = settled
         hidden = self._undeleted.get(key)
         if hidden:
             found = [f for f in found if not self._hides(key, hidden, f[0], f[3])]
@@ -178,6 +194,22 @@ class FileStore:
         for rel, entry, size, _ in found:
             self._index_set(rel, key, entry.variant, size)
         return sorted((entry for _, entry, _, _ in found), key=lambda e: e.variant)
+
+    def _surely_absent(self, kh: str) -> bool:
+        """No file of key hash `kh` can be on disk, known without a thread: its shard
+        directory does not exist, or has not changed since a listing found none of its
+        files (disk.settled_mtime). One stat(2) on the loop, answered from the kernel's
+        dentry cache, where a thread hop costs a miss ~50 µs (nginx, too, looks its
+        cache files up on its event loop). Anything unusual (EACCES, EIO) says no: the
+        thread's listing then reports it."""
+        try:
+            mtime = disk.shard_mtime(self.root, kh)
+        except OSError:
+            return False
+        if mtime is None:
+            self._absent.pop(kh, None)
+            return True
+        return self._absent.get(kh) == mtime
 
     def _hides(self, key: str, hidden: dict[str, disk.FileId | None], rel: str,
                ident: disk.FileId) -> bool:

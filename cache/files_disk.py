@@ -44,6 +44,7 @@ _SHARD = re.compile(r"[0-9a-f]{2}")
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 StrPath = str | os.PathLike[str]
+SETTLED_NS = 2_000_000_000  # see settled_mtime
 _FIRST_READ = 4096  # header + metadata of almost every entry in one read(2)
 FileId = tuple[int, int, int]  # (device, inode, mtime_ns): "the same file I read"
 
@@ -131,12 +132,14 @@ def discard(path: StrPath, ident: FileId | None) -> None:
 
 def load_key(
     root: Path, key: str, limit: int
-) -> tuple[list[tuple[str, CacheEntry, int, FileId]], int]:
-    """Every valid variant file of `key` as (rel, entry, size, identity), and how many
-    were corrupt."""
+) -> tuple[list[tuple[str, CacheEntry, int, FileId]], int, int | None]:
+    """Every valid variant file of `key` as (rel, entry, size, identity), how many were
+    corrupt, and the key's shard directory's mtime (ns) if it had settled before the
+    listing (`settled_mtime`; None otherwise, or when there is no such directory)."""
     kh = key_hash(key)
     found: list[tuple[str, CacheEntry, int, FileId]] = []
     corrupt = 0
+    settled = settled_mtime(root, kh)
     for rel, vh in list_key(root, kh):
         path = root / rel
         ident: FileId | None = None
@@ -152,7 +155,37 @@ def load_key(
             discard(path, ident)
             continue
         found.append((rel, entry, size, got))
-    return found, corrupt
+    return found, corrupt, settled
+
+
+def shard_dir(root: StrPath, kh: str) -> str:
+    """The directory a key hash's files live in."""
+    return f"{os.fspath(root)}/{kh[:2]}/{kh[2:4]}"
+
+
+def shard_mtime(root: StrPath, kh: str) -> int | None:
+    """The mtime (ns) of key hash `kh`'s shard directory; None when there is none (so no
+    file of the key can exist). OSError for anything else (permission, I/O)."""
+    try:
+        return os.stat(shard_dir(root, kh)).st_mtime_ns
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def settled_mtime(root: StrPath, kh: str, now_ns: int | None = None) -> int | None:
+    """The shard directory's mtime if it is at least SETTLED_NS older than now, else None.
+
+    A directory's mtime changes whenever a file is renamed into it or removed, but it
+    is stamped from the kernel's coarse clock (a few ms) and some filesystems keep
+    whole seconds: a change in the same tick as the mtime we saw could leave it equal.
+    Once it is this old, any later change stamps a visibly newer value ("racy git"'s
+    rule), so an unchanged mtime then means an unchanged directory."""
+    now = time.time_ns() if now_ns is None else now_ns
+    try:
+        mtime = shard_mtime(root, kh)
+    except OSError:
+        return None
+    return mtime if mtime is not None and now - mtime >= SETTLED_NS else None
 
 
 def list_key(root: Path, kh: str) -> list[tuple[str, str]]:
