@@ -128,6 +128,8 @@ def _security_key(message: str) -> str:
         return "admin_token_file"
     if message.startswith("--admin "):  # the loopback rule: "--admin X: why"
         return "admin"
+    if message.startswith("--tls-key "):  # one key named: an encrypted one
+        return "tls_key"
     for needle, key in (("--tls", "tls_cert"), ("https_hosts", "https_hosts"),
                         ("trusted_proxies", "trusted_proxies")):
         if needle in message:

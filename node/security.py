@@ -39,8 +39,9 @@ class Security:
         if config.https:
             try:
                 self.certs = CertStore(TLSConfig.from_flags(config.tls_cert, config.tls_key))
-            except TLSError as exc:
-                raise ConfigError(f"--tls-cert/--tls-key: {exc}") from exc
+            except TLSError as exc:  # a message about one key names it already
+                where = "" if str(exc).startswith("--tls-key ") else "--tls-cert/--tls-key: "
+                raise ConfigError(f"{where}{exc}") from exc
         try:
             self.trusted = TrustedProxies.parse(config.trusted_proxies)
         except ValueError as exc:

@@ -61,6 +61,29 @@ class TLSError(Exception):
     """A certificate or key the operator gave cannot be used."""
 
 
+class _Encrypted(Exception):
+    """OpenSSL asked for the key's passphrase."""
+
+
+def _no_passphrase() -> str:
+    raise _Encrypted
+
+
+def load_pair(ctx: ssl.SSLContext, cert: str, key: str) -> None:
+    """`ctx.load_cert_chain(cert, key)`, or TLSError with a one-line reason. A key
+    protected by a passphrase is refused by name: without a password callback OpenSSL
+    would prompt for it on the terminal (blocking the start, or failing with "Invalid
+    argument" when there is none, and again at each SIGHUP)."""
+    try:
+        ctx.load_cert_chain(cert, key, password=_no_passphrase)
+    except _Encrypted:
+        raise TLSError(f"--tls-key {key} is encrypted (protected by a passphrase): scale0 "
+                       f"needs an unencrypted key (openssl pkey -in {key} -out PLAIN.key, "
+                       "then give PLAIN.key, readable by the node's user only)") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise TLSError(f"cannot load --tls-cert {cert} / --tls-key {key}: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class TLSConfig:
     """The https listener's certificates: (cert, key) PEM file pairs, the first is the default."""
@@ -156,8 +179,7 @@ class CertStore:
         self.reloads = 0
         self._default, self._table = self._build()
         self.context = server_context()
-        cert, key = config.pairs[0]
-        self.context.load_cert_chain(cert, key)  # never served: the callback always switches
+        load_pair(self.context, *config.pairs[0])  # never served: the callback always switches
         self.context.sni_callback = self._pick
 
     def _build(self) -> tuple[ssl.SSLContext, dict[str, ssl.SSLContext]]:
@@ -165,10 +187,7 @@ class CertStore:
         first: ssl.SSLContext | None = None
         for cert, key in self.config.pairs:
             ctx = server_context()
-            try:
-                ctx.load_cert_chain(cert, key)
-            except (ssl.SSLError, OSError) as exc:
-                raise TLSError(f"cannot load --tls-cert {cert} / --tls-key {key}: {exc}") from None
+            load_pair(ctx, cert, key)
             first = first or ctx
             for name in cert_names(cert):
                 table.setdefault(name, ctx)  # the first pair naming a host wins
