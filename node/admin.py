@@ -14,6 +14,10 @@ which says only the status — 200/503 and "ok"/"starting"/"draining" — never 
 id, dc, workers or peers; with it, by the full app. `make_admin_app` keeps the
 probe app in its settings (`PROBES`) for `admintoken.guard` to find. Tornado's
 own access lines go to DEBUG: health checks every few seconds are no news.
+
+The listener serves `Unbranded(...)`: no answer of it says `Server: TornadoServer/<version>`
+(Tornado's default on every RequestHandler answer, its 404s included), as no answer of
+the main listener names a server.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import tornado.web
+from tornado import httputil
 
 from gossip.load import ServiceLoad
 from node.accesslog import quiet_log_function
+from node.tls import AddFields
 
 PROBES = "scale0_probes"  # the settings key of the token-free probe app
 HEALTH, READY = r"/_scale0/health", r"/_scale0/ready"
@@ -109,3 +115,18 @@ def make_admin_app(state: AdminState,
     app = tornado.web.Application(routes, log_function=quiet_log_function)
     app.settings[PROBES] = probe_app(state)
     return app
+
+
+class Unbranded(httputil.HTTPServerConnectionDelegate):
+    """`inner` (the admin app, or its token guard) answering through `AddFields`, which
+    drops Tornado's `Server: TornadoServer/<version>` from every head."""
+
+    def __init__(self, inner: httputil.HTTPServerConnectionDelegate) -> None:
+        self.inner = inner
+
+    def start_request(self, server_conn: object,
+                      request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
+        return self.inner.start_request(server_conn, AddFields(request_conn, []))
+
+    def on_close(self, server_conn: object) -> None:
+        self.inner.on_close(server_conn)

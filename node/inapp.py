@@ -253,10 +253,6 @@ class AppAnswer(AddFields):
         if isinstance(start_line, httputil.ResponseStartLine):
             self.status = start_line.code
             self.error_page = _in_send_error()
-        if headers.get("Server", "").startswith("TornadoServer/"):
-            # Tornado's default, with its version: no other answer of ours names a server
-            # (a value the handler set itself stands).
-            del headers["Server"]
         self.head_seconds = time.monotonic() - self.started
         self.sent += len(chunk or b"")
         return self._watched(super().write_headers, start_line, headers, chunk)

@@ -37,7 +37,7 @@ from tornado.httpserver import HTTPServer
 
 from node import logsetup
 from node.accesslog import AccessLog
-from node.admin import AdminState, make_admin_app
+from node.admin import AdminState, Unbranded, make_admin_app
 from node.admintoken import guard
 from node.broker import Broker, BrokerConfig
 from node.cachestage import CacheStage
@@ -373,7 +373,7 @@ class Node:
                   *dashboard_routes(mesh.mesh_json, version=lambda: mesh.table.version)]
         app = make_admin_app(self.state, extra_routes=routes)
         token = self.security.admin_token if self.security is not None else None
-        server = HTTPServer(guard(app, token), xheaders=False)  # a token off loopback
+        server = HTTPServer(Unbranded(guard(app, token)), xheaders=False)  # token off loopback
         self.admin_server = _listening(self.config.admin, "--admin",
                                        lambda: _listen(server, port, host))
         self.admin_port = bound_port(self.admin_server)

@@ -270,8 +270,11 @@ def policy_target(start_line: httputil.RequestStartLine, headers: httputil.HTTPH
 
 
 class AddFields(httputil.HTTPConnection):
-    """A mounted app's connection that adds fields (HSTS) to the head the app writes,
-    unless the app set them itself; everything else is the real connection's."""
+    """A Tornado app's connection that adds fields (HSTS) to the head the app writes,
+    unless the app set them itself, and drops Tornado's default `Server:
+    TornadoServer/<version>` (no answer of ours names a server; a value the app set
+    itself stands); everything else is the real connection's. In-node apps (node.inapp)
+    and the admin listener (node.admin.Unbranded) answer through it."""
 
     def __init__(self, conn: httputil.HTTPConnection, fields: list[tuple[str, str]]) -> None:
         self._conn = conn
@@ -280,6 +283,8 @@ class AddFields(httputil.HTTPConnection):
     def write_headers(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
                       headers: httputil.HTTPHeaders,
                       chunk: bytes | None = None) -> asyncio.Future[None]:
+        if headers.get("Server", "").startswith("TornadoServer/"):
+            del headers["Server"]
         for name, value in self._fields:
             if name not in headers:
                 headers[name] = value
