@@ -34,6 +34,13 @@ class Wire(Protocol):
     def close(self) -> None: ...
 
 
+class FieldLookup(Protocol):
+    """What an exchange reads of the request's fields: Tornado's HTTPHeaders, or the
+    lane's node.http.Headers."""
+
+    def get(self, name: str, /) -> str | None: ...
+
+
 class Context:
     """Tornado's per-connection context: what HTTPServerRequest reads from it."""
 
@@ -62,7 +69,7 @@ class FastHTTPConnection(httputil.HTTPConnection):
     """The HTTPConnection a delegate answers one request through."""
 
     def __init__(self, wire: Wire, context: Context, start_line: httputil.RequestStartLine,
-                 headers: httputil.HTTPHeaders, *, keep_alive: bool, max_body_size: int,
+                 headers: FieldLookup, *, keep_alive: bool, max_body_size: int,
                  body_timeout: float) -> None:
         self.wire = wire
         self.context = context

@@ -22,9 +22,11 @@ from node.hitcache import SLOW_FIELDS
 from node.statichits import codings_of
 from node.wirerules import (
     HeadFacts,
+    PlainHead,
     check_request_head,
     error_response,
     plain_fields,
+    plain_head,
     request_headers,
 )
 
@@ -45,7 +47,29 @@ class Shortcut(Protocol):
                client: str, codings: int,
                fields: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None: ...
 
-_HEAD, _BODY, _END, _ERROR = 0, 1, 2, 3
+class Lane(Protocol):
+    """Serves plain requests without Tornado's objects (node.front.Front.lane).
+
+    A bodyless GET or HEAD that no mounted Tornado handler could claim needs none of
+    HTTPHeaders, HTTPServerRequest or the delegate calls that build them: the lane
+    turns llhttp's fields into the delegate's own request at once (`plain_request`),
+    then the exchange goes on as any other (`start_plain`: finish, the answer, the
+    connection's state are the same code)."""
+
+    max_head: int  # larger request heads go the usual way (the delegate's 431 rule)
+
+    def plain_request(self, head: PlainHead, context: Context) -> Any | None:
+        """The delegate's request for `head`; None: it must go the usual way."""
+        ...
+
+    def start_plain(self, wire: object, conn: FastHTTPConnection,
+                    request: Any) -> httputil.HTTPMessageDelegate:
+        """The exchange for `request`, as `start_request` + `headers_received` make it."""
+        ...
+
+
+_HEAD, _BODY, _END, _ERROR, _LANE = 0, 1, 2, 3, 4
+_LANE_HEAD = 16  # what the delegate's head count adds to ours: method, version, spaces
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +227,16 @@ class WireProtocol(asyncio.Protocol):
                 and not self.write_paused and self.head_bytes <= shortcut.max_head
                 and self._shortcut(shortcut)):
             return
+        lane = self.server.lane
+        if lane is not None and self.head_bytes + _LANE_HEAD <= lane.max_head:
+            head = plain_head(parser.get_method(), parser.get_http_version(), self.url,
+                              self.fields, plain=self.plain,
+                              no_keep_alive=self.limits.no_keep_alive)
+            if head is not None:
+                request = lane.plain_request(head, self.context)
+                if request is not None:
+                    self.events.append((_LANE, (head, request), lane))
+                    return
         method = parser.get_method().decode("latin1")
         version = "HTTP/" + parser.get_http_version()
         target = self.url.decode("latin1")
@@ -319,6 +353,8 @@ class WireProtocol(asyncio.Protocol):
                 self._body(a)
             elif kind == _END:
                 self._end()
+            elif kind == _LANE:
+                self._start_plain(a[0], a[1], b)
             else:
                 self._fail(a)
         if not events:
@@ -338,6 +374,22 @@ class WireProtocol(asyncio.Protocol):
             delegate = self.server.delegate.start_request(self, conn)
             self.delegate = delegate
             self._wait(delegate.headers_received(start, headers), self._after_headers)
+        except Exception as exc:
+            self._delegate_failed(exc)
+
+    def _start_plain(self, head: PlainHead, request: Any, lane: Lane) -> None:
+        """`_start` for a request the lane took: no body, so nothing to wait for."""
+        limits = self.limits
+        keep = head.keep_alive and not self.server.stopping
+        start = httputil.RequestStartLine(head.method, head.target, head.version)
+        conn = FastHTTPConnection(self, self.context, start, request.headers, keep_alive=keep,
+                                  max_body_size=limits.max_body_size,
+                                  body_timeout=limits.body_timeout)
+        self.conn = conn
+        self.received = 0
+        self.deadline = 0.0
+        try:
+            self.delegate = lane.start_plain(self, conn, request)
         except Exception as exc:
             self._delegate_failed(exc)
 

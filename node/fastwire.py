@@ -41,7 +41,7 @@ from collections import Counter
 
 from tornado import httputil
 
-from node.fastproto import Shortcut, WireLimits, WireProtocol
+from node.fastproto import Lane, Shortcut, WireLimits, WireProtocol
 
 __all__ = ["FastHTTPServer", "WireLimits", "new_event_loop"]
 
@@ -84,6 +84,12 @@ class FastHTTPServer:
     def shortcut(self) -> Shortcut | None:
         """The delegate's prepared answers (node.front.Front.shortcut), if it has any."""
         found: Shortcut | None = getattr(self.delegate, "shortcut", None)
+        return found
+
+    @property
+    def lane(self) -> Lane | None:
+        """The delegate's lane for plain requests (node.front.Front.lane), if it has one."""
+        found: Lane | None = getattr(self.delegate, "lane", None)
         return found
 
     async def listen(self, host: str, port: int, reuse_port: bool = False) -> int:

@@ -204,8 +204,13 @@ class Target:
     target: str  # origin-form "/path?query", or "*" for OPTIONS *
 
 
+def is_valid_host(host: str) -> bool:
+    """Whether `host` is an authority we accept: a name or an IPv6 literal, a port."""
+    return _HOST.fullmatch(host) is not None
+
+
 def _valid_host(host: str) -> str:
-    if not _HOST.fullmatch(host):
+    if not is_valid_host(host):
         raise ClientError(f"invalid host {host[:100]!r}")
     return host.lower()
 

@@ -27,6 +27,7 @@ from http.client import responses as _PHRASES
 from tornado import httputil
 
 from node.errors import ClientError
+from node.proxyheaders import is_valid_host
 from node.responsehead import FieldMap, Framing, frame, normal_name
 
 # Tornado's field checks (HTTPHeaders.add), over all names / values of a head at once.
@@ -85,6 +86,63 @@ def request_headers(fields: list[tuple[bytes, bytes]], *,
         else:
             known.append(text)
     return headers
+
+
+_LANE_METHODS = frozenset({b"GET", b"HEAD"})
+_LANE_REFUSED = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
+_BAD_TARGET = re.compile(rb"[ \t\r\n\x00]")
+
+
+@dataclass(slots=True)  # a value, not frozen: one per request
+class PlainHead:
+    """A request head the lane may serve without Tornado's objects (see `plain_head`)."""
+
+    method: str
+    target: str  # origin-form, as sent
+    version: str  # "HTTP/1.1" or "HTTP/1.0"
+    host: str  # lower-cased, port kept
+    fields: list[tuple[str, str]]  # in the client's order and case; Host lower-cased
+    keep_alive: bool
+
+
+def plain_head(method: bytes, version: str, url: bytes, fields: list[tuple[bytes, bytes]], *,
+               plain: bool = False, no_keep_alive: bool = False) -> PlainHead | None:
+    """The head of a bodyless GET or HEAD in origin form that passes every check
+    `check_request_head`, `request_headers` and node.proxyheaders.normalise_target make,
+    as a request's parts; None when the request needs the Tornado-shaped path: a body
+    (or Expect), an upgrade, another method or form, anything those would refuse or
+    treat specially. Values are trimmed of spaces around them, as Tornado trims them;
+    names keep the client's case (nginx passes them on so). `plain`: the caller already
+    saw `plain_fields(fields)` hold."""
+    if (method not in _LANE_METHODS or version not in ("1.1", "1.0")
+            or not url.startswith(b"/") or _BAD_TARGET.search(url) is not None):
+        return None
+    if not (plain or plain_fields(fields)):
+        return None
+    host: str | None = None
+    connection: str | None = None
+    out: list[tuple[str, str]] = []
+    for raw_name, raw_value in fields:
+        lname = raw_name.lower()
+        value = raw_value.strip(b" \t").decode("latin1")
+        if lname == b"host":
+            if (host is not None or "," in value or not _HOST.fullmatch(value)
+                    or not is_valid_host(value)):
+                return None  # the slow path answers 400
+            host = value.lower()
+            out.append(("Host", host))
+            continue
+        if lname in _LANE_REFUSED:
+            return None
+        if lname == b"connection":  # as HTTPHeaders.get joins repeated fields
+            connection = value if connection is None else f"{connection},{value}"
+        out.append((raw_name.decode("latin1"), value))
+    if host is None:
+        return None  # 1.1 refuses it; 1.0 without a Host is rare enough for the slow path
+    text_method = method.decode("latin1")
+    full_version = "HTTP/" + version
+    keep = not no_keep_alive and can_keep_alive(text_method, full_version, connection, False)
+    return PlainHead(text_method, url.decode("latin1"), full_version, host, out, keep)
 
 
 def check_request_head(method: str, target: str, version: str,

@@ -16,7 +16,7 @@ import tornado.web
 
 from node.body import BodyChannel, read_body
 from node.errors import NoCapacity
-from node.front import Front, FrontLimits, TornadoAppMount, bound_port
+from node.front import Front, FrontLimits, TornadoAppMount
 from node.http import Headers, Request, Response
 from node.pipeline import Pipeline
 from node.services import ServiceMap
@@ -95,8 +95,11 @@ class Harness:
                                  known_services=known_fn)
         self.front = Front(self.pipeline.handle, mount=mount,  # type: ignore[arg-type]
                            limits=FrontLimits(max_header_size=4096, max_body_size=100_000))
-        self.server = self.front.listen(0, "127.0.0.1")
-        self.port = bound_port(self.server)
+        self.port = 0
+        self._stop: Callable[[], None] = lambda: None
+
+    async def start(self, wire: str) -> None:
+        self.port, self._stop = await serve_front(self.front, wire)
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection("127.0.0.1", self.port)
@@ -111,19 +114,27 @@ class Harness:
             writer.close()
 
     async def close(self) -> None:
-        self.server.stop()
-        await self.server.close_all_connections()
+        self._stop()
+        await self.front.drain(5)
+
+
+WIRES = ("fast", "tornado")
 
 
 def run(scenario: Callable[[Harness], Awaitable[None]], **kw: object) -> None:
-    async def main() -> None:
+    """The scenario on each wire (node.fastwire's, with its lane for plain requests, and
+    Tornado's), each with a fresh front."""
+
+    async def main(wire: str) -> None:
         h = Harness(**kw)  # type: ignore[arg-type]
+        await h.start(wire)
         try:
             await asyncio.wait_for(scenario(h), 30)
         finally:
             await h.close()
 
-    asyncio.run(main())
+    for wire in WIRES:
+        asyncio.run(main(wire))
 
 
 def test_headers_pass_through_and_repeated_set_cookie_survive() -> None:
@@ -143,6 +154,27 @@ def test_headers_pass_through_and_repeated_set_cookie_survive() -> None:
         assert seen.headers.get("Host") == "a.test"
 
     run(scenario, reply=reply)
+
+
+def test_the_fast_wire_passes_field_names_and_order_as_the_client_sent_them() -> None:
+    """A plain GET takes the fast wire's lane (node.fastproto.Lane), which hands the
+    client's fields on untouched, as nginx does; Tornado's HTTPHeaders would normalise
+    the names and group repeats."""
+
+    async def main() -> None:
+        h = Harness()
+        await h.start("fast")
+        try:
+            r = await h.exchange(b"GET / HTTP/1.1\r\nhost: A.Test\r\nx-lower: 1\r\n"
+                                 b"X-Custom: one\r\nACCEPT: */*\r\nX-Custom: two\r\n\r\n")
+            assert r.status == 200
+            fields = h.twin.seen[0].headers.items()[:5]
+            assert fields == [("Host", "a.test"), ("x-lower", "1"), ("X-Custom", "one"),
+                              ("ACCEPT", "*/*"), ("X-Custom", "two")]
+        finally:
+            await h.close()
+
+    asyncio.run(main())
 
 
 def test_hop_by_hop_removed_both_ways() -> None:
@@ -386,6 +418,7 @@ def test_stage_order_and_mounted_app() -> None:
     app = tornado.web.Application([(r"/app", Mounted)])
 
     async def scenario(h: Harness) -> None:
+        order.clear()  # one run per wire
         r = await h.exchange(b"GET /static HTTP/1.1\r\nHost: w.test\r\n\r\n")
         assert r.body == b"from a pre-stage" and order == ["pre:-"]
         r = await h.exchange(b"GET /x HTTP/1.1\r\nHost: w.test\r\n\r\n")
