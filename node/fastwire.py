@@ -79,17 +79,14 @@ class FastHTTPServer:
         self._all_closed.set()
         self._per_client: Counter[str] = Counter()
         self.refused = 0  # connections refused by max_connections_per_client
+        # The delegate's lane for plain requests (node.front.Front.lane), if it has one:
+        # asked once, as a delegate's mounted app is fixed when it is made.
+        self.lane: Lane | None = getattr(delegate, "lane", None)
 
     @property
     def shortcut(self) -> Shortcut | None:
         """The delegate's prepared answers (node.front.Front.shortcut), if it has any."""
         found: Shortcut | None = getattr(self.delegate, "shortcut", None)
-        return found
-
-    @property
-    def lane(self) -> Lane | None:
-        """The delegate's lane for plain requests (node.front.Front.lane), if it has one."""
-        found: Lane | None = getattr(self.delegate, "lane", None)
         return found
 
     async def listen(self, host: str, port: int, reuse_port: bool = False) -> int:
