@@ -26,7 +26,8 @@ handshake without touching open connections. A connection is handed to us
 `ssl_handshake_timeout` = the header timeout (nginx counts the handshake in
 client_header_timeout too). A failed handshake — plaintext, TLS 1.0/1.1, a client
 that refuses our certificate — never reaches the protocol: the loop closes it and
-logs an OSError only in debug mode. Our close sends close_notify and waits at most
+logs an OSError only in debug mode (a TLS 1.0/1.1 client gets the protocol_version
+alert first: node.tls.FlushingSSLObject). Our close sends close_notify and waits at most
 `_TLS_SHUTDOWN` seconds for the client's, then aborts. Prepared answers
 (`shortcut`) are served over TLS as over plain TCP: an https slot's prepared head
 carries the HSTS field the https front adds (node.hitcache.https_fields), and the
