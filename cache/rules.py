@@ -83,6 +83,15 @@ def _indexed(headers: Fields) -> _Indexed | None:
     return cast(_Indexed, headers) if hasattr(headers, "get_joined") else None
 
 
+def _many(headers: Fields) -> Fields:
+    """`headers` in a form that can be read more than once, copied only when it cannot:
+    an indexed multi-map stays one (a copy into a list cost every later lookup a lower()
+    per field — a dozen lookups a miss)."""
+    if isinstance(headers, (list, tuple)) or _indexed(headers) is not None:
+        return headers
+    return list(headers)
+
+
 def get_all(headers: Fields, name: str) -> list[str]:
     if (indexed := _indexed(headers)) is not None:
         return indexed.get_all(name)
@@ -136,7 +145,7 @@ def storable(
     policy: Policy,
 ) -> Verdict:
     """Whether a shared cache may store this response to this request (§3, §3.5)."""
-    headers = list(response_headers)
+    headers = _many(response_headers)
     cc = response_directives(headers)
     if method not in CACHEABLE_METHODS:
         return Verdict(False, "method")
@@ -167,7 +176,7 @@ def storable(
 
 def freshness_lifetime(status: int, headers: Fields, response_time: float, policy: Policy) -> float:
     """Seconds this response stays fresh in a shared cache (§4.2.1, §4.2.2); never negative."""
-    headers = list(headers)
+    headers = _many(headers)
     cc = response_directives(headers)
     for name in ("s-maxage", "max-age"):
         if cc.has(name):
@@ -192,7 +201,7 @@ def current_age(headers: Fields, request_time: float, response_time: float, now:
 
     A peer's clock may run ahead of ours, so a `response_time` in our future
     counts as no resident time rather than a negative one."""
-    headers = list(headers)
+    headers = _many(headers)
     age_raw = get_first(headers, "age")
     age_value = (parse_delta(age_raw) or 0) if age_raw is not None else 0
     date = http_date(get_first(headers, "date"))
@@ -237,7 +246,7 @@ def decide(
     policy: Policy,
 ) -> Decision:
     """What to do with a stored response for a request carrying `request_cc`."""
-    headers = list(headers)
+    headers = _many(headers)
     cc = response_directives(headers)
     age = current_age(headers, request_time, response_time, now)
     lifetime = freshness_lifetime(status, headers, response_time, policy)
@@ -351,7 +360,7 @@ def refusal(
     `storable` plus the two guards a shared cache adds: a request whose unkeyed
     headers could have shaped the answer (cache.key.unkeyed_conflict), and a
     declared body larger than the cache takes."""
-    items = list(response_headers)
+    items = _many(response_headers)
     verdict = storable("GET", request_headers, status, items, request_cc=request_cc, policy=policy)
     if not verdict.ok:
         return verdict.reason

@@ -87,6 +87,8 @@ class PurgeCount(int):
         return self
 
 
+_RENDERED_KEPT = 256  # Cache-Status members remembered rendered
+
 class _StatusArgs(TypedDict, total=False):
     """What a response's Cache-Status member says besides the cache name and ttl."""
 
@@ -147,6 +149,7 @@ class CacheStage:
         self.counts: Counter[str] = Counter()
         self._store_log = RateLimitedLog(log, interval=60.0)  # a full disk fails every put
         self._name = cache_name(node_id)
+        self._rendered: dict[tuple[object, ...], list[tuple[str, str]]] = {}  # see _mark
         # Prepared answers for the fast wire (node.hitcache): offered on fresh HITs,
         # forgotten on every put, delete and purge that passes through here.
         self.hits = HitCache(self._name, counts=self.counts, wall_clock=wall_clock,
@@ -453,10 +456,19 @@ class CacheStage:
 
     def _mark(self, response: Response, outcome: Outcome, **cs: Unpack[_StatusArgs]) -> Response:
         self.counts[outcome.value] += 1
-        upstream = response.headers.get_joined("cache-status")
-        member = CacheStatus(self._name, **cs)
-        for name, value in status_headers(outcome, member, upstream):
-            response.headers.set(name, value)
+        # The same few members every time (outcome, fwd, status, refusal reason): render
+        # each once (bounded: cleared when full).
+        memo = (outcome, *cs.items())
+        ours = self._rendered.get(memo)
+        if ours is None:
+            if len(self._rendered) >= _RENDERED_KEPT:
+                self._rendered.clear()
+            ours = self._rendered[memo] = status_headers(outcome, CacheStatus(self._name, **cs))
+        headers = response.headers
+        upstream = headers.get_joined("cache-status")
+        for name, value in ours:
+            kept = f"{upstream}, {value}" if upstream and name == "Cache-Status" else value
+            headers.set(name, kept)
         if not response.outcome:
             response.outcome = outcome.value
         return response
