@@ -6,8 +6,9 @@ No sockets and no other process: a request's bytes are handed to the fast wire's
 protocol (node.fastproto.WireProtocol) over an in-memory transport, answered by
 node.front.Front and node.pipeline.Pipeline with a dispatcher that returns 1 KiB
 from memory, and the answer's bytes are taken back. So the figure is what the node
-itself spends on a request — llhttp, the Tornado-shaped exchange, the pipeline,
-proxy headers, the response head — without the kernel, wrk or a worker, and it moves
+itself spends on a request — llhttp, the exchange (these GETs take the fast wire's
+lane, node.fastproto.Lane), the pipeline, proxy headers, the response head — without
+the kernel, wrk or a worker, and it moves
 much less with the machine's load than a wrk run (min of R rounds of CPU time).
 
 Rows: wrk's request (Host only) and a browser's (bench.tools.BROWSER_HEADERS, 13
