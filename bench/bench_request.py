@@ -12,9 +12,10 @@ the kernel, wrk or a worker, and it moves
 much less with the machine's load than a wrk run (min of R rounds of CPU time).
 
 Rows: wrk's request (Host only) and a browser's (bench.tools.BROWSER_HEADERS, 13
-fields), each without and with the cache stage (a no-store answer, the miss path), and
-the miss path once more with the access log on (text lines into a buffer, as the node
-writes them);
+fields), each without and with the cache stage (a no-store answer, the miss path), the
+miss path once more with the access log on (text lines into a buffer, as the node
+writes them), and once without the lane (the Tornado-shaped exchange every request took
+before it, and requests with a body or a mounted app still take);
 the reference is the floor any Python server on this loop pays: an asyncio.Protocol
 feeding llhttp and answering the same bytes. Ratios are against that floor.
 """
@@ -100,7 +101,7 @@ class _Floor(asyncio.Protocol):
         self.transport.write(self.ANSWER)
 
 
-def _node_protocol(cache: bool, logged: bool = False) -> asyncio.Protocol:
+def _node_protocol(cache: bool, logged: bool = False, lane: bool = True) -> asyncio.Protocol:
     from cache.memory import MemoryStore
     from node.cacheconfig import CacheConfig
     from node.cachestage import CacheStage
@@ -124,6 +125,8 @@ def _node_protocol(cache: bool, logged: bool = False) -> asyncio.Protocol:
         front.access_log = AccessLog("text", node="bench", sink=lines.append)
     server = FastHTTPServer(front)
     server._added = lambda wire: None  # type: ignore[method-assign]  # no sweep here
+    if not lane:  # the way a request the lane does not take goes (a body, a mounted app)
+        server.lane = None
     return WireProtocol(server)
 
 
@@ -151,10 +154,12 @@ async def run(n: int, rounds: int) -> None:
         request = f"GET /x?y=1 HTTP/1.1\r\nHost: a.test\r\n{extra}\r\n".encode()
         floor = await _cost(_Floor(), request, n, rounds)
         print(f"{label:22s} {'floor: Protocol + llhttp':28s} {floor:8.1f} {1.0:8.2f}")
-        for name, cache, logged in (("node, no cache stage", False, False),
-                                    ("node, miss (no-store)", True, False),
-                                    ("node, miss, access log on", True, True)):
-            cost = await _cost(_node_protocol(cache, logged), request, n, rounds)
+        for name, cache, logged, lane in (
+                ("node, no cache stage", False, False, True),
+                ("node, miss (no-store)", True, False, True),
+                ("node, miss, access log on", True, True, True),
+                ("node, miss, no lane", True, False, False)):
+            cost = await _cost(_node_protocol(cache, logged, lane), request, n, rounds)
             print(f"{label:22s} {name:28s} {cost:8.1f} {cost / floor:8.2f}")
 
 
