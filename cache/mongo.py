@@ -101,7 +101,16 @@ class MongoStore:
         return self._client[self.database][self.collection]
 
     async def open(self) -> None:
-        """Connect, create the collection and its indexes if absent (races with peers are fine)."""
+        """Connect, create the collection and its indexes if absent (races with peers are fine).
+        A server that cannot be reached or refuses us is a ConnectionError saying so in one
+        line (pymongo's message names hosts, never the URL's password)."""
+        try:
+            await self._open()
+        except PyMongoError as exc:
+            reason = str(exc).split(", Topology Description")[0]
+            raise ConnectionError(f"cannot open the MongoDB store: {reason}") from None
+
+    async def _open(self) -> None:
         self._client = AsyncMongoClient(self.url, serverSelectionTimeoutMS=5000)
         db = self._client[self.database]
         info = await self._client.server_info()

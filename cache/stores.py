@@ -63,6 +63,15 @@ def parse_size(text: str) -> int:
     return value
 
 
+_PASSWORD = re.compile(r"(://[^:/@]*):.*@")
+
+
+def redact(spec: str) -> str:
+    """`spec` with a URL's password shown as *** (mongo:mongodb://user:***@host/db), for
+    logs and error messages: a node's stderr goes to the journal."""
+    return _PASSWORD.sub(r"\1:***@", spec)
+
+
 def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     """(scheme, location, options) of a store spec; ValueError when malformed."""
     head, sep, query = spec.partition("#")
@@ -71,7 +80,7 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     scheme, _, location = head.partition(":")
     scheme = scheme.strip().lower()
     if not _SCHEME.fullmatch(scheme):
-        raise ValueError(f"cache store spec {spec!r} does not start with a store name")
+        raise ValueError(f"cache store spec {redact(spec)!r} does not start with a store name")
     options: dict[str, str] = {}
     for part in filter(None, query.split("&")):
         name, eq, value = part.partition("=")

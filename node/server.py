@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from tornado.httpserver import HTTPServer
 
+from cache.stores import redact
 from node import logsetup
 from node.accesslog import AccessLog
 from node.admin import AdminState, Unbranded, make_admin_app
@@ -92,7 +93,7 @@ async def _cache_stage(spec: str, config: Any, node_id: str) -> tuple[Stage | No
         store = open_store(spec)
         await store.open()
     except (ValueError, OSError) as exc:
-        raise ConfigError(f"--cache {spec!r}: {exc}") from exc
+        raise ConfigError(f"--cache {redact(spec)!r}: {redact(str(exc))}") from None
     return CacheStage(store, config, node_id=node_id), store
 
 
@@ -254,7 +255,7 @@ class Node:
                  if self.https_port else "")
         log.info("scale0 node %s (dc %s) ready: http=%s:%d%s admin=%s workers=%s mesh=%s "
                  "cache=%s", self.node_id, cfg.dc, host or "*", self.http_port, https,
-                 cfg.admin, broker.bound_endpoint, mesh.endpoints, cfg.cache or "off")
+                 cfg.admin, broker.bound_endpoint, mesh.endpoints, redact(cfg.cache) or "off")
 
     def _pipeline(self, settings: Settings) -> Pipeline:
         """The request path for `settings` (shares the cache, mesh and broker)."""
