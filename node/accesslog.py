@@ -89,6 +89,17 @@ def iso_time(wall: float) -> str:
     return f"{text}.{micros // 1000:03d}Z"
 
 
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@")
+
+
+def shown_target(target: str) -> str:
+    """The target as the log shows it: an absolute-form target's user info (a password
+    a client put in the URL, refused with a 400) becomes `***`."""
+    if "@" in target and "://" in target:
+        return _USERINFO.sub(r"\1***@", target, count=1)
+    return target
+
+
 def record_of(
     request: Request,
     response: Response,
@@ -112,7 +123,7 @@ def record_of(
         request_id=request.request_id,
         client=request.client,
         method=request.method,
-        target=request.target,
+        target=shown_target(request.target),
         status=response.status if status is None else status,
         bytes=max(0, sent_bytes),
         duration_ms=round(max(0.0, duration) * 1000.0, 3),

@@ -306,6 +306,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self._begin()
         limit = front.limits
         if _header_bytes(start_line, headers) > limit.max_header_size:
+            self._refused(start_line)
             return self._reject(Response.error(
                 431, f"request headers larger than {limit.max_header_size} bytes"))
         chunked = "Transfer-Encoding" in headers
@@ -314,11 +315,12 @@ class _Exchange(httputil.HTTPMessageDelegate):
             target = normalise_target(start_line.method, start_line.path,
                                       headers.get_list("Host"), start_line.version, front.scheme)
         except ClientError as exc:
+            self._refused(start_line)
             return self._reject(Response.error(exc.status, exc.reason))
+        self.request = self._request(start_line, headers, target)
         if length > limit.max_body_size:
             return self._reject(Response.error(
                 413, f"request body larger than {limit.max_body_size} bytes"))
-        self.request = self._request(start_line, headers, target)
         if chunked or length >= limit.buffer_body_below:
             self.channel = BodyChannel(capacity=limit.body_channel_chunks)
             self.request.body = self.channel
@@ -377,6 +379,14 @@ class _Exchange(httputil.HTTPMessageDelegate):
         set_close_callback = getattr(self.conn, "set_close_callback", None)
         if set_close_callback is not None:  # HTTP1Connection: told when the client leaves
             set_close_callback(self.on_connection_close)
+
+    def _refused(self, start_line: httputil.RequestStartLine) -> None:
+        """The request as the access line of an answer given before it was understood
+        (400, 431) shows it: method and target as sent, bounded."""
+        context = getattr(self.conn, "context", None)
+        self.request = Request(method=start_line.method[:32], target=start_line.path[:2048],
+                               headers=Headers(), scheme=self.front.scheme,
+                               client=str(getattr(context, "remote_ip", "") or ""))
 
     def _request(self, start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders,
                  target: Target) -> Request:
