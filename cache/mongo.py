@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, uri_parser
 from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
 
 from cache.entry import CacheEntry
@@ -51,6 +51,28 @@ _DELETE_REFUSED = 20  # IllegalOperation: "cannot remove from a capped collectio
 
 Doc = dict[str, Any]
 
+
+
+def _check_url(url: str) -> None:
+    """ValueError, before any connection, for a URL pymongo would refuse when the node
+    opens the store (a bad port, an unknown option): --check-config says so too. The
+    password never appears in the message."""
+    from cache.stores import redact
+
+    try:
+        uri_parser.parse_uri(url, warn=False)
+    except (PyMongoError, ValueError) as exc:
+        why = str(exc)
+        password = _password_of(url)
+        if password:
+            why = why.replace(password, "***")
+        raise ValueError(f"mongo store: {redact(url)!r}: {why}") from None
+
+
+def _password_of(url: str) -> str:
+    authority = url.split("://", 1)[-1].split("/", 1)[0]
+    userinfo, at, _ = authority.rpartition("@")
+    return userinfo.partition(":")[2] if at else ""
 
 class MongoStore:
     def __init__(
@@ -78,11 +100,13 @@ class MongoStore:
     @classmethod
     def from_spec(cls, location: str, options: Mapping[str, str]) -> MongoStore:
         """`mongo:mongodb://host/#mode=ttl&ttl=3600&max=2GiB&db=scale0&collection=cache`."""
-        from cache.stores import parse_size, unknown_options
+        from cache.stores import parse_size, redact, unknown_options
 
         unknown_options("mongo", options, {"mode", "ttl", "max", "max_entry", "db", "collection"})
         if not location.startswith(("mongodb://", "mongodb+srv://")):
-            raise ValueError(f"mongo store: {location!r} is not a mongodb:// URL")
+            raise ValueError(f"mongo store: {redact(location)!r} is not a mongodb:// URL")
+        if location.startswith("mongodb://"):  # +srv would need DNS: checked at open()
+            _check_url(location)
         try:
             ttl = float(options.get("ttl", DEFAULT_TTL))
         except ValueError:

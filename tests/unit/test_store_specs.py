@@ -146,3 +146,26 @@ def test_open_store_builds_each_builtin(tmp_path: Path) -> None:
 def test_bad_specs_say_what_is_wrong(spec: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         open_store(spec)
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("mongodb://user:s3cret@127.0.0.1:notaport/db", "Port contains non-digit"),
+    ("mongodb://user:s3cret@127.0.0.1:99999/db", "Port must be an integer"),
+    ("mongodb://user:s3cret@127.0.0.1/db?bogus=1", "Unknown option"),
+])
+def test_a_mongo_url_pymongo_would_refuse_is_refused_when_the_spec_is_read(
+        url: str, why: str) -> None:
+    """Before any connection, so --check-config says it too; the password stays out."""
+    with pytest.raises(ValueError) as caught:
+        open_store(f"mongo:{url}")
+    assert why in str(caught.value) and "s3cret" not in str(caught.value)
+    assert "user:***@127.0.0.1" in str(caught.value)
+
+
+@given(st.text(st.characters(blacklist_characters="@/:"), min_size=1, max_size=12))
+def test_no_refusal_of_a_mongo_url_shows_its_password(password: str) -> None:
+    url = f"mongodb://user:{password}@127.0.0.1:bad/db"
+    try:
+        MongoStore.from_spec(url, {})
+    except ValueError as exc:
+        assert f"user:{password}@" not in str(exc)
