@@ -12,7 +12,8 @@ then trusts entries newer than the record's `since`. Entries older than that
 (the node was down longer than the peers remember, `tombstone_age`, or every
 node restarted) stay unserved and are refilled as they are asked for. A node
 with nobody to ask within `sync_grace` seconds (alone) trusts its store as it is
-and says so in the log. Every node answers the request, whatever its store.
+and says so in the log (not when the store was empty at start: nothing to distrust).
+Every node answers the request, whatever its store.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ class PurgeRecords:
     async def ask(self, most: int = 3, tries: int = 16) -> None:
         """Ask alive peers (any dc: purges reach every node) for their records until
         `most` answered or `tries` were spent; the first answer ends the blind spell."""
+        if self.cache.store.stats().entries == 0:
+            # Nothing was stored before this start (a new node, an emptied cache): nothing
+            # to distrust, nothing to warn about; the records are still merged if they come.
+            self.cache.trusted_after = 0.0
         asked: set[str] = set()
         grace_end = self.monotonic() + self.grace
         answered = 0
