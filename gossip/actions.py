@@ -22,6 +22,10 @@ class MemberView:
     addresses: Addresses
     last_heard: float | None  # our clock; None if never heard directly
     load: LoadReport
+    # The member's process, as its own beats say (gossip/reliable.py "Lives"): the first
+    # life heard from it, which changes only when a later process (a restart) speaks. 0
+    # until a beat of it was heard, or from a sender that does not say.
+    life: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +58,7 @@ class Unsubscribe:
 
 @dataclass(frozen=True, slots=True)
 class MemberChanged:
-    """A member's state, incarnation or addresses changed (for the load table)."""
+    """A member's state, incarnation, addresses or process (`MemberView.life`) changed."""
 
     view: MemberView
 

@@ -13,9 +13,11 @@ robin, with exponential backoff and jitter, until one answers with a Snapshot;
 from then on everything is learned by gossip. A seed that later is no live member of
 the view (a partition outlived `dead_retention`: each side forgot the other) is asked
 again every `rejoin_beats` intervals, which merges the halves once the link heals.
-Stopping says LEAVE twice over: on
+Stopping first answers what peers asked of us and refuses what they ask from then on
+(`Transport.stop_serving`: nothing they wait for is swallowed), then says LEAVE twice over: on
 PUB (lossy) and straight to a sample of live members over the peer socket, waiting
-briefly for their acknowledgements. `abort()` closes the sockets without a word,
+briefly for their acknowledgements (a member that acknowledged has applied it: it sends
+us nothing more). `abort()` closes the sockets without a word,
 which is what a crash looks like to the others.
 
 Addresses: endpoints bound on a wildcard host (`*`, `0.0.0.0`) are advertised with
@@ -206,6 +208,7 @@ class GossipAgent:
         """Say LEAVE (PUB and direct, acknowledged or timed out), then close everything."""
         m = self.membership
         if m is not None and not self.transport.closed:
+            self.transport.stop_serving()  # its answers leave during the LEAVE's round trip
             actions = m.leave(self._clock())
             leave_push = next((a.msg for a in actions
                                if isinstance(a, Publish) and isinstance(a.msg, Push)), None)
@@ -242,6 +245,11 @@ class GossipAgent:
 
     def members(self) -> list[MemberView]:
         return self.membership.members() if self.membership is not None else []
+
+    def owns_life(self, life: int) -> bool:
+        """Whether a peer's `MemberView.life` of us names this process (not an earlier one
+        under our id, whose work died with it)."""
+        return self.membership is not None and self.membership.owns_life(life)
 
     def add_seed(self, endpoint: str) -> None:
         """One more peer endpoint to join through (mDNS calls this)."""

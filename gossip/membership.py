@@ -64,7 +64,7 @@ from gossip.messages import (
     Suspect,
 )
 from gossip.overlay import Overlay, ring_key
-from gossip.reliable import Inbox, Outbox
+from gossip.reliable import Inbox, Outbox, later_process, life_of
 
 __all__ = [
     "Action", "Deliver", "GossipConfig", "MemberChanged", "MemberView", "Membership", "Publish",
@@ -95,10 +95,11 @@ class _Member:
     since: float
     last_heard: float | None = None
     load: LoadReport = ()
+    life: int = 0  # MemberView.life
 
     def view(self) -> MemberView:
         return MemberView(self.id, self.dc, self.state, self.incarnation, self.addresses,
-                          self.last_heard, self.load)
+                          self.last_heard, self.load, self.life)
 
 
 def _contrib(member_id: str, incarnation: int) -> int:
@@ -177,6 +178,11 @@ class Membership:
     def follows(self, member_id: str) -> bool:
         """Whether we subscribe to ``member_id``'s PUB (its messages may come to us there)."""
         return member_id in self._following
+
+    def owns_life(self, life: int) -> bool:
+        """Whether ``life`` (a peer's ``MemberView.life`` of us) names this process, not an
+        earlier one under our id: what it asked of that one died with it."""
+        return self._outbox.owns(life)
 
     def reliable_dropped(self) -> dict[str, int]:
         """Reliable envelopes refused or never recovered, by reason (counted as drops by the
@@ -455,10 +461,13 @@ class Membership:
                 out.append(SendTo(b.sender, b.addresses.peer,
                                   Push(self.me.id, self._next_seq(), (news,))))
             return
+        mark = len(out)
         self._apply(Alive(b.sender, b.incarnation, b.dc, b.addresses), now, out)
         m = self._members.get(b.sender)
         if m is None:
             return  # not believed (the member cap, an implausible incarnation)
+        if b.incarnation == m.incarnation:  # a current beat, not a late or disbelieved one
+            self._life(m, life_of(b.rseq), out, mark)
         self._heard(b.sender, now)
         m.load = self._clamped(b.load)
         for n in b.news:
@@ -474,6 +483,22 @@ class Membership:
             self._next_snapshot = now + self.config.snapshot_cooldown
             self._mismatch.clear()
             out.append(SendTo(b.sender, b.addresses.peer, self.snapshot_request()))
+
+    def _life(self, m: _Member, life: int, out: list[Action], mark: int) -> None:
+        """A beat says which process ``m`` is (``MemberView.life``): the first one heard,
+        then a later process only (a restart: what the earlier one was asked is lost with
+        it; ``later_process``). Told as one ``MemberChanged`` with this beat's (in place of
+        one it caused since ``mark``)."""
+        if not life or (m.life and not later_process(m.life, life)):
+            return  # not said, the same process (roll-overs), or an older one's late beat
+        m.life = life
+        changed = MemberChanged(m.view())
+        for i in range(len(out) - 1, mark - 1, -1):
+            action = out[i]
+            if isinstance(action, MemberChanged) and action.view.id == m.id:
+                out[i] = changed
+                return
+        out.append(changed)
 
     def _clamped(self, load: LoadReport) -> LoadReport:
         safe, clamped = clamp_report(load)

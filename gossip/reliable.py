@@ -53,7 +53,11 @@ from gossip.messages import MAX_INT, Reliable
 MAX_PENDING = 256  # early envelopes buffered per publisher
 SEQ_BITS = 22  # envelopes per life: ~4.2 million; wall-clock ms lives fit in the other 42
 SEQ_MASK = (1 << SEQ_BITS) - 1
-MAX_LIFE = (MAX_INT >> SEQ_BITS) - 1024  # room left for roll-overs within one life
+# Roll-overs (below) one process may make: 2**10 of them take 2**32 envelopes. A restart's
+# life is its start in wall-clock milliseconds, so a life more than this past one heard from
+# a process is a later process (`later_process`): a restart at least ~1 s after the last.
+ROLLOVERS = 1024
+MAX_LIFE = (MAX_INT >> SEQ_BITS) - ROLLOVERS  # room left for roll-overs within one life
 
 
 def life_of(rseq: int) -> int:
@@ -66,12 +70,25 @@ def first_of(life: int) -> int:
     return life << SEQ_BITS | 1
 
 
+def later_process(known: int, life: int) -> bool:
+    """Whether a publisher whose process was heard at life ``known`` now speaks as a later
+    process (a restart) at ``life``, not the same one after roll-overs (up to ``ROLLOVERS``
+    past it) nor an older one's late word. 0 is "not said" (an older sender): never."""
+    return known > 0 and life > known + ROLLOVERS
+
+
 class Outbox:
     """The publisher side: numbering within this life and a bounded history for resends."""
 
     def __init__(self, keep: int, life: int = 0) -> None:
         self._history: deque[Reliable] = deque(maxlen=keep)
-        self.last = min(max(life, 0), MAX_LIFE) << SEQ_BITS  # "nothing yet" in this life
+        self.first_life = min(max(life, 0), MAX_LIFE)
+        self.last = self.first_life << SEQ_BITS  # "nothing yet" in this life
+
+    def owns(self, life: int) -> bool:
+        """Whether ``life`` is one of this process's: the one it started with, or one it
+        rolled over to since."""
+        return 0 < self.first_life <= life <= life_of(self.last)
 
     def next(self, sender: str, seq: int, kind: str, payload: bytes) -> Reliable:
         self.last += 1

@@ -23,6 +23,12 @@ with string keys, decoded with limits; body frames are passed through untouched
 so large bodies are never copied into msgpack. An `err` reply's meta carries
 `reason`.
 
+Stopping answers every request it took (`stop_serving`, then `close` with a linger):
+one not started yet, or arriving from then on, is refused as `STOPPING` (its reason
+says "busy": it did not run, so the asker may take it elsewhere, whatever it was); one
+being served is cancelled and answered `INTERRUPTED` (it may have had effects). Without
+this a node that left swallowed them, and its peers waited for their deadlines.
+
 Every inbound frame is untrusted: malformed input is dropped, counted by reason
 in `stats.dropped`, and logged at most once per reason per `LOG_EVERY` seconds;
 nothing raised by a peer's bytes or a handler escapes the drain loop. Sockets
@@ -50,6 +56,8 @@ VERSION = b"\x01"
 OK, ERR = b"ok", b"err"
 LOG_EVERY = 10.0  # seconds between two log lines for the same kind of drop
 _ID_LEN = 8
+STOPPING = "busy: this node is shutting down"  # not started: safe to ask someone else
+INTERRUPTED = "this node shut down while serving the request"  # it may have had effects
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +206,15 @@ class _Drain:
             self._on_frames(frames)
         self.poke()  # more may be waiting: let other callbacks run first
 
+    def read_now(self, limit: int) -> None:
+        """Read what is queued now, up to `limit` messages, without waiting for a wake."""
+        for _ in range(limit):
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:  # Again (nothing more), or closed under us
+                return
+            self._on_frames(frames)
+
     def close(self) -> None:
         self._loop.remove_reader(self._fd)
 
@@ -226,7 +243,8 @@ class Transport:
         self._following: set[str] = set()
         self._links: dict[str, _PeerLink] = {}
         self._ids = itertools.count(1)
-        self._serving: set[asyncio.Task[None]] = set()
+        self._serving: dict[asyncio.Task[None], tuple[bytes, bytes]] = {}  # -> envelope, id
+        self._refusing = False  # stop_serving() was called
         self._drains: list[_Drain] = []
         self._closed = False
         self.gossip_endpoint = ""  # the real bound endpoints, known after start()
@@ -275,14 +293,35 @@ class Transport:
     def closed(self) -> bool:
         return self._closed
 
+    def stop_serving(self) -> None:
+        """Answer every peer request taken and refuse the rest (a node about to leave):
+        queued ones and any that arrive from now on get `STOPPING`; those being served
+        are cancelled and get `INTERRUPTED`. Call it before saying LEAVE, so the answers
+        go out while the LEAVE's round trip lasts."""
+        if self._refusing or self._closed or not hasattr(self, "_router_drain"):
+            return
+        self._refusing = True
+        self._router_drain.read_now(self._read_limit())
+        for task, (envelope, rid) in list(self._serving.items()):
+            if not task.done():
+                self._reply(envelope, rid, ERR, {"reason": INTERRUPTED}, ())
+                task.cancel()
+        self._serving.clear()
+
+    def _read_limit(self) -> int:
+        return self.config.batch * 16  # a bound for a flood, far above a burst
+
     def close(self, linger_ms: int = 0) -> None:
-        """Close every socket; queued output is discarded, except PUB's for `linger_ms`."""
+        """Close every socket. Queued output is discarded, except PUB's and, once
+        `stop_serving` was called, the peer ROUTER's (its answers), for `linger_ms`."""
         if self._closed:
             return
+        if self._refusing and hasattr(self, "_router_drain"):
+            self._router_drain.read_now(self._read_limit())  # the last arrivals: refused too
         self._closed = True
         for drain in self._drains:
             drain.close()
-        for task in self._serving:
+        for task in list(self._serving):
             task.cancel()
         for link in self._links.values():
             self._fail(link, PeerError("transport closed"))
@@ -292,7 +331,8 @@ class Transport:
         for name in ("_pub", "_sub", "_router"):
             sock = getattr(self, name, None)
             if sock is not None:
-                sock.close(linger_ms if name == "_pub" else 0)
+                keep = name == "_pub" or (name == "_router" and self._refusing)
+                sock.close(linger_ms if keep else 0)
 
     # -- PUB/SUB -----------------------------------------------------------------
     def publish(self, topic: bytes, *frames: bytes) -> None:
@@ -361,6 +401,10 @@ class Transport:
             self.drops.drop("peer:version", repr(version[:8]))
             return
         handler = self._handlers.get(kind)
+        if self._refusing:
+            self.stats.inbound["req:refused-stopping"] += 1
+            self._reply(envelope, rid, ERR, {"reason": STOPPING}, ())
+            return
         if handler is None:
             self.drops.drop("peer:unknown-kind", repr(kind[:32]))
             self._reply(envelope, rid, ERR, {"reason": f"unknown request kind {kind[:32]!r}"}, ())
@@ -379,8 +423,11 @@ class Transport:
         self.stats.inbound[f"req:{name}"] += 1
         request = PeerRequest(name, meta, tuple(body), envelope)
         task = asyncio.get_running_loop().create_task(self._serve(handler, request, envelope, rid))
-        self._serving.add(task)
-        task.add_done_callback(self._serving.discard)
+        self._serving[task] = (envelope, rid)
+        task.add_done_callback(self._served)
+
+    def _served(self, task: asyncio.Task[None]) -> None:
+        self._serving.pop(task, None)
 
     async def _serve(self, handler: Handler, request: PeerRequest, envelope: bytes,
                      rid: bytes) -> None:

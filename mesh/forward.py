@@ -4,8 +4,11 @@ A node whose workers are full sends the request to a peer over the peer socket
 (gossip.transport, request kind "http"). The request and response bodies ride
 as their own frames; the metadata is a small msgpack map carrying what the peer
 needs to serve the request as if it had arrived there: method, target, headers,
-the client's address, the request id, the time left before the deadline and the
-hop count (the receiver refuses a second hop). Both directions are validated
+the client's address, the request id, the time left before the deadline, the
+hop count (the receiver refuses a second hop) and the receiver's process as the
+sender knows it (`life`, gossip's `MemberView.life`; 0: not known): a node restarted
+since refuses what was meant for its earlier process, so the sender, which gave up
+on that process, never has it run twice. Older nodes ignore the key. Both directions are validated
 after decoding, with limits, because a peer's bytes are untrusted:
 `ForwardError` says what was wrong and never anything else escapes.
 
@@ -42,6 +45,7 @@ class ForwardedRequest:
     request_id: str = ""
     ttl: float = 30.0  # seconds left before the client's deadline
     hops: int = 1  # hops including the one being made
+    life: int = 0  # the receiver's process it is meant for (0: any)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,7 @@ def request_meta(req: ForwardedRequest) -> dict[str, Any]:
         "rid": req.request_id,
         "ttl": req.ttl,
         "hops": req.hops,
+        "life": req.life,
     }
 
 
@@ -129,6 +134,9 @@ def decode_request(meta: dict[str, Any], body: tuple[bytes, ...]) -> ForwardedRe
         raise ForwardError("ttl: expected seconds between 0 and 3600")
     if not isinstance(hops, int) or isinstance(hops, bool) or not 1 <= hops <= 16:
         raise ForwardError("hops: expected an integer between 1 and 16")
+    life = meta.get("life", 0)  # absent from older senders
+    if not isinstance(life, int) or isinstance(life, bool) or not 0 <= life < 2**64:
+        raise ForwardError("life: expected an integer between 0 and 2**64 - 1")
     return ForwardedRequest(
         service=_str(meta, "service", 128),
         method=method,
@@ -141,6 +149,7 @@ def decode_request(meta: dict[str, Any], body: tuple[bytes, ...]) -> ForwardedRe
         request_id=_str(meta, "rid", 256, ""),
         ttl=float(ttl),
         hops=hops,
+        life=life,
     )
 
 

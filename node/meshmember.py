@@ -7,9 +7,10 @@ gossip and peer sockets, joins through the seeds, starts serving forwarded
 requests). `stop()` says LEAVE and closes.
 
 The load table follows the membership: a change (join, suspect, dead, left)
-is applied at once — a dead peer also releases the requests we forwarded to
-it — and the per-service load that rides on every beat is folded in a few
-times per gossip interval.
+is applied at once — a dead or departed peer, or one whose process changed (a
+restart: `MemberView.life`), also releases the requests we forwarded to it — and
+the per-service load that rides on every beat is folded in a few times per gossip
+interval.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ class MeshMember:
         }
 
     async def start(self, handle: Callable[[Request], Awaitable[Response]]) -> None:
-        self.forwarded = ForwardedServer(handle, node_id=self.node_id, dc=self.dc)
+        self.forwarded = ForwardedServer(handle, node_id=self.node_id, dc=self.dc,
+                                         owns_life=self.agent.owns_life)
         self.agent.transport.register_handler("http", self.forwarded)
         self.agent.on_change(self._on_change)
         await self.agent.start()
@@ -131,8 +133,12 @@ class MeshMember:
 
     def _on_change(self, view: MemberView) -> None:
         self.table.apply_member(view, self.clock())
-        if view.state in ("dead", "left") and view.id != self.node_id:
+        if view.id == self.node_id:
+            return
+        if view.state in ("dead", "left"):
             self.dispatcher.peer_down(view.id)
+        else:
+            self.dispatcher.peer_life(view.id, view.life)
 
     async def _sync_loop(self) -> None:
         interval = max(0.05, self.agent.config.gossip.interval / 4)

@@ -10,9 +10,19 @@ until its deadline (the broker answers 503 + Retry-After then) — unless no
 worker here offers the service at all: then it waits for room at a peer (a new
 load report, or one of our forwards finishing) and decides again.
 
+A forward waits for its peer's answer only while that peer's process is the one it
+was sent to: when the membership says the peer is dead or left (`peer_down`), or that
+a later process now speaks under its id (`peer_life`: a restart), the forwards in
+flight to it are given up at once — what that process held died with it — and an
+idempotent one moves on to another peer or runs here. Each forward names the process
+it is meant for (`ForwardedRequest.life`), and a restarted peer refuses one meant for
+its earlier process, so a forward given up on never runs twice. Nothing new is sent
+to a peer that is no longer alive, even if it was chosen a moment before.
+
 The receiving side (`ForwardedServer`) runs a forwarded request through the
 node's own pipeline with the hop count set, so its cache can answer and its
-routing never forwards a second time (hop limit 1).
+routing never forwards a second time (hop limit 1). A node that stops answers
+every forwarded request it took (gossip.transport `stop_serving`).
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ from mesh.forward import (
     request_meta,
     response_meta,
 )
-from mesh.loadtable import LoadTable
+from mesh.loadtable import ROUTABLE_STATES, LoadTable
 from mesh.rates import RateMeter, ShareMeter
 from mesh.routing import Candidate, OverflowPolicy, Route, decide
 from node.body import BodyTooLong, read_body
@@ -48,7 +58,9 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # the service reads them up to this size to forward them, and refuses larger ones (413).
 MAX_FORWARD_BODY = 32 * 1024 * 1024
 MAX_FORWARD_ANSWER = 64 * 1024 * 1024  # a forwarded answer is one peer message (its size cap)
-BUSY_REASON = "busy"
+BUSY_REASON = "busy"  # in a refusal's reason: the request did not run (any method may go on)
+# A restarted peer's answer to a forward meant for its earlier process (it did not run).
+RESTARTED_REASON = "busy: restarted since (a forward meant for the earlier process)"
 # A peer that served the request but whose answer is too big for one peer message says
 # so with this reason: it is healthy (no breaker failure), and asking another peer would
 # only run the request again for the same outcome.
@@ -57,6 +69,10 @@ TOO_LARGE_REASON = "answer too large to forward"
 
 class _TooLargeToForward(Exception):
     """A peer ran the request; its answer cannot come back over the peer socket."""
+
+
+class _GivenUp(Exception):
+    """The membership said the peer's process is gone (`peer_down`, `peer_life`)."""
 
 
 class LocalBroker(Protocol):
@@ -112,6 +128,7 @@ class OverflowDispatcher:
         self.sent = 0
         self._share: dict[str, ShareMeter] = {}
         self._inflight: dict[str, set[asyncio.Task[PeerReply]]] = {}
+        self.lives: dict[str, int] = {}  # peer -> its process (gossip MemberView.life)
         self._room_changed: asyncio.Future[None] | None = None  # waiters for room (`_room`)
 
     def peer_down(self, peer: str) -> None:
@@ -119,6 +136,22 @@ class OverflowDispatcher:
 
         Its in-flight forwards fail at once, so idempotent ones move on to another
         candidate instead of waiting for their deadline."""
+        self.lives.pop(peer, None)
+        self._give_up(peer)
+
+    def peer_life(self, peer: str, life: int) -> None:
+        """The membership names `peer`'s process (gossip `MemberView.life`; 0: not known).
+        A different one than before is a restart: the forwards in flight to the earlier
+        process are given up at once, as for `peer_down` (the restarted peer refuses
+        them if they reach it: `ForwardedServer`)."""
+        old = self.lives.get(peer, 0)
+        if not life or life == old:
+            return
+        self.lives[peer] = life
+        if old:
+            self._give_up(peer)
+
+    def _give_up(self, peer: str) -> None:
         for task in self._inflight.pop(peer, set()):
             task.cancel()
         self.breakers.forget(peer)
@@ -223,9 +256,11 @@ class OverflowDispatcher:
         now = self.clock()
         if not self.breakers.allows(peer, now):
             return None
-        endpoint = next(
-            (r.addresses.get("peer") for r in self.table.rows(now) if r.id == peer), None
-        )
+        row = next((r for r in self.table.rows(now) if r.id == peer), None)
+        # Chosen a moment ago, it may have left or died since (a "busy" peer before it
+        # took a round trip): `peer_down` released what it held, and nothing new goes there.
+        endpoint = (row.addresses.get("peer")
+                    if row is not None and row.state in ROUTABLE_STATES else None)
         deadline = request.deadline or (request.received + self.default_timeout)
         ttl = deadline - now
         if not endpoint or ttl <= 0:
@@ -246,6 +281,7 @@ class OverflowDispatcher:
             request_id=request.request_id,
             ttl=ttl,
             hops=request.hops + 1,
+            life=self.lives.get(peer, 0),
         )
         token = self.table.note_sent(peer, service)
         self.forwarded_out.add(now)
@@ -265,7 +301,7 @@ class OverflowDispatcher:
                     call.cancel()
                     self.breakers.release(peer)
                     raise
-                raise PeerError("the peer left the mesh") from None
+                raise _GivenUp(peer) from None
             finally:
                 self._inflight.get(peer, set()).discard(call)
                 if (call.done() and not call.cancelled()
@@ -276,9 +312,19 @@ class OverflowDispatcher:
                     if not isinstance(call.exception(), PeerRefused):
                         self.room_may_have_changed()  # a "busy" answer freed nothing
             answer = decode_response(reply.meta, reply.body)
+        except _GivenUp:
+            # Its process is gone: the membership's verdict, not the circuit's (`_give_up`
+            # cleared it, so a restarted peer starts afresh).
+            if request.method in IDEMPOTENT:
+                return None
+            raise UpstreamError(f"peer {peer} left the mesh or restarted while serving the "
+                                "request") from None
         except PeerRefused as exc:
-            if BUSY_REASON in str(exc):
+            if str(exc) == BUSY_REASON:
                 self.breakers.success(peer)  # alive and honest, only full
+                return None
+            if BUSY_REASON in str(exc):  # it did not run: stopping, or restarted since
+                self.breakers.release(peer)
                 return None
             if str(exc) == TOO_LARGE_REASON:
                 self.breakers.success(peer)  # it served the request: healthy
@@ -345,8 +391,12 @@ class ForwardedServer:
         meter: RateMeter | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_body: int = MAX_FORWARD_ANSWER,
+        owns_life: Callable[[int], bool] | None = None,
     ) -> None:
         self.handle = handle
+        # Whether a forward's `life` names this process (gossip `GossipAgent.owns_life`);
+        # None: every forward is taken.
+        self.owns_life = owns_life
         self.node_id = node_id
         self.dc = dc
         self.meter = meter or RateMeter()
@@ -359,6 +409,8 @@ class ForwardedServer:
             fwd = decode_request(peer_request.meta, peer_request.body)
         except ForwardError as exc:
             raise Refuse(f"bad forwarded request: {exc}") from None
+        if fwd.life and self.owns_life is not None and not self.owns_life(fwd.life):
+            raise Refuse(RESTARTED_REASON)  # its sender gave up on our earlier process
         started = self.clock()
         self.meter.add(started)
         self.received += 1

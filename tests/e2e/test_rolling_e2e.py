@@ -6,11 +6,13 @@ killed by its own PID; loops are bounded in count and time.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -318,31 +320,58 @@ def test_rolling_restart_of_three_nodes_loses_no_accepted_get(tmp_path: Path) ->
             node.stop()
 
 
-def test_a_draining_node_turns_forwards_away_instead_of_failing_them(tmp_path: Path) -> None:
-    """A, draining, still finishes a slow GET B forwarded to it; a GET B forwards while
-    A waits for it must be turned away as busy (B runs it elsewhere), never a 503."""
-    origin, upstream = _origin(tmp_path)
-    a = MeshNode(tmp_path, "a", extra=["--cache", "none", "--log-level", "INFO"])
-    b = MeshNode(tmp_path, "b", seed=a.peer, extra=["--cache", "none", "--log-level", "INFO"])
+@contextlib.contextmanager
+def _pair(tmp: Path, a_slots: int, preset: str | None = None
+          ) -> Iterator[tuple[MeshNode, MeshNode]]:
+    """An origin; node a with `a_slots` worker slots and node b with one, seeded from a;
+    both up, and b seeing a's slots. Logs printed if the test fails."""
+    origin, upstream = _origin(tmp)
+    extra = ["--cache", "none", "--log-level", "INFO"]
+    a = MeshNode(tmp, "a", preset=preset, extra=extra)
+    b = MeshNode(tmp, "b", seed=a.peer, preset=preset, extra=extra)
     procs = [origin]
     try:
-        for node, slots in ((a, 2), (b, 1)):
+        for node, slots in ((a, a_slots), (b, 1)):
             node.start()
             wait_until(node.health, timeout=20, what=f"{node.name} up")
-            procs.append(worker(tmp_path, node, upstream, concurrency=slots))
+            procs.append(worker(tmp, node, upstream, concurrency=slots))
             wait_until(lambda n=node: n.workers_of() == 1, timeout=20, what="its worker")
         wait_until(lambda: b.views().get("a", ("",))[0] == "alive"
                    and b.service().get("workers") == 1
                    and any(r["id"] == "a" and r.get("services", {}).get("default")
                            for r in b.mesh()["nodes"]),
-                   timeout=20, what="b sees a and its slots")
-        held: list[tuple[int, bytes]] = []
-        threads = [threading.Thread(target=_ask, args=(b.http, "GET", f"/slow?ms=4000&h={i}",
-                                                       held)) for i in range(2)]
-        for t in threads:  # one fills b's slot, the other overflows to a
-            t.start()
-        wait_until(lambda: a.health()["workers"]["default"]["in_flight"] == 1, timeout=10,
-                   what="a forwarded GET running on a")
+                   timeout=30, what="b sees a and its slots")
+        yield a, b
+    except BaseException:
+        for node in (a, b):
+            print(node.log_tail(3000))
+        raise
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        for node in (a, b):
+            node.stop()
+
+
+def _overflow_to_a(a: MeshNode, b: MeshNode, ms: int
+                   ) -> tuple[list[tuple[int, bytes]], list[threading.Thread]]:
+    """Two slow GETs at b: one fills b's slot, the other is forwarded to a and running
+    there on return. (Their answers, and the threads that wait for them.)"""
+    held: list[tuple[int, bytes]] = []
+    threads = [threading.Thread(target=_ask, args=(b.http, "GET", f"/slow?ms={ms}&h={i}",
+                                                   held)) for i in range(2)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: a.health()["workers"]["default"]["in_flight"] == 1, timeout=10,
+               what="a forwarded GET running on a")
+    return held, threads
+
+
+def test_a_draining_node_turns_forwards_away_instead_of_failing_them(tmp_path: Path) -> None:
+    """A, draining, still finishes a slow GET B forwarded to it; a GET B forwards while
+    A waits for it must be turned away as busy (B runs it elsewhere), never a 503."""
+    with _pair(tmp_path, a_slots=2) as (a, b):
+        held, threads = _overflow_to_a(a, b, 4000)
         assert a.proc is not None
         a.proc.signal(signal.SIGTERM)
         wait_until(lambda: not _connects(a.http), timeout=10, what="a's listener closed")
@@ -353,15 +382,30 @@ def test_a_draining_node_turns_forwards_away_instead_of_failing_them(tmp_path: P
         assert held == [(200, b"slow done")] * 2, held
         assert late == [(200, b"slow done")], late
         assert a.proc.popen.wait(20) == 0
-    except BaseException:
-        for node in (a, b):
-            print(node.log_tail(3000))
-        raise
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
-        for node in (a, b):
-            node.stop()
+
+
+def test_a_node_killed_and_back_at_once_does_not_hold_a_get_forwarded_to_it(
+        tmp_path: Path) -> None:
+    """kill -9 of A while it runs a GET B forwarded to it, and A back on its ports at once
+    (a supervisor's restart, quicker than B's failure detector: B never sees A dead). B
+    must give that forward up when A's new process speaks and answer the GET, here or at
+    A — not wait for the old process's answer until the GET's deadline (QA: the rolling
+    restart's one lost GET)."""
+    # wan: a silence of a few seconds is not even doubted, as a quick restart is not.
+    with _pair(tmp_path, a_slots=1, preset="wan") as (a, b):
+        held, threads = _overflow_to_a(a, b, 3000)
+        assert a.proc is not None
+        a_incarnation = b.views()["a"][1]
+        a.proc.kill9()
+        killed = time.monotonic()
+        a.seed = b.peer  # back through the running node, as an operator's would
+        a.start()
+        for t in threads:
+            t.join(40)
+        took = time.monotonic() - killed
+        assert held == [(200, b"slow done")] * 2, held
+        assert took < 15, took  # not the forward's 30 s deadline
+        assert b.views()["a"][0] == "alive" and b.views()["a"][1] > a_incarnation
 
 
 def _config(alt: bool, timeout: float, broken: bool = False) -> str:

@@ -18,12 +18,20 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
+from testkit.gatedbroker import gated_broker
 from testkit.procs import free_port
 
 from gossip.load import ServiceLoad
-from gossip.transport import PeerTimeout, Transport, TransportConfig
+from gossip.transport import (
+    PeerReply,
+    PeerRequest,
+    PeerTimeout,
+    Refuse,
+    Transport,
+    TransportConfig,
+)
 from mesh.loadtable import LoadTable
-from node.broker import Broker, BrokerConfig
+from node.broker import Broker
 from node.errors import NoCapacity, PeerBusy, UpstreamError, UpstreamTimeout
 from node.http import Headers, Request, Response
 from node.overflow import ForwardedServer, OverflowDispatcher
@@ -57,32 +65,14 @@ def _ep() -> str:
 
 @contextlib.asynccontextmanager
 async def side(name: str, concurrency: int) -> AsyncIterator[Side]:
-    broker = Broker(BrokerConfig(endpoint=_ep(), heartbeat_interval=0.2), name)
-    await broker.start()
-    transport = Transport(TransportConfig(gossip=_ep(), peer=_ep(), request_timeout=5.0))
-    transport.start()
-    gate = asyncio.Event()
-    gate.set()
-    served: list[str] = []
-
-    async def handler(request: Request) -> Response:
-        await gate.wait()
-        served.append(request.target)
-        return Response(200, Headers([("Content-Type", "text/plain")]), name.encode())
-
-    worker = Worker(broker.bound_endpoint, ["www"], concurrency, handler, heartbeat_interval=0.2)
-    task = asyncio.create_task(worker.run())
-    try:
-        await until(lambda: broker.has_free_slot("www"))
-        assert broker.has_free_slot("www"), f"worker never joined {name}"
-        yield Side(name, broker, transport, worker, gate, served)
-    finally:
-        await worker.stop(0.5)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await broker.close()
-        transport.close()
+    async with gated_broker(name, "www", concurrency) as g:
+        assert g.worker is not None
+        transport = Transport(TransportConfig(gossip=_ep(), peer=_ep(), request_timeout=5.0))
+        transport.start()
+        try:
+            yield Side(name, g.broker, transport, g.worker, g.gate, g.served)
+        finally:
+            transport.close()
 
 
 def _request(target: str, hops: int = 0) -> Request:
@@ -236,7 +226,7 @@ async def test_forwarded_request_is_never_forwarded_again() -> None:
         await held
 
 
-async def test_a_dead_peer_opens_its_circuit_and_idempotent_requests_stay_home() -> None:
+async def test_a_dead_peer_releases_its_forwards_and_idempotent_requests_stay_home() -> None:
     async with side("A", 1) as a:
         table = LoadTable("A")
         dead = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
@@ -265,6 +255,8 @@ async def test_a_dead_peer_opens_its_circuit_and_idempotent_requests_stay_home()
         dispatcher.peer_down("C")  # what the failure detector's verdict triggers
         await until(lambda: a.broker.service_loads()["www"].queued == 1)
         assert a.broker.service_loads()["www"].queued == 1  # the GET came home to wait
+        # The membership's verdict, not the circuit's: a C that comes back starts afresh.
+        assert not dispatcher.breakers.is_open("C", dispatcher.clock())
         a.gate.set()
         assert (await go).body == b"A"
         await held
@@ -328,3 +320,48 @@ async def test_a_post_whose_peer_link_fails_before_its_deadline_gets_502_not_504
         stuck.set()
         a.gate.set()
         assert (await held).body == b"A"
+
+
+async def test_a_peer_that_left_after_it_was_chosen_is_not_sent_the_request() -> None:
+    """QA (rolling restart): peers are chosen once, then tried in turn, a round trip each.
+    C left while B was saying "busy": its LEAVE already released what we had in flight
+    to it (`peer_down`), so a forward sent now would go to a closing socket and wait for
+    its deadline. It must not be sent; the GET waits here for a local slot instead."""
+    async with side("A", 1) as a:
+        c_got: list[str] = []
+        c = Transport(TransportConfig(gossip=_ep(), peer=_ep()))
+        c.start()
+        table = LoadTable("A")
+        dispatcher = OverflowDispatcher(a.broker, table, a.transport, node_id="A", dc="east",
+                                        rng=random.Random(1))
+
+        async def c_serves(request: PeerRequest) -> PeerReply:
+            c_got.append(str(request.meta.get("target")))
+            return PeerReply()
+
+        async def b_busy(_request: PeerRequest) -> PeerReply:
+            # Meanwhile C's LEAVE arrives at A: what the membership does with it.
+            table.mark("C", "left")
+            dispatcher.peer_down("C")
+            raise Refuse("busy")
+
+        b = Transport(TransportConfig(gossip=_ep(), peer=_ep()))
+        b.start()
+        b.register_handler("http", b_busy)
+        c.register_handler("http", c_serves)
+        try:
+            for name, dc, t in (("B", "east", b), ("C", "west", c)):  # B first: our own dc
+                table.update(name, dc, "alive", 1, {"peer": t.peer_endpoint},
+                             {"www": ServiceLoad(workers=1, slots=1)}, 0.0, seq=1)
+            a.gate.clear()
+            held = asyncio.create_task(dispatcher.dispatch("www", _request("/held")))
+            await until(lambda: not a.broker.has_free_slot("www"))
+            waiting = asyncio.create_task(dispatcher.dispatch("www", _request("/g")))
+            await until(lambda: a.broker.service_loads()["www"].queued == 1)
+            assert c_got == []  # C, gone, was never sent it
+            a.gate.set()
+            assert (await asyncio.wait_for(waiting, 10)).body == b"A"
+            await held
+        finally:
+            b.close()
+            c.close()
