@@ -9,7 +9,7 @@ first), which spreads load almost as well as "least loaded" without every node
 herding onto the same peer. Free capacity is the peer's last report minus what
 we have sent it since (mesh.loadtable), so a stale report cannot attract a
 crowd. Only when nobody has room does the request queue locally until its
-deadline.
+deadline (node.overflow takes it out again when a peer reports room first).
 
 A forwarded request (hops >= 1) is never forwarded again (hop limit 1): the
 receiver serves it with its own workers or says "busy" at once, keeping

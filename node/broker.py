@@ -30,6 +30,7 @@ import zmq
 
 from gossip.load import ServiceLoad
 from node.body import BodyChannel, BytesStream
+from node.dispatch import Withdrawn
 from node.errors import ClientError, NoCapacity, Scale0Error, UpstreamError, UpstreamTimeout
 from node.http import BodyError, BodyStream, Headers, Request, Response
 from node.protocol import (
@@ -175,7 +176,14 @@ class Broker:
             self._pump.close()
 
     # -- Dispatcher / LoadSource -------------------------------------------------
-    async def dispatch(self, service: str, request: Request) -> Response:
+    async def dispatch(self, service: str, request: Request, *,
+                       withdraw: asyncio.Future[None] | None = None) -> Response:
+        """`request` answered by a worker of `service` here: at once if one has a free
+        slot, else after waiting in the service's queue until one does or the deadline.
+
+        `withdraw` (node.overflow: room appeared at a peer): once it resolves, a request
+        still in the queue is taken out and `Withdrawn` raised; one a worker has begun
+        is answered as usual."""
         if self._draining:
             raise NoCapacity("this node is shutting down")
         now = self._clock()
@@ -191,6 +199,11 @@ class Broker:
                                    is_retryable(request.method, streamed)))
         try:
             # The sweep fails the future at the deadline (NoCapacity / UpstreamTimeout).
+            if withdraw is not None and not call.future.done():
+                await asyncio.wait((call.future, withdraw), return_when=asyncio.FIRST_COMPLETED)
+                if not call.future.done() and self.pool.is_queued(call.rid):
+                    self._abandon(call)  # still queued: no worker saw it
+                    raise Withdrawn(f"{service!r}: taken out of the queue for a peer's room")
             return await call.future
         except asyncio.CancelledError:
             self._abandon(call)  # the client went away

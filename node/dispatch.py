@@ -14,6 +14,11 @@ from gossip.load import ServiceLoad
 from node.http import Request, Response
 
 
+class Withdrawn(Exception):
+    """A request taken out of a local queue at its dispatcher's word (node.broker's
+    `withdraw`: room appeared at a peer), before any worker saw it."""
+
+
 class Dispatcher(Protocol):
     async def dispatch(self, service: str, request: Request) -> Response:
         """Serve `request` with a worker of `service`; the response body may stream."""

@@ -6,9 +6,10 @@ A peer that answers "busy" costs nothing but a round trip and we try the next;
 a peer that fails or times out opens its circuit a little (mesh.breaker), and
 only idempotent requests move on to another peer after that (a POST may have
 been executed). When nobody takes it, the request waits in the local queue
-until its deadline (the broker answers 503 + Retry-After then) — unless no
-worker here offers the service at all: then it waits for room at a peer (a new
-load report, or one of our forwards finishing) and decides again.
+until its deadline (the broker answers 503 + Retry-After then), and leaves it if
+room appears at a peer first (a new load report, or one of our forwards
+finishing: `_queued`, the broker's `withdraw`) — unless no worker here offers the
+service at all: then it waits for room at a peer and decides again.
 
 A forward waits for its peer's answer only while that peer's process is the one it
 was sent to: when the membership says the peer is dead or left (`peer_down`), or that
@@ -49,6 +50,7 @@ from mesh.loadtable import ROUTABLE_STATES, LoadTable
 from mesh.rates import RateMeter, ShareMeter
 from mesh.routing import Candidate, OverflowPolicy, Route, decide
 from node.body import BodyTooLong, read_body
+from node.dispatch import Withdrawn
 from node.errors import BodyTooLarge, ClientError, PeerBusy, UpstreamError, UpstreamTimeout
 from node.http import BodyError, Headers, Request, Response
 
@@ -76,7 +78,8 @@ class _GivenUp(Exception):
 
 
 class LocalBroker(Protocol):
-    async def dispatch(self, service: str, request: Request) -> Response: ...
+    async def dispatch(self, service: str, request: Request, *,
+                       withdraw: asyncio.Future[None] | None = None) -> Response: ...
 
     def service_loads(self) -> Mapping[str, Any]: ...
 
@@ -130,6 +133,7 @@ class OverflowDispatcher:
         self._inflight: dict[str, set[asyncio.Task[PeerReply]]] = {}
         self.lives: dict[str, int] = {}  # peer -> its process (gossip MemberView.life)
         self._room_changed: asyncio.Future[None] | None = None  # waiters for room (`_room`)
+        self._claimed: dict[str, int] = {}  # queued requests sent off since that future
 
     def peer_down(self, peer: str) -> None:
         """The failure detector says `peer` is dead or left: stop waiting for it now.
@@ -226,8 +230,59 @@ class OverflowDispatcher:
             if (decision.route is not Route.LOCAL and slots == 0 and request.hops == 0
                     and forwardable and policy.enabled and await self._room(deadline)):
                 continue
+            if (decision.route is not Route.LOCAL and slots > 0 and request.hops == 0
+                    and forwardable and policy.enabled):
+                response = await self._queued(service, request, deadline)
+                if response is None:
+                    continue  # out of the queue for a peer's room: decide again
+                share.add(self.clock(), marked=False)
+                return response
             share.add(self.clock(), marked=False)
             return await self.broker.dispatch(service, request)
+
+    async def _queued(self, service: str, request: Request, deadline: float) -> Response | None:
+        """Wait in the local queue, and leave it for a peer that has room first: None when
+        it left (the caller decides again and forwards). Nobody had room when the request
+        was queued; whichever frees first — a worker here or a peer — takes it, as a
+        queue in front of several upstreams hands a request to the first that frees. At
+        most as many leave per load report as the peers have room for, oldest first."""
+        withdraw: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        local = asyncio.ensure_future(self.broker.dispatch(service, request, withdraw=withdraw))
+        try:
+            while not local.done():
+                left = deadline - self.clock()
+                if left <= 0:
+                    break  # the broker's sweep answers it at its deadline
+                room = self._room_event()
+                await asyncio.wait((local, room), timeout=left,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if not local.done() and room.done() and self._claim_room(service):
+                    withdraw.set_result(None)
+                    break
+            try:
+                return await local
+            except Withdrawn:
+                return None
+        finally:
+            if not local.done():  # cancelled: the client left
+                local.cancel()
+
+    def _room_event(self) -> asyncio.Future[None]:
+        """The future `room_may_have_changed` resolves next (shared by all waiters)."""
+        if self._room_changed is None or self._room_changed.done():
+            self._room_changed = asyncio.get_running_loop().create_future()
+            self._claimed.clear()  # a new report: peers' room counted afresh
+        return self._room_changed
+
+    def _claim_room(self, service: str) -> bool:
+        """One queued request may leave for a peer: fewer have left since the last report
+        than the peers' effective free slots for `service` (mesh.loadtable)."""
+        free = sum(c.free for c in self._candidates(service, self.clock()))
+        taken = self._claimed.get(service, 0)
+        if taken >= free:
+            return False
+        self._claimed[service] = taken + 1
+        return True
 
     async def _room(self, deadline: float) -> bool:
         """Wait until room may have appeared somewhere (or the deadline); False once the
@@ -235,10 +290,8 @@ class OverflowDispatcher:
         left = deadline - self.clock()
         if left <= 0:
             return False
-        if self._room_changed is None or self._room_changed.done():
-            self._room_changed = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(asyncio.shield(self._room_changed), left)
+            await asyncio.wait_for(asyncio.shield(self._room_event()), left)
         except TimeoutError:
             pass
         return True

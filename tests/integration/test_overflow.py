@@ -122,14 +122,59 @@ async def test_overflow_goes_to_a_peer_with_room_and_respects_its_report() -> No
         # B's report still says 2 free, but we sent 2 since: the third waits at home.
         assert table.effective_free("B", "www") == 0
         third = asyncio.create_task(a_dispatch.dispatch("www", _request("/3")))
+        await until(lambda: a.broker.stats["requests"] == 2)  # /held and /3, queued at A
         b.gate.set()
         r1, r2 = await first, await second
         assert (r1.body, r2.body) == (b"B", b"B")
         assert r1.served_by == "B" and r1.outcome.startswith("forwarded")
+        # B freed first while A's only slot is still held: the third leaves A's queue
+        # for B's room (whichever frees first takes a queued request).
+        assert (await third).body == b"B"
         a.gate.set()
         assert (await held).body == b"A"
-        assert (await third).body == b"A"
-        assert sorted(b.served) == ["/1", "/2"]
+        assert sorted(b.served) == ["/1", "/2", "/3"]
+
+
+async def test_queued_requests_leave_for_a_peer_that_reports_room_as_many_as_it_has() -> None:
+    """Nobody had room when three requests queued at A; then B reports two free slots
+    while A's only slot is still held: two leave A's queue for B (oldest first), the
+    third stays (B's report does not cover it) and is served at home."""
+    async with side("A", 1) as a, side("B", 2) as b:
+        b_dispatch = OverflowDispatcher(b.broker, LoadTable("B"), b.transport, node_id="B",
+                                        dc="west")
+        b.transport.register_handler(
+            "http", ForwardedServer(lambda r: b_dispatch.dispatch("www", r), node_id="B",
+                                    dc="west"))
+        table = LoadTable("A")
+        _advertise(table, b, free=0, at=0.0, seq=1)  # B full when they arrive
+        a_dispatch = OverflowDispatcher(a.broker, table, a.transport, node_id="A", dc="east",
+                                        rng=random.Random(1))
+        a.gate.clear()
+        held = asyncio.create_task(a_dispatch.dispatch("www", _request("/held")))
+        await until(lambda: not a.broker.has_free_slot("www"))
+        queued = [asyncio.create_task(a_dispatch.dispatch("www", _request(f"/q{i}")))
+                  for i in range(3)]
+        await until(lambda: a.broker.service_loads()["www"].queued == 3)
+        _advertise(table, b, free=2, at=1.0, seq=2)
+        a_dispatch.room_may_have_changed()  # what MeshMember does on a new report
+        first, second = await queued[0], await queued[1]
+        assert (first.body, first.served_by, second.body) == (b"B", "B", b"B")
+        assert sorted(b.served) == ["/q0", "/q1"]
+        assert a.broker.service_loads()["www"].queued == 1 and not queued[2].done()
+        a.gate.set()
+        assert (await held).body == b"A" and (await queued[2]).body == b"A"
+
+
+async def test_a_request_a_local_worker_began_is_never_withdrawn() -> None:
+    async with side("A", 1) as a:
+        a.gate.clear()
+        withdraw: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        began = asyncio.create_task(a.broker.dispatch("www", _request("/began"),
+                                                      withdraw=withdraw))
+        await until(lambda: not a.broker.has_free_slot("www"))  # a worker has it
+        withdraw.set_result(None)
+        a.gate.set()
+        assert (await began).body == b"A" and a.served == ["/began"]
 
 
 async def test_a_forwarded_request_keeps_the_service_its_sender_chose() -> None:
