@@ -110,7 +110,7 @@ class Pipeline:
             request.service = route.service
         else:  # only now is the set of known services needed (it scans the load table)
             known = self._known() if self._known is not None else None
-            request.service = self._mapper.service_for(request.host, request.path, known)
+            request.service = self._mapper.unrouted(request.host, known)
         return await call_next(request)
 
     async def _terminal(self, request: Request) -> Response:

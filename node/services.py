@@ -94,6 +94,8 @@ class ServiceMap:
 
     def match(self, authority: str, path: str) -> Route | None:
         """The rule that takes this request, or None."""
+        if not self._routes:
+            return None  # the usual single-service node: nothing to rank
         host = hostname(authority)
         best: Route | None = None
         best_key = (-1, -1)
@@ -112,6 +114,11 @@ class ServiceMap:
         route = self.match(authority, path)
         if route is not None:
             return route.service
+        return self.unrouted(authority, known)
+
+    def unrouted(self, authority: str, known: Collection[str] | None) -> str:
+        """The service of a request no rule takes (`match` gave None): `default`, or
+        NoRoute when `known` (the services that exist) lacks it."""
         if known is not None and DEFAULT_SERVICE not in known:
             raise NoRoute(
                 f"no route for host {hostname(authority) or '(none)'!r} and no "
