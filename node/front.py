@@ -130,8 +130,9 @@ class Front(httputil.HTTPServerConnectionDelegate):
         """Plain requests (a bodyless GET or HEAD in origin form: node.wirerules.plain_head)
         reach the pipeline without Tornado's HTTPHeaders on the fast wire
         (node.fastproto.Lane): an exchange's own cost was a third of a proxied request's.
-        None while a mounted app may claim requests: its routes match on Tornado's
-        request object, which then has to be made anyway."""
+        Per-host https rules apply there too (HSTS; a redirected host goes the usual way
+        for its 308). None while a mounted app may claim requests: its routes match on
+        Tornado's request object, which then has to be made anyway."""
         return None if self.mount is not None else self
 
     @property
@@ -139,9 +140,11 @@ class Front(httputil.HTTPServerConnectionDelegate):
         return self.limits.max_header_size
 
     def plain_request(self, head: PlainHead, context: Context) -> Request | None:
-        """The Request for a plain head, as `_Exchange` would make it; None while per-host
-        https rules apply (a redirect, HSTS: the usual way knows them)."""
-        if self.https_policy() is not None:
+        """The Request for a plain head, as `_Exchange` would make it; None when the host
+        is redirected to https (the usual way answers the 308)."""
+        policy = self.https_policy()
+        if (policy is not None and self.scheme != "https"
+                and policy.redirect(head.host, head.target) is not None):
             return None
         return Request(method=head.method, target=head.target, headers=Headers(head.fields),
                        scheme=self.scheme, host=head.host, client=context.remote_ip)
@@ -152,6 +155,8 @@ class Front(httputil.HTTPServerConnectionDelegate):
         without a body (the pipeline starts at `finish`)."""
         exchange = _Exchange(self, server_conn, conn)
         exchange.version = conn.start_line.version
+        if self.scheme == "https" and (policy := self.https_policy()) is not None:
+            exchange.hsts = policy.hsts(request.host)
         exchange._begin()
         exchange.request = request
         return exchange

@@ -34,7 +34,7 @@ HSTS = "max-age=600; includeSubDomains"
 Answer = tuple[int, dict[str, str], bytes]
 
 
-def _config(tmp: Path, wire: str) -> Path:
+def _config(tmp: Path, wire: str, app: bool = True) -> Path:
     make_ca(tmp)
     cert, key = make_leaf(tmp, "a.test", "v1")
     path = tmp / "node.toml"
@@ -43,7 +43,7 @@ https = "127.0.0.1:{free_port()}"
 http_server = "{wire}"
 cache = "off"
 access_log = false
-app = "node.demo:demo_app"
+{'app = "node.demo:demo_app"' if app else ""}
 tls_cert = ["{cert}"]
 tls_key = ["{key}"]
 {loopback_listeners("h")}
@@ -135,6 +135,27 @@ async def test_plain_http_to_a_redirect_host_is_redirected_in_node_routes_too(no
     status, headers, body = await run(None, ask, "/inapp", "b.test")
     assert status == 200 and b"in-node" in body
     assert "strict-transport-security" not in headers
+
+
+@pytest.mark.parametrize("wire", ["fast", "tornado"])
+async def test_without_an_app_the_pipeline_s_answers_follow_the_host_rules(
+        tmp_path: Path, wire: str) -> None:
+    """No mounted app: plain GETs take the fast wire's lane (node.fastproto.Lane), which
+    must apply the same per-host rules: HSTS on https, the 308 on http."""
+    n = Node(load_config(str(_config(tmp_path, wire, app=False))))
+    await n.start()
+    try:
+        run = asyncio.get_running_loop().run_in_executor
+        status, headers, _ = await run(None, _https(n), "/nobody-serves-this", "a.test")
+        assert (status, headers.get("strict-transport-security")) == (503, HSTS)
+        status, headers, _ = await run(None, _https(n), "/nobody-serves-this", "b.test")
+        assert status == 503 and "strict-transport-security" not in headers
+        status, headers, _ = await run(None, _http(n), "/x?q=1", "a.test")
+        assert status == 308 and headers["location"] == f"https://a.test:{_port(n, 'https')}/x?q=1"
+        status, headers, _ = await run(None, _http(n), "/x", "b.test")
+        assert status == 503 and "strict-transport-security" not in headers
+    finally:
+        await n.shutdown()
 
 
 def test_prepared_answers_on_https_are_offered_by_the_front() -> None:
