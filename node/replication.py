@@ -32,6 +32,14 @@ put in the cache stage's place) and speaks to peers through the `GossipAgent`:
   refuses, times out, or is declared dead while we wait, we fill locally. An
   uncacheable answer is never waited on twice: the cache stage releases its
   waiters at once and the owner's coalescer marks the URL hit-for-miss.
+- A peer's answer is awaited only while its process is the one we asked: when the
+  membership says the peer is dead or left, or that a later process speaks under
+  its id (a restart: `MemberView.life`), a fill waiting on it (the owner) and a
+  fetch waiting on it (the holder) are given up at once — what that process was
+  asked died with it — and the request goes on here: a local fill, never the
+  client's error (`_ask`). A fill names the process it is meant for
+  (`ForwardedRequest.life`), and a restarted owner refuses one meant for its
+  earlier process (`ForwardedServer.owns_life`): nobody waits for that fill any more.
 """
 
 from __future__ import annotations
@@ -122,6 +130,10 @@ class _FillFailed(Exception):
     """The owner did not fill: we fill locally (never the client's error)."""
 
 
+class _PeerGone(PeerError):
+    """The membership says the process we asked is gone (dead, left or restarted)."""
+
+
 class Replicator:
     """One node's cache sharing; a pipeline Stage standing in for the cache stage."""
 
@@ -151,7 +163,8 @@ class Replicator:
         self._services: OrderedDict[str, str] = OrderedDict()  # key -> service, for scopes
         self._from_owner: OrderedDict[str, float] = OrderedDict()  # filled by an owner: no put
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()  # purges applied
-        self._waiting: dict[str, set[asyncio.Future[None]]] = {}  # fills in flight per owner
+        # Per peer, our requests in flight to its current process (fills, fetches): `_ask`.
+        self._waiting: dict[str, set[asyncio.Future[str]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.records = PurgeRecords(
             cache, agent.transport, self.tombstones, node_id=node_id,
@@ -172,7 +185,8 @@ class Replicator:
         if self.records.needed:
             self._spawn(self.records.ask())
         if handle is not None:
-            filler = ForwardedServer(handle, node_id=self.node_id, dc=self.dc)
+            filler = ForwardedServer(handle, node_id=self.node_id, dc=self.dc,
+                                     owns_life=self.agent.owns_life)
 
             async def serve_fill(request: PeerRequest) -> PeerReply:
                 self.counts["fills_served"] += 1
@@ -186,10 +200,8 @@ class Replicator:
 
     async def stop(self) -> None:
         self.cache.on_store = self.cache.on_purge = None
-        for waiters in self._waiting.values():
-            for gone in waiters:
-                if not gone.done():
-                    gone.set_result(None)
+        for peer in list(self._waiting):
+            self._release(peer, "this node is stopping")
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -199,13 +211,20 @@ class Replicator:
                 "announced": len(self._announced)}
 
     def _on_change(self, view: MemberView) -> None:
+        before = self._views.get(view.id)
         self._views[view.id] = view
         self._owners = None
         self.records.changed.set()
+        # What we asked of its process will never be answered: fill locally.
         if view.state not in ("alive", "suspect"):
-            for gone in self._waiting.pop(view.id, set()):
-                if not gone.done():
-                    gone.set_result(None)  # its fills will never come: fill locally
+            self._release(view.id, f"{view.id} is {view.state}")
+        elif before is not None and before.life and view.life and view.life != before.life:
+            self._release(view.id, f"{view.id} restarted")  # a later process (gossip `_life`)
+
+    def _release(self, peer: str, why: str) -> None:
+        for gone in self._waiting.pop(peer, set()):
+            if not gone.done():
+                gone.set_result(why)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -287,29 +306,36 @@ class Replicator:
             service=request.service, method=request.method, target=request.target,
             headers=tuple(request.headers), body=b"", scheme=request.scheme, host=request.host,
             client=request.client, request_id=request.request_id, ttl=min(wait, 3600.0),
-            hops=request.hops + 1)
-        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(owner.id, set()).add(gone)
+            hops=request.hops + 1, life=owner.life)
+        try:
+            reply = await self._ask(owner, FILL_KIND, request_meta(fwd), wait)
+            answer = decode_response(reply.meta, reply.body)
+        except (PeerError, ForwardError) as exc:
+            raise _FillFailed(str(exc)) from None
+        return Response(answer.status, Headers(answer.headers), answer.body,
+                        served_by=answer.node or owner.id)
+
+    async def _ask(self, peer: MemberView, kind: str, meta: dict[str, Any],
+                   timeout: float) -> PeerReply:  # noqa: ASYNC109
+        """Ask `peer`'s current process; raise `_PeerGone` as soon as the membership says
+        that process is gone (`_on_change`): its answer would never come."""
+        gone: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(peer.id, set()).add(gone)
         ask = asyncio.ensure_future(self.agent.transport.request(
-            owner.addresses.peer, FILL_KIND, request_meta(fwd), (), timeout=wait))
+            peer.addresses.peer, kind, meta, (), timeout=timeout))
         try:
             either: set[asyncio.Future[Any]] = {ask, gone}
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if not ask.done():
-                raise _FillFailed("the owner left the mesh")
-            reply = ask.result()
-            answer = decode_response(reply.meta, reply.body)
-        except (PeerError, ForwardError) as exc:
-            raise _FillFailed(str(exc)) from None
+                raise _PeerGone(f"{kind} to {peer.id} given up: {gone.result()}")
+            return ask.result()
         finally:
             ask.cancel()
-            waiters = self._waiting.get(owner.id)
+            waiters = self._waiting.get(peer.id)
             if waiters is not None:
                 waiters.discard(gone)
                 if not waiters:
-                    del self._waiting[owner.id]
-        return Response(answer.status, Headers(answer.headers), answer.body,
-                        served_by=answer.node or owner.id)
+                    del self._waiting[peer.id]
 
     # -- outbound: puts and purges -------------------------------------------------
     def _scope(self, service: str) -> str:
@@ -465,9 +491,8 @@ class Replicator:
                 self.counts["fetch_no_holder"] += 1
                 continue
             try:
-                reply = await self.agent.transport.request(
-                    holder.addresses.peer, FETCH_KIND, fetch_meta(key, ann.variant),
-                    timeout=self.config.fetch_timeout)
+                reply = await self._ask(holder, FETCH_KIND, fetch_meta(key, ann.variant),
+                                        self.config.fetch_timeout)
                 entry = decode_entry(reply.meta, reply.body, self.cache.config.max_object_size)
             except (PeerError, ReplicaWireError) as exc:
                 self.counts["fetch_failed"] += 1
