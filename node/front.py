@@ -92,6 +92,10 @@ class AppMount(Stamping, Protocol):
              start_line: httputil.RequestStartLine,
              headers: httputil.HTTPHeaders) -> httputil.HTTPMessageDelegate | None: ...
 
+    def may_claim(self, host: str, path: str, fields: Headers) -> bool:
+        """Whether `find` could take such a request (False lets the lane skip it)."""
+        ...
+
 
 class Front(httputil.HTTPServerConnectionDelegate):
     """The HTTP listener's delegate; one per listener, shared by its connections."""
@@ -131,9 +135,11 @@ class Front(httputil.HTTPServerConnectionDelegate):
         reach the pipeline without Tornado's HTTPHeaders on the fast wire
         (node.fastproto.Lane): an exchange's own cost was a third of a proxied request's.
         Per-host https rules apply there too (HSTS; a redirected host goes the usual way
-        for its 308). None while a mounted app may claim requests: its routes match on
-        Tornado's request object, which then has to be made anyway."""
-        return None if self.mount is not None else self
+        for its 308), and so does a mounted app: a request its rules could match goes
+        the usual way (`AppMount.may_claim`), where it gets Tornado's request object."""
+        if self.mount is not None and getattr(self.mount, "may_claim", None) is None:
+            return None
+        return self
 
     @property
     def max_head(self) -> int:
@@ -146,7 +152,12 @@ class Front(httputil.HTTPServerConnectionDelegate):
         if (policy is not None and self.scheme != "https"
                 and policy.redirect(head.host, head.target) is not None):
             return None
-        return Request(method=head.method, target=head.target, headers=Headers(head.fields),
+        fields = Headers(head.fields)
+        mount = self.mount
+        if mount is not None and mount.may_claim(head.host, head.target.partition("?")[0],
+                                                 fields):
+            return None  # the usual way asks the app (node.inapp.TornadoAppMount.find)
+        return Request(method=head.method, target=head.target, headers=fields,
                        scheme=self.scheme, host=head.host, client=context.remote_ip)
 
     def start_plain(self, server_conn: object, conn: FastHTTPConnection,

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import tornado.web
 from tornado import httputil
-from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
+from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine, split_host_and_port
+from tornado.routing import Router, RuleRouter
 
 from node.accesslog import quiet_log_function
 from node.errors import ConfigError
@@ -182,6 +183,39 @@ class InNodeApp:
             return False
 
 
+_FIND = RuleRouter.find_handler
+
+
+class _Probe:
+    """What Tornado's matchers read of a request (PathMatches: path; HostMatches:
+    host_name; DefaultHostMatches: headers), without building one."""
+
+    __slots__ = ("headers", "host_name", "path")
+
+    def __init__(self, path: str, host_name: str, headers: Headers) -> None:
+        self.path, self.host_name, self.headers = path, host_name, headers
+
+
+def _may_claim(router: object, probe: _Probe) -> bool:
+    """RuleRouter.find_handler's walk without making a handler: True as soon as a rule
+    that matches leads to anything but a router that, walked the same way, declines."""
+    if not isinstance(router, RuleRouter) or type(router).find_handler is not _FIND:
+        return True  # a router of its own making: only asking it can tell
+    for rule in router.rules:
+        try:
+            matched = rule.matcher.match(probe)  # type: ignore[arg-type]  # duck-typed
+        except Exception:  # a matcher reading what the probe lacks: let `find` decide
+            return True
+        if matched is None:
+            continue
+        if isinstance(rule.target, Router):
+            if _may_claim(rule.target, probe):
+                return True
+            continue
+        return True
+    return False
+
+
 class TornadoAppMount:
     """Mount a `tornado.web.Application`: it answers the requests its rules match.
 
@@ -195,6 +229,15 @@ class TornadoAppMount:
         self.stamp = stamp
         self.observe = observe
         app.settings.setdefault("log_function", quiet_log_function)  # an app's own stands
+
+    def may_claim(self, host: str, path: str, fields: Headers) -> bool:
+        """Whether the app's rules could take a request for `host` and `path` — asked by
+        the fast wire's lane (node.front.Front.plain_request) before it skips the
+        Tornado request object `find` needs. Tornado's own matchers decide, on a probe
+        carrying what they read (path, host name, fields); a router or matcher we cannot
+        look into says yes, so the usual way (`find`) settles it."""
+        probe = _Probe(path, split_host_and_port(host.lower())[0], fields)
+        return _may_claim(self._app.default_router, probe)
 
     def find(self, server_conn: object, request_conn: httputil.HTTPConnection,
              start_line: RequestStartLine,
