@@ -98,14 +98,17 @@ async def _cache_stage(spec: str, config: Any, node_id: str) -> tuple[Stage | No
 
 
 class ServiceTimeouts:
-    """A stage giving a request without a deadline its service's `timeout`."""
+    """A stage giving a request without a deadline its service's `timeout`, else
+    `[workers] default_timeout`: every path after it (a local worker, the wait for room
+    at a peer when no local worker serves the service) then keeps the same deadline."""
 
-    def __init__(self, current: Callable[[], Settings]) -> None:
+    def __init__(self, current: Callable[[], Settings], default: float = 0.0) -> None:
         self._current = current
+        self._default = default
 
     async def __call__(self, request: Request, call_next: Next) -> Response:
         if not request.deadline:
-            timeout = self._current().timeouts.get(request.service)
+            timeout = self._current().timeouts.get(request.service) or self._default
             if timeout:
                 request.deadline = request.received + timeout
         return await call_next(request)
@@ -151,6 +154,7 @@ class Node:
         self._stop = asyncio.Event()
         # Until then `default` counts as offered (see `_services`); set by start().
         self._warm_until = 0.0
+        self._default_seen = False  # `default` was offered once: it stays known
 
     async def start(self) -> None:
         cfg = self.config
@@ -271,7 +275,8 @@ class Node:
             pre.append(settings.static)
         if self.static_hits is not None:  # mounts and https policy may have changed
             self.static_hits.forget()
-        stages: list[Stage] = [ServiceTimeouts(lambda: self.settings)]
+        stages: list[Stage] = [ServiceTimeouts(lambda: self.settings,
+                                               self.config.workers.default_timeout)]
         if self.replicator is not None:
             stages.append(self.replicator)
         return Pipeline(pre, settings.routes, stages, mesh.dispatcher, self.node_id,
@@ -388,9 +393,16 @@ class Node:
         hear DISCONNECT, say READY again) and its peers' reports only within that
         period, and a request that comes first waits for them in the queue. Without
         this, a rolling restart answered 404 "no 'default' service" for the second or
-        two between the listener opening and the first worker's READY."""
+        two between the listener opening and the first worker's READY.
+
+        Once `default` was offered it stays known when its last worker goes (a crash, a
+        deploy restarting the app): its requests are then what any service's are with
+        no worker — cache hits and stale-if-error answers are served, a miss waits for a
+        worker or a peer until its deadline (503) — not a 404 "no 'default' service"."""
         known = broker.services() | mesh.table.services()
-        if DEFAULT_SERVICE not in known and time.monotonic() < self._warm_until:
+        if DEFAULT_SERVICE in known:
+            self._default_seen = True
+        elif self._default_seen or time.monotonic() < self._warm_until:
             known.add(DEFAULT_SERVICE)
         return known
 

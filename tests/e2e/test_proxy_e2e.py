@@ -14,6 +14,7 @@ import random
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [str(APPS), os.environ.get("PY
 class Site:
     """An origin, one node and its workers; `stop()` ends them all."""
 
-    def __init__(self, tmp: Path, routes: tuple[str, ...] = (), grace: float = 20.0) -> None:
+    def __init__(self, tmp: Path, routes: tuple[str, ...] = (), grace: float = 20.0,
+                 extra: str = "") -> None:
         self.tmp = tmp
         self.procs: list[Proc] = []
         self.origin_port = free_port()
@@ -41,7 +43,8 @@ class Site:
         self.origin = self.start("origin", ["python", "-m", "origin", str(self.origin_port)])
         config = tmp / "node.toml"
         config.write_text(f"[limits]\ndrain_grace = {grace}\n"
-                          "[cache]\nstore = 'files:./never-used'\nmax_object_size = 1048576\n")
+                          "[cache]\nstore = 'files:./never-used'\nmax_object_size = 1048576\n"
+                          + extra)
         args = [scale0_bin(), "node", "--config", str(config), "--id", "e2e",
                 "--http", f"127.0.0.1:{self.http}", "--admin", f"127.0.0.1:{self.admin}",
                 "--workers", self.endpoint, "--cache", "memory",
@@ -76,10 +79,12 @@ class Site:
         finally:
             conn.close()
 
+    def workers(self, service: str) -> int:
+        return int(self.health()["workers"].get(service, {}).get("workers", 0))
+
     def wait_workers(self, service: str, count: int) -> None:
-        def enough() -> bool:
-            return int(self.health()["workers"].get(service, {}).get("workers", 0)) >= count
-        wait_until(enough, timeout=20, what=f"{count} worker(s) for {service}")
+        wait_until(lambda: self.workers(service) >= count, timeout=20,
+                   what=f"{count} worker(s) for {service}")
 
     def get(self, path: str, method: str = "GET", body: bytes | None = None,
             headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
@@ -282,3 +287,45 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
         raise
     finally:
         s.stop()
+
+
+@pytest.fixture
+def bare(tmp_path: Path) -> Iterator[Site]:
+    """A node of its own, no worker yet; a request may wait 3 s for one."""
+    s = Site(tmp_path, extra="[workers]\ndefault_timeout = 3.0\n")
+    try:
+        yield s
+    except BaseException:
+        print(s.logs())
+        raise
+    finally:
+        s.stop()
+
+
+def test_default_service_whose_last_worker_left_still_serves_its_cache(bare: Site) -> None:
+    """The quick start's `--service default` worker restarted (a deploy, a crash): what is
+    cached is still served, and a miss is a 503 to retry — not a 404 "no 'default'
+    service" for every URL until the app is back."""
+    # A node with no `default` service at all says so (404) once its start-up window,
+    # where it waits for the workers a restart lost, is over.
+    wait_until(lambda: bare.get("/probe")[0] == 404, timeout=30, what="the start-up window")
+    worker = bare.worker("default", "--app", "migrateapps:handle")
+    bare.wait_workers("default", 1)
+    gzip = {"Accept-Encoding": "gzip"}  # the answer varies on it: no prepared fast-wire hit
+    status, headers, body = bare.get("/page", headers=gzip)
+    assert (status, headers["X-Cache"], body) == (200, "MISS", b"cached /page\n")
+    assert bare.get("/page", headers=gzip)[1]["X-Cache"] == "HIT"
+
+    assert worker.terminate() == 0
+    wait_until(lambda: bare.workers("default") == 0, timeout=20, what="the worker gone")
+    status, headers, body = bare.get("/page", headers=gzip)
+    assert (status, headers["X-Cache"], body) == (200, "HIT", b"cached /page\n"), body
+    began = time.monotonic()
+    status, headers, body = bare.get("/not-cached")
+    assert status == 503 and headers["Retry-After"], (status, body)
+    # ... within `[workers] default_timeout` (3 s here), not the built-in 30 s.
+    assert time.monotonic() - began < 10
+
+    bare.worker("default", "--app", "migrateapps:handle")
+    bare.wait_workers("default", 1)
+    assert bare.get("/not-cached")[0] == 200
