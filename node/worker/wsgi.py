@@ -5,14 +5,18 @@ pool of `concurrency` threads (the worker offers the same number of slots, so
 requests never wait for a thread). The environ follows PEP 3333; `wsgi.input`
 pulls the request body from the event loop chunk by chunk, and the response
 iterable is streamed back through a bounded channel, so neither direction
-holds a whole large body in memory. A small response (one chunk or less) is
-returned as bytes, in one frame.
+holds a whole large body in memory. A small response (one chunk or less) that
+the app finishes at once is returned as bytes, in one frame; one still coming
+FLUSH_AFTER seconds after its first block streams from there (PEP 3333: no block
+the app yielded is held back waiting for the next).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,6 +27,7 @@ from node.http import BodyError, Headers, Request, Response
 from node.worker.sdk import Handler
 
 CHUNK = 256 * 1024
+FLUSH_AFTER = 0.05  # a body still coming this long after its first block streams
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -112,8 +117,10 @@ def wsgi_handler(app: WSGIApp, concurrency: int = 8) -> Handler:
     async def handle(request: Request) -> Response:
         loop = asyncio.get_running_loop()
         head: asyncio.Future[Response] = loop.create_future()
+        answer = _Answer(loop, head)
         env = build_environ(request, _Input(request.body, loop))
-        done = loop.run_in_executor(pool, _run, app, env, loop, head)
+        done = loop.run_in_executor(pool, _run, app, env, answer)
+        answer.timer = loop.call_later(FLUSH_AFTER, answer.tick)
         try:
             return await asyncio.shield(head)
         except asyncio.CancelledError:
@@ -123,6 +130,9 @@ def wsgi_handler(app: WSGIApp, concurrency: int = 8) -> Handler:
             done.cancel()
             head.add_done_callback(_drop_stream)
             raise
+        finally:
+            if answer.timer is not None:
+                answer.timer.cancel()
 
     return handle
 
@@ -132,67 +142,149 @@ def _drop_stream(head: asyncio.Future[Response]) -> None:
         body.cancel()
 
 
-def _run(app: WSGIApp, env: dict[str, Any], loop: asyncio.AbstractEventLoop,
-         head: asyncio.Future[Response]) -> None:
-    """In an app thread: call the app; hand the head back; stream the rest.
+class _Answer:
+    """The answer an app thread is producing, shared with the event loop under `lock`.
+
+    The thread collects the blocks the app yields (`add`). A body that ends soon, within
+    CHUNK bytes, goes out whole, as bytes (`end`). Otherwise it becomes a stream: when it
+    grew past CHUNK, or when its first block has waited FLUSH_AFTER seconds for the app
+    to finish (`tick`, on the loop) — PEP 3333 lets a server hold back no block the app
+    yielded, so a view that streams (server-sent events, progress) is seen as it goes."""
+
+    __slots__ = ("chan", "finished", "first_at", "head", "lock", "loop", "parts", "size",
+                 "state", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, head: asyncio.Future[Response]) -> None:
+        self.loop, self.head = loop, head
+        self.lock = threading.Lock()
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.first_at = 0.0
+        self.state: list[Any] = []  # [status, headers] from start_response
+        self.chan: BodyChannel | None = None
+        self.finished = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    # -- the app's thread ----------------------------------------------------------
+    def add(self, chunk: bytes) -> None:
+        """One block from the app: collected, or put on the stream (with backpressure)."""
+        with self.lock:
+            chan = self.chan
+            if chan is None:
+                if not self.parts:
+                    self.first_at = time.monotonic()
+                self.parts.append(chunk)
+                self.size += len(chunk)
+                big = self.size > CHUNK
+        if chan is not None:
+            asyncio.run_coroutine_threadsafe(chan.put(chunk), self.loop).result()
+        elif big:  # stream from here on, with backpressure: wait until the loop switched
+            asyncio.run_coroutine_threadsafe(self._stream(), self.loop).result()
+
+    @property
+    def sent(self) -> bool:
+        """Whether the head is out (or the whole answer is settled)."""
+        with self.lock:
+            return self.chan is not None or self.finished
+
+    def restart(self, status: str, headers: list[tuple[str, str]]) -> None:
+        """start_response again with exc_info before the head went out: the app's error
+        answer replaces what it had begun."""
+        with self.lock:
+            self.state[:] = [status, headers]
+            self.parts.clear()
+            self.size = 0
+
+    def end(self, error: str = "") -> None:
+        """The app's iterable ended (`error`: it failed): the whole answer, the end of the
+        stream, or a 500 (a broken stream once the head went out)."""
+        with self.lock:
+            chan, self.finished = self.chan, True
+            body = b"".join(self.parts)
+        if chan is not None:
+            if error:
+                self.loop.call_soon_threadsafe(chan.fail, error)
+            else:
+                self.loop.call_soon_threadsafe(chan.finish)
+        elif error:
+            self.settle(Response.error(500, "the WSGI app failed"))
+        else:
+            self.settle(_response(self.state, body))
+
+    def settle(self, response: Response) -> None:
+        def settle() -> None:
+            if not self.head.done():
+                self.head.set_result(response)
+
+        self.loop.call_soon_threadsafe(settle)
+
+    # -- the event loop -------------------------------------------------------------
+    def tick(self) -> None:
+        """Every FLUSH_AFTER seconds until the head is out: stream a body still coming."""
+        self.timer = None
+        if self.head.done():
+            return
+        with self.lock:
+            waited = bool(self.parts) and time.monotonic() - self.first_at >= FLUSH_AFTER
+        if not (waited and self.stream()) and not self.head.done():
+            self.timer = self.loop.call_later(FLUSH_AFTER, self.tick)
+
+    async def _stream(self) -> None:
+        self.stream()
+
+    def stream(self) -> bool:
+        """Send the head now, with what the app yielded so far, and stream the rest."""
+        if self.head.done():
+            return False
+        with self.lock:
+            if self.chan is not None or self.finished or not self.parts or not self.state:
+                return False
+            chan = BodyChannel(8)
+            try:
+                response = _response(self.state, chan)
+            except Exception:  # a bad status line: the thread answers 500 at its end
+                return False
+            self.chan = chan
+            data = b"".join(self.parts)
+            self.parts.clear()
+            self.size = 0
+        chan.put_nowait(data)
+        self.head.set_result(response)
+        return True
+
+
+def _run(app: WSGIApp, env: dict[str, Any], answer: _Answer) -> None:
+    """In an app thread: call the app and hand what it yields to `answer`.
 
     The app's mistakes (raising, a non-iterable, str instead of bytes, no
     start_response, start_response twice) are a 500 while the head is not out, a
     failed stream (ABORT to the node) once it is."""
-    state: list[Any] = []
-    written: list[bytes] = []
-    answered = False
+    state = answer.state
 
     def start_response(status: str, headers: list[tuple[str, str]],
                        exc_info: Any = None) -> Callable[[bytes], None]:
         if exc_info:
-            if answered:
+            if answer.sent:
                 raise exc_info[1].with_traceback(exc_info[2])
         elif state:
             raise RuntimeError("start_response called twice without exc_info (PEP 3333)")
-        state[:] = [status, headers]
-        return lambda data: written.append(_bytes(data))  # the legacy write() callable
-
-    def answer(resp: Response) -> None:
-        nonlocal answered
-        answered = True
-
-        def settle() -> None:
-            if not head.done():
-                head.set_result(resp)
-
-        loop.call_soon_threadsafe(settle)
+        answer.restart(status, headers)
+        return lambda data: answer.add(_bytes(data))  # the legacy write() callable
 
     result: Iterable[bytes] | None = None
-    chan: BodyChannel | None = None
     try:
         result = app(env, start_response)
-        parts, size = list(written), sum(map(len, written))
-        it = iter(result)
-        for chunk in it:
+        for chunk in result:
             if chunk := _bytes(chunk):
-                parts.append(chunk)
-                size += len(chunk)
-            if size > CHUNK:
-                break
-        else:
-            answer(_response(state, b"".join(parts)))
-            return
-        stream = BodyChannel(8)
-        answer(_response(state, stream))
-        chan = stream
-        for chunk in _chain(parts, it):
-            if chunk := _bytes(chunk):
-                asyncio.run_coroutine_threadsafe(chan.put(chunk), loop).result()
-        loop.call_soon_threadsafe(chan.finish)
+                answer.add(chunk)
+        if not state:
+            raise RuntimeError("the WSGI app returned without calling start_response")
+        answer.end()
     except BodyError:
-        pass  # the reader went away
+        answer.end("the reader went away")  # nobody reads it; frees a waiting put
     except Exception as exc:
         print(f"scale0 wsgi: the app failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        if chan is None:
-            answer(Response.error(500, "the WSGI app failed"))
-        else:
-            loop.call_soon_threadsafe(chan.fail, "the WSGI app failed while streaming")
+        answer.end("the WSGI app failed while streaming")
     finally:
         close = getattr(result, "close", None)
         if close is not None:
@@ -207,11 +299,6 @@ def _bytes(chunk: object) -> bytes:
     if type(chunk) is not bytes:
         raise TypeError(f"the app gave {type(chunk).__name__}, not bytes (PEP 3333)")
     return chunk
-
-
-def _chain(first: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield from first
-    yield from rest
 
 
 def _response(state: list[Any], body: bytes | BodyChannel) -> Response:

@@ -329,3 +329,27 @@ def test_default_service_whose_last_worker_left_still_serves_its_cache(bare: Sit
     bare.worker("default", "--app", "migrateapps:handle")
     bare.wait_workers("default", 1)
     assert bare.get("/not-cached")[0] == 200
+
+
+def test_wsgi_streamed_answer_reaches_the_client_while_the_app_is_still_producing(
+        bare: Site, tmp_path: Path) -> None:
+    """PEP 3333: a server must not delay a block the app yielded. A Flask view that
+    streams (server-sent events, progress) is seen chunk by chunk, as under gunicorn."""
+    bare.worker("default", "--wsgi", "migrateapps:stream_app")
+    bare.wait_workers("default", 1)
+    gate = tmp_path / "next-event"
+    with socket.create_connection(("127.0.0.1", bare.http), timeout=10) as sock:
+        sock.sendall(f"GET /events?gate={gate} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        got = b""
+        while b"first\n" not in got:  # the socket's timeout bounds this: 10 s
+            chunk = sock.recv(65536)
+            assert chunk, got
+            got += chunk
+        assert got.startswith(b"HTTP/1.1 200 "), got
+        assert b"second" not in got
+        gate.touch()  # the app's next event: only now does it yield the rest
+        while not got.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, got
+            got += chunk
+    assert b"second\n" in got
