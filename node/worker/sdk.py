@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import logging
 import os
 import random
@@ -53,6 +54,18 @@ from node.worker.deadlines import Deadline, DeadlineSweep
 from node.zmqpump import Outbox, ZmqPump
 
 log = logging.getLogger("scale0.worker")
+
+
+_date: tuple[int, str] = (0, "")
+
+
+def http_date_now() -> str:
+    """The current time as an HTTP-date (IMF-fixdate), formatted once a second."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, email.utils.formatdate(now, usegmt=True))
+    return _date[1]
 Handler = Callable[[Request], Awaitable[Response]]
 CHUNK = 256 * 1024
 WINDOW = 8
@@ -313,6 +326,8 @@ class Worker:
 
     async def _reply(self, job: _Job, resp: Response) -> None:
         headers = tuple(resp.headers.items())
+        if resp.headers.get("date") is None:  # RFC 9110 §6.6.1: the origin dates its answers
+            headers += (("Date", http_date_now()),)
         body = resp.body
         if isinstance(body, bytes):
             if len(body) <= self.chunk_size:

@@ -7,6 +7,7 @@ conditions (the node's health JSON, a port accepting) with deadlines.
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import json
 import os
@@ -185,6 +186,17 @@ def test_wsgi_worker(site: Site) -> None:
     assert (doc["api"], doc["method"], doc["path"], doc["query"], doc["body_len"]) == (
         "wsgi", "PUT", "/wsgi/app", "x=1", 3)
     assert headers.get_all("Set-Cookie") == ["w=1", "v=2"]
+
+
+def test_python_and_wsgi_answers_are_dated(site: Site) -> None:
+    """RFC 9110 §6.6.1: the origin dates its answers, as gunicorn did for a Flask app
+    behind nginx; `--app` and `--wsgi` workers are that origin."""
+    for path in ("/py/dated", "/wsgi/dated"):
+        before = time.time()
+        status, headers, _ = site.get(path)
+        assert status == 200
+        date = email.utils.parsedate_to_datetime(headers["Date"]).timestamp()
+        assert before - 1 <= date <= time.time() + 1, (path, headers["Date"])
 
 
 def test_random_frames_at_the_worker_socket_do_not_hurt(site: Site) -> None:
