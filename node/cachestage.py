@@ -22,6 +22,7 @@ import dataclasses
 import ipaddress
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -449,7 +450,8 @@ class CacheStage:
             headers.set("Content-Length", str(len(entry.body)))
         if request.method.upper() == "HEAD":
             body = b""
-        member = CacheStatus(self._name, ttl=int(decision.ttl), **cs)
+        # RFC 9211 ttl: whole seconds, negative once stale (0.4 s past is -1, not 0).
+        member = CacheStatus(self._name, ttl=math.floor(decision.ttl), **cs)
         for name, value in status_headers(outcome, member):
             headers.set(name, value)
         return Response(status, headers, body, served_by=self.node_id, outcome=outcome.value)

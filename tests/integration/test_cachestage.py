@@ -103,6 +103,20 @@ def test_miss_then_hit_with_age_and_head() -> None:
     run(main())
 
 
+def test_a_stale_answer_says_a_negative_ttl() -> None:
+    async def main() -> None:
+        stage, clock, _ = make()
+        origin = Origin(fixed(headers=[("Cache-Control", "max-age=60, stale-while-revalidate=30")]))
+        await stage(get(), origin)
+        clock.now += 60.4  # 0.4 s past its freshness: served stale while it is refreshed
+        stale = await stage(get(), origin)
+        assert stale.headers.get("X-Cache") == "STALE"
+        assert stale.headers.get("Cache-Status") == "scale0-n1; hit; ttl=-1; detail=swr"
+        await stage.drain()
+
+    run(main())
+
+
 def test_200_concurrent_identical_gets_reach_the_origin_once() -> None:
     async def main() -> None:
         stage, _, _ = make()
