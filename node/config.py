@@ -42,7 +42,12 @@ from typing import Any
 
 from node.cacheconfig import CacheConfig
 from node.errors import ConfigError
+from node.protocol import DEFAULT_LIMITS
 from node.serviceconf import ConfigKeyError, ServiceSettings, parse_services, route_specs
+
+# The longest request head a worker takes (node.protocol): [limits] max_header_size is capped
+# there, so the front never accepts a request no worker could be handed.
+WORKER_HEAD_LIMIT = DEFAULT_LIMITS.max_header_bytes
 
 
 @dataclass(slots=True)
@@ -239,8 +244,9 @@ def validate(config: NodeConfig, where: str = "config") -> None:
                                    f"not {config.gossip_preset!r}")
     if config.discover not in ("", "mdns"):
         raise bad("discover", f"'discover' must be 'mdns' or empty, not {config.discover!r}")
-    if config.limits.max_header_size < 1024:
-        raise ConfigKeyError(f"{where}: [limits] 'max_header_size' must be at least 1024 bytes",
+    if not 1024 <= config.limits.max_header_size <= WORKER_HEAD_LIMIT:
+        raise ConfigKeyError(f"{where}: [limits] 'max_header_size' must be at least 1024 "
+                             f"bytes and at most {WORKER_HEAD_LIMIT} (what a worker accepts)",
                              ("limits",), "max_header_size")
     if config.log_format not in ("text", "json"):
         raise ConfigKeyError(f"{where}: 'log_format' must be text or json, "

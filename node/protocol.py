@@ -67,7 +67,11 @@ class Limits:
     """What `decode` accepts at most. Defaults fit any sane HTTP request."""
 
     max_meta: int = 128 * 1024  # bytes of msgpack metadata
-    max_str: int = 16 * 1024  # one string (a target, a header value)
+    # One string (a target, a header value): as long as the whole header budget, so any
+    # request head the node's front accepts ([limits] max_header_size, at most
+    # max_header_bytes) reaches the worker; a longer value was dropped by the worker as a
+    # malformed frame and its request waited for its deadline (504).
+    max_str: int = 96 * 1024
     max_headers: int = 256  # header fields
     max_header_bytes: int = 96 * 1024  # sum of header names and values
     max_services: int = 64

@@ -188,6 +188,20 @@ def test_wsgi_worker(site: Site) -> None:
     assert headers.get_all("Set-Cookie") == ["w=1", "v=2"]
 
 
+def test_a_long_header_value_or_target_that_the_front_takes_reaches_the_origin(
+        site: Site) -> None:
+    """A 20 KiB cookie or query string fits the default 32 KiB head the front accepts: the
+    worker takes it too (it dropped any string over 16 KiB, and the client waited for the
+    deadline, then got a 504)."""
+    cookie = "c=" + "x" * 20_000
+    status, _, body = site.get("/echo/long", headers={"Cookie": cookie})
+    assert status == 200, body
+    assert ["Cookie", cookie] in json.loads(body)["headers"]
+    target = "/echo/long?q=" + "y" * 20_000
+    status, _, body = site.get(target)
+    assert status == 200 and json.loads(body)["uri"] == target, body[:200]
+
+
 def test_python_and_wsgi_answers_are_dated(site: Site) -> None:
     """RFC 9110 §6.6.1: the origin dates its answers, as gunicorn did for a Flask app
     behind nginx; `--app` and `--wsgi` workers are that origin."""

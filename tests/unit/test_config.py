@@ -42,6 +42,7 @@ def test_toml_then_flags_win(tmp_path: Path) -> None:
     ({"http": "nope"}, "HOST:PORT"),
     ({"https": ":443"}, "tls_cert"),
     ({"processes": 0}, "at least 1"),
+    ({"limits": {"max_header_size": 200_000}}, "what a worker accepts"),
 ])
 def test_errors_name_the_key(doc: dict[str, object], fragment: str) -> None:
     with pytest.raises(ConfigError) as err:
