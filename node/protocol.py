@@ -72,7 +72,7 @@ class Limits:
     # max_header_bytes) reaches the worker; a longer value was dropped by the worker as a
     # malformed frame and its request waited for its deadline (504).
     max_str: int = 96 * 1024
-    max_headers: int = 256  # header fields
+    max_headers: int = 24 * 1024  # header fields: all a 96 KiB head can hold (4 bytes each)
     max_header_bytes: int = 96 * 1024  # sum of header names and values
     max_services: int = 64
     max_body_frame: int = 16 * 1024 * 1024  # one body frame

@@ -200,6 +200,10 @@ def test_a_long_header_value_or_target_that_the_front_takes_reaches_the_origin(
     target = "/echo/long?q=" + "y" * 20_000
     status, _, body = site.get(target)
     assert status == 200 and json.loads(body)["uri"] == target, body[:200]
+    many = {f"X-Many-{i}": "v" for i in range(300)}  # more than the 256 fields it took
+    status, _, body = site.get("/echo/many", headers=many)
+    assert status == 200, body
+    assert sum(name.startswith("X-Many-") for name, _ in json.loads(body)["headers"]) == 300
 
 
 def test_python_and_wsgi_answers_are_dated(site: Site) -> None:
