@@ -105,8 +105,8 @@ def build_environ(request: Request, wsgi_input: Any) -> dict[str, Any]:
             env[key] += ("; " if key == "HTTP_COOKIE" else ", ") + v
         else:
             env[key] = v
-    if isinstance(request.body, bytes):
-        env["CONTENT_LENGTH"] = str(len(request.body))
+    if isinstance(request.body, bytes) and (request.body or "CONTENT_LENGTH" in env):
+        env["CONTENT_LENGTH"] = str(len(request.body))  # none for a GET without a body
     return env
 
 

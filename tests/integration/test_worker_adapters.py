@@ -18,7 +18,7 @@ from node.freeport import free_port
 from node.http import BodyError, Headers, Request
 from node.worker.sdk import Worker
 from node.worker.upstream import UpstreamClient
-from node.worker.wsgi import wsgi_handler
+from node.worker.wsgi import build_environ, wsgi_handler
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -188,6 +188,17 @@ def test_wsgi_adapter_environ_bodies_streaming_and_errors() -> None:
         boom = await handle(req("GET", "/boom"))
         assert boom.status == 500
     run(main())
+
+
+def test_wsgi_environ_has_a_content_length_only_for_a_body() -> None:
+    """As gunicorn's: Flask's request.content_length is None for a GET without a body."""
+    def length(method: str, body: bytes, headers: list[tuple[str, str]]) -> str | None:
+        env = build_environ(Request(method, "/", Headers(headers), body), None)
+        return env.get("CONTENT_LENGTH")
+
+    assert length("GET", b"", []) is None
+    assert length("POST", b"", [("Content-Length", "0")]) == "0"
+    assert length("POST", b"abc", [("Content-Length", "3")]) == "3"
 
 
 def test_upstream_worker_through_a_broker() -> None:
