@@ -81,7 +81,12 @@ def validators_match(entry_headers: Fields, response_headers: Fields) -> bool:
     """Whether a 304 applies to this stored entry (§4.3.4).
 
     A strong ETag in the 304 must equal the entry's; else a Last-Modified must
-    equal the entry's; a 304 naming no validator applies to an entry with none."""
+    equal the entry's; a 304 naming no validator applies to an entry without an ETag.
+    That last one is the answer to the If-Modified-Since made from this very entry (its
+    only validator): RFC 9110 §15.4.5 does not ask a 304 to repeat Last-Modified, and
+    Flask (Werkzeug) strips it from every 304. Requiring it cost each revalidation of
+    such an entry a second, unconditional request. An entry with an ETag was asked with
+    If-None-Match, and a 304 without the ETag a 200 would carry is not trusted."""
     stored = list(entry_headers)
     fresh = list(response_headers)
     new_etag = get_first(fresh, "etag")
@@ -91,7 +96,7 @@ def validators_match(entry_headers: Fields, response_headers: Fields) -> bool:
     new_lm = get_first(fresh, "last-modified")
     if new_lm is not None:
         return get_first(stored, "last-modified") == new_lm
-    return old_etag is None and get_first(stored, "last-modified") is None
+    return old_etag is None
 
 
 def merge_not_modified(

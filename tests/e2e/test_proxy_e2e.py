@@ -383,3 +383,16 @@ def test_wsgi_streamed_answer_reaches_the_client_while_the_app_is_still_producin
             assert chunk, got
             got += chunk
     assert b"second\n" in got
+
+
+def test_a_flask_304_without_last_modified_revalidates_the_entry(bare: Site) -> None:
+    """Werkzeug drops Last-Modified from 304s: the 304 to the cache's If-Modified-Since
+    still refreshes the stored answer (one origin request, not a 304 then a full GET)."""
+    bare.worker("default", "--wsgi", "migrateapps:lm_app")
+    bare.wait_workers("default", 1)
+    status, headers, body = bare.get("/report")
+    assert (status, headers["X-Cache"], body) == (200, "MISS", b"full answer 1\n")
+    status, headers, body = bare.get("/report")
+    assert (status, headers["X-Cache"], body) == (200, "REVALIDATED", b"full answer 1\n")
+    assert headers["X-Served"] == "2"  # the 304's own fields refreshed the entry
+

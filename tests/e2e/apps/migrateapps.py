@@ -5,7 +5,8 @@ representation that varies on Accept-Encoding (so no prepared fast-wire hit serv
 the cache stage does). `stream_app` (`--wsgi migrateapps:stream_app`) is a Flask-style
 streaming response: it yields "first\\n" at once, then waits (at most 20 s) until the
 file named by the `gate` query parameter exists before yielding "second\\n" — as a
-server-sent-events view waits for its next event.
+server-sent-events view waits for its next event. `lm_app` validates by Last-Modified
+alone and, as Flask (Werkzeug) does, sends its 304s without Last-Modified.
 """
 
 from __future__ import annotations
@@ -38,3 +39,17 @@ def stream_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> I
         yield b"second\n"
 
     return body()
+
+
+LAST_MODIFIED = "Mon, 01 Jan 2024 00:00:00 GMT"
+_served = [0]
+
+
+def lm_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    _served[0] += 1
+    if environ.get("HTTP_IF_MODIFIED_SINCE") == LAST_MODIFIED:
+        start_response("304 NOT MODIFIED", [("X-Served", str(_served[0]))])
+        return []
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Cache-Control", "max-age=0"),
+                              ("Last-Modified", LAST_MODIFIED), ("X-Served", str(_served[0]))])
+    return [f"full answer {_served[0]}\n".encode()]
