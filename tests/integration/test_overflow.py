@@ -155,14 +155,19 @@ async def test_queued_requests_leave_for_a_peer_that_reports_room_as_many_as_it_
         queued = [asyncio.create_task(a_dispatch.dispatch("www", _request(f"/q{i}")))
                   for i in range(3)]
         await until(lambda: a.broker.service_loads()["www"].queued == 3)
+        b.gate.clear()  # what B takes it holds, so its room is not renewed meanwhile
         _advertise(table, b, free=2, at=1.0, seq=2)
         a_dispatch.room_may_have_changed()  # what MeshMember does on a new report
-        first, second = await queued[0], await queued[1]
-        assert (first.body, first.served_by, second.body) == (b"B", "B", b"B")
-        assert sorted(b.served) == ["/q0", "/q1"]
+        await until(lambda: table.sent_since_report("B", "www") == 2)
         assert a.broker.service_loads()["www"].queued == 1 and not queued[2].done()
         a.gate.set()
         assert (await held).body == b"A" and (await queued[2]).body == b"A"
+        b.gate.set()
+        first, second = await queued[0], await queued[1]
+        assert (first.body, first.served_by, second.body) == (b"B", "B", b"B")
+        assert sorted(b.served) == ["/q0", "/q1"]
+        # The third never left A's queue: it kept its place (and nothing was re-queued).
+        assert a_dispatch.sent == 2 and a.broker.stats["requests"] == 4
 
 
 async def test_a_request_a_local_worker_began_is_never_withdrawn() -> None:
