@@ -186,6 +186,8 @@ class Broker:
         is answered as usual."""
         if self._draining:
             raise NoCapacity("this node is shutting down")
+        if request.fail_fast and self.pool.capacity(service)[0] == 0:
+            raise NoCapacity(f"no worker for {service!r} here", retry_after=1)
         now = self._clock()
         deadline = request.deadline or now + self.config.default_timeout
         streamed = not isinstance(request.body, bytes)

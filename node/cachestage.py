@@ -296,8 +296,11 @@ class CacheStage:
             for _attempt in range(2):
                 stale = ctx.stale
                 request_time = self.wall_clock()
+                upstream = self._upstream(request, stale)
+                if stale is not None and ctx.stale_if_error:
+                    upstream.fail_fast = True  # no worker anywhere: the stale answer, at once
                 try:
-                    response = await ctx.call_next(self._upstream(request, stale))
+                    response = await ctx.call_next(upstream)
                 except Exception as exc:
                     if flight is not None:
                         flight.fail(exc)

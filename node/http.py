@@ -174,12 +174,15 @@ class Request:
     deadline: float = 0.0  # absolute time.monotonic(); 0 = the service default
     hops: int = 0  # how many nodes have forwarded this request already
     service: str = ""  # filled by service mapping, before the cache stage
+    # The caller has an answer of its own if this fails (a stale entry stale-if-error
+    # allows): fail at once where there is no worker for it, rather than wait for one.
+    fail_fast: bool = False
 
     def with_headers(self, headers: Headers) -> Request:
         """This request with other headers (dataclasses.replace costs seven times more)."""
         return Request(self.method, self.target, headers, self.body, self.scheme, self.host,
                        self.client, self.request_id, self.received, self.deadline, self.hops,
-                       self.service)
+                       self.service, self.fail_fast)
 
     @property
     def path(self) -> str:

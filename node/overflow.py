@@ -51,7 +51,14 @@ from mesh.rates import RateMeter, ShareMeter
 from mesh.routing import Candidate, OverflowPolicy, Route, decide
 from node.body import BodyTooLong, read_body
 from node.dispatch import Withdrawn
-from node.errors import BodyTooLarge, ClientError, PeerBusy, UpstreamError, UpstreamTimeout
+from node.errors import (
+    BodyTooLarge,
+    ClientError,
+    NoCapacity,
+    PeerBusy,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from node.http import BodyError, Headers, Request, Response
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -227,6 +234,11 @@ class OverflowDispatcher:
             # No worker here could ever take it (none offers the service): the local
             # queue would only hold it until its deadline. Wait for room at a peer —
             # a report, or one of our forwards finishing — and decide again.
+            if slots == 0 and request.fail_fast:
+                # Nobody here or at a peer can take it now, and the caller has an answer
+                # of its own (a stale entry): nginx's use_stale on a refused connection.
+                raise NoCapacity(f"no worker for {service!r} here or at a peer",
+                                 retry_after=1)
             if (decision.route is not Route.LOCAL and slots == 0 and request.hops == 0
                     and forwardable and policy.enabled and await self._room(deadline)):
                 continue

@@ -90,7 +90,7 @@ def test_a_copy_is_independent() -> None:
 
 def test_with_headers_keeps_every_other_field() -> None:
     r = Request("POST", "/a?b", Headers([("Host", "h")]), b"body", "https", "h", "10.0.0.1",
-                "rid", 5.0, 9.0, 1, "svc")
+                "rid", 5.0, 9.0, 1, "svc", True)
     other = Headers([("X", "1")])
     assert r.with_headers(other) == dataclasses.replace(r, headers=other)
-    assert len(dataclasses.fields(Request)) == 12  # a new field must be added to with_headers
+    assert len(dataclasses.fields(Request)) == 13  # a new field must be added to with_headers
