@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from testkit.nodeproc import poll
 
 from cache.entry import CacheEntry
 from cache.memory import MemoryStore
@@ -44,13 +45,8 @@ def run(coro: Coroutine[Any, Any, None]) -> None:
 
 
 async def until(check: Callable[[], object], what: str, within: float = 15.0) -> None:
-    """Poll a real condition with a deadline."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while not check():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+    """Poll a real condition with a deadline (testkit.nodeproc.poll)."""
+    await poll(check, what, within)
 
 
 class Origin:

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import zmq
+from testkit.nodeproc import poll
 
 from cache.entry import CacheEntry
 from cache.memory import MemoryStore
@@ -52,13 +53,8 @@ def run(coro: Coroutine[Any, Any, None]) -> None:
 
 
 async def until(check: Callable[[], object], what: str, within: float = 20.0) -> None:
-    """Poll a real condition with a deadline (never a bare sleep as synchronisation)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while not check():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+    """Poll a real condition with a deadline (testkit.nodeproc.poll)."""
+    await poll(check, what, within)
 
 
 class Origin:
