@@ -30,6 +30,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from pymongo import AsyncMongoClient, uri_parser
 from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
@@ -63,16 +64,11 @@ def _check_url(url: str) -> None:
         uri_parser.parse_uri(url, warn=False)
     except (PyMongoError, ValueError) as exc:
         why = str(exc)
-        password = _password_of(url)
+        password = urlsplit(url).password
         if password:
             why = why.replace(password, "***")
         raise ValueError(f"mongo store: {redact(url)!r}: {why}") from None
 
-
-def _password_of(url: str) -> str:
-    authority = url.split("://", 1)[-1].split("/", 1)[0]
-    userinfo, at, _ = authority.rpartition("@")
-    return userinfo.partition(":")[2] if at else ""
 
 class MongoStore:
     def __init__(

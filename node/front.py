@@ -130,15 +130,13 @@ class Front(httputil.HTTPServerConnectionDelegate):
         self._shortcut = hits
 
     @property
-    def lane(self) -> Front | None:
+    def lane(self) -> Front:
         """Plain requests (a bodyless GET or HEAD in origin form: node.wirerules.plain_head)
         reach the pipeline without Tornado's HTTPHeaders on the fast wire
         (node.fastproto.Lane): an exchange's own cost was a third of a proxied request's.
         Per-host https rules apply there too (HSTS; a redirected host goes the usual way
         for its 308), and so does a mounted app: a request its rules could match goes
         the usual way (`AppMount.may_claim`), where it gets Tornado's request object."""
-        if self.mount is not None and getattr(self.mount, "may_claim", None) is None:
-            return None
         return self
 
     @property
