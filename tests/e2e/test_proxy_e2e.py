@@ -7,6 +7,7 @@ conditions (the node's health JSON, a port accepting) with deadlines.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import http.client
 import json
@@ -105,6 +106,18 @@ class Site:
             proc.stop()
 
 
+@contextlib.contextmanager
+def running(site: Site) -> Iterator[Site]:
+    """`site`, its processes' logs printed if the block fails, stopped after it."""
+    try:
+        yield site
+    except BaseException:
+        print(site.logs())
+        raise
+    finally:
+        site.stop()
+
+
 def _status(port: int, path: str) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
@@ -122,8 +135,7 @@ def _connects(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    s = Site(tmp_path_factory.mktemp("site"), routes=("*/py=py", "*/wsgi=wsgi"))
-    try:
+    with running(Site(tmp_path_factory.mktemp("site"), routes=("*/py=py", "*/wsgi=wsgi"))) as s:
         s.upstream_worker()
         s.upstream_worker()
         s.worker("py", "--app", "pyapp:handle")
@@ -132,11 +144,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         s.wait_workers("py", 1)
         s.wait_workers("wsgi", 1)
         yield s
-    except BaseException:
-        print(s.logs())
-        raise
-    finally:
-        s.stop()
 
 
 def test_http_upstream_workers_proxy_with_correct_headers(site: Site) -> None:
@@ -239,8 +246,7 @@ def test_random_frames_at_the_worker_socket_do_not_hurt(site: Site) -> None:
 
 
 def test_kill_9_a_worker_during_a_stream_of_gets(tmp_path: Path) -> None:
-    s = Site(tmp_path)
-    try:
+    with running(Site(tmp_path)) as s:
         first = s.upstream_worker()
         s.upstream_worker()
         s.wait_workers("default", 2)
@@ -278,16 +284,10 @@ def test_kill_9_a_worker_during_a_stream_of_gets(tmp_path: Path) -> None:
             t.join(60)
         assert not failures, failures[:5]
         assert done == 1600
-    except BaseException:
-        print(s.logs())
-        raise
-    finally:
-        s.stop()
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
-    s = Site(tmp_path, grace=20.0)
-    try:
+    with running(Site(tmp_path, grace=20.0)) as s:
         s.upstream_worker()
         s.wait_workers("default", 1)
         assert _status(s.admin, "/_scale0/ready") == 200
@@ -312,24 +312,13 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
         assert results == [(200, b"slow done")] * 3
         assert s.node.popen.wait(20) == 0
         assert "stopped" in s.node.output()
-    except BaseException:
-        print(s.logs())
-        raise
-    finally:
-        s.stop()
 
 
 @pytest.fixture
 def bare(tmp_path: Path) -> Iterator[Site]:
     """A node of its own, no worker yet; a request may wait 3 s for one."""
-    s = Site(tmp_path, extra="[workers]\ndefault_timeout = 3.0\n")
-    try:
+    with running(Site(tmp_path, extra="[workers]\ndefault_timeout = 3.0\n")) as s:
         yield s
-    except BaseException:
-        print(s.logs())
-        raise
-    finally:
-        s.stop()
 
 
 def test_default_service_whose_last_worker_left_still_serves_its_cache(bare: Site) -> None:
