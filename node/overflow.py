@@ -140,7 +140,9 @@ class OverflowDispatcher:
         self._inflight: dict[str, set[asyncio.Task[PeerReply]]] = {}
         self.lives: dict[str, int] = {}  # peer -> its process (gossip MemberView.life)
         self._room_changed: asyncio.Future[None] | None = None  # waiters for room (`_room`)
-        self._claimed: dict[str, int] = {}  # queued requests sent off since that future
+        # Per service since that future: the peers' room when first asked, and how many
+        # queued requests left for it (`_claim_room`).
+        self._claimed: dict[str, list[int]] = {}
 
     def peer_down(self, peer: str) -> None:
         """The failure detector says `peer` is dead or left: stop waiting for it now.
@@ -288,12 +290,16 @@ class OverflowDispatcher:
 
     def _claim_room(self, service: str) -> bool:
         """One queued request may leave for a peer: fewer have left since the last report
-        than the peers' effective free slots for `service` (mesh.loadtable)."""
-        free = sum(c.free for c in self._candidates(service, self.clock()))
-        taken = self._claimed.get(service, 0)
-        if taken >= free:
+        than the peers' effective free slots for `service` (mesh.loadtable) were then.
+        The room is counted once per report: those that left lower it as they are sent,
+        and counting it again would hold back requests it still has room for."""
+        claim = self._claimed.get(service)
+        if claim is None:
+            free = sum(c.free for c in self._candidates(service, self.clock()))
+            claim = self._claimed[service] = [free, 0]
+        if claim[1] >= claim[0]:
             return False
-        self._claimed[service] = taken + 1
+        claim[1] += 1
         return True
 
     async def _room(self, deadline: float) -> bool:
