@@ -365,9 +365,11 @@ class CacheStage:
             await self._put(entry)
             if flight is not None:
                 flight.share(entry)
-            self._mark(
-                response, Outcome.MISS, fwd="uri-miss", fwd_status=response.status, stored=True
-            )
+            fetched = response.status
+            if fetched == 200 and _conditional(ctx.request.headers) and not_modified(
+                    ctx.request.headers, headers):
+                _to_not_modified(response)
+            self._mark(response, Outcome.MISS, fwd="uri-miss", fwd_status=fetched, stored=True)
             return False
 
         def complete(body: bytes) -> None:
@@ -635,6 +637,21 @@ def purge_answer(count: int) -> tuple[int, dict[str, object]]:
     if not error:
         return 200, {}
     return 202, {"failed": failed, "error": error}
+
+
+def _conditional(headers: Headers) -> bool:
+    """Whether a request carries a precondition a 304 could answer (cheap: asked on
+    every stored miss)."""
+    return "if-none-match" in headers or "if-modified-since" in headers
+
+
+def _to_not_modified(response: Response) -> None:
+    """Turn a fetched 200 the client already holds into a 304, as nginx and Varnish do
+    for a cacheable answer fetched on a miss: the fill asked the origin without the
+    client's preconditions (so the entry gets a body), and the client gets what a hit
+    would have given it."""
+    response.status, response.body, response.reason = 304, b"", ""
+    response.headers = Headers(not_modified_headers(response.headers))
 
 
 def _discard(response: Response) -> None:

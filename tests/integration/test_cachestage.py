@@ -512,3 +512,41 @@ def test_remembered_keys_follow_a_reconfigure_that_changes_dropped_parameters() 
     assert stage.key_of(request) == "http://example.com/page?id=7"  # remembered, same answer
     stage.reconfigure(CacheConfig())
     assert stage.key_of(request) == "http://example.com/page?utm_source=mail&id=7"
+
+
+def test_a_stored_miss_answers_the_clients_precondition_with_304() -> None:
+    """nginx and Varnish answer a conditional GET with 304 when the answer they just
+    fetched (without the client's preconditions) is cacheable and matches them."""
+
+    async def main() -> None:
+        stage, _, _ = make()
+        fields = [("ETag", '"v1"'), ("Last-Modified", "Tue, 14 Nov 2023 22:13:20 GMT"),
+                  ("Cache-Control", "max-age=60"), ("Content-Type", "text/plain")]
+        origin = Origin(fixed(headers=fields))
+        answer = await stage(get(headers=[("If-None-Match", 'W/"v0", "v1"')]), origin)
+        assert answer.status == 304 and answer.body == b""
+        assert answer.headers.get("ETag") == '"v1"' and answer.headers.get("X-Cache") == "MISS"
+        assert answer.headers.get("Content-Type") is None  # RFC 9110 §15.4.5's fields only
+        assert "fwd-status=200" in (answer.headers.get("Cache-Status") or "")
+        assert origin.seen[0].headers.get("If-None-Match") is None  # the fill asked plainly
+        hit = await stage(get(), origin)  # the entry was stored with its body
+        assert hit.status == 200 and hit.body == b"hello1" and hit.headers.get("X-Cache") == "HIT"
+        assert origin.calls == 1
+
+        since = await stage(get("/y", [("If-Modified-Since", "Wed, 15 Nov 2023 00:00:00 GMT")]),
+                            origin)
+        assert since.status == 304 and since.body == b""
+        other = await stage(get("/z", [("If-None-Match", '"v2"')]), origin)
+        assert other.status == 200 and other.body == b"hello3"
+
+    run(main())
+
+
+def test_an_uncacheable_miss_passes_the_origins_200_through() -> None:
+    async def main() -> None:
+        stage, _, _ = make()
+        origin = Origin(fixed(headers=[("ETag", '"v1"'), ("Cache-Control", "no-store")]))
+        answer = await stage(get(headers=[("If-None-Match", '"v1"')]), origin)
+        assert answer.status == 200 and answer.body == b"hello1"
+
+    run(main())
