@@ -15,7 +15,15 @@ and reads files. Safety rules:
 - the candidate is then resolved with realpath and must stay under the
   mount's real root, so a symlink pointing out of the directory is a 404 too;
   the file is opened with O_NOFOLLOW and fstat'ed, so only regular files are
-  served.
+  served; a path ending in "/" names a directory only (nginx: a file asked for
+  as `file.txt/` is a 404).
+
+The mount's directory is resolved on every request, as nginx does its `root`: a
+deploy that flips a `current` symlink to a new release is served at once. A file is
+typed and judged fingerprinted by the name in the URL, never by where a symlink
+points (`latest.js -> app.3f9a1c2b.js` is not immutable: it moves at each deploy).
+A directory's redirect names the path with its empty segments dropped, so `//docs`
+goes to `/docs/`, never to the protocol-relative `//docs/` (another host).
 
 ETags are `"<size>-<mtime_ns>"` in hex (like nginx's, without the inode) so
 that every node of the mesh serving the same deployed tree gives the same
@@ -278,10 +286,10 @@ class StaticFiles:
         for prefix, directory in mounts:
             if not prefix.startswith("/"):
                 raise ValueError(f"static prefix {prefix!r} must start with '/'")
-            root = os.path.realpath(directory)
-            if not os.path.isdir(root):
+            if not os.path.isdir(directory):
                 raise ValueError(f"static directory {directory!r} ({prefix!r}) is not a directory")
-            self._mounts.append((prefix.rstrip("/"), root))
+            # Kept as given (absolute), resolved per request: a symlink may be flipped.
+            self._mounts.append((prefix.rstrip("/"), os.path.abspath(directory)))
         self._mounts.sort(key=lambda m: len(m[0]), reverse=True)  # longest prefix wins
         self._gz: OrderedDict[tuple[int, int, int, int], bytes] = OrderedDict()
         self._gz_bytes = 0
@@ -290,7 +298,7 @@ class StaticFiles:
         self.prepared: StaticHits | None = None
 
     def match(self, path: str) -> tuple[str, str] | None:
-        """(root, rest of the path) of the mount owning `path`, or None."""
+        """(directory, rest of the path) of the mount owning `path`, or None."""
         for prefix, root in self._mounts:
             if path == prefix or path.startswith(prefix + "/") or prefix == "":
                 return root, path[len(prefix):]
@@ -316,27 +324,30 @@ class StaticFiles:
             prepared.offer(request, resp, varies=varies)
         return _static(resp)
 
-    def _respond(self, request: Request, root: str, rest: str,
+    def _respond(self, request: Request, directory: str, rest: str,
                  hold: int = 0) -> tuple[Response, bool, bool]:
         """The answer, whether it may be prepared (a whole 200 of a file of at most `hold`
         bytes) and whether it varies on Accept-Encoding."""
+        root = os.path.realpath(directory)  # now: a deploy may have flipped a symlink
         real = resolve(root, rest)
         if real is None:
             return Response.error(404, "not found"), False, False
+        parts = safe_parts(rest) or ()
+        name = parts[-1] if parts else ""  # the name the client asked for
         if os.path.isdir(real):
             if not request.path.endswith("/"):
-                loc = request.path + "/" + ("?" + request.query if request.query else "")
-                headers = Headers([("Location", loc), ("Content-Length", "0")])
-                return Response(301, headers), False, False
+                return _redirect_to_directory(request.path, request.query), False, False
             real = resolve(root, rest + "/" + self.config.index)
             if real is None:
                 return Response.error(404, "not found"), False, False
+            name = self.config.index
+        elif rest.endswith("/"):
+            return Response.error(404, "not found"), False, False  # a file is no directory
         opened = _open_regular(real)
         if opened is None:
             return Response.error(404, "not found"), False, False
         accepts = accepted_encodings(request.headers.get_joined("Accept-Encoding"))
         fd, st, coding, siblings = _pick_encoding(real, opened, accepts)
-        name = os.path.basename(real)
         varies = varies_by_coding(content_type(name), st.st_size, siblings, self.config)
         ready = hold > 0 and st.st_size <= hold
         try:
@@ -434,6 +445,15 @@ class StaticFiles:
                     _, old = self._gz.popitem(last=False)
                     self._gz_bytes -= len(old)
         return body
+
+
+def _redirect_to_directory(path: str, query: str) -> Response:
+    """301 to the directory `path` names, with a slash: empty segments dropped, so the
+    Location never starts with "//" (a protocol-relative URL: another host)."""
+    loc = "/" + "".join(seg + "/" for seg in path.split("/") if seg)
+    headers = Headers([("Location", loc + ("?" + query if query else "")),
+                       ("Content-Length", "0")])
+    return Response(301, headers)
 
 
 def _pick_encoding(
