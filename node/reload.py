@@ -32,7 +32,7 @@ from node.serviceconf import (
     replication_scopes,
     timeouts,
 )
-from node.services import ServiceMap
+from node.services import Route, ServiceMap
 from node.stage import Stage
 
 # Keys a SIGHUP applies; every other top-level key needs a restart.
@@ -70,6 +70,7 @@ def build(config: NodeConfig) -> Settings:
             raise ConfigKeyError(f"[services.{name}] {exc}", ("services", name), "routes") \
                 from None
     routes = ServiceMap.from_specs(config.all_routes())
+    _no_rule_twice(config)
     static = static_stage(config.static)
     try:
         cache = CacheConfig(**_tuples(cache_settings(config.cache_settings, config.services)))
@@ -92,6 +93,26 @@ def build(config: NodeConfig) -> Settings:
         raise ConfigKeyError(str(exc), ("replication",), key) from None
     return Settings(routes, static, cache, replication, overflow_policies(config.services),
                     timeouts(config.services))
+
+
+def _no_rule_twice(config: NodeConfig) -> None:
+    """ConfigKeyError for one HOST[/PREFIX] mapped to two services: the first in the file
+    would take every request and the second none (a typo, or a service renamed in one
+    place only). The same rule for the same service twice is harmless."""
+    seen: dict[str, str] = {}
+    given: list[tuple[tuple[str, ...], Route]] = [
+        ((), route) for route in ServiceMap.from_specs(config.routes).routes]
+    for name, service in config.services.items():
+        given += [(("services", name), route)
+                  for route in ServiceMap.from_specs(f"{r}={name}" for r in service.routes).routes]
+    for table, route in given:
+        rule = route.host + route.prefix
+        first = seen.setdefault(rule, route.service)
+        if first != route.service:
+            where = f"[services.{table[1]}] " if table else ""
+            raise ConfigKeyError(f"{where}route {rule!r} is mapped to both {first!r} and "
+                                 f"{route.service!r}; only the first would ever take a request",
+                                 table, "routes")
 
 
 def static_stage(specs: list[str]) -> Stage | None:

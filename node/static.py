@@ -288,6 +288,9 @@ class StaticFiles:
                 raise ValueError(f"static prefix {prefix!r} must start with '/'")
             if not os.path.isdir(directory):
                 raise ValueError(f"static directory {directory!r} ({prefix!r}) is not a directory")
+            if any(mounted == prefix.rstrip("/") for mounted, _ in self._mounts):
+                raise ValueError(f"static prefix {prefix!r} is mounted twice (the second "
+                                 "would never serve a file)")
             # Kept as given (absolute), resolved per request: a symlink may be flipped.
             self._mounts.append((prefix.rstrip("/"), os.path.abspath(directory)))
         self._mounts.sort(key=lambda m: len(m[0]), reverse=True)  # longest prefix wins
