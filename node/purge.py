@@ -138,7 +138,7 @@ def run_purge(args: argparse.Namespace) -> int:
     request = urllib.request.Request(url, data=data, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=args.timeout) as resp:
-            doc = json.loads(resp.read(MAX_BODY))
+            answer = resp.read(MAX_BODY)
     except urllib.error.HTTPError as exc:
         if exc.code == 401:  # as scale0 mesh says it
             hint = ("the token was refused" if token
@@ -156,6 +156,11 @@ def run_purge(args: argparse.Namespace) -> int:
         reason = getattr(exc, "reason", exc)
         print(f"scale0 purge: cannot reach the node's admin listener at {url}: {reason}",
               file=sys.stderr)
+        return 1
+    try:
+        doc = json.loads(answer)
+    except ValueError:  # it answered, but not as an admin listener (a public port, a web page)
+        print(f"scale0 purge: {url} did not answer JSON; {NOT_ADMIN}", file=sys.stderr)
         return 1
     removed = doc.get("removed_here") if isinstance(doc, dict) else None
     if not isinstance(removed, int):
