@@ -27,9 +27,11 @@ test: $(STAMP)
 	$(BIN)/mypy
 	HYPOTHESIS_PROFILE=ci $(BIN)/pytest -p no:cacheprovider -q tests
 
+## make lint: what CI checks before the suite (ruff's rules, strict mypy). Layout is not
+## machine-enforced: the code is formatted by hand to 100 columns, so `ruff format` is no gate.
 lint: $(STAMP)
 	$(BIN)/ruff check node mesh gossip cache tests bench
-	$(BIN)/ruff format --check node mesh gossip cache tests bench
+	$(BIN)/mypy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
