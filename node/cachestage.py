@@ -69,6 +69,7 @@ log = logging.getLogger("scale0.cache")
 _KEYS_REMEMBERED = 8192  # URL → cache key answers kept by key_of
 # Purges the store could not carry out: how many marks are kept, and for how long.
 _UNPURGED_KEYS, _UNPURGED_PREFIXES, _UNPURGED_AGE = 10_000, 1_000, 86_400.0
+_RECENT_AGE = 600.0  # longer than any fill runs (a request's deadline)
 T = TypeVar("T")
 
 ERROR_STATUSES = frozenset({500, 502, 503, 504})
@@ -147,6 +148,11 @@ class CacheStage:
         # could not remove for as long as it runs (cache.files).
         self.unpurged = Tombstones(monotonic, max_count=_UNPURGED_KEYS,
                                    max_prefixes=_UNPURGED_PREFIXES, max_age=_UNPURGED_AGE)
+        # Purges and invalidations seen lately: a fill whose request went out before one of
+        # them may carry what it removed (the origin answered from the old content), so it
+        # is not stored, nor replicated (_put). Bounded as `unpurged` is.
+        self.recent_purges = Tombstones(monotonic, max_count=_UNPURGED_KEYS,
+                                        max_prefixes=_UNPURGED_PREFIXES, max_age=_RECENT_AGE)
         self.counts: Counter[str] = Counter()
         self._store_log = RateLimitedLog(log, interval=60.0)  # a full disk fails every put
         self._name = cache_name(node_id)
@@ -494,6 +500,9 @@ class CacheStage:
             return default
 
     async def _put(self, entry: CacheEntry) -> None:
+        if self.recent_purges.blocks_key(entry.key, entry.request_time):
+            self.counts["not_stored"] += 1  # asked before a purge of it: maybe the old content
+            return
         self.hits.forget(entry.key)
         stored = await self._safely(self.store.put(entry), False, entry.key, "put")
         self.hits.forget(entry.key)  # a hit may have offered the old entry meanwhile
@@ -513,6 +522,7 @@ class CacheStage:
         mark it purged as of now (so _lookup serves none of it), count and log that under
         its own key, and say so in the result: never a silent success."""
         at = self.wall_clock()
+        self.recent_purges.add(key, is_prefix, math.nextafter(at, -math.inf))  # asked before
         self.hits.forget(key, prefix=is_prefix)
         try:
             if is_prefix:
@@ -588,6 +598,8 @@ class CacheStage:
     async def accept_replica(self, entry: CacheEntry, service: str = "") -> bool:
         """Store an entry a peer sent, after the checks a local fill would pass."""
         reason = self.replica_refusal(entry, service)
+        if reason is None and self.recent_purges.blocks_key(entry.key, entry.request_time):
+            reason = "its request was sent before a purge of it here"  # see _put
         if reason is not None:
             self.counts["replica_refused"] += 1
             log.info("replica of %s refused: %s", entry.key[:200], reason)

@@ -550,3 +550,39 @@ def test_an_uncacheable_miss_passes_the_origins_200_through() -> None:
         assert answer.status == 200 and answer.body == b"hello1"
 
     run(main())
+
+
+def test_a_fill_or_replica_asked_before_a_purge_is_not_stored_after_it() -> None:
+    """The origin answered a request sent before the purge from the old content: storing
+    it after the purge would undo the purge (tests/e2e/test_qa9_purge_inflight_e2e.py)."""
+
+    async def main() -> None:
+        stage, clock, store = make()
+        started = asyncio.Event()
+        go = asyncio.Event()
+
+        async def slow(request: Request, n: int) -> Response:
+            started.set()
+            await go.wait()
+            return Response(200, Headers([("Cache-Control", "max-age=60")]), b"old")
+
+        fill = asyncio.create_task(stage(get("/news"), Origin(slow)))
+        await started.wait()
+        clock.now += 1
+        await stage.purge("http://example.com/news")
+        go.set()
+        assert (await fill).body == b"old"  # that client gets what it asked for
+        assert await store.get("http://example.com/news") == []
+        assert stage.counts["not_stored"] == 1
+
+        def replica(t: float) -> CacheEntry:
+            return CacheEntry("http://example.com/news", "", 200,
+                              (("Cache-Control", "max-age=60"),), b"r", t, t + 0.1, "n2")
+
+        assert not await stage.accept_replica(replica(clock.now - 0.5))
+        clock.now += 1
+        assert await stage.accept_replica(replica(clock.now))  # asked after the purge
+        after = await stage(get("/news"), Origin(fixed()))
+        assert after.body == b"r" and after.headers.get("X-Cache") == "HIT"
+
+    run(main())
