@@ -7,9 +7,17 @@ earliest deadline, scanning those few entries when it fires, costs about one
 timer per deadline span instead. Used by the SDK's handler deadlines
 (node.worker.sdk) and the upstream client's request deadlines (node.worker.upstream).
 
+The timer is left armed when a deadline ends, even the last one: it fires at most
+once more, finds nothing due and re-arms for the earliest deadline still running (or
+not at all). Cancelling it whenever the sweep emptied and arming a new one with the
+next request cost a timer a request on a worker whose requests come one at a time.
+So the timer is never later than the earliest deadline in flight, which is what
+keeps every deadline on time.
+
 uvloop's timers have a millisecond's resolution and may fire up to 1 ms early, so
 the scan takes as due what falls within that millisecond: re-arming for a deadline
-still a hair away would spin. One loop, one thread.
+still a hair away would spin. One loop, one thread (a sweep moved to another loop
+re-arms there).
 """
 
 from __future__ import annotations
@@ -38,7 +46,8 @@ class DeadlineSweep:
     def __init__(self) -> None:
         self._entries: set[Deadline] = set()
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
+        self._timer_at = math.inf  # when the timer fires: never after a deadline in flight
+        self._loop: asyncio.AbstractEventLoop | None = None  # the timer's
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -48,25 +57,21 @@ class DeadlineSweep:
         """Cancel `task` at loop time `when` unless `end` comes first."""
         deadline = Deadline(task, when)
         self._entries.add(deadline)
-        if when < self._timer_at:
+        if when < self._timer_at or loop is not self._loop:
             self._arm(loop, when)
         return deadline
 
     def end(self, deadline: Deadline | None) -> None:
-        """The deadline no longer applies (done, answering); no timer is left when none
-        does."""
-        if deadline is None:
-            return
-        entries = self._entries
-        entries.discard(deadline)
-        if not entries and self._timer is not None:
-            self._timer.cancel()
-            self._timer, self._timer_at = None, math.inf
+        """The deadline no longer applies (done, answering). The timer stays: it fires
+        at most once more, for nothing, unless a later deadline keeps it."""
+        if deadline is not None:
+            self._entries.discard(deadline)
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = when
+        self._loop = loop
         self._timer = loop.call_at(when, self._expire, loop)
 
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -38,6 +38,7 @@ from node.protocol import (
     Cancel,
     Credit,
     Disconnect,
+    HeaderList,
     Heartbeat,
     Message,
     ProtocolError,
@@ -66,6 +67,16 @@ def http_date_now() -> str:
     if _date[0] != now:
         _date = (now, email.utils.formatdate(now, usegmt=True))
     return _date[1]
+
+
+def _fields(resp: Response) -> HeaderList:
+    """The fields of `resp` as a REPLY carries them, dated if the handler did not."""
+    headers = tuple(resp.headers)
+    if resp.headers.get("date") is None:  # RFC 9110 §6.6.1: the origin dates its answers
+        headers += (("Date", http_date_now()),)
+    return headers
+
+
 Handler = Callable[[Request], Awaitable[Response]]
 CHUNK = 256 * 1024
 WINDOW = 8
@@ -74,7 +85,7 @@ WINDOW = 8
 _GOODBYE_LINGER_MS = 500
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Job:
     rid: int
     task: asyncio.Task[None] | None = None
@@ -282,10 +293,10 @@ class Worker:
             job.upload.put_nowait(msg.body)
             body = job.upload
             self._send(Credit(rid, self.window))
+        now = time.monotonic()
         req = Request(msg.method, msg.target, Headers(msg.headers), body, msg.scheme, msg.host,
-                      msg.client, msg.request_id, deadline=time.monotonic() + msg.deadline)
-        self._jobs[msg.id] = job
-        self._idle.clear()
+                      msg.client, msg.request_id, now, now + msg.deadline)
+        self._jobs[msg.id] = job  # (`stop` clears `_idle` itself before it waits)
         loop = asyncio.get_running_loop()
         job.task = loop.create_task(self._serve(job, req))
         if msg.deadline:
@@ -313,7 +324,9 @@ class Worker:
                 log.exception("handler failed for %s %s", req.method, req.path)
                 resp = Response.error(500, "the worker's handler failed")
             self._deadlines.end(job.deadline)  # answering: the deadline no longer applies
-            await self._reply(job, resp)
+            job.deadline = None
+            if not self._reply_at_once(job, resp, req.method == "HEAD"):
+                await self._reply(job, resp)
         except asyncio.CancelledError:
             pass  # the node cancelled (client gone, deadline) or we lost the node
         finally:
@@ -324,15 +337,34 @@ class Worker:
             if not self._jobs:
                 self._idle.set()
 
+    def _reply_at_once(self, job: _Job, resp: Response, head: bool) -> bool:
+        """Answer in one REPLY if the body allows (bytes of at most a chunk, or any answer
+        to a HEAD), with no coroutine; False if `_reply` must send it in chunks.
+
+        A HEAD's answer goes without its body, and says the length of a body its handler
+        gave and did not measure (as Tornado and Werkzeug do): the node sends no body for
+        a HEAD, and keeps a Content-Length only if the worker gives one. An empty body says
+        nothing (the upstream client's, whose origin said what it did)."""
+        headers = _fields(resp)
+        body = resp.body
+        if head:
+            if not isinstance(body, bytes):
+                body.cancel()  # never read: its producer stops
+            elif (body and resp.status >= 200 and resp.status not in (204, 304)
+                  and "content-length" not in resp.headers):
+                headers += (("Content-Length", str(len(body))),)
+            self._send(Reply(job.rid, resp.status, headers, False, b""))
+            return True
+        if isinstance(body, bytes) and len(body) <= self.chunk_size:
+            self._send(Reply(job.rid, resp.status, headers, False, body))
+            return True
+        return False
+
     async def _reply(self, job: _Job, resp: Response) -> None:
-        headers = tuple(resp.headers.items())
-        if resp.headers.get("date") is None:  # RFC 9110 §6.6.1: the origin dates its answers
-            headers += (("Date", http_date_now()),)
+        """An answer too large for one REPLY: its head, then BODY chunks as credit allows."""
+        headers = _fields(resp)
         body = resp.body
         if isinstance(body, bytes):
-            if len(body) <= self.chunk_size:
-                self._send(Reply(job.rid, resp.status, headers, False, body))
-                return
             self._send(Reply(job.rid, resp.status, headers, True, body[: self.chunk_size]))
             view = memoryview(body)
             for pos in range(self.chunk_size, len(body), self.chunk_size):

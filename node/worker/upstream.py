@@ -59,6 +59,37 @@ _DROP = HOP_BY_HOP | {"content-length"}  # request fields we never forward as th
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 
 
+def request_head(request: Request, prefix: str, authority: str) -> bytes:
+    """The head of `request` as it goes to the origin at `authority` (whose base path is
+    `prefix`): hop-by-hop fields dropped, and those its Connection names; our own framing
+    (Content-Length, or chunked for a stream of unknown length); a Host if it has none.
+
+    The fields are filtered by the lower-cased names `Headers` keeps (`without`: C-level
+    scans when nothing goes, which is almost always) and written with one join, not a
+    formatted line and a `lower()` per field. Names are tokens (node.protocol checks
+    every REQUEST's)."""
+    rh = request.headers
+    drop = _DROP
+    if "connection" in rh:
+        drop = _DROP | {name.strip().lower() for v in rh.get_all("Connection")
+                        for name in v.split(",")}
+    kept = rh.without(drop)
+    body = request.body
+    if not isinstance(body, bytes):
+        sent_length = rh.get("Content-Length")
+        framing = (f"Content-Length: {sent_length}\r\n" if sent_length else
+                   "Transfer-Encoding: chunked\r\n")
+    elif body or request.method not in _NO_BODY_METHODS:
+        framing = f"Content-Length: {len(body)}\r\n"
+    else:
+        framing = ""
+    host = "" if "host" in kept else f"Host: {authority}\r\n"
+    fields = "\r\n".join(map(": ".join, kept))
+    end = "\r\n" if fields else ""
+    return (f"{request.method} {prefix}{request.target} HTTP/1.1\r\n{host}{fields}{end}"
+            f"{framing}\r\n").encode("latin-1")
+
+
 class UpstreamClient:
     """A handler forwarding requests to the HTTP/1.1 origin at `base_url`."""
 
@@ -88,7 +119,7 @@ class UpstreamClient:
         loop = asyncio.get_running_loop()
         wait = (request.deadline - time.monotonic() if request.deadline
                 else self.default_timeout)
-        deadline = self._deadlines.start(loop, asyncio.current_task(),
+        deadline = self._deadlines.start(loop, asyncio.current_task(loop),
                                          loop.time() + max(0.001, wait))
         held = False  # this call holds a slot (until an exchange hands it to its response)
         retry = request.method in IDEMPOTENT and isinstance(request.body, bytes)
@@ -99,7 +130,7 @@ class UpstreamClient:
                 await self._acquire(loop)
             held = True
             for attempt in (0, 1):
-                conn = await self._get(loop, fresh=attempt > 0)
+                conn = (self._pooled() if attempt == 0 else None) or await self._connect(loop)
                 try:
                     resp = await self._exchange(conn, request)
                 except Stale:
@@ -158,14 +189,19 @@ class UpstreamClient:
                 return
         self._busy -= 1
 
-    async def _get(self, loop: asyncio.AbstractEventLoop, fresh: bool) -> PooledConnection:
+    def _pooled(self) -> PooledConnection | None:
+        """An idle connection still fit for a request, if there is one (no coroutine: the
+        usual case under load)."""
         idle = self._idle
-        while idle and not fresh:
+        while idle:
             conn = idle.pop()
             if conn.clean():
                 conn.reused = True
                 return conn
             conn.abort()
+        return None
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> PooledConnection:
         conn = PooledConnection(self, loop)
         async with asyncio.timeout(self.connect_timeout):
             await loop.create_connection(lambda: conn, self.host, self.port)
@@ -186,30 +222,11 @@ class UpstreamClient:
         with contextlib.suppress(ValueError):
             self._idle.remove(conn)
 
-    def _head(self, request: Request) -> bytes:
-        rh = request.headers
-        named = rh.get_all("Connection")
-        drop = _DROP if not named else _DROP | {
-            v.strip().lower() for v in named for v in v.split(",")}
-        body = request.body
-        lines = [f"{request.method} {self.prefix}{request.target} HTTP/1.1\r\n"]
-        if "host" not in rh or "host" in drop:
-            lines.append(f"Host: {self.authority}\r\n")
-        lines += [f"{k}: {v}\r\n" for k, v in rh if k.lower() not in drop]
-        if not isinstance(body, bytes):
-            sent_length = rh.get("Content-Length")
-            lines.append(f"Content-Length: {sent_length}\r\n" if sent_length else
-                         "Transfer-Encoding: chunked\r\n")
-        elif body or request.method not in _NO_BODY_METHODS:
-            lines.append(f"Content-Length: {len(body)}\r\n")
-        lines.append("\r\n")
-        return "".join(lines).encode("latin-1")
-
     async def _exchange(self, conn: PooledConnection, request: Request) -> Response:
         """One request on `conn`: on success the connection is released (or handed to the
         response's stream); on any exception the caller closes it."""
         body = request.body
-        head = self._head(request)
+        head = request_head(request, self.prefix, self.authority)
         transport = conn.transport
         assert transport is not None
         conn.begin()
@@ -237,7 +254,7 @@ class UpstreamClient:
         status = parser.get_status_code()
         if not 100 <= status <= 599:
             raise Invalid(f"status {status}, outside 100-599")
-        te = ",".join(conn.te)
+        te = ",".join(conn.te) if conn.te else ""
         if te and te.strip().lower() != "chunked":
             raise Invalid(f"Transfer-Encoding {te[:40]!r}, not chunked")  # nginx: the same
         out = Headers(conn.headers)  # hop-by-hop fields were left out while parsing
@@ -252,8 +269,10 @@ class UpstreamClient:
             return Response(status, out, b"")
         length = None
         if conn.cl is not None:
-            with contextlib.suppress(ValueError):
+            try:
                 length = int(conn.cl)
+            except ValueError:
+                pass
         if not conn.done and length is not None and length <= CHUNK:
             # Small bodies of known length are read here: one frame, no channel.
             await conn.wait(WANT_ALL)

@@ -46,6 +46,24 @@ class _Extra(Exception):
     """Bytes came after the end of the response: raised to stop llhttp parsing them."""
 
 
+_END_TO_END, _CONTENT_LENGTH, _TRANSFER_ENCODING, _HOP = range(4)
+_NAMES: dict[bytes, tuple[str, int]] = {}  # a field name as it came → (its text, its kind)
+_NAMES_KEPT = 512  # an origin's names repeat; a hostile one's random names clear the cache
+
+
+def _name(name: bytes) -> tuple[str, int]:
+    """What `name` is to a proxy (`_NAMES` caches it): an origin sends the same few names
+    on every response, and their lower-casing and decoding were most of a field's cost."""
+    lname = name.lower()
+    kind = (_CONTENT_LENGTH if lname == b"content-length" else
+            _TRANSFER_ENCODING if lname == b"transfer-encoding" else
+            _HOP if lname in _HOP_BY_HOP_B else _END_TO_END)
+    if len(_NAMES) >= _NAMES_KEPT:
+        _NAMES.clear()
+    known = _NAMES[name] = (name.decode("latin-1"), kind)
+    return known
+
+
 class ResponseParse:
     """httptools callbacks: collect status, headers and body pieces of one response."""
 
@@ -82,14 +100,18 @@ class ResponseParse:
             raise Invalid(f"response head larger than {MAX_HEAD // 1024} KiB")
         # Sorted here, once per field: hop-by-hop fields are never forwarded, and the two
         # that frame the body are kept aside (no second pass over the head for them).
-        lname = name.lower()
-        if lname in _HOP_BY_HOP_B:
-            if lname == b"transfer-encoding":
-                self.te.append(value.decode("latin-1"))
-            return
-        if lname == b"content-length" and self.cl is None:
-            self.cl = value.decode("latin-1")
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        known = _NAMES.get(name)
+        if known is None:
+            known = _name(name)
+        text, kind = known
+        if kind == _END_TO_END:
+            self.headers.append((text, value.decode("latin-1")))
+        elif kind == _CONTENT_LENGTH:
+            if self.cl is None:
+                self.cl = value.decode("latin-1")
+            self.headers.append((text, value.decode("latin-1")))
+        elif kind == _TRANSFER_ENCODING:
+            self.te.append(value.decode("latin-1"))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code() if self.parser is not None else 0

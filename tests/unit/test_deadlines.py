@@ -1,5 +1,6 @@
 """node.worker.deadlines on a real loop (asyncio's and uvloop's): tasks are cancelled at
-their deadlines, an ended deadline never fires, and no timer outlives the last one."""
+their deadlines, an ended deadline never fires, and no timer outlives the last one; and
+on a manual clock, by property, for any sequence of starts, ends and time passing."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Any
 
 import pytest
 import uvloop
+from hypothesis import given
+from hypothesis import strategies as st
 
-from node.worker.deadlines import DeadlineSweep
+from node.worker.deadlines import _EARLY, DeadlineSweep
 
 Runner = Callable[[Coroutine[Any, Any, None]], None]
 LOOPS: dict[str, Runner] = {"asyncio": asyncio.run, "uvloop": uvloop.run}
@@ -62,3 +65,89 @@ def test_a_deadline_within_the_timer_resolution_is_due_not_rearmed(loop_name: st
             await task
 
     LOOPS[loop_name](main())
+
+
+class FakeTimer:
+    def __init__(self, when: float, callback: Callable[..., None], args: tuple[Any, ...]) -> None:
+        self.when, self.callback, self.args, self.cancelled = when, callback, args, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeLoop:
+    """A manual clock and its timers: what DeadlineSweep asks of a loop."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[FakeTimer] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[..., None], *args: Any) -> FakeTimer:
+        timer = FakeTimer(when, callback, args)
+        self.timers.append(timer)
+        return timer
+
+    def pending(self) -> list[FakeTimer]:
+        return [t for t in self.timers if not t.cancelled]
+
+    def advance(self, to: float) -> None:
+        """Fire every timer due by `to`, earliest first (as a loop does)."""
+        while due := sorted((t for t in self.pending() if t.when <= to), key=lambda t: t.when):
+            timer = due[0]
+            self.timers.remove(timer)
+            self.now = max(self.now, timer.when)
+            timer.callback(*timer.args)
+        self.now = to
+
+
+class FakeTask:
+    def __init__(self) -> None:
+        self.cancels = 0
+
+    def cancel(self) -> bool:
+        self.cancels += 1
+        return True
+
+
+# Times a hair apart as often as not: around a timer's resolution is where it goes wrong.
+SECONDS = st.one_of(st.sampled_from([0.0, 0.0004, 0.001, 0.0015, 0.003, 0.008, 0.5]),
+                    st.floats(0.0, 3.0))
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("start"), SECONDS),
+    st.tuples(st.just("end"), st.integers(0, 50)),
+    st.tuples(st.just("advance"), SECONDS)), max_size=40)
+
+
+@given(OPS)
+def test_every_deadline_fires_on_time_and_an_ended_one_never(ops: list[tuple[str, Any]]) -> None:
+    """A model of the sweep on a manual clock: after each step, every deadline still
+    running whose time has come (within a timer's 1 ms) has cancelled its task, once;
+    none has before its time; one that ended first never does; one timer at most."""
+    loop = FakeLoop()
+    sweep = DeadlineSweep()
+    live: list[tuple[Any, FakeTask]] = []  # started, not ended
+    ended: list[tuple[Any, FakeTask]] = []
+    for op, arg in ops:
+        if op == "start":
+            task = FakeTask()
+            live.append((sweep.start(loop, task, loop.now + arg), task))  # type: ignore[arg-type]
+        elif op == "end" and live:
+            d, task = live.pop(arg % len(live))
+            sweep.end(d)
+            ended.append((d, task))
+        elif op == "advance":
+            loop.advance(loop.now + arg)
+        assert len(loop.pending()) <= 1
+        for d, task in live:
+            assert task.cancels == (1 if d.when <= loop.now + _EARLY and d.expired else 0)
+            if d.when <= loop.now - _EARLY:
+                assert d.expired  # due (its timer was armed no later than it)
+            assert not d.expired or d.when <= loop.now + _EARLY
+        for d, task in ended:
+            assert task.cancels == (1 if d.expired else 0)
+    loop.advance(loop.now + 10.0)
+    assert all(d.expired and task.cancels == 1 for d, task in live)
+    assert not loop.pending()  # once all are due, no timer is left

@@ -10,7 +10,8 @@ import httptools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.worker.upstreamconn import MAX_HEAD, Invalid, ResponseParse
+from node.worker import upstreamconn
+from node.worker.upstreamconn import HOP_BY_HOP, MAX_HEAD, Invalid, ResponseParse
 
 TOKEN = st.text("abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12)
 VALUE = st.text("abc xyz;=/0123456789", max_size=40).map(str.strip)
@@ -83,3 +84,49 @@ def test_bad_values_are_refused() -> None:
     for value in (b"a\rb", b"a\nb", b"a\x00b"):
         assert parse([b"HTTP/1.1 200 OK\r\nX: " + value + b"\r\nContent-Length: 0\r\n\r\n"])[0] \
             == "invalid"
+
+
+ANY_NAME = st.one_of(
+    st.text("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+            min_size=1, max_size=8),
+    st.sampled_from(sorted(HOP_BY_HOP | {"content-length", "date", "set-cookie"})).flatmap(
+        lambda n: st.lists(st.booleans(), min_size=len(n), max_size=len(n)).map(
+            lambda ups: "".join(c.upper() if u else c for c, u in zip(n, ups, strict=True)))))
+RAW_VALUE = st.binary(max_size=12).map(
+    lambda b: b.translate(None, b"\r\n\x00").strip(b" \t"))
+
+
+def sorted_by_the_old_rules(fields: list[tuple[bytes, bytes]]) -> tuple[object, ...]:
+    """ResponseParse.on_header before round 9, as an oracle: (kept, te, cl)."""
+    kept, te, cl = [], [], None
+    for name, value in fields:
+        lname = name.lower()
+        if lname in {n.encode() for n in HOP_BY_HOP}:
+            if lname == b"transfer-encoding":
+                te.append(value.decode("latin-1"))
+            continue
+        if lname == b"content-length" and cl is None:
+            cl = value.decode("latin-1")
+        kept.append((name.decode("latin-1"), value.decode("latin-1")))
+    return kept, te, cl
+
+
+@given(st.lists(st.tuples(ANY_NAME.map(str.encode), RAW_VALUE), max_size=10),
+       st.integers(1, 4))
+def test_fields_are_sorted_as_the_old_rules_sorted_them_whatever_the_name_cache(
+        fields: list[tuple[bytes, bytes]], kept_names: int) -> None:
+    """Names are remembered (`_NAMES`), a few at a time here so the cache also clears."""
+    saved = upstreamconn._NAMES_KEPT
+    upstreamconn._NAMES_KEPT = kept_names
+    upstreamconn._NAMES.clear()
+    try:
+        for _ in range(2):  # the second time from the cache
+            p = ResponseParse()
+            p.parser = httptools.HttpResponseParser(p)
+            for name, value in fields:
+                p.on_header(name, value)
+            p.on_headers_complete()
+            assert (p.headers, p.te, p.cl) == sorted_by_the_old_rules(fields)
+            assert len(upstreamconn._NAMES) <= kept_names
+    finally:
+        upstreamconn._NAMES_KEPT = saved
