@@ -268,6 +268,7 @@ def _show(v: Any) -> str:
     return type(v).__name__ if not isinstance(v, int | float) else repr(v)[:24]
 
 
+_OVER_LIMIT = re.compile(r"[0-9]{1,12} exceeds max_[a-z]{1,8}_len\([0-9]{1,12}\)")
 _SERVICE = _str(re.compile(r"[^A-Za-z0-9_.\-]"), allow_empty=False)
 _ID = _int(0, MAX_ID)
 
@@ -482,7 +483,11 @@ def decode(frames: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> Message:
     except ProtocolError:
         raise
     except Exception as exc:  # msgpack raises many kinds (ValueError, StackError, ...)
-        raise ProtocolError(f"bad msgpack metadata: {type(exc).__name__}") from None
+        # Only a limit's own message is shown ("N exceeds max_str_len(M)"): others, such as
+        # ExtraData's, would carry the data itself.
+        over = _OVER_LIMIT.fullmatch(str(exc)) if type(exc) is ValueError else None
+        detail = f" ({over.group()})" if over else ""
+        raise ProtocolError(f"bad msgpack metadata: {type(exc).__name__}{detail}") from None
     if type(meta) is not list or len(meta) != len(fields):
         raise ProtocolError(f"{cmd.name} metadata must be an array of {len(fields)} fields")
     shortcut = _SHORTCUTS.get(cmd)
@@ -561,14 +566,17 @@ _SHORTCUTS: dict[Cmd, Callable[[list[Any], Limits], list[Any] | None]] = {
 }
 
 
-def salvage_id(frames: Sequence[bytes]) -> int | None:
-    """The request id of an undecodable REPLY/BODY/ABORT, if it can still be read.
+_FROM_WORKERS = (Cmd.REPLY, Cmd.BODY, Cmd.ABORT)
 
-    Lets the node fail the one request a broken reply belongs to at once (502)
-    instead of at its deadline. Never raises."""
+
+def salvage_id(frames: Sequence[bytes], kinds: Sequence[Cmd] = _FROM_WORKERS) -> int | None:
+    """The request id of an undecodable message of one of `kinds`, if it can still be read.
+
+    Lets the node fail the one request a broken REPLY/BODY/ABORT belongs to at once (502)
+    instead of at its deadline, and a worker answer a REQUEST its limits refuse (431)
+    instead of dropping it. Never raises."""
     try:
-        if len(frames) < 2 or _BY_HEAD.get(bytes(frames[0])) not in (Cmd.REPLY, Cmd.BODY,
-                                                                      Cmd.ABORT):
+        if len(frames) < 2 or _BY_HEAD.get(bytes(frames[0])) not in kinds:
             return None
         unpacker = msgpack.Unpacker(max_buffer_size=128, max_bin_len=0,
                                     max_map_len=0, max_ext_len=0)

@@ -36,6 +36,7 @@ from node.protocol import (
     Batch,
     BodyMsg,
     Cancel,
+    Cmd,
     Credit,
     Disconnect,
     HeaderList,
@@ -49,6 +50,7 @@ from node.protocol import (
     encode,
     encode_batch,
     encode_packed,
+    salvage_id,
 )
 from node.ratelog import RateLimitedLog
 from node.worker.deadlines import Deadline, DeadlineSweep
@@ -75,6 +77,16 @@ def _fields(resp: Response) -> HeaderList:
     if resp.headers.get("date") is None:  # RFC 9110 §6.6.1: the origin dates its answers
         headers += (("Date", http_date_now()),)
     return headers
+
+
+def _refusal(rid: int, reason: str) -> Reply:
+    """The 400 for a REQUEST this worker cannot read (Tornado's and gunicorn's answer to a
+    request they cannot parse), instead of silence that left the client waiting for its
+    whole deadline."""
+    body = f"the worker could not read this request: {reason}\n".encode()
+    return Reply(rid, 400, (("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(body))), ("Date", http_date_now())),
+                 False, body)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -257,7 +269,14 @@ class Worker:
         try:
             msg = decode(frames)
         except ProtocolError as exc:
-            self._rlog.warn("malformed", "dropped a malformed frame from the node: %s", exc.reason)
+            rid = salvage_id(frames, (Cmd.REQUEST,))
+            if rid is None or rid in self._jobs:
+                self._rlog.warn("malformed", "dropped a malformed frame from the node: %s",
+                                exc.reason)
+            else:  # a request beyond our limits (a node of another version): say so at once
+                self._rlog.warn("refused", "refused request %d from the node: %s", rid,
+                                exc.reason)
+                self._send(_refusal(rid, exc.reason))
             return
         if isinstance(msg, RequestMsg):
             self._on_request(msg)

@@ -438,3 +438,19 @@ def test_misbehaving_worker_replies_fail_fast_with_502() -> None:
             finally:
                 raw.close()
     run(main())
+
+
+def test_a_request_beyond_the_workers_limits_is_answered_400_at_once() -> None:
+    """A worker of another version (older limits) cannot read what this node sends: it
+    answers the one request it can name at once, instead of dropping it and leaving the
+    client to wait its whole deadline (30 s here, past this test's own 45 s guard)."""
+    async def main() -> None:
+        async with mesh((echo, 4)) as (broker, _):
+            huge = "v" * (100 * 1024)  # over the protocol's 96 KiB head budget
+            resp = await broker.dispatch(
+                "www", req(headers=[("X-Huge", huge)], deadline=time.monotonic() + 30))
+            assert resp.status == 400
+            assert b"exceeds max_str_len" in resp.body, resp.body  # says which limit
+            ok = await broker.dispatch("www", req(target="/after"))  # the worker is fine
+            assert ok.status == 200 and ok.headers.get("X-Target") == "/after"
+    run(main())
