@@ -12,6 +12,11 @@ Rules (issue 2, "Worker selection" and "Faults"):
   slot goes to the oldest waiting request of any service that worker offers.
   A full queue fails at once with 503; the shell fails a request that is still
   queued at its deadline with 503 (`cancel` tells it whether it was queued).
+  A waiting request whose time left is under what the service's answers take
+  (their median over the window) fails with 503 when its turn comes instead of
+  taking the slot: under overload the head of a FIFO queue is always about to
+  expire, and slots spent on requests that end in 504 left almost none for the
+  younger ones behind them (goodput fell to a fifth of capacity).
 - A worker silent for `liveness` heartbeat intervals is dead. Its in-flight
   requests that are retryable and not yet retried go back to the head of the
   queue (served by another worker); the others fail with 502.
@@ -110,6 +115,7 @@ class WorkerPool:
         self._seq = itertools.count(1)
         self._samples: dict[str, deque[tuple[float, float]]] = {}  # (done at, latency)
         self._window_samples = window_samples
+        self._typical: dict[str, tuple[float, float]] = {}  # service -> (until, median)
 
     # -- workers ---------------------------------------------------------------
     def ready(self, identity: bytes, services: Iterable[str], concurrency: int,
@@ -345,13 +351,37 @@ class WorkerPool:
         return out
 
     def _drain_queue(self, service: str) -> Decisions:
-        """Assign as many queued requests of `service` as there are free slots."""
+        """Assign as many queued requests of `service` as there are free slots; one with
+        less time left than the service's answers take is failed (503) instead."""
         out = Decisions()
         queue = self._queues.get(service)
+        typical = -1.0  # not computed yet: only when a slot is free for a waiter
         while queue:
             w = self._select(service)
             if w is None:
                 break
             req = self._reqs[queue.popleft()]
+            if typical < 0:
+                typical = self._typical_latency(service)
+            left = req.deadline - self._clock()
+            if left < typical:
+                del self._reqs[req.req_id]
+                out.fail.append(Failure(
+                    req.req_id, 503, f"no free worker for service {service!r} in time: "
+                    f"{max(0.0, left):.2f}s of its deadline left, its answers take {typical:.2f}s"))
+                continue
             out.assign.append(self._assign(req, w))
         return out
+
+    def _typical_latency(self, service: str) -> float:
+        """The median latency of `service`'s recent answers (0 without any), recomputed
+        at most once a second: a freed slot must not sort the window every time."""
+        now = self._clock()
+        cached = self._typical.get(service)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        samples = self._samples.get(service)
+        recent = sorted(lat for at, lat in samples if at >= now - self._window) if samples else []
+        median = recent[len(recent) // 2] if recent else 0.0
+        self._typical[service] = (now + 1.0, median)
+        return median
