@@ -8,7 +8,8 @@ deadline), `UpstreamError` (502), `UpstreamTimeout` (504).
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+from typing import Any, Protocol
 
 from gossip.load import ServiceLoad
 from node.http import Request, Response
@@ -17,6 +18,20 @@ from node.http import Request, Response
 class Withdrawn(Exception):
     """A request taken out of a local queue at its dispatcher's word (node.broker's
     `withdraw`: room appeared at a peer), before any worker saw it."""
+
+
+def cancel_quietly(task: asyncio.Future[Any]) -> None:
+    """Cancel `task`, whose outcome nobody reads any more (the client left). A task whose
+    answer came in the same loop turn ends with that answer's exception instead of the
+    cancellation (asyncio.wait_for returns what its future holds); retrieved here, it is
+    not logged as "Task exception was never retrieved", with a traceback, at ERROR."""
+    task.cancel()
+    task.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class Dispatcher(Protocol):

@@ -50,7 +50,7 @@ from mesh.loadtable import ROUTABLE_STATES, LoadTable
 from mesh.rates import RateMeter, ShareMeter
 from mesh.routing import Candidate, OverflowPolicy, Route, decide
 from node.body import BodyTooLong, read_body
-from node.dispatch import Withdrawn
+from node.dispatch import Withdrawn, cancel_quietly
 from node.errors import (
     BodyTooLarge,
     ClientError,
@@ -279,7 +279,7 @@ class OverflowDispatcher:
                 return None
         finally:
             if not local.done():  # cancelled: the client left
-                local.cancel()
+                cancel_quietly(local)
 
     def _room_event(self) -> asyncio.Future[None]:
         """The future `room_may_have_changed` resolves next (shared by all waiters)."""
@@ -369,7 +369,7 @@ class OverflowDispatcher:
                 reply = await asyncio.shield(call)
             except asyncio.CancelledError:
                 if not call.cancelled():  # we were cancelled (client left), not the peer
-                    call.cancel()
+                    cancel_quietly(call)
                     self.breakers.release(peer)
                     raise
                 raise _GivenUp(peer) from None

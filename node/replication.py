@@ -78,6 +78,7 @@ from gossip.transport import LOG_EVERY, PeerError, PeerReply, PeerRequest, Refus
 from mesh.forward import ForwardedRequest, ForwardError, decode_response, request_meta
 from mesh.ownership import owner as owner_of
 from node.cachestage import CacheStage
+from node.dispatch import cancel_quietly
 from node.errors import ConfigError
 from node.http import Headers, Request, Response
 from node.overflow import ForwardedServer
@@ -330,7 +331,7 @@ class Replicator:
                 raise _PeerGone(f"{kind} to {peer.id} given up: {gone.result()}")
             return ask.result()
         finally:
-            ask.cancel()
+            cancel_quietly(ask)  # done already, or no longer wanted
             waiters = self._waiting.get(peer.id)
             if waiters is not None:
                 waiters.discard(gone)
