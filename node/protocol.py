@@ -241,7 +241,9 @@ def _headers(v: Any, lim: Limits) -> HeaderList:
         joined = "\n".join(names)  # a name holding a LF would pass as two: counted
         joined_values = "\t".join(values)
         if (_TOKENS.fullmatch(joined) is not None and joined.count("\n") == len(names) - 1
-                and _BAD_VALUE.search(joined_values) is None
+                # three C scans: a tenth of the regex's cost over a browser's values
+                and "\r" not in joined_values and "\n" not in joined_values
+                and "\x00" not in joined_values
                 # the fields' length: both joins less their separators
                 and len(joined) + len(joined_values) + 2 - len(v) <= lim.max_header_bytes):
             return tuple(zip(names, values, strict=False))  # len(v) is even: pairs

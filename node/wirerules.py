@@ -32,7 +32,10 @@ from node.responsehead import FieldMap, Framing, frame, normal_name
 
 # Tornado's field checks (HTTPHeaders.add), over all names / values of a head at once.
 _NAMES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
-_FORBIDDEN = re.compile(rb"[\x00-\x08\x0A-\x1F\x7F]")
+# What a field value may hold: a tab, visible ASCII, space, obs-text (not the controls and DEL
+# Tornado refuses). Deleting these from the joined values leaves nothing for a plain head:
+# bytes.translate is a C loop, a quarter of a regex search over a browser's values.
+_VALUE_BYTES = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
 # HTTPHeaders keeps each normalised name's values in `_as_list` (Tornado >= 6.5); without
 # it (a future Tornado) request_headers takes the public, slower way.
 _AS_LIST = isinstance(getattr(httputil.HTTPHeaders(), "_as_list", None), dict)
@@ -59,7 +62,7 @@ def plain_fields(fields: list[tuple[bytes, bytes]]) -> bool:
     """Every field name a token and no value with a control character (Tornado's rules:
     the slow path answers 400 otherwise)."""
     return (_NAMES.fullmatch(b"\n".join([n for n, _ in fields])) is not None
-            and _FORBIDDEN.search(b"\t".join([v for _, v in fields])) is None)
+            and not b"\t".join([v for _, v in fields]).translate(None, _VALUE_BYTES))
 
 
 def request_headers(fields: list[tuple[bytes, bytes]], *,

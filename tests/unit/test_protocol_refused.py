@@ -87,3 +87,23 @@ def test_decode_names_the_limit_a_request_broke_and_never_shows_its_data() -> No
         raise AssertionError("trailing data should be refused")
     except ProtocolError as exc:
         assert "secret" not in exc.reason
+
+
+@given(st.lists(st.tuples(st.sampled_from(["Host", "X-A", "Via"]),
+                          st.text(st.characters(blacklist_characters="\r\n\x00",
+                                                blacklist_categories=("Cs",)), max_size=8)),
+                min_size=1, max_size=5),
+       st.data())
+def test_a_header_value_with_cr_lf_or_nul_is_refused_in_a_request_and_a_reply(
+        fields: list[tuple[str, str]], data: st.DataObject) -> None:
+    i = data.draw(st.integers(0, len(fields) - 1))
+    name, value = fields[i]
+    at = data.draw(st.integers(0, len(value)))
+    bad = data.draw(st.sampled_from(["\r", "\n", "\x00"]))
+    fields[i] = (name, value[:at] + bad + value[at:])
+    for frames in (request(1, tuple(fields)), encode(Reply(1, 200, tuple(fields), False, b""))):
+        try:
+            decode(frames)
+            raise AssertionError(f"{bad!r} in a value was accepted")
+        except ProtocolError:
+            pass

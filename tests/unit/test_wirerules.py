@@ -3,6 +3,8 @@ and its response framing matches Tornado's HTTP1Connection.write_headers."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,7 +12,12 @@ from tornado import httputil
 from tornado.http1connection import is_transfer_encoding_chunked, parse_int
 
 from node.errors import ClientError
-from node.wirerules import check_request_head, frame_response_head, request_headers
+from node.wirerules import (
+    check_request_head,
+    frame_response_head,
+    plain_fields,
+    request_headers,
+)
 
 VALUES = st.sampled_from(["5", "05", "5, 5", "-1", "", " 5", "chunked", "gzip, chunked",
                           "Chunked", "xchunked", "a.test", "a.test,b.test", "a b", "[::1]:80"])
@@ -95,3 +102,23 @@ def test_request_headers_are_what_httpheaders_add_makes(
         text = name.decode("latin1")
         assert fast.get_list(text) == slow.get_list(text)
         assert fast.get(text) == slow.get(text)
+
+
+# plain_fields against the rules written as regexes (what it was before bytes.translate):
+# names are tokens; values hold no control character but the tab, and no DEL; a head with
+# no field at all is not plain (the usual path answers it).
+_ORACLE_NAMES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_ORACLE_FORBIDDEN = re.compile(rb"[\x00-\x08\x0A-\x1F\x7F]")
+_field_bytes = st.lists(st.sampled_from(
+    [b"a", b" ", b"\t", b"~", b"\x7f", b"\x80", b"\xff", b"\x00", b"\x08", b"\x1f", b"\r"]),
+    max_size=4).map(b"".join) | st.binary(max_size=8)
+_name_bytes = st.sampled_from([b"Host", b"X-A", b"ok~", b"Accept"]) | st.sampled_from(
+    [b"a b", b"", b"\xff", b"a:b"]) | st.binary(max_size=4)
+
+
+@given(st.lists(st.tuples(_name_bytes, _field_bytes), max_size=4))
+def test_plain_fields_is_the_token_and_control_character_rules(
+        fields: list[tuple[bytes, bytes]]) -> None:
+    expected = (bool(fields) and all(_ORACLE_NAMES.fullmatch(n) for n, _ in fields)
+                and not any(_ORACLE_FORBIDDEN.search(v) for _, v in fields))
+    assert plain_fields(fields) == expected
