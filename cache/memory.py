@@ -1,10 +1,13 @@
 """An in-process LRU store with a byte cap, for tests and small deployments.
 
 One OrderedDict of (key, variant) → entry in least-recently-used order; a get
-touches every variant it returns. Entries are charged `CacheEntry.size` bytes;
-a put that takes the total over `max_bytes` evicts from the cold end until the
-total fits again. An entry bigger than `max_entry_bytes` (default: the whole
-cap) is refused and counted. Not thread-safe: it belongs to one event loop, and
+touches every variant it returns. Entries are charged what they cost this process
+(`cost`: their bytes plus the objects that hold them, measured with tracemalloc:
+a small answer costs four to five times its `CacheEntry.size`, so charging that let
+`max` small answers take five times `max` of memory); a put that takes the total
+over `max_bytes` evicts from the cold end until the total fits again. An entry
+whose `CacheEntry.size` is bigger than `max_entry_bytes` (default: the whole cap)
+is refused and counted. Not thread-safe: it belongs to one event loop, and
 its coroutines never await, so each call is atomic on that loop.
 """
 
@@ -17,6 +20,17 @@ from cache.entry import CacheEntry
 from cache.store import StoreStats
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+# Beyond its bytes, what one entry holds in CPython (3.11, 64-bit): the entry, its key,
+# variant and body objects, its LRU slot and its key's variant set; and each header
+# field, a tuple and two str objects. Rounded up from tracemalloc's figures.
+ENTRY_OVERHEAD = 640
+FIELD_OVERHEAD = 176
+
+
+def cost(entry: CacheEntry) -> int:
+    """The bytes `entry` takes in this process's memory, as the cap counts them."""
+    return (len(entry.body) + len(entry.key) + len(entry.variant) + ENTRY_OVERHEAD
+            + sum(len(k) + len(v) + FIELD_OVERHEAD for k, v in entry.headers))
 
 
 class MemoryStore:
@@ -59,10 +73,10 @@ class MemoryStore:
         return found
 
     async def put(self, entry: CacheEntry) -> bool:
-        size = entry.size
-        if size > self.max_entry_bytes:
+        if entry.size > self.max_entry_bytes:
             self._rejected += 1
             return False
+        size = cost(entry)
         slot = (entry.key, entry.variant)
         old = self._lru.get(slot)
         if old is not None:
@@ -98,7 +112,7 @@ class MemoryStore:
 
     def _remove(self, slot: tuple[str, str]) -> None:
         entry = self._lru.pop(slot)
-        self._bytes -= entry.size
+        self._bytes -= cost(entry)
         variants = self._variants[slot[0]]
         variants.discard(slot[1])
         if not variants:
