@@ -21,11 +21,13 @@ class BodyChannel:
     """A `BodyStream` fed by a producer task."""
 
     __slots__ = (
+        "_bytes",
         "_cancelled",
         "_capacity",
         "_chunks",
         "_done",
         "_error",
+        "_max_bytes",
         "_on_cancel",
         "_on_read",
         "_readable",
@@ -37,8 +39,14 @@ class BodyChannel:
         capacity: int = 8,
         on_cancel: Callable[[], None] | None = None,
         on_read: Callable[[int], None] | None = None,
+        max_bytes: int = 0,
     ) -> None:
         self._capacity = capacity
+        # Also full at this many bytes (0: chunks only). A producer whose chunks are
+        # whatever a socket read returned (up to 256 KiB on uvloop) needs it: eight of
+        # those held 2 MiB per upload waiting in a queue, where 8 x 64 KiB was meant.
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._chunks: deque[bytes] = deque()
         self._done = False
         self._error: str | None = None
@@ -56,13 +64,14 @@ class BodyChannel:
 
     @property
     def full(self) -> bool:
-        return len(self._chunks) >= self._capacity
+        return len(self._chunks) >= self._capacity or 0 < self._max_bytes <= self._bytes
 
     def put_nowait(self, chunk: bytes) -> None:
         """Queue a chunk without waiting (the producer does its own flow control)."""
         if self._done or self._cancelled or not chunk:
             return
         self._chunks.append(chunk)
+        self._bytes += len(chunk)
         self._readable.set()
         if self.full:
             self._writable.clear()
@@ -97,6 +106,7 @@ class BodyChannel:
             self._readable.clear()
             await self._readable.wait()
         chunk = self._chunks.popleft()
+        self._bytes -= len(chunk)
         if not self.full:
             self._writable.set()
         if self._on_read is not None:
@@ -109,6 +119,7 @@ class BodyChannel:
             return
         self._cancelled = True
         self._chunks.clear()
+        self._bytes = 0
         self._readable.set()
         self._writable.set()
         if self._on_cancel is not None:

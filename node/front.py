@@ -73,7 +73,9 @@ class FrontLimits:
     header_timeout: float = 30.0  # first byte of a head → its end (slowloris)
     body_timeout: float = 120.0
     chunk_size: int = 64 * 1024
-    body_channel_chunks: int = 8  # chunks buffered before the client's reads are held
+    # A streamed upload buffers this many chunks (of at most chunk_size bytes in all, each)
+    # before the client's reads are held: what waits in a queue for a worker is bounded.
+    body_channel_chunks: int = 8
 
 
 class Listener(Protocol):
@@ -336,7 +338,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
             return self._reject(Response.error(
                 413, f"request body larger than {limit.max_body_size} bytes"))
         if chunked or length >= limit.buffer_body_below:
-            self.channel = BodyChannel(capacity=limit.body_channel_chunks)
+            self.channel = BodyChannel(capacity=limit.body_channel_chunks,
+                                       max_bytes=limit.body_channel_chunks * limit.chunk_size)
             self.request.body = self.channel
             self._start()
         elif length:
