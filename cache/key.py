@@ -39,6 +39,8 @@ POISON_HEADERS = (
     "x-forwarded-port",
 )
 
+_POISON = frozenset(POISON_HEADERS)
+
 
 class BadURL(ValueError):
     """A URL given to the cache (PURGE, Location) is not an absolute http(s) URL."""
@@ -144,6 +146,9 @@ def unkeyed_conflict(
     key. Such a response is passed through but never stored or shared. Headers
     listed in `keyed` (the response's Vary) are part of the secondary key and so
     harmless; an `X-Forwarded-Host` equal to the host is what proxies send."""
+    has_any = getattr(headers, "has_any", None)  # node.http.Headers: its names are lowered
+    if has_any is not None and not has_any(_POISON):
+        return None  # the usual request: asked twice a miss, without a lower() per field
     keyed_set = {k.lower() for k in keyed}
     for name, value in headers:
         lname = name.lower()

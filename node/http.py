@@ -53,6 +53,10 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._keys
 
+    def has_any(self, lower_names: builtins.set[str] | frozenset[str]) -> bool:
+        """Whether a field is named by one of `lower_names` (lower-case): one C-level pass."""
+        return not lower_names.isdisjoint(self._keys)
+
     def add(self, name: str, value: str) -> None:
         self._items.append((name, value))
         self._keys.append(name.lower())

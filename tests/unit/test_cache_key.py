@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cache.key import BadURL, cache_key, key_for_url, split_url, unkeyed_conflict
+from node.http import Headers
 
 
 @pytest.mark.parametrize(
@@ -73,3 +74,15 @@ def test_key_is_idempotent(scheme: str, host: str, target: str, drop: list[str])
 def test_host_case_and_default_port_do_not_matter(path: str) -> None:
     target = "/" + path
     assert cache_key("http", "EXAMPLE.com:80", target) == cache_key("http", "example.com", target)
+
+
+_names = st.sampled_from(["Accept", "X-Forwarded-Host", "x-host", "X-HTTP-Method", "Cookie",
+                          "X-Original-URL", "Vary", "X-Forwarded-Port", "Host"])
+
+
+@given(st.lists(st.tuples(_names, st.sampled_from(["h", "H", "evil", " h "])), max_size=5),
+       st.lists(_names, max_size=2))
+def test_unkeyed_conflict_answers_the_same_for_indexed_headers_and_plain_fields(
+        fields: list[tuple[str, str]], keyed: list[str]) -> None:
+    """node.http.Headers takes a shortcut (no poisoning name at all: one set test)."""
+    assert unkeyed_conflict(Headers(fields), "h", keyed) == unkeyed_conflict(fields, "h", keyed)
