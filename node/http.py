@@ -61,6 +61,11 @@ class Headers:
         self._items.append((name, value))
         self._keys.append(name.lower())
 
+    def add_all(self, fields: list[tuple[str, str]]) -> None:
+        """`add` each of `fields`, in order (one call for a proxy's few fields)."""
+        self._items.extend(fields)
+        self._keys.extend([k.lower() for k, _ in fields])
+
     def set(self, name: str, value: str) -> None:
         """Replace every `name` field by one with `value`, keeping its first position."""
         lname = name.lower()

@@ -149,6 +149,24 @@ def _node_for(client: str) -> str:
     return _forwarded_value(client)
 
 
+_elements: dict[tuple[str, str, str], str] = {}
+_ELEMENTS_KEPT = 4096  # (client, scheme, host) answers remembered; cleared when full
+
+
+def _forwarded_element(client: str, scheme: str, host: str) -> str:
+    """Our Forwarded element for a request (RFC 7239): the same few clients and hosts ask
+    again and again (kept-alive connections), and quoting each part takes a regex."""
+    found = _elements.get((client, scheme, host))
+    if found is None:
+        found = f"for={_node_for(client)};proto={scheme}"
+        if host:
+            found += f";host={_forwarded_value(host)}"
+        if len(_elements) >= _ELEMENTS_KEPT:
+            _elements.clear()
+        _elements[(client, scheme, host)] = found
+    return found
+
+
 def upstream_headers(request: Request, node_id: str,
                      trusted: TrustedProxies = NO_PROXIES) -> Headers:
     """The headers to send upstream for `request` (already id-stamped).
@@ -164,19 +182,25 @@ def upstream_headers(request: Request, node_id: str,
     # An untrusted client's forwarding fields go in the same pass as the hop-by-hop ones;
     # ours are then new fields, appended (`set` would look for one first).
     out = strip_hop_by_hop(request.headers, forwarding=first_hop and not believe)
-    if first_hop:
-        put = out.set if believe else out.add
+    if first_hop and not believe:  # the usual request: our four fields, appended at once
         client = request.client or "unknown"
-        xff = request.headers.get_joined("x-forwarded-for") if believe else ""
-        put("X-Forwarded-For", f"{xff}, {client}" if xff else client)
-        if not (believe and "x-forwarded-proto" in out):
-            put("X-Forwarded-Proto", request.scheme)
-        if request.host and not (believe and "x-forwarded-host" in out):
-            put("X-Forwarded-Host", request.host)
-        element = f"for={_node_for(request.client)};proto={request.scheme}"
+        ours = [("X-Forwarded-For", client), ("X-Forwarded-Proto", request.scheme)]
         if request.host:
-            element += f";host={_forwarded_value(request.host)}"
-        prior = request.headers.get_joined("forwarded") if believe else ""
+            ours.append(("X-Forwarded-Host", request.host))
+        ours.append(("Forwarded", _forwarded_element(request.client, request.scheme,
+                                                     request.host)))
+        out.add_all(ours)
+    elif first_hop:
+        put = out.set
+        client = request.client or "unknown"
+        xff = request.headers.get_joined("x-forwarded-for")
+        put("X-Forwarded-For", f"{xff}, {client}" if xff else client)
+        if "x-forwarded-proto" not in out:
+            put("X-Forwarded-Proto", request.scheme)
+        if request.host and "x-forwarded-host" not in out:
+            put("X-Forwarded-Host", request.host)
+        element = _forwarded_element(request.client, request.scheme, request.host)
+        prior = request.headers.get_joined("forwarded")
         put("Forwarded", f"{prior}, {element}" if prior else element)
     via = request.headers.get_joined("via")
     out.set("Via", f"{via}, 1.1 {node_id}" if via else f"1.1 {node_id}")

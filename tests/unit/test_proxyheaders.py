@@ -11,6 +11,9 @@ from node.http import Headers, Request
 from node.proxyheaders import (
     HOP_BY_HOP,
     TrustedProxies,
+    _forwarded_element,
+    _forwarded_value,
+    _node_for,
     downstream_headers,
     normalise_target,
     request_id_of,
@@ -170,3 +173,23 @@ def test_bad_targets_are_client_errors(method: str, target: str, hosts: list[str
 def test_http10_without_host_and_options_star_are_fine() -> None:
     assert normalise_target("GET", "/x", [], "HTTP/1.0", "http").host == ""
     assert normalise_target("OPTIONS", "*", ["A.test"], "HTTP/1.1", "https").target == "*"
+
+
+@given(st.sampled_from(["10.0.0.1", "::1", "fe80::1%eth0", "", "unknown", "a b"]),
+       st.sampled_from(["http", "https"]),
+       st.sampled_from(["", "a.test", "a.test:8080", "[::1]:80", 'q"x']))
+def test_the_remembered_forwarded_element_is_the_one_built_afresh(
+        client: str, scheme: str, host: str) -> None:
+    fresh = f"for={_node_for(client)};proto={scheme}" + (
+        f";host={_forwarded_value(host)}" if host else "")
+    assert _forwarded_element(client, scheme, host) == fresh
+    assert _forwarded_element(client, scheme, host) == fresh  # and when asked again
+
+
+def test_add_all_is_add_in_turn() -> None:
+    one, many = Headers([("Host", "h")]), Headers([("Host", "h")])
+    fields = [("X-A", "1"), ("x-b", "2"), ("X-A", "3")]
+    for name, value in fields:
+        one.add(name, value)
+    many.add_all(fields)
+    assert one == many and many.get_all("x-a") == ["1", "3"] and "X-B" in many
