@@ -108,7 +108,7 @@ class Pipeline:
         route = self._mapper.match(request.host, request.path)
         if route is not None:
             request.service = route.service
-        else:  # only now is the set of known services needed (it scans the load table)
+        else:  # only now are the known services needed, and only whether `default` is one
             known = self._known() if self._known is not None else None
             request.service = self._mapper.unrouted(request.host, known)
         return await call_next(request)

@@ -30,7 +30,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from tornado.httpserver import HTTPServer
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from node.processes import HupRelay
 
 log = logging.getLogger("scale0.node")
+_DEFAULT_ONLY = frozenset({DEFAULT_SERVICE})
 
 
 def default_node_id() -> str:
@@ -280,7 +281,7 @@ class Node:
         if self.replicator is not None:
             stages.append(self.replicator)
         return Pipeline(pre, settings.routes, stages, mesh.dispatcher, self.node_id,
-                        known_services=lambda: self._services(broker, mesh),
+                        known_services=lambda: self._unrouted_services(broker, mesh),
                         trusted=self.security.trusted)
 
     async def _handle_current(self, request: Request) -> Response:
@@ -383,6 +384,12 @@ class Node:
         self.admin_server = _listening(self.config.admin, "--admin",
                                        lambda: _listen(server, port, host))
         self.admin_port = bound_port(self.admin_server)
+
+    def _unrouted_services(self, broker: Broker, mesh: MeshMember) -> Collection[str]:
+        """What the pipeline asks for a request no route takes: whether `default` is known.
+        Once it was offered it stays known (see `_services`), so from then on the answer
+        needs no scan of the workers and the load table (a set union a request)."""
+        return _DEFAULT_ONLY if self._default_seen else self._services(broker, mesh)
 
     def _services(self, broker: Broker, mesh: MeshMember) -> set[str]:
         """Services offered here or by any peer we know of.
