@@ -2,7 +2,8 @@
 
 The directory is the truth; the in-memory index (file → key, variant, size, in
 least-recently-used order) is a view of it used for the byte cap, eviction and
-purge-by-prefix, rebuilt at open() by reading only headers and metadata. Reads
+purge-by-prefix, rebuilt at open() by reading only headers and metadata. The cap
+counts what files take on disk, in whole 4 KiB blocks (`on_disk`). Reads
 go to disk every time (list the key's small shard directory, read, verify), so
 entries written by another process sharing the directory are found, and files
 another process removed are simply gone. Eviction is LRU over this process's
@@ -90,6 +91,17 @@ class _Item:
     key: str
     variant: str
     size: int
+
+
+# What a file takes on disk: whole blocks of the usual filesystem (ext4, XFS, tmpfs pages).
+BLOCK = 4096
+
+
+def on_disk(size: int) -> int:
+    """The bytes a file of `size` occupies, as the cap counts them (`du`, not `ls`): a
+    400-byte answer charged 400 let the cap hold ten times as many files, so the folder
+    took ten times the cap on disk and the index as much memory."""
+    return -(-max(size, 1) // BLOCK) * BLOCK
 
 
 class FileStore:
@@ -395,6 +407,7 @@ class FileStore:
                        self.root, len(failed), failed[0].error)
 
     def _index_set(self, rel: str, key: str, variant: str, size: int) -> None:
+        size = on_disk(size)
         old = self._lru.get(rel)
         if old is not None:
             self._bytes -= old.size
