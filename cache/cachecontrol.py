@@ -137,6 +137,24 @@ def parse_cache_control(fields: str | Iterable[str] | None) -> Directives:
     if fields is None:
         return Directives()
     text = fields if isinstance(fields, str) else ", ".join(fields)
+    known = _parsed.get(text)
+    if known is not None:
+        return known
+    directives = _parse(text)
+    if len(text) <= _REMEMBERED_LENGTH:  # bounded in count and size whatever is sent
+        if len(_parsed) >= _PARSED_KEPT:
+            _parsed.clear()  # the next calls simply parse again
+        _parsed[text] = directives
+    return directives
+
+
+# An origin sends the same few fields ("no-store", "max-age=60, public") again and again:
+# their parses are remembered (shared: a Directives is never changed once made).
+_PARSED_KEPT, _REMEMBERED_LENGTH = 1024, 256
+_parsed: dict[str, Directives] = {}
+
+
+def _parse(text: str) -> Directives:
     truncated = len(text) > MAX_FIELD_LENGTH
     if truncated:
         text = text[:MAX_FIELD_LENGTH]

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cache import cachecontrol
 from cache.cachecontrol import (
     DELTA_MAX,
     MAX_DIRECTIVES,
@@ -117,3 +118,20 @@ def test_round_trip_of_numbers(values: dict[str, int]) -> None:
 def test_a_field_without_quotes_splits_as_the_quote_aware_walk_does(text: str) -> None:
     """The fast path (no quote: a plain split) must agree with the walk it skips."""
     assert _split_members(text) == _split_quoted(text) == text.split(",")
+
+
+@given(st.lists(st.text(st.sampled_from('max-age=0123456789,"; noxtpublic'), max_size=40),
+                max_size=3))
+def test_a_remembered_parse_is_the_parse_made_afresh(fields: list[str]) -> None:
+    fresh = cachecontrol._parse(", ".join(fields))
+    assert parse_cache_control(fields) == fresh
+    assert parse_cache_control(fields) == fresh  # asked again: from memory, the same
+
+
+def test_remembered_parses_are_bounded_in_count_and_length() -> None:
+    for i in range(cachecontrol._PARSED_KEPT + 10):
+        parse_cache_control(f"max-age={i}")
+    assert len(cachecontrol._parsed) <= cachecontrol._PARSED_KEPT
+    long = "max-age=1, " + "x" * 1000
+    assert parse_cache_control(long).seconds("max-age") == 1
+    assert long not in cachecontrol._parsed
