@@ -28,6 +28,7 @@ FieldMap = dict[str, list[str]]
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 _DIGITS = re.compile(r"[0-9]+")
+_FRAMING = frozenset({"Transfer-Encoding", "Content-Length"})  # the front frames bodies itself
 _NAMES_KEPT = 4096  # distinct names remembered; a hostile upstream cannot grow it past this
 _names: dict[str, str | None] = {}
 
@@ -69,11 +70,9 @@ def field_map(headers: Iterable[tuple[str, str]], status: int, no_body: bool) ->
     names = _names
     for name, raw in headers:
         norm = names.get(name) or normal_name(name)
-        if norm == "Transfer-Encoding" or (norm == "Content-Length" and not keep_length):
+        if norm in _FRAMING and (norm == "Transfer-Encoding" or not keep_length):
             continue
-        value = raw
-        if raw[:1] in (" ", "\t") or raw[-1:] in (" ", "\t"):
-            value = raw.strip(" \t")
+        value = raw.strip(" \t")  # the same object when there is nothing to trim
         values.append(value)
         known = fields.get(norm)
         if known is None:
