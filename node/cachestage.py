@@ -90,6 +90,7 @@ class PurgeCount(int):
 
 
 _RENDERED_KEPT = 256  # Cache-Status members remembered rendered
+_STATUS_FIELDS = frozenset({"x-cache", "cache-status"})  # the fields _mark sets
 
 class _StatusArgs(TypedDict, total=False):
     """What a response's Cache-Status member says besides the cache name and ttl."""
@@ -468,22 +469,26 @@ class CacheStage:
         return Response(status, headers, body, served_by=self.node_id, outcome=outcome.value)
 
     def _mark(self, response: Response, outcome: Outcome, **cs: Unpack[_StatusArgs]) -> Response:
-        self.counts[outcome.value] += 1
+        kind = outcome.value  # a Python-level property: asked once
+        self.counts[kind] += 1
         # The same few members every time (outcome, fwd, status, refusal reason): render
         # each once (bounded: cleared when full).
-        memo = (outcome, *cs.items())
+        memo = (kind, *cs.items())
         ours = self._rendered.get(memo)
         if ours is None:
             if len(self._rendered) >= _RENDERED_KEPT:
                 self._rendered.clear()
             ours = self._rendered[memo] = status_headers(outcome, CacheStatus(self._name, **cs))
         headers = response.headers
-        upstream = headers.get_joined("cache-status")
-        for name, value in ours:
-            kept = f"{upstream}, {value}" if upstream and name == "Cache-Status" else value
-            headers.set(name, kept)
+        if not headers.has_any(_STATUS_FIELDS):  # the usual answer: neither field yet
+            headers.add_all(ours)
+        else:
+            upstream = headers.get_joined("cache-status")
+            for name, value in ours:
+                kept = f"{upstream}, {value}" if upstream and name == "Cache-Status" else value
+                headers.set(name, kept)
         if not response.outcome:
-            response.outcome = outcome.value
+            response.outcome = kind
         return response
 
     # -- store operations, purge, replication --------------------------------------------

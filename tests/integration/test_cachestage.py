@@ -586,3 +586,23 @@ def test_a_fill_or_replica_asked_before_a_purge_is_not_stored_after_it() -> None
         assert after.body == b"r" and after.headers.get("X-Cache") == "HIT"
 
     run(main())
+
+
+def test_an_upstream_cache_status_is_kept_in_front_of_ours_in_one_field() -> None:
+    """RFC 9211 §2: each cache adds its member to the list, the origin side first. An
+    upstream's own X-Cache is replaced (one value: what this cache did)."""
+
+    async def main() -> None:
+        stage, _, _ = make()
+        upstream = [("Cache-Status", "cdn; hit"), ("X-Cache", "HIT"),
+                    ("Cache-Control", "no-store")]
+        answer = await stage(get(), Origin(fixed(headers=upstream)))
+        statuses = answer.headers.get_all("Cache-Status")
+        assert len(statuses) == 1 and statuses[0].startswith("cdn; hit, ")
+        assert "fwd=uri-miss" in statuses[0].removeprefix("cdn; hit, ")
+        assert answer.headers.get_all("X-Cache") == ["MISS"]
+        plain = await stage(get("/other"), Origin(fixed(headers=[("Cache-Control", "no-store")])))
+        assert plain.headers.get_all("X-Cache") == ["MISS"]
+        assert len(plain.headers.get_all("Cache-Status")) == 1
+
+    run(main())
