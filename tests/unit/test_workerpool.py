@@ -188,12 +188,16 @@ class PoolMachine(RuleBasedStateMachine):
         queued_before = {s: list(self.pool._queues.get(s, ())) for s in ("x", "y")}
         d = self.pool.complete(rid) if done else self.pool.cancel(rid)
         self.live.discard(rid)
-        # FIFO: whatever left a queue left from its front, in order
-        for rid2, _ in d.assign:
-            for q in queued_before.values():
-                if rid2 in q:
-                    assert q.index(rid2) == 0
-                    q.pop(0)
+        # FIFO: whatever left a queue (to a worker, or shed with a 503 at its turn because
+        # too little of its time was left) left from its front, in order
+        for svc, q in queued_before.items():
+            after = set(self.pool._queues.get(svc, ()))
+            rest = [r for r in q if r != rid]  # the one cancelled may leave from anywhere
+            gone = [r for r in rest if r not in after]
+            assert rest[:len(gone)] == gone
+            assigned = {r for r, _ in d.assign}
+            shed = {f.req_id for f in d.fail}
+            assert set(gone) <= assigned | shed
         self._apply(d)
 
     @rule(w=st.sampled_from([b"a", b"b", b"c"]))
