@@ -139,6 +139,7 @@ class Worker:
         self._packing = False  # the node said it accepts PACKED too
         self._last_heard = 0.0
         self._stopping = False
+        self._draining = False  # stop() said DISCONNECT: never register again
         self._reconnect = asyncio.Event()
         self._stopped = asyncio.Event()
         self._idle = asyncio.Event()
@@ -184,6 +185,7 @@ class Worker:
         Requests still running when the grace runs out are given up, and a second
         DISCONNECT says so: the node retries or fails them at once, instead of when our
         heartbeats stop counting (seconds later)."""
+        self._draining = True
         self._send(Disconnect())
         if self._jobs:
             self._idle.clear()
@@ -299,6 +301,8 @@ class Worker:
             if job is not None and job.task is not None:
                 job.task.cancel()
         elif isinstance(msg, Disconnect):
+            if self._draining:  # it let us go: registering again would take new work
+                return
             log.info("node %s does not know us (restarted?); re-registering", self.endpoint)
             self._reconnect.set()
 
@@ -318,6 +322,9 @@ class Worker:
         self._jobs[msg.id] = job  # (`stop` clears `_idle` itself before it waits)
         loop = asyncio.get_running_loop()
         job.task = loop.create_task(self._serve(job, req))
+        # Cleanup on the task, not in `_serve`: a CANCEL in the same batch as its REQUEST
+        # cancels the task before it first runs, and then no line of `_serve` ever runs.
+        job.task.add_done_callback(lambda _task: self._finished(job))
         if msg.deadline:
             job.deadline = self._deadlines.start(loop, job.task, loop.time() + msg.deadline)
 
@@ -348,13 +355,17 @@ class Worker:
                 await self._reply(job, resp)
         except asyncio.CancelledError:
             pass  # the node cancelled (client gone, deadline) or we lost the node
-        finally:
-            self._deadlines.end(job.deadline)
-            if job.upload is not None:
-                job.upload.cancel()
-            self._jobs.pop(job.rid, None)
-            if not self._jobs:
-                self._idle.set()
+
+    def _finished(self, job: _Job) -> None:
+        """A job's task is done, however it ended (even cancelled before it ran)."""
+        self._deadlines.end(job.deadline)
+        job.deadline = None
+        if job.upload is not None:
+            job.upload.cancel()
+        if self._jobs.get(job.rid) is job:
+            del self._jobs[job.rid]
+        if not self._jobs:
+            self._idle.set()
 
     def _reply_at_once(self, job: _Job, resp: Response, head: bool) -> bool:
         """Answer in one REPLY if the body allows (bytes of at most a chunk, or any answer
