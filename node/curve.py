@@ -36,6 +36,7 @@ second and a hostile client can try thousands of keys.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
@@ -377,7 +378,11 @@ def _expect_refusal(client: zmq.Socket[Any], server: zmq.Socket[Any], endpoint: 
     try:
         started = time.monotonic()
         client.connect(endpoint)
-        client.send(b"self-test", zmq.NOBLOCK)
+        # A message the server would receive if the key got through. The monitor's
+        # handshake events decide either way, so a send refused with EAGAIN (no pipe yet:
+        # it happened in about one start in ten under load) changes nothing.
+        with contextlib.suppress(zmq.Again):
+            client.send(b"self-test", zmq.NOBLOCK)
         poller = zmq.Poller()
         poller.register(monitor, zmq.POLLIN)
         poller.register(server, zmq.POLLIN)
