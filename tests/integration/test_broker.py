@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -61,6 +62,18 @@ async def mesh(*handlers: tuple[Handler, int], **cfg: Any) -> AsyncIterator[
         for t in tasks:
             await asyncio.wait_for(t, 5)
         await broker.close()
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a listener could bind `port` now (SO_REUSEADDR, as libzmq's listeners set
+    it: the first node's connections may linger in TIME_WAIT)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def req(method: str = "GET", target: str = "/", body: Any = b"", deadline: float = 0.0,
@@ -366,6 +379,10 @@ def test_worker_reregisters_when_the_node_restarts() -> None:
         try:
             await until(lambda: b1.services() == {"www"}, "joined first node")
             await b1.close()
+            # libzmq closes the listening socket in its I/O thread, after close() returns
+            # (a new process, as a real restart is, never meets this): wait for the port.
+            port = int(endpoint.rsplit(":", 1)[1])
+            await until(lambda: port_is_free(port), "the first node's port released")
             b2 = Broker(BrokerConfig(endpoint=endpoint, heartbeat_interval=BEAT), "n2")
             await b2.start()
             try:
