@@ -322,8 +322,8 @@ class Worker:
         self._jobs[msg.id] = job  # (`stop` clears `_idle` itself before it waits)
         loop = asyncio.get_running_loop()
         job.task = loop.create_task(self._serve(job, req))
-        # Cleanup on the task, not in `_serve`: a CANCEL in the same batch as its REQUEST
-        # cancels the task before it first runs, and then no line of `_serve` ever runs.
+        # Cleanup on the task too, not only in `_serve`: a CANCEL in the same batch as its
+        # REQUEST cancels the task before it first runs, and then no line of `_serve` runs.
         job.task.add_done_callback(lambda _task: self._finished(job))
         if msg.deadline:
             job.deadline = self._deadlines.start(loop, job.task, loop.time() + msg.deadline)
@@ -355,9 +355,13 @@ class Worker:
                 await self._reply(job, resp)
         except asyncio.CancelledError:
             pass  # the node cancelled (client gone, deadline) or we lost the node
+        finally:
+            self._finished(job)  # at once: the job is gone when its answer is
 
     def _finished(self, job: _Job) -> None:
-        """A job's task is done, however it ended (even cancelled before it ran)."""
+        """A job's task is done, however it ended (even cancelled before it ran).
+        Called twice for most jobs (`_serve`'s finally, then the task's done callback):
+        the second call finds nothing left to do."""
         self._deadlines.end(job.deadline)
         job.deadline = None
         if job.upload is not None:
