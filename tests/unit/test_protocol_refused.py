@@ -4,6 +4,7 @@ worker whose limits refuse a request answers it at once instead of dropping it."
 from __future__ import annotations
 
 import msgpack
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -47,22 +48,16 @@ def test_any_metadata_after_a_request_head_never_raises(rid: int, junk: bytes) -
 def test_the_id_of_a_request_a_workers_limits_refuse(rid: int) -> None:
     tight = Limits(max_header_bytes=100)
     frames = request(rid, (("X-Big", "v" * 300),))
-    try:
+    with pytest.raises(ProtocolError):
         decode(frames, tight)
-        raise AssertionError("the tight limits should refuse it")
-    except ProtocolError:
-        pass
     assert salvage_id(frames, REQUESTS) == rid
 
 
 @given(ids)
 def test_metadata_over_max_meta_still_names_its_request(rid: int) -> None:
     frames = request(rid, (("X-Big", "v" * 2000),))
-    try:
+    with pytest.raises(ProtocolError):
         decode(frames, Limits(max_meta=512))
-        raise AssertionError("the tight limits should refuse it")
-    except ProtocolError:
-        pass
     assert salvage_id(frames, REQUESTS) == rid
 
 
@@ -76,17 +71,13 @@ def test_only_the_kinds_asked_for_are_named(rid: int) -> None:
 
 def test_decode_names_the_limit_a_request_broke_and_never_shows_its_data() -> None:
     frames = request(7, (("X-Big", "v" * 300),))
-    try:
+    with pytest.raises(ProtocolError) as info:
         decode(frames, Limits(max_str=200))
-        raise AssertionError("max_str should refuse it")
-    except ProtocolError as exc:
-        assert "exceeds max_str_len(200)" in exc.reason
+    assert "exceeds max_str_len(200)" in info.value.reason
     extra = [frames[0], frames[1] + msgpack.packb("secret-token"), b""]
-    try:
+    with pytest.raises(ProtocolError) as info:
         decode(extra)
-        raise AssertionError("trailing data should be refused")
-    except ProtocolError as exc:
-        assert "secret" not in exc.reason
+    assert "secret" not in info.value.reason
 
 
 @given(st.lists(st.tuples(st.sampled_from(["Host", "X-A", "Via"]),
@@ -102,8 +93,5 @@ def test_a_header_value_with_cr_lf_or_nul_is_refused_in_a_request_and_a_reply(
     bad = data.draw(st.sampled_from(["\r", "\n", "\x00"]))
     fields[i] = (name, value[:at] + bad + value[at:])
     for frames in (request(1, tuple(fields)), encode(Reply(1, 200, tuple(fields), False, b""))):
-        try:
+        with pytest.raises(ProtocolError):
             decode(frames)
-            raise AssertionError(f"{bad!r} in a value was accepted")
-        except ProtocolError:
-            pass
