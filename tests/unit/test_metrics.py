@@ -7,11 +7,14 @@ from collections.abc import Mapping
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from cache.store import StoreStats
 from gossip.load import ServiceLoad
-from node.metrics import MAX_SERIES, OUTCOMES, Metrics, bounded, outcome_label
+from node.metrics import BUCKETS, MAX_SERIES, OUTCOMES, Metrics, bounded, outcome_label
 
 
 def samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -43,6 +46,39 @@ def test_requests_and_latency_after_recording() -> None:
     assert got[("scale0_request_duration_seconds_bucket", le)] == 2
     le = (("le", "1.0"), ("outcome", "error"), ("service", "api"))
     assert got[("scale0_request_duration_seconds_bucket", le)] == 0
+
+
+observations = st.lists(st.tuples(
+    st.sampled_from(["www", "api", ""]),
+    st.sampled_from([200, 304, 404, 503]),
+    st.sampled_from(["hit", "miss", "local", "forwarded-hit", "made-up"]),
+    # the bounds themselves (a bound counts in its own bucket), around them, and beyond
+    st.one_of(st.sampled_from([0.0, *BUCKETS]), st.floats(-1.0, 100.0), st.just(1e9)),
+), max_size=40)
+
+
+@given(observations)
+def test_request_series_render_as_prometheus_clients_own_counter_and_histogram(
+        seen: list[tuple[str, int, str, float]]) -> None:
+    """The node keeps request counts and latencies as plain numbers (no lock, no walk of
+    the buckets per request); a scrape must still read exactly what prometheus_client's
+    Counter and Histogram would have exposed, in both formats."""
+    ours = Metrics()
+    reference = CollectorRegistry()
+    requests = Counter("requests", "HTTP requests answered, by service, status and how they "
+                       "were served", ["service", "status", "outcome"], namespace="scale0",
+                       registry=reference)
+    duration = Histogram("request_duration_seconds", "Time from request received to response "
+                         "headers", ["service", "outcome"], namespace="scale0",
+                         registry=reference, buckets=BUCKETS)
+    for service, status, outcome, seconds in seen:
+        ours.observe_request(service, status, outcome, seconds)
+        svc, label = service or "none", outcome_label(outcome)
+        requests.labels(svc, str(status), label).inc()
+        duration.labels(svc, label).observe(max(0.0, seconds))
+    assert ours.render()[0] == generate_latest(reference)
+    openmetrics = "application/openmetrics-text; version=1.0.0"
+    assert ours.render(openmetrics)[0] == generate_openmetrics(reference)  # type: ignore[no-untyped-call]
 
 
 def test_no_created_series_next_to_the_counters() -> None:
