@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import zmq
@@ -176,14 +176,19 @@ class Broker:
             self._pump.close()
 
     # -- Dispatcher / LoadSource -------------------------------------------------
-    async def dispatch(self, service: str, request: Request, *,
-                       withdraw: asyncio.Future[None] | None = None) -> Response:
+    def dispatch(self, service: str, request: Request, *,
+                 withdraw: asyncio.Future[None] | None = None) -> Awaitable[Response]:
         """`request` answered by a worker of `service` here: at once if one has a free
         slot, else after waiting in the service's queue until one does or the deadline.
 
         `withdraw` (node.overflow: room appeared at a peer): once it resolves, a request
         still in the queue is taken out and `Withdrawn` raised; one a worker has begun
-        is answered as usual."""
+        is answered as usual.
+
+        The request is taken (sent to a worker, or queued) by the call itself, not when
+        the answer is first awaited: a caller that just saw a free slot (node.overflow)
+        takes it in the same step, whenever it awaits. The awaitable must be awaited (or
+        cancelled): it is what hands the slot back if the client leaves."""
         if self._draining:
             raise NoCapacity("this node is shutting down")
         if request.fail_fast and self.pool.capacity(service)[0] == 0:
@@ -199,6 +204,10 @@ class Broker:
             self._arm(deadline)
         self._act(self.pool.submit(call.rid, service, deadline,
                                    is_retryable(request.method, streamed)))
+        return self._answer(call, withdraw)
+
+    async def _answer(self, call: _Call, withdraw: asyncio.Future[None] | None) -> Response:
+        service = call.service
         try:
             # The sweep fails the future at the deadline (NoCapacity / UpstreamTimeout).
             if withdraw is not None and not call.future.done():

@@ -9,6 +9,7 @@ deadline), `UpstreamError` (502), `UpstreamTimeout` (504).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from gossip.load import ServiceLoad
@@ -35,7 +36,7 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 
 class Dispatcher(Protocol):
-    async def dispatch(self, service: str, request: Request) -> Response:
+    def dispatch(self, service: str, request: Request) -> Awaitable[Response]:
         """Serve `request` with a worker of `service`; the response body may stream."""
         ...
 

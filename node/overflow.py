@@ -85,8 +85,10 @@ class _GivenUp(Exception):
 
 
 class LocalBroker(Protocol):
-    async def dispatch(self, service: str, request: Request, *,
-                       withdraw: asyncio.Future[None] | None = None) -> Response: ...
+    def dispatch(self, service: str, request: Request, *,
+                 withdraw: asyncio.Future[None] | None = None) -> Awaitable[Response]:
+        """Takes the request (a worker, or the queue) in the call itself (node.broker)."""
+        ...
 
     def service_loads(self) -> Mapping[str, Any]: ...
 
@@ -184,14 +186,18 @@ class OverflowDispatcher:
                 out.append(Candidate(row.id, row.dc, self.rtt_ms.get(row.id, float("inf")), free))
         return out
 
-    async def dispatch(self, service: str, request: Request) -> Response:
+    def dispatch(self, service: str, request: Request) -> Awaitable[Response]:
         share = self._share.get(service) or self._share.setdefault(service, ShareMeter())
         if request.hops == 0 and self.broker.capacity(service)[1] > 0:
             # A free slot here: `decide` answers LOCAL whatever the policy and the peers
             # say (mesh/routing.py), so the common case skips asking (a test holds the two
-            # to the same answer).
+            # to the same answer) — and hands on the broker's awaitable from a plain def,
+            # one coroutine frame fewer for the answer to pass back through.
             share.add(self.clock(), marked=False)
-            return await self.broker.dispatch(service, request)
+            return self.broker.dispatch(service, request)
+        return self._route(service, request, share)
+
+    async def _route(self, service: str, request: Request, share: ShareMeter) -> Response:
         policy = self.policy(service)
         deadline = request.deadline or (request.received + self.default_timeout)
         # Set on the request: time spent here waiting for room counts, and the broker (or

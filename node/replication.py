@@ -250,9 +250,15 @@ class Replicator:
             self._rlog.warn(reason, "dropped replication input (%s)%s", reason, tail)
 
     # -- the stage ----------------------------------------------------------------
-    async def __call__(self, request: Request, call_next: Next) -> Response:
+    def __call__(self, request: Request, call_next: Next) -> Awaitable[Response]:
+        # Plain defs handing on the next awaitable (node.stage) where nothing follows it:
+        # every answer passes back through each coroutine frame of the chain.
         if self._announced and request.method.upper() in ("GET", "HEAD"):
-            await self._fetch_announced(request)
+            return self._announced_first(request, call_next)
+        return self.cache(request, lambda r: self._miss(r, call_next))
+
+    async def _announced_first(self, request: Request, call_next: Next) -> Response:
+        await self._fetch_announced(request)
         return await self.cache(request, lambda r: self._miss(r, call_next))
 
     def _key(self, request: Request) -> str | None:
@@ -261,15 +267,19 @@ class Replicator:
         except Exception:  # an unkeyable request: the cache stage will say why
             return None
 
-    async def _miss(self, request: Request, call_next: Next) -> Response:
+    def _miss(self, request: Request, call_next: Next) -> Awaitable[Response]:
         """What the cache stage calls on a miss it leads (or cannot coalesce)."""
         key = self._key(request) if request.method.upper() == "GET" else None
         if key is None:
-            return await call_next(request)
+            return call_next(request)
         _bounded_set(self._services, key, request.service, 65_536)
         owner = self._fill_owner(key, request)
         if owner is None:
-            return await call_next(request)
+            return call_next(request)
+        return self._fill_by_owner(owner, key, request, call_next)
+
+    async def _fill_by_owner(self, owner: MemberView, key: str, request: Request,
+                             call_next: Next) -> Response:
         try:
             response = await self._ask_owner(owner, request)
         except _FillFailed as exc:

@@ -30,7 +30,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from tornado.httpserver import HTTPServer
@@ -107,12 +107,12 @@ class ServiceTimeouts:
         self._current = current
         self._default = default
 
-    async def __call__(self, request: Request, call_next: Next) -> Response:
+    def __call__(self, request: Request, call_next: Next) -> Awaitable[Response]:
         if not request.deadline:
             timeout = self._current().timeouts.get(request.service) or self._default
             if timeout:
                 request.deadline = request.received + timeout
-        return await call_next(request)
+        return call_next(request)  # a plain def: nothing to do after (node.stage)
 
 
 class Node:

@@ -18,4 +18,8 @@ Next = Callable[[Request], Awaitable[Response]]
 
 
 class Stage(Protocol):
-    async def __call__(self, request: Request, call_next: Next) -> Response: ...
+    """An `async def`, or a plain `def` that returns the awaitable of the step it hands
+    the request to (`return call_next(request)`): a stage with nothing to do after the
+    rest answers need not be a coroutine frame that every answer passes back through."""
+
+    def __call__(self, request: Request, call_next: Next) -> Awaitable[Response]: ...

@@ -141,6 +141,28 @@ def test_concurrency_is_never_exceeded() -> None:
     run(main())
 
 
+def test_a_dispatch_takes_its_slot_in_the_call_not_when_awaited() -> None:
+    """node.overflow sees a free slot and calls dispatch, awaiting it later in the chain:
+    the slot is taken by that call, so two requests that saw the same free slot cannot
+    both be sent to it (the second waits in the queue, or goes to a peer)."""
+    async def main() -> None:
+        gate = asyncio.Event()
+
+        async def blocked(r: Request) -> Response:
+            await gate.wait()
+            return Response(200)
+
+        async with mesh((blocked, 1)) as (broker, _):
+            first = broker.dispatch("www", req())
+            assert broker.capacity("www") == (1, 0)
+            second = broker.dispatch("www", req())
+            assert broker.service_loads()["www"].queued == 1
+            gate.set()
+            answers = await asyncio.gather(first, second)
+            assert [r.status for r in answers] == [200, 200]
+    run(main())
+
+
 def test_full_worker_queues_then_503_at_deadline() -> None:
     release = asyncio.Event
 
