@@ -36,12 +36,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from urllib.parse import urlsplit
 
 from node.body import BodyChannel
 from node.http import BodyStream, Headers, Request, Response
+from node.ratelog import RateLimitedLog
 from node.worker.deadlines import DeadlineSweep
 from node.worker.upstreamconn import (
     HOP_BY_HOP,
@@ -57,6 +59,7 @@ READ = 64 * 1024
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _DROP = HOP_BY_HOP | {"content-length"}  # request fields we never forward as they came
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+log = logging.getLogger("scale0.worker.upstream")
 
 
 def request_head(request: Request, prefix: str, authority: str) -> bytes:
@@ -97,12 +100,18 @@ class UpstreamClient:
                  connect_timeout: float = 5.0, default_timeout: float = 30.0,
                  read_timeout: float = 60.0) -> None:
         url = urlsplit(base_url)
+        if "@" in url.netloc:  # never echoed: it may hold a password
+            raise ValueError("the upstream URL carries a user name or password, which would "
+                             "never be sent to the origin: give it as http://HOST[:PORT][/PREFIX]")
         if url.scheme != "http" or not url.hostname:
             raise ValueError(f"upstream must be http://HOST[:PORT][/PREFIX], not {base_url!r}")
         self.host = url.hostname
         self.port = url.port or 80
         self.prefix = url.path.rstrip("/")
         self.authority = url.netloc
+        # What failed and where goes to this log (at most a line a second per kind); the
+        # client's 502/504 says what, not where, as nginx's and Varnish's error pages do.
+        self._failures = RateLimitedLog(log)
         self.connect_timeout = connect_timeout
         self.default_timeout = default_timeout
         self.read_timeout = read_timeout  # between two reads of a streamed body
@@ -143,26 +152,33 @@ class UpstreamClient:
                     raise
                 held = False  # released with the connection now (at once, or by the stream)
                 return resp
-            return Response.error(502, f"upstream {self.authority} closed the connection "
-                                       "before answering")
+            return self._failed(502, "closed the connection before answering")
         except asyncio.CancelledError:
             # Ours if the deadline fired and nobody else cancelled the task as well.
             if deadline.expired and deadline.task is not None and deadline.task.uncancel() == 0:
-                return Response.error(504, f"upstream {self.authority} did not answer in time")
+                return self._failed(504, "did not answer in time")
             raise
         except TimeoutError:  # connect_timeout
-            return Response.error(504, f"upstream {self.authority} did not answer in time")
+            return self._failed(504, "did not answer in time")
         except ConnectionRefusedError:
-            return Response.error(502, f"upstream {self.authority} refused the connection")
+            return self._failed(502, "refused the connection")
         except Invalid as exc:
-            return Response.error(502, f"upstream {self.authority} sent {exc}")
+            return self._failed(502, f"sent {exc}")
         except (OSError, EOFError) as exc:
-            return Response.error(502, f"upstream {self.authority} failed: "
-                                       f"{type(exc).__name__} {exc}".strip())
+            # The exception's text may name the origin's address (asyncio's "Connect call
+            # failed ('10.0.0.5', 8000)"): the client gets its kind, the log all of it.
+            return self._failed(502, f"failed: {type(exc).__name__}", f"{exc}")
         finally:
             self._deadlines.end(deadline)
             if held:
                 self._free_slot()
+
+    def _failed(self, status: int, what: str, detail: str = "") -> Response:
+        """The answer to a request the origin failed: `what` happened, for the client;
+        the worker's log adds where (and `detail`)."""
+        self._failures.warn(what, "upstream %s %s%s", self.authority, what,
+                            f" ({detail})" if detail else "")
+        return Response.error(status, f"upstream {what}")
 
     async def close(self) -> None:
         for conn in self._idle:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Iterator
 from typing import Any
@@ -134,16 +135,23 @@ def test_upstream_streams_bodies_both_ways() -> None:
     run(main())
 
 
-def test_upstream_faults_become_502_and_504_with_reasons() -> None:
+def test_upstream_faults_become_502_and_504_with_reasons(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The client learns what went wrong, never where: an internal address in an error
+    page maps the network behind the proxy (nginx and Varnish name no backend). The
+    worker's log says where, at most once a second per kind of failure."""
+    dead = free_port()
+
     async def main() -> None:
         server, url = origin()
-        refused = UpstreamClient(f"http://127.0.0.1:{free_port()}", 2)
+        refused = UpstreamClient(f"http://127.0.0.1:{dead}", 2)
         client = UpstreamClient(url, 2)
         try:
             r = await refused(req())
-            assert r.status == 502 and b"refused" in r.body  # type: ignore[operator]
+            assert r.status == 502 and r.body == b"upstream refused the connection\n"
+            assert (await refused(req())).status == 502  # the same failure: not logged again
             r = await client(req("GET", "/slow", deadline=time.monotonic() + 0.3))
-            assert r.status == 504
+            assert r.status == 504 and r.body == b"upstream did not answer in time\n"
             broken = await client(req("GET", "/broken"))
             assert isinstance(broken.body, BodyChannel)
             with pytest.raises(BodyError):
@@ -152,7 +160,19 @@ def test_upstream_faults_become_502_and_504_with_reasons() -> None:
         finally:
             await client.close()
             server.stop()
-    run(main())
+
+    with caplog.at_level(logging.WARNING, logger="scale0.worker.upstream"):
+        run(main())
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines.count(f"upstream 127.0.0.1:{dead} refused the connection") == 1, lines
+    assert any(line.startswith("upstream 127.0.0.1:") and line.endswith("did not answer in time")
+               and f":{dead} " not in line for line in lines), lines
+
+
+def test_an_upstream_url_with_a_password_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ValueError) as refused:
+        UpstreamClient("http://scale0:s3cret@127.0.0.1:8000", 2)
+    assert "s3cret" not in str(refused.value) and "user name or password" in str(refused.value)
 
 
 def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes] | list[bytes]:
