@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from testkit.procs import Proc, free_port, scale0_bin
+from testkit.procs import Gone, Proc, free_port, scale0_bin
 
 _handed_out: set[int] = set()
 
@@ -97,6 +97,9 @@ class MeshNode:
             conn.close()
 
     def health(self) -> dict[str, Any]:
+        if self.proc is not None and not self.proc.alive():  # it will never answer: say why
+            raise Gone(f"node {self.name} exited with {self.proc.popen.returncode}\n"
+                       f"{self.log_tail()}")
         return dict(self.admin_json("/_scale0/health"))
 
     def mesh(self) -> dict[str, Any]:

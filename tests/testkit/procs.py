@@ -34,10 +34,16 @@ def scale0_bin() -> str:
     return found
 
 
+class Gone(AssertionError):
+    """What a check raises when waiting longer cannot help (the process it asks exited):
+    `wait_until` fails at once with it instead of polling to its timeout."""
+
+
 def wait_until(
     check: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.02, what: str = ""
 ) -> T:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds, or at
+    once when it raises `Gone`."""
     end = time.monotonic() + timeout
     last_exc: BaseException | None = None
     while time.monotonic() < end:
@@ -45,6 +51,8 @@ def wait_until(
             value = check()
             if value:
                 return value
+        except Gone:
+            raise
         except Exception as exc:  # the condition may not be observable yet
             last_exc = exc
         time.sleep(interval)
