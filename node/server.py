@@ -161,6 +161,13 @@ class Node:
         cfg = self.config
         beats = cfg.workers.heartbeat_interval
         self._warm_until = time.monotonic() + beats * (cfg.workers.heartbeat_liveness + 1)
+        mount = None
+        if cfg.app:  # imported before any socket is bound: a wrong --app fails alone
+            from node.inapp import InNodeApp
+
+            mount = TornadoAppMount(InNodeApp.from_spec(cfg.app).application,  # as `handle`:
+                                    stamp=f"{self.node_id}; dc={cfg.dc}",  # stamped, counted
+                                    observe=self.metrics.observe_request)
         self.security = security = Security(cfg)  # refuses to start half-protected
         self.reload_hooks.append(security.reload)
         broker = Broker(dataclasses.replace(broker_config(cfg.workers), secure=security.secure),
@@ -170,13 +177,6 @@ class Node:
         from node.logsetup import configure
 
         self.access = configure(cfg, self.node_id)
-        mount = None
-        if cfg.app:
-            from node.inapp import InNodeApp
-
-            mount = TornadoAppMount(InNodeApp.from_spec(cfg.app).application,  # as `handle`:
-                                    stamp=f"{self.node_id}; dc={cfg.dc}",  # stamped, counted
-                                    observe=self.metrics.observe_request)
         settings = self.settings
         cache, self.cache_store = await _cache_stage(cfg.cache, settings.cache, self.node_id)
         self.cache = cache
