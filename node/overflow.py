@@ -266,8 +266,9 @@ class OverflowDispatcher:
                 share.add(self.clock(), marked=False)
                 return response
             share.add(self.clock(), marked=False)
-            return await self.broker.dispatch(
-                service, request, reroute=self._reroute if request.hops == 0 else None)
+            # A forwarded one stranded here (its worker gone) is refused as busy by
+            # `_route`, so its sender tries elsewhere instead of waiting for its deadline.
+            return await self.broker.dispatch(service, request, reroute=self._reroute)
 
     async def _queued(self, service: str, request: Request, deadline: float) -> Response | None:
         """Wait in the local queue, and leave it for a peer that has room first: None when
