@@ -576,7 +576,7 @@ class Membership:
             if mid not in want or m is None or m.addresses.gossip != addr:
                 del self._following[mid]
                 self.detector.unwatch(mid)
-                self._inbox.forget(mid, keep_life=m is not None)
+                self._inbox.forget(mid)
                 out.append(Unsubscribe(addr))
         for mid in sorted(want):
             m = self._members[mid]
@@ -627,5 +627,7 @@ class Membership:
             del self._members[m.id]
             self._zombie_told.pop(m.id, None)
             self._last_seq.pop(m.id, None)
-            self._inbox.forget(m.id, keep_life=False)
+            # Its position is kept: a partition longer than dead_retention heals into the
+            # purges it published meanwhile (asked for as a gap), not past them.
+            self._inbox.forget(m.id)
             self._dirty = True

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from gossip.messages import MAX_INT, Reliable
 
 MAX_PENDING = 256  # early envelopes buffered per publisher
+MAX_REMEMBERED = 65_536  # streams no longer followed whose position is kept (max members)
 SEQ_BITS = 22  # envelopes per life: ~4.2 million; wall-clock ms lives fit in the other 42
 SEQ_MASK = (1 << SEQ_BITS) - 1
 # Roll-overs (below) one process may make: 2**10 of them take 2**32 envelopes. A restart's
@@ -117,7 +118,10 @@ class Inbox:
 
     def __init__(self, give_up: float) -> None:
         self._streams: dict[str, _Stream] = {}
-        self._lives: dict[str, int] = {}  # life of a stream forgotten while still a member
+        # (life, next rseq) of a stream no longer followed: followed again in the same
+        # life, it resumes there, and what was published meanwhile is asked for as a gap
+        # (a partition: the purges of its minutes are delivered after the heal).
+        self._lives: dict[str, tuple[int, int]] = {}
         self._give_up = give_up
         self.skipped = 0  # envelopes never recovered
         self.restarts = 0  # streams closed because their publisher's newer life spoke
@@ -134,12 +138,14 @@ class Inbox:
         s = self._streams.get(publisher)
         closed: list[Reliable] = []
         if s is None:
-            known = self._lives.get(publisher)
+            known, resume = self._lives.get(publisher, (None, 0))
             if known is not None and life < known:
                 return None, closed
             if known is not None and life > known:
                 start = first_of(life)  # a new life of someone we followed: all of it is news
-            # first contact in this life: history before it is not ours to replay
+            elif known is not None:
+                start = resume  # the life we followed: from where we were
+            # else first contact in this life: history before it is not ours to replay
             self._lives.pop(publisher, None)
             s = self._streams[publisher] = _Stream(life, start)
         elif life < s.life:
@@ -215,13 +221,18 @@ class Inbox:
         return out
 
     def forget(self, publisher: str, *, keep_life: bool = True) -> None:
-        """Stop tracking ``publisher`` (no longer followed). With ``keep_life`` its life is
-        remembered, so a newer one is heard from its start and an older one stays refused
-        when we follow it again; without (the member is forgotten), nothing is kept."""
+        """Stop tracking ``publisher`` (no longer followed, or reaped). With ``keep_life``
+        its life and position are remembered (the last ``MAX_REMEMBERED`` publishers), so
+        when we follow it again the same life resumes where we were — what it published
+        meanwhile is a gap, asked for and delivered — a newer one is heard from its start
+        and an older one stays refused; without, nothing is kept."""
         s = self._streams.pop(publisher, None)
         if s is not None:
-            self.skipped += len(s.pending)
             if keep_life:
-                self._lives[publisher] = s.life
+                self._lives[publisher] = (s.life, s.expected)  # what it buffered: asked again
+                while len(self._lives) > MAX_REMEMBERED:
+                    del self._lives[next(iter(self._lives))]  # the longest forgotten
+            else:
+                self.skipped += len(s.pending)
         if not keep_life:
             self._lives.pop(publisher, None)

@@ -93,6 +93,9 @@ class _Call:
     upload_credit: int = 0
     upload_wake: asyncio.Event | None = None  # made only when an upload waits for credit
     budget: float = 0.0  # seconds it was given (for the 504's reason)
+    # The dispatcher's way to route it again (node.overflow): a request whose worker was
+    # gone before it got it, with no other worker here for its service, goes there.
+    reroute: Callable[[str, Request], Awaitable[Response]] | None = None
 
 
 def _counters() -> dict[str, int]:
@@ -177,13 +180,20 @@ class Broker:
 
     # -- Dispatcher / LoadSource -------------------------------------------------
     def dispatch(self, service: str, request: Request, *,
-                 withdraw: asyncio.Future[None] | None = None) -> Awaitable[Response]:
+                 withdraw: asyncio.Future[None] | None = None,
+                 reroute: Callable[[str, Request], Awaitable[Response]] | None = None
+                 ) -> Awaitable[Response]:
         """`request` answered by a worker of `service` here: at once if one has a free
         slot, else after waiting in the service's queue until one does or the deadline.
 
         `withdraw` (node.overflow: room appeared at a peer): once it resolves, a request
         still in the queue is taken out and `Withdrawn` raised; one a worker has begun
         is answered as usual.
+
+        `reroute` (node.overflow): a request sent to a worker already gone (a crash the
+        heartbeats have not noticed yet) never reached it; when no other worker here
+        serves its service, it is handed to `reroute(service, request)` instead of
+        waiting in a queue nobody serves until its deadline.
 
         The request is taken (sent to a worker, or queued) by the call itself, not when
         the answer is first awaited: a caller that just saw a free slot (node.overflow)
@@ -197,7 +207,8 @@ class Broker:
         deadline = request.deadline or now + self.config.default_timeout
         streamed = not isinstance(request.body, bytes)
         call = _Call(next(self._ids), service, request, deadline,
-                     asyncio.get_running_loop().create_future(), budget=deadline - now)
+                     asyncio.get_running_loop().create_future(), budget=deadline - now,
+                     reroute=reroute)
         self._calls[call.rid] = call
         self.stats["requests"] += 1
         if deadline < self._sweep_at:
@@ -219,6 +230,11 @@ class Broker:
         except asyncio.CancelledError:
             self._abandon(call)  # the client went away
             raise
+        except Withdrawn:
+            reroute = call.reroute
+            if withdraw is not None or reroute is None:
+                raise
+        return await reroute(service, call.request)  # stranded here: `_undelivered`
 
     def _arm(self, when: float) -> None:
         if self._sweeper is not None:
@@ -312,6 +328,13 @@ class Broker:
         self.stats["send_failed"] += 1
         if ident in self.pool.workers:
             self._act(self.pool.remove(ident, tuple(request_ids)))
+        for rid in request_ids:
+            call = self._calls.get(rid)
+            if (call is not None and call.reroute is not None and self.pool.is_queued(rid)
+                    and self.pool.capacity(call.service)[0] == 0):
+                # Back in a queue no worker here serves: its dispatcher routes it again.
+                self._abandon(call)
+                call.future.set_exception(Withdrawn(f"{call.service!r}: no worker left here"))
 
     def _send_request(self, call: _Call, ident: bytes) -> None:
         req, size = call.request, self.config.chunk_size

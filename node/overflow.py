@@ -86,7 +86,9 @@ class _GivenUp(Exception):
 
 class LocalBroker(Protocol):
     def dispatch(self, service: str, request: Request, *,
-                 withdraw: asyncio.Future[None] | None = None) -> Awaitable[Response]:
+                 withdraw: asyncio.Future[None] | None = None,
+                 reroute: Callable[[str, Request], Awaitable[Response]] | None = None
+                 ) -> Awaitable[Response]:
         """Takes the request (a worker, or the queue) in the call itself (node.broker)."""
         ...
 
@@ -145,6 +147,7 @@ class OverflowDispatcher:
         # Per service since that future: the peers' room when first asked, and how many
         # queued requests left for it (`_claim_room`).
         self._claimed: dict[str, list[int]] = {}
+        self._reroute = self._route_again  # bound once: handed to the broker per request
 
     def peer_down(self, peer: str) -> None:
         """The failure detector says `peer` is dead or left: stop waiting for it now.
@@ -194,8 +197,13 @@ class OverflowDispatcher:
             # to the same answer) — and hands on the broker's awaitable from a plain def,
             # one coroutine frame fewer for the answer to pass back through.
             share.add(self.clock(), marked=False)
-            return self.broker.dispatch(service, request)
+            return self.broker.dispatch(service, request, reroute=self._reroute)
         return self._route(service, request, share)
+
+    def _route_again(self, service: str, request: Request) -> Awaitable[Response]:
+        """The broker's word that the worker it chose was already gone and no other
+        serves `service` here (node.broker `reroute`): decide again, peers included."""
+        return self._route(service, request, self._share[service])
 
     async def _route(self, service: str, request: Request, share: ShareMeter) -> Response:
         policy = self.policy(service)
@@ -258,7 +266,9 @@ class OverflowDispatcher:
                 share.add(self.clock(), marked=False)
                 return response
             share.add(self.clock(), marked=False)
-            return await self.broker.dispatch(service, request)
+            # A forwarded one stranded here (its worker gone) is refused as busy by
+            # `_route`, so its sender tries elsewhere instead of waiting for its deadline.
+            return await self.broker.dispatch(service, request, reroute=self._reroute)
 
     async def _queued(self, service: str, request: Request, deadline: float) -> Response | None:
         """Wait in the local queue, and leave it for a peer that has room first: None when

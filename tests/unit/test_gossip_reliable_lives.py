@@ -129,12 +129,17 @@ def test_a_late_beat_of_the_old_life_changes_nothing() -> None:
 
 
 def test_a_forgotten_stream_remembers_its_life() -> None:
-    """Unfollowed, then followed again: the same life resumes where we are, a newer one
-    is heard from its start, an older one stays refused; a reaped member leaves nothing."""
+    """Unfollowed (or reaped), then followed again: the same life resumes where we were —
+    what it published meanwhile is a gap to ask for (a partition's purges, QA: lost after
+    a cut longer than dead_retention) — a newer one is heard from its start, an older one
+    stays refused; `keep_life=False` leaves nothing."""
     inbox = Inbox(give_up=5.0)
     inbox.head("b", first_of(LIFE1) + 9, 0.0)
     inbox.forget("b")
-    assert inbox.head("b", first_of(LIFE1) + 20, 1.0) == ([], None)  # as on first contact
+    assert inbox.head("b", first_of(LIFE1) + 20, 1.0) == ([], (first_of(LIFE1) + 10,
+                                                               first_of(LIFE1) + 20))
+    missed = Reliable("b", 2, first_of(LIFE1) + 10, "purge")
+    assert inbox.accept(missed, 1.1)[0] == [missed]
     inbox.forget("b")
     assert inbox.accept(Reliable("b", 1, first_of(LIFE1 - 5) + 3, "purge"), 2.0) == ([], None)
     assert inbox.dropped["stale_life"] == 1
