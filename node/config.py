@@ -292,7 +292,9 @@ def check_endpoint(value: str, where: str, *, bind: bool, ipc: bool = False,
         raise ConfigError(f"{where} {value}: ipc:// needs a socket path, as in ipc:///run/w.sock")
     host, colon, port = rest.rpartition(":")
     if not sep or scheme != "tcp" or not colon:
-        hint = f"did you mean tcp://{value}?" if not sep and ":" in value else f"e.g. {example}"
+        # The guess repeats the value: only one that is a plain word (never a second line)
+        guess = not sep and ":" in value and value.isprintable() and " " not in value
+        hint = f"did you mean tcp://{value}?" if guess else f"e.g. {example}"
         raise ConfigError(f"{where} {value}: expected {forms}; {hint}")
     if host.startswith("[") and host.endswith("]"):
         try:
