@@ -8,7 +8,7 @@ accepted or refused with one ConfigError line naming where it came from.
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from node.config import check_endpoint, from_mapping, load_config
@@ -46,6 +46,7 @@ def test_a_missing_scheme_is_refused_with_the_fix(host: str, port: str) -> None:
 
 
 @given(st.text(max_size=40), st.booleans(), st.booleans())
+@example(":\n", False, False)  # a second line in the "did you mean" hint
 def test_any_text_is_accepted_or_refused_in_one_line(text: str, bind: bool, ipc: bool) -> None:
     try:
         accepted = check_endpoint(text, "--peer", bind=bind, ipc=ipc)
