@@ -257,7 +257,10 @@ class CacheStage:
 
     async def _lookup(self, key: str, request: Request) -> tuple[CacheEntry | None, int]:
         """The stored entry that fits `request` best, and how many the key holds."""
-        entries: list[CacheEntry] = await self._safely(self.store.get(key), [], key, "get")
+        try:  # `_safely`, inline: one coroutine frame fewer on every request's lookup
+            entries = await self.store.get(key)
+        except Exception as exc:
+            entries = self._failed(exc, [], key, "get")
         best: CacheEntry | None = None
         marked = len(self.unpurged) > 0
         for e in entries:
@@ -503,10 +506,13 @@ class CacheStage:
         try:
             return await op
         except Exception as exc:
-            self.counts["store_errors"] += 1
-            self._store_log.warn(f"{what}:{type(exc).__name__}{getattr(exc, 'errno', '')}",
-                                 "cache store failed (%s) on %s: %r", what, key[:200], exc)
-            return default
+            return self._failed(exc, default, key, what)
+
+    def _failed(self, exc: Exception, default: T, key: str, what: str) -> T:
+        self.counts["store_errors"] += 1
+        self._store_log.warn(f"{what}:{type(exc).__name__}{getattr(exc, 'errno', '')}",
+                             "cache store failed (%s) on %s: %r", what, key[:200], exc)
+        return default
 
     async def _put(self, entry: CacheEntry) -> None:
         if self.recent_purges.blocks_key(entry.key, entry.request_time):
