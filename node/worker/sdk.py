@@ -107,6 +107,21 @@ class _Job:
     deadline: Deadline | None = None  # the handler is cancelled (504) when it passes
 
 
+def check_ready(ready: Ready) -> None:
+    """ValueError (one line) if a node would refuse `ready`: it drops a READY it cannot
+    take as a malformed frame, and the worker only heard silence, re-registering for ever
+    ("does not know us")."""
+    for service in ready.services:
+        if not service or service.strip("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                        "0123456789_.-"):
+            raise ValueError(f"--service {service!r}: a service name is letters, digits, "
+                             f"'_', '.' and '-'")
+    try:
+        decode(encode(ready))
+    except ProtocolError as exc:
+        raise ValueError(f"a node would refuse this worker: {exc}") from None
+
+
 class Worker:
     """Serves `services` for the node at `node_endpoint` with `handler`."""
 
@@ -127,6 +142,7 @@ class Worker:
         self.concurrency = concurrency
         self.handler = handler
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        check_ready(self._ready())
         self.interval = heartbeat_interval
         self.liveness = liveness
         self.chunk_size = chunk_size
