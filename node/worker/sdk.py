@@ -107,6 +107,13 @@ class _Job:
     deadline: Deadline | None = None  # the handler is cancelled (504) when it passes
 
 
+# Said while no node has ever answered: the endpoint itself is the likely mistake (a
+# node's HTTP, gossip or peer port, a wrong host), or, silent too, a CurveZMQ refusal.
+NEVER_HEARD = (" (no Scale0 node has answered there yet: --node must be the node's workers "
+               "socket, its --workers, default port 7950; with --curve, the node must list "
+               "this worker's key in KEYDIR/authorized/)")
+
+
 def check_ready(ready: Ready) -> None:
     """ValueError (one line) if a node would refuse `ready`: it drops a READY it cannot
     take as a malformed frame, and the worker only heard silence, re-registering for ever
@@ -154,6 +161,7 @@ class Worker:
         self._outbox: Outbox | None = None  # set once the node said it accepts BATCH
         self._packing = False  # the node said it accepts PACKED too
         self._last_heard = 0.0
+        self._answered = False  # a node has said something to us since we started
         self._stopping = False
         self._draining = False  # stop() said DISCONNECT: never register again
         self._reconnect = asyncio.Event()
@@ -178,7 +186,8 @@ class Worker:
                     break
                 self._send(Heartbeat())
                 if time.monotonic() - self._last_heard > self.interval * self.liveness:
-                    log.warning("node %s silent; reconnecting", self.endpoint)
+                    log.warning("node %s silent; reconnecting%s", self.endpoint,
+                                "" if self._answered else NEVER_HEARD)
                     break
             if self._stopping:
                 break
@@ -284,6 +293,7 @@ class Worker:
     # -- inbound ---------------------------------------------------------------
     def _on_frames(self, frames: list[bytes]) -> None:
         self._last_heard = time.monotonic()
+        self._answered = True
         try:
             msg = decode(frames)
         except ProtocolError as exc:
