@@ -164,7 +164,7 @@ class CacheStage:
                              monotonic=monotonic)
         self._refreshing: set[str] = set()
         self._keys: dict[tuple[str, str, str], str] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
         self._policies: dict[bool, Policy] = {
             share: Policy(
                 share,
@@ -376,14 +376,19 @@ class CacheStage:
 
         if isinstance(response.body, bytes):
             entry = entry_of(response.body)
-            await self._put(entry)
+            unstored = await self._put(entry)
             if flight is not None:
                 flight.share(entry)
             fetched = response.status
             if fetched == 200 and _conditional(ctx.request.headers) and not_modified(
                     ctx.request.headers, headers):
                 _to_not_modified(response)
-            self._mark(response, Outcome.MISS, fwd="uri-miss", fwd_status=fetched, stored=True)
+            if unstored is None:
+                self._mark(response, Outcome.MISS, fwd="uri-miss", fwd_status=fetched,
+                           stored=True)
+            else:  # "stored" would send whoever debugs the next MISS the wrong way
+                self._mark(response, Outcome.MISS, fwd="uri-miss", fwd_status=fetched,
+                           detail=unstored)
             return False
 
         def complete(body: bytes) -> None:
@@ -514,17 +519,24 @@ class CacheStage:
                              "cache store failed (%s) on %s: %r", what, key[:200], exc)
         return default
 
-    async def _put(self, entry: CacheEntry) -> None:
+    async def _put(self, entry: CacheEntry) -> str | None:
+        """Store `entry`; why it is not stored (a Cache-Status detail: purged meanwhile, the
+        store failed), or None (stored, or the store kept a newer one or refused its size)."""
         if self.recent_purges.blocks_key(entry.key, entry.request_time):
             self.counts["not_stored"] += 1  # asked before a purge of it: maybe the old content
-            return
+            return "purged meanwhile"
         self.hits.forget(entry.key)
-        stored = await self._safely(self.store.put(entry), False, entry.key, "put")
+        put: Awaitable[bool | None] = self.store.put(entry)
+        stored = await self._safely(put, None, entry.key, "put")  # None: it raised
         self.hits.forget(entry.key)  # a hit may have offered the old entry meanwhile
-        if stored:
-            self.counts["stored"] += 1
-            if self.on_store is not None:
-                _call_hook(self.on_store, entry)
+        if stored is None:
+            return "store failed"
+        if not stored:
+            return None
+        self.counts["stored"] += 1
+        if self.on_store is not None:
+            _call_hook(self.on_store, entry)
+        return None
 
     async def _delete(self, key: str, variant: str | None = None) -> int:
         if variant is None:
@@ -632,7 +644,7 @@ class CacheStage:
         )
 
     # -- background tasks ---------------------------------------------------------------
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -262,7 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:  # most of the start-up's imports happen here: Ctrl-C now is no traceback either
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        return 130
     level = getattr(args, "log_level", None) or "INFO"
     logging.basicConfig(level=str(level).upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -180,7 +180,9 @@ def _fill(obj: Any, data: Mapping[str, Any], where: str, table: tuple[str, ...] 
             setattr(obj, key, {**current, **value})
         elif dataclasses.is_dataclass(current):
             if not isinstance(value, Mapping):
-                raise ConfigKeyError(f"{where}: {key!r} must be a table, not {value!r}",
+                hint = (f" (--workers is endpoint = {value!r} in a [workers] table)"
+                        if key == "workers" and not table and isinstance(value, str) else "")
+                raise ConfigKeyError(f"{where}: {key!r} must be a table, not {value!r}{hint}",
                                      table, str(raw_key))
             _fill(current, value, f"{where} [{key}]", (*table, str(raw_key)))
         else:

@@ -164,6 +164,33 @@ def check_ports(config: NodeConfig) -> None:
         raise ConfigError(problem)
 
 
+def claim_public_ports(config: NodeConfig) -> None:
+    """OSError (`cannot listen on ADDRESS (--http): ...`, exit 1) if the HTTP or HTTPS
+    address is taken. Every process binds it with SO_REUSEPORT, and Linux lets a
+    SO_REUSEPORT bind join any socket of the same user that set it too: without this
+    check, a second `--processes` node on the same port (an old one still running) starts
+    without a word and the kernel splits the clients between the two. A plain bind, as a
+    single process makes, is refused by any listener there; it is closed at once."""
+    from tornado.netutil import bind_sockets
+
+    from node.config import parse_hostport
+
+    for role in ("http", "https"):
+        address = str(getattr(config, role))
+        if not address:
+            continue
+        host, port = parse_hostport(address, f"--{role}")
+        if port == 0:  # each process takes a free port of its own
+            continue
+        try:
+            probes = bind_sockets(port, None if host in _ANY_HOST else host)
+        except OSError as exc:
+            raise OSError(f"cannot listen on {address} (--{role}): "
+                          f"{exc.strerror or exc}") from exc
+        for probe in probes:
+            probe.close()
+
+
 def _ended(info: os.waitid_result) -> str:
     if info.si_code == os.CLD_EXITED:
         return f"exited with status {info.si_status}"
@@ -304,6 +331,7 @@ def run_processes(config: NodeConfig, node_id: str,
     """Check every process's ports, fork `config.processes - 1` children, run process 0
     here, then reap the children; 1 if any of them failed."""
     check_ports(config)  # before anything is forked or bound
+    claim_public_ports(config)  # nobody else's, not even another node's SO_REUSEPORT group
     relay = HupRelay()
     relay.catch_early()  # inherited by the children: none dies of an early SIGHUP
     children = relay.children

@@ -22,7 +22,8 @@ from typing import Any
 from node.config import check_endpoint
 from node.errors import ConfigError
 from node.gctune import settle_heap
-from node.worker.sdk import Handler, Worker
+from node.protocol import Ready
+from node.worker.sdk import Handler, Worker, check_ready
 
 EPILOG = """\
 examples:
@@ -146,8 +147,8 @@ def _what(obj: Any) -> str:
 def run_worker(args: argparse.Namespace) -> int:
     """Run the worker described by parsed `args` until SIGTERM/SIGINT; the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.concurrency < 1:
-        print("scale0 worker: --concurrency must be at least 1", file=sys.stderr)
+    if not 1 <= args.concurrency <= 100_000:  # past it, the node drops our READY
+        print("scale0 worker: --concurrency must be 1 to 100000", file=sys.stderr)
         return 2
     if not args.read_timeout > 0:  # also refuses nan
         print("scale0 worker: --read-timeout must be more than 0", file=sys.stderr)
@@ -158,6 +159,7 @@ def run_worker(args: argparse.Namespace) -> int:
         print(f"scale0 worker: {exc}", file=sys.stderr)
         return 2
     try:
+        check_ready(Ready(tuple(args.service), args.concurrency, args.name or ""))
         handler, closeable = _handler(args)
         secure = _curve(args)
     except ValueError as exc:

@@ -107,6 +107,28 @@ class _Job:
     deadline: Deadline | None = None  # the handler is cancelled (504) when it passes
 
 
+# Said while no node has ever answered: the endpoint itself is the likely mistake (a
+# node's HTTP, gossip or peer port, a wrong host), or, silent too, a CurveZMQ refusal.
+NEVER_HEARD = (" (no Scale0 node has answered there yet: --node must be the node's workers "
+               "socket, its --workers, default port 7950; with --curve, the node must list "
+               "this worker's key in KEYDIR/authorized/)")
+
+
+def check_ready(ready: Ready) -> None:
+    """ValueError (one line) if a node would refuse `ready`: it drops a READY it cannot
+    take as a malformed frame, and the worker only heard silence, re-registering for ever
+    ("does not know us")."""
+    for service in ready.services:
+        if not service or service.strip("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                        "0123456789_.-"):
+            raise ValueError(f"--service {service!r}: a service name is letters, digits, "
+                             f"'_', '.' and '-'")
+    try:
+        decode(encode(ready))
+    except ProtocolError as exc:
+        raise ValueError(f"a node would refuse this worker: {exc}") from None
+
+
 class Worker:
     """Serves `services` for the node at `node_endpoint` with `handler`."""
 
@@ -127,6 +149,7 @@ class Worker:
         self.concurrency = concurrency
         self.handler = handler
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        check_ready(self._ready())
         self.interval = heartbeat_interval
         self.liveness = liveness
         self.chunk_size = chunk_size
@@ -138,6 +161,7 @@ class Worker:
         self._outbox: Outbox | None = None  # set once the node said it accepts BATCH
         self._packing = False  # the node said it accepts PACKED too
         self._last_heard = 0.0
+        self._answered = False  # a node has said something to us since we started
         self._stopping = False
         self._draining = False  # stop() said DISCONNECT: never register again
         self._reconnect = asyncio.Event()
@@ -162,7 +186,8 @@ class Worker:
                     break
                 self._send(Heartbeat())
                 if time.monotonic() - self._last_heard > self.interval * self.liveness:
-                    log.warning("node %s silent; reconnecting", self.endpoint)
+                    log.warning("node %s silent; reconnecting%s", self.endpoint,
+                                "" if self._answered else NEVER_HEARD)
                     break
             if self._stopping:
                 break
@@ -268,6 +293,7 @@ class Worker:
     # -- inbound ---------------------------------------------------------------
     def _on_frames(self, frames: list[bytes]) -> None:
         self._last_heard = time.monotonic()
+        self._answered = True
         try:
             msg = decode(frames)
         except ProtocolError as exc:

@@ -186,3 +186,29 @@ def test_the_children_stop_when_process_0_is_killed(tmp_path: Path) -> None:
         for pid in children:  # only if the test failed: never leave an orphan behind
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_an_http_port_another_node_shares_is_refused(tmp_path: Path) -> None:
+    """A `--processes` node binds its HTTP port with SO_REUSEPORT, and Linux lets any
+    other SO_REUSEPORT bind of the same user join it: a second `--processes` node on that
+    port (the old one still running) started without a word and the kernel split the
+    clients between the two nodes. It must be refused, as a single process is."""
+    (tmp_path / "v1").mkdir()
+    config = tmp_path / "node.toml"
+    config.write_text(_config(tmp_path, "v1"))
+    http_port = free_port()
+    with socket.socket() as other:  # what the first node's processes hold
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", http_port))
+        other.listen()
+        node = _node(tmp_path, config, http_port, [_port_pair() for _ in range(4)])
+        try:  # it exits, or says it serves (the bug): whichever comes first
+            wait_until(lambda: not node.alive() or " ready: " in node.output(), timeout=30,
+                       what="the node to exit or start")
+            assert " ready: " not in node.output(), node.output()
+            code = node.popen.wait(30)
+        finally:
+            node.stop()
+    out = node.log_path.read_text(errors="replace")
+    assert code == 1, out
+    assert f"cannot listen on 127.0.0.1:{http_port} (--http): Address already in use" in out, out

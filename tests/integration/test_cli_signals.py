@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,3 +69,28 @@ def test_a_gossip_port_in_use_names_the_flag() -> None:
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"scale0: cannot bind tcp://127.0.0.1:{port} (--gossip): ")
+
+
+# Ctrl-C while `scale0` is still importing what it runs (the parser pulls most modules in):
+# QA saw a 20-line KeyboardInterrupt traceback. The signal is real, sent by the process to
+# itself at the moment a module of the CLI is being imported.
+_CTRL_C_WHILE_IMPORTING = """
+import os, signal, sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "node.purge":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+from node.cli import main
+sys.exit(main(["node", "--cache", "off"]))
+"""
+
+
+def test_ctrl_c_while_starting_is_no_traceback() -> None:
+    done = subprocess.run([sys.executable, "-c", _CTRL_C_WHILE_IMPORTING], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr

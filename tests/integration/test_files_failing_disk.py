@@ -189,6 +189,28 @@ def test_purge_on_a_read_only_disk_answers_202_logs_it_and_is_never_served_again
         run(main())
 
 
+def test_a_miss_the_disk_refuses_is_not_said_to_be_stored(tmpfs: Tmpfs) -> None:
+    """QA, a cache folder the node cannot write: every answer said `Cache-Status: ...;
+    stored` and the next request was a MISS again, so nothing pointed at the disk."""
+    async def main() -> None:
+        store = FileStore(tmpfs.where / "cache", fsync=False)
+        await store.open()
+        stage = CacheStage(store, CacheConfig(), node_id="n1", wall_clock=Clock(T0))
+        origin = Origin()
+        stored = await stage(request("/ok"), origin)
+        assert "; stored" in (stored.headers.get("Cache-Status") or "")
+        tmpfs.remount("ro")
+        for _ in range(2):
+            got = await stage(request("/new"), origin)
+            assert got.status == 200 and got.headers.get("X-Cache") == "MISS"
+            status = got.headers.get("Cache-Status") or ""
+            assert "stored" not in status.split("; ") and 'detail="store failed"' in status, \
+                status
+        assert origin.calls == 3
+
+    run(main())
+
+
 def _scrape(store: FileStore) -> dict[str, float]:
     m = Metrics()
     m.set_sources(cache_stats=store.stats)

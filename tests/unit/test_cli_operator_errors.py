@@ -63,6 +63,21 @@ WORKER = ("worker", "--service", "www", "--node")
     ((*WORKER, "tcp://127.0.0.1:7950", "--upstream", "http://127.0.0.1:9", "--curve",
       "/nonexist"),
      "scale0 worker: --curve /nonexist: no such directory (make one with `scale0 keygen`)"),
+    # the node drops a READY it cannot take: the worker re-registered for ever, saying
+    # only "node ... does not know us (restarted?)"
+    (("worker", "--service", "", "--node", "tcp://127.0.0.1:9", "--upstream",
+      "http://127.0.0.1:9"),
+     "scale0 worker: --service '': a service name is letters, digits, '_', '.' and '-'"),
+    (("worker", "--service", "www", "--service", "www example", "--node", "tcp://127.0.0.1:9",
+      "--upstream", "http://127.0.0.1:9"),
+     "scale0 worker: --service 'www example': a service name is letters, digits, '_', '.' "
+     "and '-'"),
+    ((*WORKER, "tcp://127.0.0.1:9", "--upstream", "http://127.0.0.1:9", "--concurrency",
+      "100001"),
+     "scale0 worker: --concurrency must be 1 to 100000"),
+    ((*WORKER, "tcp://127.0.0.1:9", "--upstream", "http://127.0.0.1:9", "--name", "a\nb"),
+     "scale0 worker: a node would refuse this worker: READY.name: string has forbidden "
+     "characters: 'a\\nb'"),
     (("node", "--seed", "bogus"),
      "scale0: --seed bogus: expected tcp://HOST:PORT; e.g. tcp://10.0.0.5:7947"),
     (("node", "--seed", "127.0.0.1:7947"),

@@ -38,6 +38,10 @@ def test_toml_then_flags_win(tmp_path: Path) -> None:
     ({"routes": "a=b"}, "'routes' must be a list"),
     ({"workers": {"endpont": "x"}}, "[workers]"),
     ({"workers": 3}, "'workers' must be a table"),
+    # "every flag has a key of the same name": the flag's value said where it goes
+    ({"workers": "tcp://*:7950"},
+     "'workers' must be a table, not 'tcp://*:7950' (--workers is endpoint = 'tcp://*:7950' "
+     "in a [workers] table)"),
     ({"limits": {"max_body_size": -1}}, "must not be negative"),
     ({"http": "nope"}, "HOST:PORT"),
     ({"https": ":443"}, "tls_cert"),

@@ -199,7 +199,9 @@ def _run(stand: _Stand, **settings: object) -> int:
     """`run_processes` with 2 processes, leaving this process's SIGHUP as it found it."""
     previous = signal.getsignal(signal.SIGHUP)
     try:
-        return run_processes(from_mapping({"processes": 2, **settings}), "n", stand)
+        # any free HTTP port: run_processes binds the configured one for a moment
+        config = from_mapping({"processes": 2, "http": "127.0.0.1:0", **settings})
+        return run_processes(config, "n", stand)
     finally:
         signal.signal(signal.SIGHUP, previous)
 
