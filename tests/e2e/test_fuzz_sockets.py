@@ -87,6 +87,9 @@ class Node:
         return sorted((n["id"], n.get("state", "")) for n in rows)
 
     def get(self) -> tuple[int, bytes]:
+        if not self.node.alive():  # pytest does not show a module fixture's logs: say why
+            raise AssertionError(f"the node exited with {self.node.popen.returncode}:\n"
+                                 f"{self.node.output()[-4000:]}")
         conn = http.client.HTTPConnection("127.0.0.1", self.http, timeout=30)
         try:
             conn.request("GET", "/fuzz-check", headers={"Host": "app.test"})
