@@ -172,6 +172,10 @@ class CurveKeys:
         by_endpoint: dict[str, bytes] = {}
         by_host: dict[str, bytes] = {}
         folder = self.keydir / AUTHORIZED
+        if not folder.is_dir():  # not wrong (nobody is let in), but rarely what was meant
+            log.warning("%s does not exist: no worker or peer key is authorized, so every "
+                        "CURVE handshake is refused (copy their .key files there, then "
+                        "SIGHUP)", folder)
         for path in sorted(folder.glob("*.key")) if folder.is_dir() else []:
             try:
                 key = _load_public(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,22 @@ def test_layout_errors_are_the_operators(tmp_path: Path) -> None:
     (tmp_path / "node.key").write_text("garbage\n")
     with pytest.raises(CurveError):
         CurveKeys.load(tmp_path)
+
+
+def test_a_node_keydir_without_authorized_is_said_at_load(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """No authorized/ lets nobody in: enforced, but an operator who forgot to copy the
+    workers' keys should read why every worker is refused in the node's first lines."""
+    keygen(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="scale0"):
+        assert CurveKeys.load(tmp_path).authorized == frozenset()
+    assert any(f"{tmp_path / AUTHORIZED} does not exist" in r.getMessage()
+               for r in caplog.records), caplog.records
+    caplog.clear()
+    (tmp_path / AUTHORIZED).mkdir()
+    with caplog.at_level(logging.WARNING, logger="scale0"):
+        CurveKeys.load(tmp_path)
+    assert not caplog.records
 
 
 def test_a_bad_authorized_file_is_skipped(tmp_path: Path) -> None:
