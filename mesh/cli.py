@@ -36,6 +36,7 @@ DEFAULT_ADMIN = "http://127.0.0.1:8081"  # the node's own default --admin (node.
 # Said with a 404: the address answers HTTP, but not as an admin listener.
 NOT_ADMIN = "is this the node's admin address (--admin, default 127.0.0.1:8081)?"
 MESH_PATH = "/_scale0/mesh"
+DASHBOARD_PATH = "/_scale0"
 MAX_DOCUMENT = 16 * 1024 * 1024  # far above 10k nodes; a runaway answer stops here
 MAX_TOKEN = 4096  # a token file is one short line; anything bigger is the wrong file
 
@@ -64,6 +65,12 @@ def admin_base(admin: str) -> str:
     """The base URL of an admin listener given as an http(s) URL or as HOST:PORT
     (`bogus`, a host without a port, is refused rather than read as http://bogus/)."""
     text = admin.strip().rstrip("/")
+    # The dashboard's address pasted as is (http://HOST:PORT/_scale0/, or its mesh JSON):
+    # the admin listener is what is in front of it.
+    for page in (MESH_PATH, DASHBOARD_PATH):
+        if "://" in text and text.endswith(page):
+            text = text.removesuffix(page)
+            break
     url = text if "://" in text else "http://" + text
     bad = AdminAddressError(f"--admin {admin}: expected an http(s) URL or HOST:PORT, "
                             "e.g. 127.0.0.1:8081 or http://10.0.0.11:8081")

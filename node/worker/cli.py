@@ -17,6 +17,7 @@ import inspect
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from node.config import check_endpoint
@@ -60,11 +61,11 @@ def add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
     src.add_argument("--wsgi", metavar="MODULE:ATTR", help="a WSGI application object")
     src.add_argument("--app", metavar="MODULE:ATTR",
                      help="an async handler: async def handle(request) -> response")
-    p.add_argument("--read-timeout", type=float, default=60.0, metavar="SECONDS",
+    p.add_argument("--read-timeout", type=_seconds(0.0), default=60.0, metavar="SECONDS",
                    help="--upstream: a response body silent this long between two reads "
                         "is broken off, and the client's connection aborted (default 60)")
     p.add_argument("--name", help="name shown in the node's logs (default host:pid)")
-    p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--grace", type=_seconds(0.0, zero=True), default=10.0, metavar="SECONDS",
                    help="on SIGTERM, time allowed to finish requests in flight; the node "
                         "retries or fails what is left at once (default 10)")
     p.add_argument("--curve", metavar="KEYDIR",
@@ -92,6 +93,20 @@ def load_object(spec: str) -> Any:
         except AttributeError:
             raise ValueError(f"{module_name!r} has no attribute {attr!r}") from None
     return obj
+
+
+def _seconds(low: float, *, zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds above `low` (or equal to it, `zero`)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not (low <= value if zero else low < value) or value == float("inf"):
+            rule = f"at least {low:g}" if zero else f"more than {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {rule} seconds, got {text}")
+        return value
+    return parse
 
 
 def _handler(args: argparse.Namespace) -> tuple[Handler, Any]:

@@ -113,6 +113,11 @@ def test_a_typo_is_one_line_and_exit_2(argv: tuple[str, ...], expected: str) -> 
      "argument --interval: must be more than 0 and at most 3600 seconds, got 0"),
     (("purge", "--timeout", "-1", "http://a/"),
      "argument --timeout: must be more than 0 and at most 3600 seconds, got -1"),
+    # the worker took --grace -1 and logged "grace -1s" (it acted as 0)
+    (("worker", "--grace", "-1"), "argument --grace: must be at least 0 seconds, got -1"),
+    (("worker", "--read-timeout", "0"),
+     "argument --read-timeout: must be more than 0 seconds, got 0"),
+    (("worker", "--grace", "nan"), "argument --grace: must be at least 0 seconds, got nan"),
 ])
 def test_durations_must_be_positive_and_say_the_rule(argv: tuple[str, ...],
                                                      expected: str) -> None:
@@ -139,6 +144,18 @@ def test_admin_addresses_in_either_form_become_urls(hp: tuple[str, int], scheme:
                                                     slash: str) -> None:
     host, port = hp
     assert admin_base(f" {scheme}{host}:{port}{slash} ") == f"{scheme or 'http://'}{host}:{port}"
+
+
+@given(host_ports, st.sampled_from(["http://", "https://"]),
+       st.sampled_from(["/_scale0", "/_scale0/", "/_scale0/mesh"]))
+def test_the_dashboards_own_url_names_its_admin_listener(hp: tuple[str, int], scheme: str,
+                                                         page: str) -> None:
+    """Operators paste the dashboard's URL: `scale0 mesh` asked it for
+    /_scale0/_scale0/mesh and got a 404."""
+    host, port = hp
+    assert admin_base(f"{scheme}{host}:{port}{page}") == f"{scheme}{host}:{port}"
+    assert admin_base(f"{scheme}{host}:{port}/behind/a/proxy") == (
+        f"{scheme}{host}:{port}/behind/a/proxy")  # any other path is a prefix, kept
 
 
 @given(st.text(max_size=30))
