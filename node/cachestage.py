@@ -610,8 +610,9 @@ class CacheStage:
             key = key_for_url(
                 url_or_prefix[:-1] if is_prefix else url_or_prefix, self.config.dropped_query_params
             )
-        except BadURL as exc:
-            raise ClientError(str(exc)) from None
+        except BadURL:  # named as given: a prefix's `*` included (`'*'`, not `''`)
+            raise ClientError("not an absolute http(s) URL (or a prefix of one ending in "
+                              f"*): {url_or_prefix[:200]!r}") from None
         count = await self.apply_purge(key, is_prefix)
         if self.on_purge is not None:
             _call_hook(self.on_purge, key, is_prefix)

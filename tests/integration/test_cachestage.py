@@ -14,7 +14,7 @@ from cache.memory import MemoryStore
 from node.body import BodyChannel, read_body
 from node.cacheconfig import CacheConfig
 from node.cachestage import CacheStage
-from node.errors import ConfigError, UpstreamError
+from node.errors import ClientError, ConfigError, UpstreamError
 from node.http import Headers, Request, Response
 
 T0 = 1_700_000_000.0
@@ -298,6 +298,9 @@ def test_purge_exact_prefix_and_forbidden() -> None:
         done = await stage(get("/a/1", method="PURGE"), origin)
         assert done.status == 200 and json.loads(done.body) == {"purged": 1}
         assert await stage.purge("http://example.com/a/*") == 1
+        with pytest.raises(ClientError) as bad:  # said as given: `scale0 purge '*'` showed ''
+            await stage.purge("*")
+        assert bad.value.reason.endswith(": '*'"), bad.value.reason
         assert purged == [("http://example.com/a/1", False), ("http://example.com/a/", True)]
         assert (await stage(get("/b"), origin)).headers.get("X-Cache") == "HIT"
         assert (await stage(get("/a/2"), origin)).headers.get("X-Cache") == "MISS"
