@@ -32,6 +32,7 @@ from typing import Any
 
 from mesh.routing import OverflowPolicy
 from node.errors import ConfigError
+from node.services import SERVICE_NAME_CHARS
 
 OVERFLOW = ("all", "dc", "none")
 SCOPES = ("", "none", "dc", "all")
@@ -65,7 +66,6 @@ class ServiceSettings:
 
 _DEFAULTS = ServiceSettings()
 _KEYS = {f.name for f in fields(ServiceSettings)}
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
 def _value(name: str, key: str, value: Any, where: str) -> Any:
@@ -93,7 +93,7 @@ def _value(name: str, key: str, value: Any, where: str) -> Any:
 
 def parse_service(name: str, data: Mapping[str, Any], where: str = "config") -> ServiceSettings:
     """A ServiceSettings from one table; ConfigKeyError naming the key when wrong."""
-    if not name or not set(name) <= _NAME_CHARS:
+    if not name or not set(name) <= SERVICE_NAME_CHARS:
         raise ConfigKeyError(f"{where}: service name {name!r} may use letters, digits, "
                              "'.', '_' and '-'", ("services",), name)
     if not isinstance(data, Mapping):

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from node.errors import ConfigError, NoRoute
 
 DEFAULT_SERVICE = "default"
-_SERVICE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+# What a service name may use, everywhere one is given (routes, [services], a worker's
+# --service; node.protocol refuses any other in a READY).
+SERVICE_NAME_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 _HOST_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789.-_*")
 
 
@@ -38,7 +41,7 @@ class Route:
         service = service.strip()
         if not sep or not service:
             raise ConfigError(f"{where}: expected HOST[/PREFIX]=SERVICE, e.g. www.example.com=www")
-        if not set(service) <= _SERVICE_CHARS:
+        if not set(service) <= SERVICE_NAME_CHARS:
             raise ConfigError(f"{where}: service names use letters, digits, '.', '_' and '-'")
         host, slash, path = left.strip().partition("/")
         host = host.lower()

@@ -53,6 +53,7 @@ from node.protocol import (
     salvage_id,
 )
 from node.ratelog import RateLimitedLog
+from node.services import SERVICE_NAME_CHARS
 from node.worker.deadlines import Deadline, DeadlineSweep
 from node.zmqpump import Outbox, ZmqPump
 
@@ -119,8 +120,7 @@ def check_ready(ready: Ready) -> None:
     take as a malformed frame, and the worker only heard silence, re-registering for ever
     ("does not know us")."""
     for service in ready.services:
-        if not service or service.strip("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                        "0123456789_.-"):
+        if not service or not set(service) <= SERVICE_NAME_CHARS:
             raise ValueError(f"--service {service!r}: a service name is letters, digits, "
                              f"'_', '.' and '-'")
     try:
