@@ -9,7 +9,11 @@ latency and a task switch. The leader ends every flight one way:
 - `release()`: the result is not shareable (private, Set-Cookie, too large):
   waiters go to the origin on their own *at once, in parallel*, and for
   `hit_for_miss` seconds later callers of that key skip coalescing (SOLO) —
-  Varnish's hit-for-miss, so nobody queues behind an uncacheable URL;
+  Varnish's hit-for-miss, so nobody queues behind an uncacheable URL.
+  `release(nothing_stored=True)` also says the store held nothing for the key:
+  while the mark lasts, `nothing_stored(key)` lets callers skip the lookup as
+  well, as Varnish finds its hit-for-miss object in place of one. `unmark(key)`
+  ends a mark early (the key was stored after all);
 - `fail(exc)`: waiters get the same exception (a failing origin is asked once);
 - `abandon()`: the leader gave up (client gone): waiters go on their own.
 
@@ -75,9 +79,9 @@ class Flight(Generic[T]):
         self._end(Shared(value), None)
         self._group._marks.pop(self.key, None)
 
-    def release(self) -> None:
+    def release(self, nothing_stored: bool = False) -> None:
         self._end(None, None)
-        self._group._mark(self.key)
+        self._group._mark(self.key, nothing_stored)
 
     def fail(self, exc: BaseException) -> None:
         self._end(None, exc)
@@ -133,29 +137,40 @@ class Coalescer(Generic[T]):
         self.clock = clock
         self.max_marks = max_marks
         self._flights: dict[str, Flight[T]] = {}
-        self._marks: dict[str, float] = {}  # key -> until when it is hit-for-miss
+        # key -> (until when it is hit-for-miss, whether the store held nothing for it)
+        self._marks: dict[str, tuple[float, bool]] = {}
 
     @property
     def in_flight(self) -> int:
         return len(self._flights)
 
     def marked(self, key: str) -> bool:
-        until = self._marks.get(key)
-        return until is not None and until > self.clock()
+        mark = self._marks.get(key)
+        return mark is not None and mark[0] > self.clock()
 
-    def _mark(self, key: str) -> None:
+    def nothing_stored(self, key: str) -> bool:
+        """Whether `key` is hit-for-miss and its mark says the store held nothing for it:
+        a caller may go to the origin without looking (and without a flight)."""
+        mark = self._marks.get(key)
+        return mark is not None and mark[1] and mark[0] > self.clock()
+
+    def unmark(self, key: str) -> None:
+        """End `key`'s hit-for-miss mark, if any: it was stored after all."""
+        self._marks.pop(key, None)
+
+    def _mark(self, key: str, nothing_stored: bool) -> None:
         if self.hit_for_miss <= 0 or self.max_marks == 0:
             return
         self._marks.pop(key, None)
         while len(self._marks) >= self.max_marks:
             del self._marks[next(iter(self._marks))]  # the oldest mark goes first
-        self._marks[key] = self.clock() + self.hit_for_miss
+        self._marks[key] = (self.clock() + self.hit_for_miss, nothing_stored)
 
     def begin(self, key: str) -> Flight[T]:
         now = self.clock()
-        until = self._marks.get(key)
-        if until is not None:
-            if until > now:
+        mark = self._marks.get(key)
+        if mark is not None:
+            if mark[0] > now:
                 return Flight(self, key, Role.SOLO, now, None)
             del self._marks[key]
         current = self._flights.get(key)

@@ -114,6 +114,7 @@ class _Ctx:
     policy: Policy
     stale: CacheEntry | None = None
     decision: Decision | None = None
+    held: int = -1  # how many entries the store held for the key (-1: not looked up)
 
     @property
     def stale_if_error(self) -> bool:
@@ -192,7 +193,14 @@ class CacheStage:
             request.headers.get_all("cache-control"), request.headers.get_all("pragma")
         )
         ctx = _Ctx(request, call_next, key, req_cc, self._policy(request.service))
+        if method == "GET" and self.coalescer.nothing_stored(key) and not req_cc.only_if_cached:
+            # Varnish's hit-for-miss object: the last answer could not be stored and the
+            # store held nothing for the key, so for the mark's few seconds its misses go
+            # to the origin without a lookup (a stat(2) on the files store) or a flight.
+            # Their answers are still admitted: one that may be stored is (_put unmarks).
+            return await self._fill(ctx, None)
         entry, found = await self._lookup(key, request)
+        ctx.held = found
         if entry is not None:
             decision = self._decide(entry, req_cc, ctx.policy)
             if decision.action is Action.FRESH:
@@ -365,7 +373,10 @@ class CacheStage:
                 # URL hit-for-miss; any other is the answer's own (no-store, private, ...), and
                 # marks it, so later requests do not queue behind an uncacheable answer. (A
                 # request's own no-store never leads a flight: see _fetch.)
-                (flight.abandon if reason == "authorization" else flight.release)()
+                if reason == "authorization":
+                    flight.abandon()
+                else:
+                    flight.release(nothing_stored=ctx.held == 0)
             return False
         variant = request_variant(get_all(response.headers, "vary"), ctx.request.headers) or ""
         headers = stored_header_items(response.headers)
@@ -526,6 +537,7 @@ class CacheStage:
             self.counts["not_stored"] += 1  # asked before a purge of it: maybe the old content
             return "purged meanwhile"
         self.hits.forget(entry.key)
+        self.coalescer.unmark(entry.key)  # looked up again from now on (hit-for-miss)
         put: Awaitable[bool | None] = self.store.put(entry)
         stored = await self._safely(put, None, entry.key, "put")  # None: it raised
         self.hits.forget(entry.key)  # a hit may have offered the old entry meanwhile
@@ -633,6 +645,7 @@ class CacheStage:
             log.info("replica of %s refused: %s", entry.key[:200], reason)
             return False
         self.hits.forget(entry.key)
+        self.coalescer.unmark(entry.key)  # a mark saying "nothing stored" no longer holds
         return await self._safely(self.store.put(entry), False, entry.key, "put")
 
     def replica_refusal(self, entry: CacheEntry, service: str = "") -> str | None:

@@ -192,6 +192,103 @@ def test_after_an_uncacheable_answer_requests_do_not_queue_behind_each_other(
     run(main())
 
 
+class CountingStore(MemoryStore):
+    """A real MemoryStore that counts lookups."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+
+    async def get(self, key: str) -> list[CacheEntry]:
+        self.gets += 1
+        return await super().get(key)
+
+
+def counting(config: CacheConfig | None = None) -> tuple[CacheStage, Clock, Clock, CountingStore]:
+    """A stage over a CountingStore, with its wall clock and its monotonic clock."""
+    wall, mono, store = Clock(), Clock(), CountingStore()
+    stage = CacheStage(store, config or CacheConfig(), node_id="n1", wall_clock=wall,
+                       monotonic=mono)
+    return stage, wall, mono, store
+
+
+def test_an_uncacheable_url_with_nothing_stored_goes_without_a_lookup_while_marked() -> None:
+    """Varnish's hit-for-miss object: for hit_for_miss seconds after an answer that could
+    not be stored, with nothing stored for the key, misses skip the store's lookup (a
+    stat(2) with the files store); after the mark one lookup looks again, and marks again."""
+    async def main() -> None:
+        stage, _, mono, store = counting(CacheConfig(hit_for_miss=10))
+        origin = Origin(fixed(headers=[("Cache-Control", "no-store")]))
+        first = await stage(get(), origin)
+        assert store.gets == 1 and "detail=no-store" in (first.headers.get("Cache-Status") or "")
+        for _ in range(3):
+            passed = await stage(get(), origin)
+            assert passed.headers.get("Cache-Status") == first.headers.get("Cache-Status")
+        assert (store.gets, origin.calls) == (1, 4)
+        head = await stage(get(method="HEAD"), origin)  # HEAD still looks (answered by GETs)
+        assert head.headers.get("X-Cache") == "MISS" and store.gets == 2
+        mono.now += 10.5
+        await stage(get(), origin)
+        await stage(get(), origin)
+        assert (store.gets, origin.calls) == (3, 7)
+
+    run(main())
+
+
+def test_a_passed_url_whose_answer_turns_storable_is_stored_and_then_hit() -> None:
+    async def main() -> None:
+        stage, _, _, store = counting()
+
+        async def turns(request: Request, n: int) -> Response:
+            cc = "no-store" if n == 1 else "max-age=60"
+            return Response(200, Headers([("Cache-Control", cc)]), f"v{n}".encode())
+
+        origin = Origin(turns)
+        await stage(get(), origin)
+        stored = await stage(get(), origin)  # no lookup, but admitted: stored
+        assert store.gets == 1 and "stored" in (stored.headers.get("Cache-Status") or "")
+        hit = await stage(get(), origin)
+        assert (hit.headers.get("X-Cache"), hit.body, origin.calls) == ("HIT", b"v2", 2)
+
+    run(main())
+
+
+def test_a_replica_stored_while_a_url_is_marked_is_served() -> None:
+    async def main() -> None:
+        stage, wall, _, _ = counting()
+        origin = Origin(fixed(headers=[("Cache-Control", "no-store")]))
+        await stage(get(), origin)
+        key = stage.key_of(get())
+        replica = CacheEntry(key, "", 200, (("Cache-Control", "max-age=60"),), b"peer",
+                             wall.now - 1, wall.now - 1, "n2")
+        assert await stage.accept_replica(replica)
+        hit = await stage(get(), origin)
+        assert (hit.headers.get("X-Cache"), hit.body, origin.calls) == ("HIT", b"peer", 1)
+
+    run(main())
+
+
+def test_a_url_holding_another_variant_is_still_looked_up_after_an_uncacheable_one() -> None:
+    """A mark made while the key held an entry (another Vary variant) says nothing about
+    the store: the stored variant stays a hit."""
+    async def main() -> None:
+        stage, _, _, store = counting()
+
+        async def by_language(request: Request, n: int) -> Response:
+            cc = "max-age=60" if request.headers.get("Accept-Language") == "en" else "no-store"
+            fields = [("Cache-Control", cc), ("Vary", "Accept-Language")]
+            return Response(200, Headers(fields), f"v{n}".encode())
+
+        origin = Origin(by_language)
+        english, german = [("Accept-Language", "en")], [("Accept-Language", "de")]
+        await stage(get(headers=english), origin)
+        await stage(get(headers=german), origin)  # not storable: marks the key
+        again = await stage(get(headers=english), origin)
+        assert (again.headers.get("X-Cache"), again.body, store.gets) == ("HIT", b"v1", 3)
+
+    run(main())
+
+
 def test_stale_while_revalidate_refreshes_once_in_background() -> None:
     async def main() -> None:
         stage, clock, _ = make()

@@ -89,6 +89,43 @@ def test_hit_for_miss_expires_and_share_clears_it() -> None:
     asyncio.run(main())
 
 
+_MARK_OPS = st.lists(st.tuples(
+    st.sampled_from(["release", "release, nothing stored", "share", "unmark", "wait"]),
+    st.sampled_from("ab"), st.floats(0, 8)), max_size=40)
+
+
+@given(_MARK_OPS)
+def test_hit_for_miss_marks_follow_their_model(ops: list[tuple[str, str, float]]) -> None:
+    """A mark lasts hit_for_miss seconds from its latest release; a share or unmark ends it;
+    `nothing_stored` holds only for a live mark whose latest release said so."""
+    async def main() -> None:
+        clock = ManualClock()
+        group: Coalescer[int] = Coalescer(lock_timeout=5, hit_for_miss=10, clock=clock)
+        model: dict[str, tuple[float, bool]] = {}
+        for op, key, seconds in ops:
+            if op == "wait":
+                clock.now += seconds
+            elif op == "unmark":
+                group.unmark(key)
+                model.pop(key, None)
+            else:
+                flight = group.begin(key)  # a leader, or a solo while marked
+                if op == "share":
+                    flight.share(1)
+                    model.pop(key, None)
+                else:
+                    flight.release(nothing_stored=op != "release")
+                    model[key] = (clock.now + 10, op != "release")
+            for k in "ab":
+                until, bare = model.get(k, (-1.0, False))
+                assert group.marked(k) == (until > clock.now)
+                assert group.nothing_stored(k) == (bare and until > clock.now)
+                if until > clock.now:
+                    assert group.begin(k).role is Role.SOLO
+
+    asyncio.run(main())
+
+
 def test_waiter_times_out_and_old_flight_is_replaced() -> None:
     async def main() -> None:
         clock = ManualClock()
