@@ -75,7 +75,9 @@ def redact(spec: str) -> str:
 def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     """(scheme, location, options) of a store spec; ValueError when malformed."""
     head, sep, query = spec.partition("#")
-    if not sep and "://" not in head and "?" in head:
+    if not sep and "?" in head and "://" not in head.partition("?")[0]:
+        # `?` starts the options, unless it is a URL's own query (mongodb://h/?w=1); an
+        # option's value may hold "://" itself (memory?x=http://a)
         head, _, query = head.partition("?")
     scheme, _, location = head.partition(":")
     scheme = scheme.strip().lower()

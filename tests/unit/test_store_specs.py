@@ -77,6 +77,8 @@ def test_size_rejects(text: str) -> None:
         ("mongo:mongodb://h/?w=1#mode=ttl&ttl=60",
          ("mongo", "mongodb://h/?w=1", {"mode": "ttl", "ttl": "60"})),
         ("FILES:x", ("files", "x", {})),
+        ("memory:?_=://", ("memory", "", {"_": "://"})),  # found by the round trip below
+        ("files:/d?peer=http://a/?b", ("files", "/d", {"peer": "http://a/?b"})),
     ],
 )
 def test_spec_table(spec: str, expected: tuple[str, str, dict[str, str]]) -> None:
