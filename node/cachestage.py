@@ -441,8 +441,11 @@ class CacheStage:
 
     def _upstream(self, request: Request, stale: CacheEntry | None) -> Request:
         """The request a fill sends: the client's preconditions dropped, ours added."""
+        if stale is None and not request.headers.has_any(CLIENT_CONDITIONALS):
+            return request  # the usual miss: nothing to drop or add (no stage after us
+            # changes a request's fields in place: the pipeline's end sends a copy)
         headers = request.headers.copy()
-        headers.remove_many(set(CLIENT_CONDITIONALS))
+        headers.remove_many(CLIENT_CONDITIONALS)
         if stale is not None:
             for name, value in conditional_headers(stale.headers):
                 headers.add(name, value)

@@ -89,7 +89,7 @@ class Headers:
         if lname in self._keys:
             self._keep(lambda k: k != lname)
 
-    def remove_many(self, lower_names: builtins.set[str]) -> None:
+    def remove_many(self, lower_names: builtins.set[str] | frozenset[str]) -> None:
         """Remove every field whose lower-cased name is in `lower_names`."""
         if not lower_names.isdisjoint(self._keys):
             self._keep(lambda k: k not in lower_names)
