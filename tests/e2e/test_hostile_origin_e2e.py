@@ -32,7 +32,7 @@ class Stack:
         self.http = free_port()
         endpoint = f"tcp://127.0.0.1:{free_port()}"
         config = tmp / "node.toml"
-        config.write_text("[workers]\ndefault_timeout = 2.0\n")
+        config.write_text("[workers]\ndefault_timeout = 1.0\n")  # waited out by each /silent
         self.procs.append(Proc([python, "-m", "testkit.hostileorigin", str(self.origin_port)],
                                tmp / "origin.log", env=env))
         self.procs.append(Proc([

@@ -316,8 +316,8 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
 
 @pytest.fixture
 def bare(tmp_path: Path) -> Iterator[Site]:
-    """A node of its own, no worker yet; a request may wait 3 s for one."""
-    with running(Site(tmp_path, extra="[workers]\ndefault_timeout = 3.0\n")) as s:
+    """A node of its own, no worker yet; a request may wait 1 s for one."""
+    with running(Site(tmp_path, extra="[workers]\ndefault_timeout = 1.0\n")) as s:
         yield s
 
 
@@ -342,7 +342,7 @@ def test_default_service_whose_last_worker_left_still_serves_its_cache(bare: Sit
     began = time.monotonic()
     status, headers, body = bare.get("/not-cached")
     assert status == 503 and headers["Retry-After"], (status, body)
-    # ... within `[workers] default_timeout` (3 s here), not the built-in 30 s.
+    # ... within `[workers] default_timeout` (1 s here), not the built-in 30 s.
     assert time.monotonic() - began < 10
 
     bare.worker("default", "--app", "migrateapps:handle")
