@@ -30,7 +30,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pymongo import AsyncMongoClient, uri_parser
 from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
@@ -68,6 +68,14 @@ def _check_url(url: str) -> None:
         if password:
             why = why.replace(password, "***")
         raise ValueError(f"mongo store: {redact(url)!r}: {why}") from None
+
+
+def client_options(url: str) -> dict[str, Any]:
+    """The keyword options the client gets besides `url`: a 5 s server selection (a node
+    must not sit pymongo's 30 s at start) unless the URL names its own. A keyword beats the
+    URL's option in pymongo, so `?serverSelectionTimeoutMS=` would be silently ignored."""
+    named = {name.lower() for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    return {} if "serverselectiontimeoutms" in named else {"serverSelectionTimeoutMS": 5000}
 
 
 class MongoStore:
@@ -131,7 +139,7 @@ class MongoStore:
             raise ConnectionError(f"cannot open the MongoDB store: {reason}") from None
 
     async def _open(self) -> None:
-        self._client = AsyncMongoClient(self.url, serverSelectionTimeoutMS=5000)
+        self._client = AsyncMongoClient(self.url, **client_options(self.url))
         db = self._client[self.database]
         info = await self._client.server_info()
         version = tuple(int(x) for x in info.get("versionArray", [0, 0, 0])[:3])

@@ -4,6 +4,7 @@ that cannot be opened stops the node with one line that says so, not a traceback
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -38,9 +39,13 @@ def run_node(tmp: Path, spec: str) -> subprocess.CompletedProcess[str]:
 
 def test_unreachable_mongo_stops_the_node_in_one_line_without_the_password(tmp_path: Path) -> None:
     closed = free_port()  # nothing listens there
-    done = run_node(tmp_path, f"mongo:mongodb://user:{SECRET}@127.0.0.1:{closed}/db")
+    # The URL's own server-selection timeout is kept (a node gives 5 s otherwise).
+    url = f"mongodb://user:{SECRET}@127.0.0.1:{closed}/db?serverSelectionTimeoutMS=300"
+    began = time.monotonic()
+    done = run_node(tmp_path, f"mongo:{url}")
     out = done.stdout + done.stderr
     assert done.returncode == 2, out
+    assert time.monotonic() - began < 5, out
     assert SECRET not in out and "Traceback" not in out, out
     assert "cannot open the MongoDB store" in out and f"127.0.0.1:{closed}" in out, out
 

@@ -171,3 +171,18 @@ def test_no_refusal_of_a_mongo_url_shows_its_password(password: str) -> None:
         MongoStore.from_spec(url, {})
     except ValueError as exc:
         assert f"user:{password}@" not in str(exc)
+
+
+@pytest.mark.parametrize(("url", "seconds"), [
+    ("mongodb://127.0.0.1:1/db", 5.0),  # ours: a node does not sit 30 s at start
+    ("mongodb://127.0.0.1:1/db?serverSelectionTimeoutMS=1500", 1.5),  # the operator's
+    ("mongodb://127.0.0.1:1/db?w=1&serverselectiontimeoutms=700", 0.7),  # any case
+])
+def test_the_urls_own_server_selection_timeout_is_kept(url: str, seconds: float) -> None:
+    from pymongo import AsyncMongoClient
+
+    from cache.mongo import client_options
+
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        url, connect=False, **client_options(url))
+    assert client.options.server_selection_timeout == seconds
