@@ -42,11 +42,11 @@ def missing_toolchain() -> str | None:
 
 def built_files() -> list[Path]:
     """Every extension file in the packages that hold compiled modules."""
-    found: list[Path] = []
+    found: set[Path] = set()  # a name may end with several suffixes (.cpython-311-....so, .so)
     for package in sorted({Path(p).parts[0] for p in listed()} | {"node", "cache"}):
         for suffix in EXTENSION_SUFFIXES:
-            found.extend((ROOT / package).glob(f"*{suffix}"))
-    return found
+            found.update((ROOT / package).glob(f"*{suffix}"))
+    return sorted(found)
 
 
 def clean() -> None:
