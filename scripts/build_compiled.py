@@ -1,6 +1,6 @@
 """Builds the modules listed in scripts/compiled.txt into C extensions with mypyc, in place.
 
-    python scripts/build_compiled.py           # build (incremental; 2 compiler jobs)
+    python scripts/build_compiled.py           # build (incremental; a compiler per core, up to 4)
     python scripts/build_compiled.py --check   # exit 0 when a C compiler and Python.h are here
     python scripts/build_compiled.py --clean   # remove the built extensions
 
@@ -113,9 +113,10 @@ def build() -> None:
     # build_ext leaves an extension whose C did not change (a shim) with its old time; the
     # import-time check compares each .py with its extension, so every one is marked new.
     for module in modules:
-        for path in (ROOT / module).parent.glob(f"{Path(module).stem}.*"):
-            if path.suffix != ".py":
-                os.utime(path)
+        for suffix in EXTENSION_SUFFIXES:
+            built = (ROOT / module).with_suffix(suffix)
+            if built.is_file():
+                os.utime(built)
 
 
 def main(argv: list[str]) -> int:
