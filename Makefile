@@ -4,8 +4,11 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 FOR     ?= 0
+# The hot modules `make compiled` builds into C extensions (mypyc), listed in one file.
+COMPILED := $(shell sed -e 's/\#.*//' scripts/compiled.txt)
+BUILT   := build/compiled.stamp
 
-.PHONY: demo test lint typecheck unit integration e2e bench clean venv
+.PHONY: demo test lint typecheck unit integration e2e bench clean venv compiled pure
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Scale0 needs Python 3.11+")'
@@ -16,12 +19,34 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+## make compiled: the modules in scripts/compiled.txt as C extensions next to their .py files
+## (about 30% less CPU per proxied miss), rebuilt only when a module changed. Without a
+## C compiler or Python's headers it says so and the node runs as pure Python.
+compiled: $(STAMP)
+	@$(BIN)/python scripts/build_compiled.py --check >/dev/null \
+	  || bash scripts/system-deps.sh build $(BIN)/python 2>/dev/null
+	@if reason=$$($(BIN)/python scripts/build_compiled.py --check); then \
+	  $(MAKE) --no-print-directory $(BUILT); \
+	else echo "$$reason: the node runs as pure Python, about 45% more CPU per proxied miss"; fi
+
+# Every module, not only the listed ones: mypyc compiles in the Final constants a compiled
+# module imports (an unchanged C file is not recompiled, so such a rebuild is ~10 s).
+$(BUILT): $(COMPILED) $(wildcard node/*.py node/*/*.py cache/*.py mesh/*.py gossip/*.py) \
+          scripts/compiled.txt scripts/build_compiled.py $(STAMP)
+	$(BIN)/python scripts/build_compiled.py
+	@touch $@
+
+## make pure: remove the built extensions; everything then runs as pure Python.
+pure:
+	$(PY) scripts/build_compiled.py --clean
+	rm -f $(BUILT)
+
 ## make demo: a local mesh you can curl and watch (Ctrl-C stops it).
-demo: $(STAMP)
+demo: compiled
 	$(BIN)/scale0 demo $(if $(filter-out 0,$(FOR)),--for $(FOR),)
 
 ## make test: lint, type-check and the whole suite (unit, integration, end-to-end).
-test: $(STAMP)
+test: compiled
 	@bash scripts/system-deps.sh
 	$(BIN)/ruff check node mesh gossip cache tests bench
 	$(BIN)/mypy
@@ -36,17 +61,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: compiled
 	$(BIN)/pytest -q tests/unit
-integration: $(STAMP)
+integration: compiled
 	$(BIN)/pytest -q tests/integration
-e2e: $(STAMP)
+e2e: compiled
 	$(BIN)/pytest -q tests/e2e
 
 ## make bench: benchmarks that print ratios against references run in the same invocation.
-bench: $(STAMP)
+bench: compiled
 	@bash scripts/system-deps.sh bench
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis scale0-cache
+	$(PY) scripts/build_compiled.py --clean
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis scale0-cache

@@ -30,8 +30,7 @@ import asyncio
 import enum
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -42,11 +41,19 @@ class Role(enum.Enum):
     SOLO = "solo"  # fetches alone: the key is marked hit-for-miss
 
 
-@dataclass(frozen=True, slots=True)
 class Shared(Generic[T]):
-    """A value a leader shared (boxed, so that a shared None is still a value)."""
+    """A value a leader shared (boxed, so that a shared None is still a value); read-only.
 
-    value: T
+    A plain class, not a frozen slots dataclass: compiled (mypyc, `make compiled`), a
+    generic dataclass fails at import."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value: Final = value
+
+    def __repr__(self) -> str:
+        return f"Shared(value={self.value!r})"
 
 
 class Flight(Generic[T]):

@@ -61,6 +61,7 @@ from node.cacheconfig import CacheConfig
 from node.errors import ClientError
 from node.hitcache import HitCache
 from node.http import Headers, Request, Response
+from node.purgecount import PurgeCount, purge_answer
 from node.ratelog import RateLimitedLog
 from node.stage import Next
 from node.teebody import TeeBody
@@ -73,20 +74,6 @@ _RECENT_AGE = 600.0  # longer than any fill runs (a request's deadline)
 T = TypeVar("T")
 
 ERROR_STATUSES = frozenset({500, 502, 503, 504})
-
-
-class PurgeCount(int):
-    """How many entries a purge removed (an int, as before), and whether the store failed
-    to delete some: `failed` of them (None: unknown), `error` says why ("" when none).
-    An int so that every caller of `purge` (the admin endpoint's wiring) keeps working."""
-
-    failed: int | None
-    error: str
-
-    def __new__(cls, removed: int, failed: int | None = 0, error: str = "") -> PurgeCount:
-        self = super().__new__(cls, removed)
-        self.failed, self.error = failed, error
-        return self
 
 
 _RENDERED_KEPT = 256  # Cache-Status members remembered rendered
@@ -675,24 +662,6 @@ class CacheStage:
         for task in list(self._tasks):
             task.cancel()
         await self.drain()
-
-
-def purge_answer(count: int) -> tuple[int, dict[str, object]]:
-    """The HTTP status of a purge, and what its JSON answer adds to the count.
-
-    200 when the store removed everything. When it failed to delete some entries
-    (read-only disk, no permission, database down) the answer is 202 Accepted with
-    `"failed"` (how many, null if unknown) and `"error"`: the purge *did* take effect
-    for clients — the key (or prefix) is marked purged in memory and this node will not
-    serve what was stored before it — so it is not an error to retry (a 5xx would make
-    clients retry a purge that cannot do better until the disk is fixed), but it is not
-    complete either: the bytes are still on disk and deleting them is pending. 202 is
-    exactly "accepted, not yet carried out", distinct from 200 for scripts that check,
-    while every 2xx-is-success client stays right that the URL is no longer served."""
-    failed, error = getattr(count, "failed", 0), getattr(count, "error", "")
-    if not error:
-        return 200, {}
-    return 202, {"failed": failed, "error": error}
 
 
 def _conditional(headers: Headers) -> bool:

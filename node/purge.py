@@ -10,7 +10,7 @@ same for allowed client networks (node/cachestage.py).
 A purge whose delete failed on this node (read-only disk, no permission) is never
 reported as a plain success: the answer is 202 with `"failed"` (how many entries
 could not be deleted, null if unknown) and `"error"`, while the node keeps the purged
-URL(s) from being served (see node.cachestage.purge_answer for why 202), and
+URL(s) from being served (see node.purgecount.purge_answer for why 202), and
 `scale0 purge` prints a warning saying so.
 
 `scale0 purge` takes the admin listener as `--admin HOST:PORT` or a URL, and an
@@ -31,8 +31,8 @@ from typing import Any
 import tornado.web
 
 from mesh.cli import NOT_ADMIN, AdminAddressError, MeshFetchError, _positive, admin_base, read_token
-from node.cachestage import purge_answer
 from node.errors import ClientError
+from node.purgecount import purge_answer
 
 Purger = Callable[[str], Awaitable[int]]
 MAX_BODY = 16 * 1024

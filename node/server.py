@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from tornado.httpserver import HTTPServer
 
 from cache.stores import redact
-from node import logsetup
+from node import buildinfo, logsetup
 from node.accesslog import AccessLog
 from node.admin import AdminState, Unbranded, make_admin_app
 from node.admintoken import guard
@@ -259,8 +259,9 @@ class Node:
         https = (f" https={parse_hostport(cfg.https, '--https')[0] or '*'}:{self.https_port}"
                  if self.https_port else "")
         log.info("scale0 node %s (dc %s) ready: http=%s:%d%s admin=%s workers=%s mesh=%s "
-                 "cache=%s", self.node_id, cfg.dc, host or "*", self.http_port, https,
-                 cfg.admin, broker.bound_endpoint, mesh.endpoints, redact(cfg.cache) or "off")
+                 "cache=%s build=%s", self.node_id, cfg.dc, host or "*", self.http_port, https,
+                 cfg.admin, broker.bound_endpoint, mesh.endpoints, redact(cfg.cache) or "off",
+                 buildinfo.describe())
 
     def _pipeline(self, settings: Settings) -> Pipeline:
         """The request path for `settings` (shares the cache, mesh and broker)."""
