@@ -135,6 +135,10 @@ class MongoStore:
         try:
             await self._open()
         except PyMongoError as exc:
+            if self._client is not None:  # its monitor tasks, cancelled at the loop's end
+                # instead, held the node's exit for some 10 s
+                await self._client.close()
+                self._client = None
             reason = str(exc).split(", Topology Description")[0]
             raise ConnectionError(f"cannot open the MongoDB store: {reason}") from None
 
