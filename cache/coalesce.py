@@ -84,7 +84,7 @@ class Flight(Generic[T]):
     # -- leader side ------------------------------------------------------------
     def share(self, value: T) -> None:
         self._end(Shared(value), None)
-        self._group._marks.pop(self.key, None)
+        self._group.unmark(self.key)
 
     def release(self, nothing_stored: bool = False) -> None:
         self._end(None, None)

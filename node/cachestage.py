@@ -429,8 +429,9 @@ class CacheStage:
     def _upstream(self, request: Request, stale: CacheEntry | None) -> Request:
         """The request a fill sends: the client's preconditions dropped, ours added."""
         if stale is None and not request.headers.has_any(CLIENT_CONDITIONALS):
-            return request  # the usual miss: nothing to drop or add (no stage after us
-            # changes a request's fields in place: the pipeline's end sends a copy)
+            # The usual miss: nothing to drop or add. No stage after us changes a request's
+            # fields in place (the pipeline's end sends a copy), so it goes as it is.
+            return request
         headers = request.headers.copy()
         headers.remove_many(CLIENT_CONDITIONALS)
         if stale is not None:
