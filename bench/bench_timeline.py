@@ -9,7 +9,10 @@ a temporary directory: it wraps a few methods (the fast wire's data_received and
 send, Broker.dispatch, ZmqPump.send and its message callback, the upstream
 client's exchange and its connection's data_received) to append a timestamp
 (`perf_counter_ns`: CLOCK_MONOTONIC, one clock for every process) to a file.
-Nothing in node/ knows about it. A step's figure is the median, over the
+Nothing in node/ knows about it. Compiled classes (`make compiled`) take no wrapped
+methods, so the node and the worker run as pure Python, from a copy of the packages'
+.py files: compare steps with each other, not with `bench latency`'s compiled node.
+A step's figure is the median, over the
 requests, of the time between its two stamps; the stamps cost a little in every
 step, so compare steps with each other and runs with runs.
 """
@@ -20,6 +23,7 @@ import argparse
 import asyncio
 import bisect
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -112,6 +116,15 @@ async def _serial(port: int, path: str, n: int, gap: float) -> list[tuple[int, i
     return out
 
 
+def _pure_copy(into: Path) -> None:
+    """The four packages without their compiled extensions, for the children's PYTHONPATH
+    (it comes before the editable install, so they import from here)."""
+    root = Path(__file__).resolve().parent.parent
+    for package in ("node", "cache", "mesh", "gossip"):
+        shutil.copytree(root / package, into / package,
+                        ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+
+
 def _stamps(folder: Path) -> list[tuple[int, str]]:
     events = []
     for f in folder.glob("*-*.txt"):
@@ -155,9 +168,9 @@ def main() -> None:
         site.mkdir()
         stamps.mkdir()
         (site / "sitecustomize.py").write_text(_SITE)
-        root = str(Path(__file__).resolve().parent.parent)
+        _pure_copy(site)
         env = {"SCALE0_BENCH_TIMELINE": str(stamps),
-               "PYTHONPATH": os.pathsep.join([root, str(site), os.environ.get("PYTHONPATH", "")])}
+               "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)  # the node and worker processes inherit it
         procs = Procs()
@@ -181,8 +194,8 @@ def main() -> None:
         steps, complete = _steps(through, _stamps(stamps))
     if not complete:
         raise SystemExit("no request had all its stamps: did the node or worker fail to start?")
-    print(f"{complete} of {len(through)} requests, one at a time, {args.gap_ms:g} ms apart; "
-          "medians:")
+    print(f"{complete} of {len(through)} requests, one at a time, {args.gap_ms:g} ms apart, "
+          "node and worker as pure Python; medians:")
     total = 0.0
     for a, b, what in STEPS:
         m = statistics.median(steps[f"{a}>{b}"])
