@@ -502,8 +502,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
         elif not isinstance(body, bytes) and self.version == "HTTP/1.0":
             try:  # no chunked encoding in HTTP/1.0: learn the length first
                 body = await read_body(body, self.front.limits.max_body_size)
-            except BodyError as exc:
-                return await self._write(Response.error(502, f"upstream body failed: {exc}"), close)
+            except BodyError as broken:
+                return await self._write(Response.error(502, f"upstream body failed: {broken}"),
+                                         close)
         if isinstance(body, bytes) and not no_body:
             fields["Content-Length"] = [str(len(body))]
         elif not isinstance(body, bytes) and "Content-Length" in response.headers:
@@ -520,10 +521,10 @@ class _Exchange(httputil.HTTPMessageDelegate):
             if not isinstance(body, bytes):
                 body.cancel()
             raise
-        except (iostream.StreamClosedError, httputil.HTTPOutputError, ValueError) as exc:
+        except (iostream.StreamClosedError, httputil.HTTPOutputError, ValueError) as gone:
             if not isinstance(body, bytes):
                 body.cancel()
-            log.info("response to %s aborted: %s", self._describe(), exc)
+            log.info("response to %s aborted: %s", self._describe(), gone)
             self._close()
         finally:
             self._release_hold()

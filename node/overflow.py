@@ -420,19 +420,19 @@ class OverflowDispatcher:
             if request.method in IDEMPOTENT:
                 return None
             raise UpstreamError(f"peer {peer} refused the request: {exc}") from None
-        except PeerTimeout as exc:
+        except PeerTimeout as timeout:
             self.breakers.failure(peer, self.clock())
             left = deadline - self.clock()
             if request.method in IDEMPOTENT and left > 0:
                 return None
             if left > 0:  # the link to the peer failed (a probe timed out), not our deadline
-                raise UpstreamError(f"peer {peer} stopped answering: {exc}") from None
+                raise UpstreamError(f"peer {peer} stopped answering: {timeout}") from None
             raise UpstreamTimeout(f"peer {peer} did not answer before the deadline") from None
-        except (PeerError, ForwardError) as exc:
+        except (PeerError, ForwardError) as failed:
             self.breakers.failure(peer, self.clock())
             if request.method in IDEMPOTENT:
                 return None
-            raise UpstreamError(f"peer {peer} failed: {exc}") from None
+            raise UpstreamError(f"peer {peer} failed: {failed}") from None
         self.breakers.success(peer)
         elapsed_ms = (self.clock() - started) * 1000
         sample = max(0.0, elapsed_ms - answer.took_ms)
@@ -524,8 +524,8 @@ class ForwardedServer:
             body = await read_body(response.body, self.max_body)
         except BodyTooLong:
             raise Refuse(TOO_LARGE_REASON) from None
-        except BodyError as exc:
-            raise Refuse(f"response body failed: {exc}") from None
+        except BodyError as broken:
+            raise Refuse(f"response body failed: {broken}") from None
         answer = ForwardedResponse(
             status=response.status,
             headers=tuple(response.headers),

@@ -80,14 +80,14 @@ class Pipeline:
             request.request_id = request_id_of(request.headers, self._new_id)
         try:
             response = await self._entry(request)
-        except NoCapacity as exc:
-            response = Response.error(exc.status, exc.reason, retry_after=exc.retry_after)
-            response.outcome = exc.outcome  # "busy" tells a forwarding peer to try elsewhere
+        except NoCapacity as busy:
+            response = Response.error(busy.status, busy.reason, retry_after=busy.retry_after)
+            response.outcome = busy.outcome  # "busy" tells a forwarding peer to try elsewhere
         except Scale0Error as exc:
             response = Response.error(exc.status, exc.reason)
             response.outcome = exc.outcome
-        except BodyError as exc:
-            response = Response.error(400, f"request body incomplete: {exc}")
+        except BodyError as broken:
+            response = Response.error(400, f"request body incomplete: {broken}")
         except Exception:
             log.exception("internal error serving %s %s [%s]", request.method, request.target,
                           request.request_id)

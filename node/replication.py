@@ -522,8 +522,8 @@ class Replicator:
             raise Refuse(f"bad cache-fetch: {exc}") from None
         try:
             entries = await self.cache.store.get(key)
-        except Exception as exc:
-            raise Refuse(f"store failed: {type(exc).__name__}") from None
+        except Exception as failed:
+            raise Refuse(f"store failed: {type(failed).__name__}") from None
         found = [e for e in entries if e.key == key and e.variant == variant
                  and e.response_time > self.cache.trusted_after]  # no unverified entry
         if not found:

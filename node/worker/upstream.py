@@ -162,8 +162,8 @@ class UpstreamClient:
             return self._failed(504, "did not answer in time")
         except ConnectionRefusedError:
             return self._failed(502, "refused the connection")
-        except Invalid as exc:
-            return self._failed(502, f"sent {exc}")
+        except Invalid as invalid:
+            return self._failed(502, f"sent {invalid}")
         except (OSError, EOFError) as exc:
             # The exception's text may name the origin's address (asyncio's "Connect call
             # failed ('10.0.0.5', 8000)"): the client gets its kind, the log all of it.

@@ -8,6 +8,7 @@ what a client sends; responses are parsed by hand for the same reason.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ import tornado.web
 from node.body import BodyChannel, read_body
 from node.errors import NoCapacity
 from node.front import Front, FrontLimits, TornadoAppMount
-from node.http import Headers, Request, Response
+from node.http import BodyError, Headers, Request, Response
 from node.pipeline import Pipeline
 from node.services import ServiceMap
 from node.stage import Next
@@ -346,7 +347,8 @@ class Ticker:
         self.cancelled.set()
 
 
-def test_streamed_response_is_chunked_and_cancelled_when_the_client_leaves() -> None:
+def test_streamed_response_is_chunked_and_cancelled_when_the_client_leaves(
+        caplog: pytest.LogCaptureFixture) -> None:
     tickers: list[Ticker] = []
 
     async def reply(request: Request) -> Response:
@@ -369,6 +371,36 @@ def test_streamed_response_is_chunked_and_cancelled_when_the_client_leaves() -> 
         await asyncio.wait_for(tickers[0].cancelled.wait(), 10)
         assert tickers[0].sent < 10_000
         await asyncio.wait_for(h.front._idle.wait(), 10)  # the exchange was let go
+
+    run(scenario, reply=reply)
+    # A client leaving is ordinary: an info line, never "failed to answer" with a trace.
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+class FailingBody:
+    """An upstream body that breaks off at its first read."""
+
+    async def read(self) -> bytes:
+        raise BodyError("the origin cut it")
+
+    def cancel(self) -> None:
+        pass
+
+
+def test_an_http10_client_gets_a_502_when_the_streamed_body_fails_before_its_head() -> None:
+    """HTTP/1.0 has no chunked encoding, so the body is read whole before the head; when
+    it breaks off, nothing is out yet and the client gets a clear 502, not a cut
+    connection (the compiled front once lost this to a mistyped exception variable)."""
+    async def reply(request: Request) -> Response:
+        return Response(200, Headers(), FailingBody())
+
+    async def scenario(h: Harness) -> None:
+        reader, writer = await h.connect()
+        writer.write(b"GET / HTTP/1.0\r\nHost: a.test\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)  # HTTP/1.0: closed after it
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 502 "), answer
+        assert answer.endswith(b"upstream body failed: the origin cut it\n")
 
     run(scenario, reply=reply)
 
