@@ -156,6 +156,7 @@ class Worker:
         self.window = window
         self.secure = secure  # called before connect (e.g. node.curve.CurveKeys.secure)
         self.connects = 0  # how many times we (re)connected: visible to tests and logs
+        self.held = 0  # messages held for the end of a loop turn (batched), as Broker.stats
         self._jobs: dict[int, _Job] = {}
         self._pump: ZmqPump | None = None
         self._outbox: Outbox | None = None  # set once the node said it accepts BATCH
@@ -275,6 +276,7 @@ class Worker:
         # loop turn); a lone answer goes at once (as the broker does, node/broker.py).
         if outbox is not None and (len(self._jobs) > 1 or outbox.holds(b"")):
             outbox.put(b"", encode(msg))  # leaves at the end of this loop turn
+            self.held += 1
             return True
         return self._pump is not None and self._pump.send(encode(msg))
 
