@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import Counter
+from typing import Any
 
 from tornado import httputil
 
@@ -102,7 +103,10 @@ class FastHTTPServer:
         self._servers.append(server)
         if self._sweeper is None:
             self._sweep()
-        return int(server.sockets[0].getsockname()[1])
+        # typeshed says a tuple; uvloop's is a list, which compiled code (`make compiled`)
+        # would refuse at this read if it were typed.
+        listening: Any = server
+        return int(listening.sockets[0].getsockname()[1])
 
     @property
     def connections(self) -> int:

@@ -231,7 +231,10 @@ class PreparedLog:
 class AccessLogged:
     """A store of prepared answers, as the node hands it the access log (node.server)."""
 
-    log = PreparedLog(None)
+    def __init__(self) -> None:
+        # Per instance, set in __init__: a compiled class (`make compiled`) takes no object
+        # as a class-level default.
+        self.log = PreparedLog(None)
 
     @property
     def access(self) -> AccessLog | None:
@@ -258,6 +261,7 @@ class HitCache(AccessLogged):
         monotonic: Callable[[], float] = time.monotonic,
         new_id: Callable[[], bytes] = new_request_id,
     ) -> None:
+        super().__init__()
         self.cache_name = cache_name
         self.counts: Counter[str] = counts if counts is not None else Counter()
         self.hold = hold

@@ -100,6 +100,7 @@ class StaticHits(AccessLogged):
         monotonic: Callable[[], float] = time.monotonic,
         new_id: Callable[[], bytes] = new_request_id,
     ) -> None:
+        super().__init__()
         self.hold = hold
         self.max_entries = max_entries
         self.max_bytes = max_bytes
