@@ -8,7 +8,7 @@ FOR     ?= 0
 COMPILED := $(shell sed -e 's/\#.*//' scripts/compiled.txt)
 BUILT   := build/compiled.stamp
 
-.PHONY: demo test lint typecheck unit integration e2e bench clean venv compiled pure
+.PHONY: demo test lint typecheck unit integration e2e bench clean venv compiled pure wheel
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Scale0 needs Python 3.11+")'
@@ -40,6 +40,16 @@ $(BUILT): $(COMPILED) $(wildcard node/*.py node/*/*.py cache/*.py mesh/*.py goss
 pure:
 	$(PY) scripts/build_compiled.py --clean
 	rm -f $(BUILT)
+
+## make wheel: dist/scale0-<version>-cp3XX-cp3XX-<platform>.whl, the package with the modules
+## of scripts/compiled.txt compiled beside their .py files, for machines with the venv's
+## Python and platform (they need no compiler). It needs one here (installed when root on
+## Debian, as for make compiled) and reuses make compiled's build/mypyc. Without it,
+## `pip install .` and `pip wheel .` build pure Python.
+wheel: $(STAMP)
+	@$(BIN)/python scripts/build_compiled.py --check >/dev/null \
+	  || bash scripts/system-deps.sh build $(BIN)/python 2>/dev/null
+	$(BIN)/python scripts/build_compiled.py --wheel dist
 
 ## make demo: a local mesh you can curl and watch (Ctrl-C stops it).
 demo: compiled
@@ -75,4 +85,4 @@ bench: compiled
 
 clean:
 	$(PY) scripts/build_compiled.py --clean
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis scale0-cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis scale0-cache

@@ -1,28 +1,38 @@
-"""Builds the modules listed in scripts/compiled.txt into C extensions with mypyc, in place.
+"""Builds the modules listed in scripts/compiled.txt into C extensions with mypyc.
 
-    python scripts/build_compiled.py           # build (incremental; a compiler per core, up to 4)
-    python scripts/build_compiled.py --check   # exit 0 when a C compiler and Python.h are here
-    python scripts/build_compiled.py --clean   # remove the built extensions
+    python scripts/build_compiled.py              # in place (incremental; up to 4 compilers)
+    python scripts/build_compiled.py --check      # exit 0 when a C compiler and Python.h are here
+    python scripts/build_compiled.py --clean      # remove the built extensions
+    python scripts/build_compiled.py --wheel DIR  # the compiled wheel into DIR (prints its path)
 
-Run by `make compiled` and `make pure`. It drives setuptools' build_ext itself rather than
-through setup(), so the project's pyproject.toml (which an older setuptools may reject) is
-never parsed. The extensions share one library, node/compiled__mypyc*.so; C sources and
-objects go to build/mypyc.
+Run by `make compiled`, `make pure` and `make wheel`. In place it drives setuptools'
+build_ext itself rather than through setup(), so the project's pyproject.toml is never
+parsed. The wheel is built through setup.py (setuptools' build_wheel hook, which pip calls
+too), which asks `wheel_setup()` here for the same extensions when SCALE0_COMPILED=1. The
+extensions share one library, node/compiled__mypyc*.so; C sources, objects and built
+extensions go to build/mypyc, shared by both builds: an extension whose C did not change is
+not compiled again by either.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import sysconfig
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from setuptools import Extension
 
 ROOT = Path(__file__).resolve().parent.parent
 LIST = ROOT / "scripts" / "compiled.txt"
 GROUP = "node.compiled"  # the shared library: node/compiled__mypyc<suffix>
 BUILD = ROOT / "build" / "mypyc"
+OPT_IN = "SCALE0_COMPILED"  # =1: setup.py builds the compiled wheel (a plain build is pure)
 
 
 def listed() -> list[str]:
@@ -80,6 +90,33 @@ def compile_in_parallel(jobs: int) -> None:
     CCompiler.compile = compile
 
 
+def extensions() -> list[Extension]:
+    """The listed modules as mypyc extensions sharing the GROUP library, with the compiler set
+    to build their C files in parallel. Works from ROOT: mypyc names each module by its path
+    from there (in its C, and in a compiled module's tracebacks: node/http.py)."""
+    os.chdir(ROOT)
+    import setuptools  # noqa: F401  (before mypyc.build, so that it makes setuptools Extensions)
+    from mypyc.build import mypycify
+
+    # C sources named from ROOT too: setup.py's egg_info lists them, then drops what is
+    # under build/ (an absolute path would stay in scale0.egg-info/SOURCES.txt for good).
+    c_dir = BUILD.relative_to(ROOT) / "c"
+    built = mypycify(
+        listed(), opt_level="3", group_name=GROUP, target_dir=str(c_dir), multi_file=True
+    )
+    for extension in built:  # mypyc writes the group's headers under its package
+        extension.include_dirs.append(str(c_dir / GROUP.partition(".")[0]))
+    compile_in_parallel(JOBS)
+    return built
+
+
+# How build_ext runs in both builds. It skips an extension built after all its C files, so
+# the two share their folders: mypyc rewrites only a C file whose text changed.
+BUILD_OPTIONS: dict[str, str | int] = {
+    "build_lib": str(BUILD / "lib"), "build_temp": str(BUILD / "temp"), "parallel": JOBS,
+}
+
+
 def build() -> None:
     os.chdir(ROOT)
     modules = listed()
@@ -88,23 +125,16 @@ def build() -> None:
         source = path.parent / f"{path.name.split('.')[0]}.py"
         if source.is_file() and source not in keep:
             path.unlink()  # its module left the list
-    import setuptools  # before mypyc.build, so that it makes setuptools Extensions
-    from mypyc.build import mypycify
+    import setuptools
 
-    extensions = mypycify(
-        modules, opt_level="3", group_name=GROUP, target_dir=str(BUILD / "c"), multi_file=True
-    )
-    for extension in extensions:  # mypyc writes the group's headers under its package
-        extension.include_dirs.append(str(BUILD / "c" / GROUP.partition(".")[0]))
-    compile_in_parallel(JOBS)
     dist = setuptools.Distribution(
         {
             "name": "scale0-compiled",
-            "ext_modules": extensions,
+            "ext_modules": extensions(),
             "script_name": "scripts/build_compiled.py",
             "script_args": [
-                "--quiet", "build_ext", "--inplace", "--parallel", str(JOBS),
-                "--build-temp", str(BUILD / "temp"), "--build-lib", str(BUILD / "lib"),
+                "--quiet", "build_ext", "--inplace",
+                *(f"--{name.replace('_', '-')}={value}" for name, value in BUILD_OPTIONS.items()),
             ],
         }
     )
@@ -119,6 +149,66 @@ def build() -> None:
                 os.utime(built)
 
 
+def prune_build_lib() -> None:
+    """Leave in build/mypyc/lib only the listed modules' extensions and their shared library.
+
+    A wheel ships all of its build_lib, and setuptools never empties one: a module that left
+    the list, or a .py since deleted, would ship again. build_py copies the .py files anew;
+    the extensions stay, so that build_ext can skip those whose C did not change.
+    """
+    lib = BUILD / "lib"
+    keep = {m.removesuffix(".py") for m in listed()} | {GROUP.replace(".", "/") + "__mypyc"}
+    for path in [p for p in lib.rglob("*") if p.is_file()]:
+        name = path.relative_to(lib).as_posix()
+        suffix = next((s for s in EXTENSION_SUFFIXES if name.endswith(s)), None)
+        if suffix is None or name.removesuffix(suffix) not in keep:
+            path.unlink()
+
+
+def wheel_setup() -> dict[str, Any]:
+    """setup()'s arguments for the compiled wheel (setup.py, when SCALE0_COMPILED=1)."""
+    reason = missing_toolchain()
+    if reason:
+        raise SystemExit(f"{OPT_IN}=1: {reason}, so no compiled wheel can be built here")
+    try:
+        import mypyc  # noqa: F401
+    except ImportError:
+        raise SystemExit(f"{OPT_IN}=1 needs mypy and the project's dependencies in the "
+                         "Python that builds: make wheel builds with the development venv's "
+                         "(or pip wheel --no-build-isolation from such a Python)") from None
+    prune_build_lib()
+    return {"ext_modules": extensions(), "options": {"build": dict(BUILD_OPTIONS)}}
+
+
+# The build backend's PEP 517 hook, as pip calls it (pip would first ask for the metadata
+# too, which runs setup.py and so mypyc a second time: some 9 s for nothing).
+WHEEL_HOOK = ("import sys; from setuptools import build_meta; "
+              "print(build_meta.build_wheel(sys.argv[1]))")
+
+
+def build_wheel(into: Path) -> int:
+    """Build the compiled wheel into `into` and print its path.
+
+    setup.py runs in this Python, not an isolated one: mypyc compiles against the types of
+    the project's dependencies, which must be installed beside it (the development venv has
+    them, and setuptools and mypy: the test extras), and only the mypy that wrote
+    build/mypyc may reuse what is there. Its output is shown only when it fails.
+    """
+    reason = missing_toolchain()
+    if reason:
+        print(f"{reason}: no compiled wheel can be built here", file=sys.stderr)
+        return 1
+    into.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([sys.executable, "-c", WHEEL_HOOK, str(into)], cwd=ROOT,
+                          env={**os.environ, OPT_IN: "1"}, capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+        return done.returncode
+    print(into / done.stdout.splitlines()[-1])  # the hook answers the wheel's file name
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv == ["--check"]:
         reason = missing_toolchain()
@@ -128,6 +218,8 @@ def main(argv: list[str]) -> int:
     if argv == ["--clean"]:
         clean()
         return 0
+    if len(argv) == 2 and argv[0] == "--wheel":
+        return build_wheel(Path(argv[1]).resolve())
     if argv:
         print(__doc__, file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
-"""Compiled or pure (node/buildinfo.py): which modules run from an extension, and a stale
-one (its .py changed after it was built) stops the import with one line saying what to do."""
+"""Compiled or pure (node/buildinfo.py): which modules run from an extension, and in a source
+checkout a stale one (its .py changed after it was built) stops the import with one line
+saying what to do; an installed package's file times are the installer's, and not judged."""
 
 from __future__ import annotations
 
@@ -21,8 +22,12 @@ STALE = ("node/http.py changed after it was compiled: run make compiled, "
          "or make pure to run pure Python")
 
 
-def tree(root: Path, *, stale: bool = False) -> Path:
-    """node/ and cache/ with one compiled module each, the shared library, a pure module."""
+def tree(root: Path, *, stale: bool = False, checkout: bool = True) -> Path:
+    """node/ and cache/ with one compiled module each, the shared library, a pure module; a
+    source checkout's (scripts/compiled.txt beside them) or, if not, an installed one's."""
+    if checkout:
+        (root / "scripts").mkdir()
+        (root / "scripts" / "compiled.txt").write_text("node/http.py\ncache/key.py\n")
     for package in ("node", "cache"):
         (root / package).mkdir()
         (root / package / "__init__.py").write_text("")
@@ -51,6 +56,18 @@ def test_a_source_newer_than_its_extension_is_refused(tmp_path: Path) -> None:
     with pytest.raises(buildinfo.StaleBuild) as refused:
         buildinfo.compiled_modules(str(tree(tmp_path, stale=True)))
     assert str(refused.value) == STALE
+
+
+def test_an_installed_package_is_not_judged_by_its_file_times(tmp_path: Path) -> None:
+    """A wheel's .py files and extensions come from one build; the installer wrote them in
+    its own order, so a .py newer than its extension says nothing there."""
+    root = tree(tmp_path, stale=True, checkout=False)
+    assert not buildinfo.is_checkout(str(root))
+    assert buildinfo.compiled_modules(str(root)) == ["cache/key.py", "node/http.py"]
+
+
+def test_this_tree_is_a_checkout() -> None:
+    assert buildinfo.is_checkout()
 
 
 def test_a_stale_extension_stops_the_import_of_node_with_one_line(tmp_path: Path) -> None:
