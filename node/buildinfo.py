@@ -15,7 +15,7 @@ import os
 from importlib.machinery import EXTENSION_SUFFIXES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("node", "cache")  # where compiled modules live
+PACKAGES = ("node", "cache", "mesh", "gossip")  # where compiled modules may live, at any depth
 # Beside the packages in a source checkout only: the list `make compiled` builds from.
 CHECKOUT_MARK = os.path.join("scripts", "compiled.txt")
 _found: list[str] | None = None
@@ -43,6 +43,26 @@ def is_checkout(root: str = ROOT) -> bool:
     return os.path.isfile(os.path.join(root, CHECKOUT_MARK))
 
 
+def _package_entries(root: str, packages: tuple[str, ...]
+                     ) -> list[tuple[str, list[os.DirEntry[str]]]]:
+    """Each package and subpackage (a folder with an __init__.py) under `root`, as its path
+    ('node/worker') and its entries."""
+    out: list[tuple[str, list[os.DirEntry[str]]]] = []
+    todo = list(packages)
+    while todo:
+        package = todo.pop()
+        try:
+            entries = list(os.scandir(os.path.join(root, package)))
+        except FileNotFoundError:
+            continue
+        if not any(e.name == "__init__.py" for e in entries):
+            continue  # data (node/static), not a package
+        out.append((package, entries))
+        todo += [f"{package}/{e.name}" for e in entries
+                 if e.is_dir() and not e.name.startswith(("_", "."))]
+    return out
+
+
 def compiled_modules(root: str = ROOT, packages: tuple[str, ...] = PACKAGES) -> list[str]:
     """The modules that import from an extension, as paths ('node/http.py'), sorted.
 
@@ -52,11 +72,7 @@ def compiled_modules(root: str = ROOT, packages: tuple[str, ...] = PACKAGES) -> 
     """
     checked = is_checkout(root)
     found: list[str] = []
-    for package in packages:
-        try:
-            entries = list(os.scandir(os.path.join(root, package)))
-        except FileNotFoundError:
-            continue
+    for package, entries in _package_entries(root, packages):
         for entry in entries:
             suffix = next((s for s in EXTENSION_SUFFIXES if entry.name.endswith(s)), None)
             if suffix is None:

@@ -54,8 +54,8 @@ def built_files() -> list[Path]:
     """Every extension file in the packages that hold compiled modules."""
     found: set[Path] = set()  # a name may end with several suffixes (.cpython-311-....so, .so)
     for package in sorted({Path(p).parts[0] for p in listed()} | {"node", "cache"}):
-        for suffix in EXTENSION_SUFFIXES:
-            found.update((ROOT / package).glob(f"*{suffix}"))
+        for suffix in EXTENSION_SUFFIXES:  # subpackages too (node/worker)
+            found.update((ROOT / package).rglob(f"*{suffix}"))
     return sorted(found)
 
 

@@ -46,6 +46,25 @@ def test_the_extensions_with_a_source_are_the_compiled_modules(tmp_path: Path) -
     assert buildinfo.compiled_modules(str(tree(tmp_path))) == ["cache/key.py", "node/http.py"]
 
 
+def test_subpackages_and_every_package_count_and_data_folders_do_not(tmp_path: Path) -> None:
+    root = tree(tmp_path)
+    for package in ("node/worker", "mesh"):
+        (root / package).mkdir()
+        (root / package / "__init__.py").write_text("")
+        (root / package / "sdk.py").write_text("")
+        (root / package / f"sdk{SUFFIX}").write_bytes(b"")
+        os.utime(root / package / "sdk.py", ns=(0, 0))
+    (root / "node" / "static").mkdir()  # not a package: files served, never imported
+    (root / "node" / "static" / "x.py").write_text("")
+    (root / "node" / "static" / f"x{SUFFIX}").write_bytes(b"")
+    assert buildinfo.compiled_modules(str(root)) == [
+        "cache/key.py", "mesh/sdk.py", "node/http.py", "node/worker/sdk.py"]
+    later = os.stat(root / "node" / "worker" / f"sdk{SUFFIX}").st_mtime_ns + 1_000_000_000
+    os.utime(root / "node" / "worker" / "sdk.py", ns=(later, later))
+    with pytest.raises(buildinfo.StaleBuild, match=r"node/worker/sdk\.py changed after"):
+        buildinfo.compiled_modules(str(root))
+
+
 def test_none_built_is_pure(tmp_path: Path) -> None:
     (tmp_path / "node").mkdir()
     (tmp_path / "node" / "http.py").write_text("")
