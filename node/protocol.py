@@ -314,7 +314,10 @@ _BY_HEAD = {head: cmd for cmd, head in _HEADS.items()}
 _REQUEST_HEAD, _REPLY_HEAD = _HEADS[Cmd.REQUEST], _HEADS[Cmd.REPLY]
 _PACKED_HEAD = _HEADS[Cmd.PACKED]
 _chain = itertools.chain.from_iterable
-_packb = msgpack.packb
+# One Packer for the process: msgpack.packb is a Python function that builds a new Packer
+# per call. Sharing it is safe: pack() resets its buffer after each value (and after a
+# failed one), and for the plain values packed here it never lets go of the GIL.
+_packb = msgpack.Packer().pack
 
 
 def _flat(headers: HeaderList) -> list[str]:
@@ -350,7 +353,7 @@ def encode_by_schema(msg: Message) -> list[bytes]:
     ]
     if msg.CMD is Cmd.READY:
         meta[0] = list(meta[0])
-    frames = [_HEADS[msg.CMD], msgpack.packb(meta)]
+    frames = [_HEADS[msg.CMD], _packb(meta)]
     if has_body:
         frames.append(msg.body)  # type: ignore[union-attr]
     return frames
@@ -361,7 +364,7 @@ def encode_batch(messages: Sequence[Sequence[bytes]]) -> list[bytes]:
 
     Frames: [VERSION+BATCH, msgpack array of each message's frame count, then
     every message's frames in order]. Bodies stay frames of their own (no copy)."""
-    frames = [_HEADS[Cmd.BATCH], msgpack.packb([len(m) for m in messages])]
+    frames = [_HEADS[Cmd.BATCH], _packb([len(m) for m in messages])]
     for m in messages:
         frames.extend(m)
     return frames
@@ -384,7 +387,7 @@ def encode_packed(messages: Sequence[Sequence[bytes]]) -> list[bytes]:
     frame of every message concatenated in order]. Three zmq frames whatever n:
     each frame costs a send, a receive and the I/O threads' framing on both sides,
     and a batch of 20 replies was 42 frames. For small frames only (`packable`)."""
-    return [_HEADS[Cmd.PACKED], msgpack.packb([[len(f) for f in m] for m in messages]),
+    return [_HEADS[Cmd.PACKED], _packb([[len(f) for f in m] for m in messages]),
             b"".join(f for m in messages for f in m)]
 
 
