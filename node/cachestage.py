@@ -463,7 +463,7 @@ class CacheStage:
     def _serve(
         self, request: Request, entry: CacheEntry, outcome: Outcome, **cs: Unpack[_StatusArgs]
     ) -> Response:
-        self.counts[outcome.value] += 1
+        self.counts[outcome._value_] += 1
         decision = self._decide(entry, Directives(), self._policy(request.service))
         headers = Headers(entry.headers)
         headers.set("Age", str(int(decision.age)))
@@ -480,10 +480,13 @@ class CacheStage:
         member = CacheStatus(self._name, ttl=math.floor(decision.ttl), **cs)
         for name, value in status_headers(outcome, member):
             headers.set(name, value)
-        return Response(status, headers, body, served_by=self.node_id, outcome=outcome.value)
+        return Response(status, headers, body, served_by=self.node_id,
+                        outcome=outcome._value_)
 
     def _mark(self, response: Response, outcome: Outcome, **cs: Unpack[_StatusArgs]) -> Response:
-        kind = outcome.value  # a Python-level property: asked once
+        # `_value_`, the member's own attribute: `.value` is a property that Enum runs in
+        # interpreted Python (two calls), even from compiled code.
+        kind: str = outcome._value_
         self.counts[kind] += 1
         # The same few members every time (outcome, fwd, status, refusal reason): render
         # each once (bounded: cleared when full).

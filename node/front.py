@@ -232,8 +232,9 @@ class Front(httputil.HTTPServerConnectionDelegate):
         return finished
 
     def _started(self, exchange: _Exchange) -> None:
+        if not self._in_flight:  # idle until now (Event.clear is interpreted: not each time)
+            self._idle.clear()
         self._in_flight.add(exchange)
-        self._idle.clear()
 
     def _ended(self, exchange: _Exchange) -> None:
         self._in_flight.discard(exchange)

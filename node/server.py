@@ -30,7 +30,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tornado.httpserver import HTTPServer
@@ -50,19 +50,18 @@ from node.hitcache import HitCache
 from node.http import Request, Response
 from node.meshmember import MeshMember, http_advertised
 from node.metrics import Metrics, metrics_route
-from node.pipeline import Pipeline
+from node.pipeline import NodeHandler, Pipeline, ServiceTimeouts
 from node.reload import Settings, build, needs_restart
 from node.replication import Replicator
 from node.security import Security
-from node.services import DEFAULT_SERVICE, service_of_key
-from node.stage import Next, Stage
+from node.services import KnownServices, service_of_key
+from node.stage import Stage
 from node.statichits import StaticHits
 
 if TYPE_CHECKING:
     from node.processes import HupRelay
 
 log = logging.getLogger("scale0.node")
-_DEFAULT_ONLY = frozenset({DEFAULT_SERVICE})
 
 
 def default_node_id() -> str:
@@ -98,23 +97,6 @@ async def _cache_stage(spec: str, config: Any, node_id: str) -> tuple[Stage | No
     return CacheStage(store, config, node_id=node_id), store
 
 
-class ServiceTimeouts:
-    """A stage giving a request without a deadline its service's `timeout`, else
-    `[workers] default_timeout`: every path after it (a local worker, the wait for room
-    at a peer when no local worker serves the service) then keeps the same deadline."""
-
-    def __init__(self, current: Callable[[], Settings], default: float = 0.0) -> None:
-        self._current = current
-        self._default = default
-
-    def __call__(self, request: Request, call_next: Next) -> Awaitable[Response]:
-        if not request.deadline:
-            timeout = self._current().timeouts.get(request.service) or self._default
-            if timeout:
-                request.deadline = request.received + timeout
-        return call_next(request)  # a plain def: nothing to do after (node.stage)
-
-
 class Node:
     """One node process. `await run()` serves until SIGTERM/SIGINT, then drains."""
 
@@ -134,6 +116,7 @@ class Node:
         self.reload_hooks: list[Callable[[NodeConfig], None]] = []
         self.access: AccessLog | None = None
         self.pipeline: Pipeline | None = None
+        self.handler: NodeHandler | None = None  # what the fronts call: the pipeline's front
         self.cache: Stage | None = None
         self.broker: Broker | None = None
         self.fronts: list[Front] = []
@@ -153,14 +136,12 @@ class Node:
         self.static_hits = StaticHits() if config.http_server == "fast" else None
         self.prepared: HitCache | None = None
         self._stop = asyncio.Event()
-        # Until then `default` counts as offered (see `_services`); set by start().
-        self._warm_until = 0.0
-        self._default_seen = False  # `default` was offered once: it stays known
+        self._known: KnownServices | None = None  # set by start(): it needs the broker
 
     async def start(self) -> None:
         cfg = self.config
         beats = cfg.workers.heartbeat_interval
-        self._warm_until = time.monotonic() + beats * (cfg.workers.heartbeat_liveness + 1)
+        warm_until = time.monotonic() + beats * (cfg.workers.heartbeat_liveness + 1)
         mount = None
         if cfg.app:  # imported before any socket is bound: a wrong --app fails alone
             from node.inapp import InNodeApp
@@ -188,6 +169,8 @@ class Node:
             advertise=cfg.advertise, discover=cfg.discover, preset=cfg.gossip_preset,
             policies=settings.policies, secure=security.secure)
         self.mesh = mesh
+        self._known = KnownServices(lambda: broker.services() | mesh.table.services(),
+                                    warm_until)
         if cache is not None:  # the Replicator stands in the cache stage's place
             assert isinstance(cache, CacheStage)
             self.replicator = Replicator(
@@ -199,15 +182,7 @@ class Node:
         metrics = self.metrics
 
         stamp = f"{self.node_id}; dc={cfg.dc}"
-
-        async def handle(request: Request) -> Response:
-            assert self.pipeline is not None  # read per request: a reload swaps it
-            response = await self.pipeline.handle(request)
-            if not response.outcome.startswith("forwarded"):  # a peer stamped its own
-                response.headers.set("X-Scale0-Node", stamp)
-            metrics.observe_request(request.service, response.status, response.outcome,
-                                    time.monotonic() - request.received)
-            return response
+        self.handler = handle = NodeHandler(self.pipeline, stamp, metrics.observe_request)
 
         if self.replicator is not None:
             await self.replicator.start(self._handle_current)
@@ -265,8 +240,8 @@ class Node:
 
     def _pipeline(self, settings: Settings) -> Pipeline:
         """The request path for `settings` (shares the cache, mesh and broker)."""
-        assert self.mesh is not None and self.broker is not None
-        broker, mesh = self.broker, self.mesh
+        assert self.mesh is not None
+        mesh = self.mesh
         pre: list[Stage] = []  # the https policy is the fronts' (node/front.py): every answer
         assert self.security is not None
         if settings.static is not None:
@@ -277,12 +252,12 @@ class Node:
             pre.append(settings.static)
         if self.static_hits is not None:  # mounts and https policy may have changed
             self.static_hits.forget()
-        stages: list[Stage] = [ServiceTimeouts(lambda: self.settings,
+        stages: list[Stage] = [ServiceTimeouts(settings.timeouts,
                                                self.config.workers.default_timeout)]
         if self.replicator is not None:
             stages.append(self.replicator)
         return Pipeline(pre, settings.routes, stages, mesh.dispatcher, self.node_id,
-                        known_services=lambda: self._unrouted_services(broker, mesh),
+                        known_services=self._known,
                         trusted=self.security.trusted)
 
     async def _handle_current(self, request: Request) -> Response:
@@ -331,6 +306,8 @@ class Node:
             self.mesh.dispatcher.policies = dict(settings.policies)
         if self.pipeline is not None:
             self.pipeline = self._pipeline(settings)
+            if self.handler is not None:
+                self.handler.pipeline = self.pipeline
         for hook in list(self.reload_hooks):
             try:
                 hook(new)
@@ -385,34 +362,6 @@ class Node:
         self.admin_server = _listening(self.config.admin, "--admin",
                                        lambda: _listen(server, port, host))
         self.admin_port = bound_port(self.admin_server)
-
-    def _unrouted_services(self, broker: Broker, mesh: MeshMember) -> Collection[str]:
-        """What the pipeline asks for a request no route takes: whether `default` is known.
-        Once it was offered it stays known (see `_services`), so from then on the answer
-        needs no scan of the workers and the load table (a set union a request)."""
-        return _DEFAULT_ONLY if self._default_seen else self._services(broker, mesh)
-
-    def _services(self, broker: Broker, mesh: MeshMember) -> set[str]:
-        """Services offered here or by any peer we know of.
-
-        For the first worker-liveness period after start (heartbeat_interval x
-        (heartbeat_liveness + 1)), `default` counts as offered even before anyone offers
-        it: a node restarted on its ports is reached by its workers (they heartbeat,
-        hear DISCONNECT, say READY again) and its peers' reports only within that
-        period, and a request that comes first waits for them in the queue. Without
-        this, a rolling restart answered 404 "no 'default' service" for the second or
-        two between the listener opening and the first worker's READY.
-
-        Once `default` was offered it stays known when its last worker goes (a crash, a
-        deploy restarting the app): its requests are then what any service's are with
-        no worker — cache hits and stale-if-error answers are served, a miss waits for a
-        worker or a peer until its deadline (503) — not a 404 "no 'default' service"."""
-        known = broker.services() | mesh.table.services()
-        if DEFAULT_SERVICE in known:
-            self._default_seen = True
-        elif self._default_seen or time.monotonic() < self._warm_until:
-            known.add(DEFAULT_SERVICE)
-        return known
 
     def stop(self) -> None:
         """Ask `run()` to drain and return (what SIGTERM does)."""

@@ -12,7 +12,8 @@ Pure: the caller says which services exist.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import time
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from node.errors import ConfigError, NoRoute
@@ -141,3 +142,43 @@ def service_of_key(mapper: ServiceMap, key: str) -> str:
     host, path = rest[:cut], rest[cut:].partition("?")[0] or "/"
     route = mapper.match(host, path)
     return route.service if route is not None else DEFAULT_SERVICE
+
+
+_DEFAULT_ONLY = frozenset({DEFAULT_SERVICE})
+
+
+class KnownServices:
+    """The services the pipeline may route a request no rule takes to (it asks only whether
+    `default` is one): those `offered` here or by any peer we know of, with two rules.
+
+    For the first worker-liveness period after start (`warm_until`: heartbeat_interval x
+    (heartbeat_liveness + 1) from then), `default` counts as offered even before anyone
+    offers it: a node restarted on its ports is reached by its workers (they heartbeat,
+    hear DISCONNECT, say READY again) and its peers' reports only within that period, and
+    a request that comes first waits for them in the queue. Without this, a rolling restart
+    answered 404 "no 'default' service" for the second or two between the listener opening
+    and the first worker's READY.
+
+    Once `default` was offered it stays known when its last worker goes (a crash, a deploy
+    restarting the app): its requests are then what any service's are with no worker —
+    cache hits and stale-if-error answers are served, a miss waits for a worker or a peer
+    until its deadline (503) — not a 404 "no 'default' service". From then on the answer
+    needs no scan of the workers and the load table (a set union a request).
+    """
+
+    def __init__(self, offered: Callable[[], set[str]], warm_until: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._offered = offered
+        self._warm_until = warm_until
+        self._clock = clock
+        self.default_seen = False
+
+    def __call__(self) -> Collection[str]:
+        if self.default_seen:
+            return _DEFAULT_ONLY
+        known = self._offered()
+        if DEFAULT_SERVICE in known:
+            self.default_seen = True
+        elif self._clock() < self._warm_until:
+            known.add(DEFAULT_SERVICE)
+        return known

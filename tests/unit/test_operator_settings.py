@@ -11,8 +11,8 @@ from node.accesslog import access_log
 from node.config import from_mapping
 from node.http import Headers, Request, Response
 from node.logsetup import configure, flush
+from node.pipeline import ServiceTimeouts
 from node.reload import build
-from node.server import ServiceTimeouts
 
 
 def _request(service: str, deadline: float = 0.0) -> Request:
@@ -21,7 +21,7 @@ def _request(service: str, deadline: float = 0.0) -> Request:
 
 def test_service_timeout_sets_a_deadline_only_when_none_was_given() -> None:
     settings = build(from_mapping({"services": {"api": {"timeout": 2.5}}}))
-    stage = ServiceTimeouts(lambda: settings)
+    stage = ServiceTimeouts(settings.timeouts)
     seen: list[float] = []
 
     async def call_next(request: Request) -> Response:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from node.errors import ConfigError, NoRoute
-from node.services import Route, ServiceMap, hostname
+from node.services import DEFAULT_SERVICE, KnownServices, Route, ServiceMap, hostname
 
 MAP = ServiceMap.from_specs([
     "www.example.com=www",
@@ -98,3 +98,39 @@ def test_a_cache_keys_service_is_what_its_request_would_get(
     key = cache_key("http", f"{host}.test", target)
     route = mapper.match(f"{host}.test", "/" + "/".join(path))
     assert service_of_key(mapper, key) == (route.service if route else "default")
+
+
+class Offers:
+    """What the workers and the load table offer, as KnownServices asks it."""
+
+    def __init__(self, *services: str) -> None:
+        self.now: set[str] = set(services)
+        self.asked = 0
+
+    def __call__(self) -> set[str]:
+        self.asked += 1
+        return set(self.now)
+
+
+def test_default_counts_as_offered_only_while_the_node_warms_up() -> None:
+    clock = [100.0]
+    offers = Offers("api")
+    known = KnownServices(offers, warm_until=104.0, clock=lambda: clock[0])
+    assert set(known()) == {"api", DEFAULT_SERVICE}  # its workers may not have said READY yet
+    clock[0] = 104.0
+    assert set(known()) == {"api"}  # warmed up, and no one offers it: a 404 for unrouted
+    assert not known.default_seen
+
+
+def test_default_once_offered_stays_known_without_asking_again() -> None:
+    clock = [200.0]
+    offers = Offers("api")
+    known = KnownServices(offers, warm_until=0.0, clock=lambda: clock[0])
+    assert DEFAULT_SERVICE not in known()
+    offers.now.add(DEFAULT_SERVICE)
+    assert DEFAULT_SERVICE in known() and known.default_seen
+    offers.now.clear()  # its last worker went (a deploy): its requests wait, not 404
+    asked = offers.asked
+    for _ in range(3):
+        assert set(known()) == {DEFAULT_SERVICE}
+    assert offers.asked == asked  # no scan of workers and load table per request any more
