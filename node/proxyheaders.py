@@ -130,7 +130,7 @@ def strip_hop_by_hop(headers: Headers, forwarding: bool = False) -> Headers:
 def request_id_of(headers: Headers, new_id: Callable[[], str] = new_request_id) -> str:
     """The client's X-Request-Id if it is a plain token of sane length, else a new one."""
     given = (headers.get("x-request-id") or "").strip()
-    return given if _REQUEST_ID.fullmatch(given) else new_id()
+    return given if given and _REQUEST_ID.fullmatch(given) else new_id()
 
 
 def _forwarded_value(value: str) -> str:

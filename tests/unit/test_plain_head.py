@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tornado import httputil
 
+from node import wirerules
 from node.errors import ClientError
 from node.proxyheaders import normalise_target
 from node.wirerules import check_request_head, plain_head, request_headers
@@ -81,3 +82,15 @@ def test_every_plain_get_takes_the_lane(method: bytes, version: str, url: bytes,
     assert head is not None
     assert [n for n, _ in head.fields] == ["Host", *(n.decode() for n, _ in fields)]
     assert head.host == host.decode().lower()
+
+
+def test_the_memo_of_accepted_hosts_stays_bounded_and_never_holds_a_refused_one() -> None:
+    """Host values that passed are remembered so their regexes run once, not per request;
+    a client naming ever new hosts must not grow that memo without bound."""
+    for i in range(3 * wirerules._ACCEPTED_HOSTS_KEPT):
+        assert plain_head(b"GET", "1.1", b"/", [(b"Host", b"h%d.test" % i)]) is not None
+        assert len(wirerules._ACCEPTED_HOSTS) <= wirerules._ACCEPTED_HOSTS_KEPT
+    for bad in (b"a b", b"a.test,b.test", b"a\\b"):
+        for _ in range(2):  # refused the second time too: nothing refused is remembered
+            assert plain_head(b"GET", "1.1", b"/", [(b"Host", bad)]) is None
+        assert bad.decode("latin1") not in wirerules._ACCEPTED_HOSTS
