@@ -23,7 +23,6 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 import zmq
 
@@ -98,14 +97,19 @@ WINDOW = 8
 _GOODBYE_LINGER_MS = 500
 
 
-@dataclass(eq=False, slots=True)
 class _Job:
-    rid: int
-    task: asyncio.Task[None] | None = None
-    upload: BodyChannel | None = None  # the request body, when it streams
-    credit: int = 0  # reply chunks the node lets us send
-    wake: asyncio.Event | None = None  # made only when a streamed reply waits for credit
-    deadline: Deadline | None = None  # the handler is cancelled (504) when it passes
+    """One request in the handler's hands. A plain class: compiled (`make compiled`), a
+    dataclass's generated __init__ would run as interpreted Python for every request."""
+
+    __slots__ = ("credit", "deadline", "rid", "task", "upload", "wake")
+
+    def __init__(self, rid: int) -> None:
+        self.rid = rid
+        self.task: asyncio.Task[None] | None = None
+        self.upload: BodyChannel | None = None  # the request body, when it streams
+        self.credit = 0  # reply chunks the node lets us send
+        self.wake: asyncio.Event | None = None  # made only when a streamed reply waits for credit
+        self.deadline: Deadline | None = None  # the handler is cancelled (504) when it passes
 
 
 # Said while no node has ever answered: the endpoint itself is the likely mistake (a
