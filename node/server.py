@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import signal
 import socket
@@ -202,7 +203,10 @@ class Node:
         limits = front_limits(cfg)
         front = Front(handle, limits=limits, mount=mount)
         front.access_log = self.access
-        front.https_policy = lambda: security.https_policy  # redirects (SIGHUP swaps it)
+        # The policy as it is now (SIGHUP swaps it), asked for every answer: a partial of
+        # getattr runs in C, where a lambda would be an interpreted call a request.
+        https_policy = functools.partial(getattr, security, "https_policy")
+        front.https_policy = https_policy  # redirects
         self.fronts.append(front)
         if (statics := self.static_hits) is not None:  # the fast wire
             # Fresh hits and static files of plain GETs answered from prepared bytes, before
@@ -211,7 +215,7 @@ class Node:
             # Over https too: prepared heads carry the policy's HSTS, as the front's do.
             hits = self.prepared = cache.hits if isinstance(cache, CacheStage) else HitCache("")
             hits.stamp = statics.stamp = (("X-Scale0-Node", stamp),)
-            hits.https_policy = statics.https_policy = lambda: security.https_policy
+            hits.https_policy = statics.https_policy = https_policy
             hits.on_hit = lambda service, status: metrics.observe_request(
                 service, status, "hit", 0.0)
             statics.on_hit = lambda service, status: metrics.observe_request(
@@ -223,7 +227,7 @@ class Node:
         if security.certs is not None:
             secure = Front(handle, limits=limits, scheme="https", mount=mount)
             secure.access_log = self.access
-            secure.https_policy = lambda: security.https_policy
+            secure.https_policy = https_policy
             secure.shortcut = self.prepared  # slots are keyed by scheme: never shared
             self.fronts.append(secure)
             # The one SSLContext on either wire: SNI picks the site, SIGHUP swaps certificates.
