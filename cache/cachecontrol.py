@@ -77,6 +77,14 @@ class Directives:
         return "max-stale" in self.values and self.values["max-stale"] is None
 
 
+# The directives of a request without Cache-Control (nearly every one) and of a bare Pragma,
+# made once and shared like the remembered parses below (frozen: none can be changed under
+# another's feet). Made per request, they ran the __init__ dataclasses writes, interpreted
+# even compiled (docs/ARCHITECTURE.md, "Compiled or pure").
+NO_DIRECTIVES = Directives()
+_PRAGMA_NO_CACHE = Directives({"no-cache": None})
+
+
 def parse_delta(raw: str) -> int | None:
     """delta-seconds = 1*DIGIT; None for anything else, clamped to DELTA_MAX."""
     text = raw.strip()
@@ -135,7 +143,7 @@ def _unquote(value: str) -> str:
 def parse_cache_control(fields: str | Iterable[str] | None) -> Directives:
     """Parse one or several Cache-Control field values (several lines are one list)."""
     if fields is None:
-        return Directives()
+        return NO_DIRECTIVES
     text = fields if isinstance(fields, str) else ", ".join(fields)
     known = _parsed.get(text)
     if known is not None:
@@ -177,5 +185,5 @@ def request_directives(cache_control: list[str], pragma: list[str]) -> Directive
         return parse_cache_control(cache_control)
     for value in pragma:
         if any(m.strip().lower() == "no-cache" for m in value[:MAX_FIELD_LENGTH].split(",")):
-            return Directives({"no-cache": None})
-    return Directives()
+            return _PRAGMA_NO_CACHE
+    return NO_DIRECTIVES

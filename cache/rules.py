@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from cache.cachecontrol import Directives, parse_cache_control, parse_delta
+from cache.cachecontrol import NO_DIRECTIVES, Directives, parse_cache_control, parse_delta
 from cache.entry import CacheEntry
 from cache.key import BadURL, cache_key, key_for_url, normalise_host, split_url, unkeyed_conflict
 from cache.vary import VaryStar, vary_fields
@@ -135,6 +135,15 @@ class Verdict:
     reason: str  # why not (or "" when ok), for Cache-Status detail and logs
 
 
+# Every verdict `storable` gives is one of these, made once and shared (frozen: none can be
+# changed under another's feet). Made per response, they ran the __init__ dataclasses
+# writes, interpreted even compiled (docs/ARCHITECTURE.md, "Compiled or pure").
+_STORABLE = Verdict(True, "")
+_REFUSED = {reason: Verdict(False, reason) for reason in (
+    "method", "status", "no-store", "cache-control too long", "private", "authorization",
+    "set-cookie", "vary-star", "no freshness")}
+
+
 def storable(
     method: str,
     request_headers: Fields,
@@ -148,27 +157,27 @@ def storable(
     headers = _many(response_headers)
     cc = response_directives(headers)
     if method not in CACHEABLE_METHODS:
-        return Verdict(False, "method")
+        return _REFUSED["method"]
     if status not in UNDERSTOOD:
-        return Verdict(False, "status")
+        return _REFUSED["status"]
     if request_cc.no_store or cc.no_store:
-        return Verdict(False, "no-store")
+        return _REFUSED["no-store"]
     if cc.truncated:
-        return Verdict(False, "cache-control too long")
+        return _REFUSED["cache-control too long"]
     if cc.private:
-        return Verdict(False, "private")
+        return _REFUSED["private"]
     if get_first(request_headers, "authorization") is not None and not (
         cc.public or cc.has("s-maxage") or cc.must_revalidate
     ):
-        return Verdict(False, "authorization")
+        return _REFUSED["authorization"]
     if not policy.share_set_cookie and get_first(headers, "set-cookie") is not None:
-        return Verdict(False, "set-cookie")
+        return _REFUSED["set-cookie"]
     if isinstance(vary_fields(get_all(headers, "vary")), VaryStar):
-        return Verdict(False, "vary-star")
+        return _REFUSED["vary-star"]
     explicit = cc.has("max-age") or cc.has("s-maxage") or get_first(headers, "expires") is not None
     if not (explicit or cc.public or status in DEFAULT_CACHEABLE):
-        return Verdict(False, "no freshness")
-    return Verdict(True, "")
+        return _REFUSED["no freshness"]
+    return _STORABLE
 
 
 # -- §4.2: freshness and age --------------------------------------------------
@@ -399,6 +408,6 @@ def replica_refusal(
     if not entry.request_time <= entry.response_time <= now + max_skew:
         return "implausible times"
     verdict = storable(
-        "GET", (), entry.status, entry.headers, request_cc=Directives(), policy=policy
+        "GET", (), entry.status, entry.headers, request_cc=NO_DIRECTIVES, policy=policy
     )
     return None if verdict.ok else verdict.reason

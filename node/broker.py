@@ -76,7 +76,9 @@ class BrokerConfig:
     secure: Callable[[zmq.Socket[bytes], str], None] | None = None
 
 
-@dataclass(eq=False)
+# _Call, made for every request, writes its __init__ out (init=False): mypyc leaves the
+# one dataclasses generates interpreted (docs/ARCHITECTURE.md, "Compiled or pure").
+@dataclass(eq=False, init=False)
 class _Call:
     """One request's life inside the broker."""
 
@@ -85,17 +87,40 @@ class _Call:
     request: Request
     deadline: float
     future: asyncio.Future[Response]
-    worker: bytes | None = None
-    channel: BodyChannel | None = None  # the streamed reply
-    reply_credit: int = 0  # chunks the worker may still send us
-    unread: int = 0  # chunks buffered in the channel, not yet read by the consumer
-    upload: asyncio.Task[None] | None = None
-    upload_credit: int = 0
-    upload_wake: asyncio.Event | None = None  # made only when an upload waits for credit
-    budget: float = 0.0  # seconds it was given (for the 504's reason)
+    worker: bytes | None
+    channel: BodyChannel | None  # the streamed reply
+    reply_credit: int  # chunks the worker may still send us
+    unread: int  # chunks buffered in the channel, not yet read by the consumer
+    upload: asyncio.Task[None] | None
+    upload_credit: int
+    upload_wake: asyncio.Event | None  # made only when an upload waits for credit
+    budget: float  # seconds it was given (for the 504's reason)
     # The dispatcher's way to route it again (node.overflow): a request whose worker was
     # gone before it got it, with no other worker here for its service, goes there.
-    reroute: Callable[[str, Request], Awaitable[Response]] | None = None
+    reroute: Callable[[str, Request], Awaitable[Response]] | None
+
+    def __init__(  # noqa: PLR0917 - the dataclass's signature, positional too
+        self, rid: int, service: str, request: Request, deadline: float,
+        future: asyncio.Future[Response], worker: bytes | None = None,
+        channel: BodyChannel | None = None, reply_credit: int = 0, unread: int = 0,
+        upload: asyncio.Task[None] | None = None, upload_credit: int = 0,
+        upload_wake: asyncio.Event | None = None, budget: float = 0.0,
+        reroute: Callable[[str, Request], Awaitable[Response]] | None = None,
+    ) -> None:
+        self.rid = rid
+        self.service = service
+        self.request = request
+        self.deadline = deadline
+        self.future = future
+        self.worker = worker
+        self.channel = channel
+        self.reply_credit = reply_credit
+        self.unread = unread
+        self.upload = upload
+        self.upload_credit = upload_credit
+        self.upload_wake = upload_wake
+        self.budget = budget
+        self.reroute = reroute
 
 
 def _counters() -> dict[str, int]:

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, TypedDict, TypeVar, Unpack
 
-from cache.cachecontrol import Directives, request_directives
+from cache.cachecontrol import NO_DIRECTIVES, Directives, request_directives
 from cache.coalesce import Coalescer, Flight, Role
 from cache.entry import CacheEntry
 from cache.key import BadURL, cache_key, key_for_url, unkeyed_conflict
@@ -90,7 +90,9 @@ class _StatusArgs(TypedDict, total=False):
     detail: str
 
 
-@dataclass(slots=True)
+# _Ctx, made for every GET, writes its __init__ out (init=False): mypyc leaves the one
+# dataclasses generates interpreted (docs/ARCHITECTURE.md, "Compiled or pure").
+@dataclass(slots=True, init=False)
 class _Ctx:
     """One GET's lookup: what a fill needs to know about the request and the stale entry."""
 
@@ -99,9 +101,22 @@ class _Ctx:
     key: str
     req_cc: Directives
     policy: Policy
-    stale: CacheEntry | None = None
-    decision: Decision | None = None
-    held: int = -1  # how many entries the store held for the key (-1: not looked up)
+    stale: CacheEntry | None
+    decision: Decision | None
+    held: int  # how many entries the store held for the key (-1: not looked up)
+
+    def __init__(  # noqa: PLR0917 - the dataclass's signature, positional too
+        self, request: Request, call_next: Next, key: str, req_cc: Directives, policy: Policy,
+        stale: CacheEntry | None = None, decision: Decision | None = None, held: int = -1,
+    ) -> None:
+        self.request = request
+        self.call_next = call_next
+        self.key = key
+        self.req_cc = req_cc
+        self.policy = policy
+        self.stale = stale
+        self.decision = decision
+        self.held = held
 
     @property
     def stale_if_error(self) -> bool:
@@ -464,7 +479,7 @@ class CacheStage:
         self, request: Request, entry: CacheEntry, outcome: Outcome, **cs: Unpack[_StatusArgs]
     ) -> Response:
         self.counts[outcome._value_] += 1
-        decision = self._decide(entry, Directives(), self._policy(request.service))
+        decision = self._decide(entry, NO_DIRECTIVES, self._policy(request.service))
         headers = Headers(entry.headers)
         headers.set("Age", str(int(decision.age)))
         status, body = entry.status, entry.body

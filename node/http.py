@@ -13,7 +13,7 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -164,7 +164,10 @@ class BodyError(Exception):
 Body = bytes | BodyStream
 
 
-@dataclass(slots=True)
+# Request and Response, made for every request, write their __init__ out (init=False):
+# mypyc leaves the one dataclasses generates interpreted (docs/ARCHITECTURE.md, "Compiled
+# or pure"). dataclasses still makes repr and ==.
+@dataclass(slots=True, init=False)
 class Request:
     """One client request, as the pipeline sees it.
 
@@ -174,18 +177,37 @@ class Request:
     method: str
     target: str
     headers: Headers
-    body: Body = b""
-    scheme: str = "http"
-    host: str = ""  # authority as the client named it, lower-cased, port kept
-    client: str = ""  # peer IP address of the TCP connection
-    request_id: str = ""
-    received: float = field(default_factory=time.monotonic)
-    deadline: float = 0.0  # absolute time.monotonic(); 0 = the service default
-    hops: int = 0  # how many nodes have forwarded this request already
-    service: str = ""  # filled by service mapping, before the cache stage
+    body: Body
+    scheme: str
+    host: str  # authority as the client named it, lower-cased, port kept
+    client: str  # peer IP address of the TCP connection
+    request_id: str
+    received: float  # time.monotonic() when made, unless given
+    deadline: float  # absolute time.monotonic(); 0 = the service default
+    hops: int  # how many nodes have forwarded this request already
+    service: str  # filled by service mapping, before the cache stage
     # The caller has an answer of its own if this fails (a stale entry stale-if-error
     # allows): fail at once where there is no worker for it, rather than wait for one.
-    fail_fast: bool = False
+    fail_fast: bool
+
+    def __init__(  # noqa: PLR0917 - the dataclass's signature, positional too
+        self, method: str, target: str, headers: Headers, body: Body = b"", scheme: str = "http",
+        host: str = "", client: str = "", request_id: str = "", received: float | None = None,
+        deadline: float = 0.0, hops: int = 0, service: str = "", fail_fast: bool = False,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.scheme = scheme
+        self.host = host
+        self.client = client
+        self.request_id = request_id
+        self.received = time.monotonic() if received is None else received
+        self.deadline = deadline
+        self.hops = hops
+        self.service = service
+        self.fail_fast = fail_fast
 
     def with_headers(self, headers: Headers) -> Request:
         """This request with other headers (dataclasses.replace costs seven times more)."""
@@ -203,7 +225,7 @@ class Request:
         return parts[1] if len(parts) == 2 else ""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Response:
     """One response, from a worker, a peer, the cache or the node itself.
 
@@ -212,12 +234,24 @@ class Response:
     metrics; `worker` names the worker that answered, when one did."""
 
     status: int
-    headers: Headers = field(default_factory=Headers)
-    body: Body = b""
-    reason: str = ""
-    served_by: str = ""
-    outcome: str = ""
-    worker: str = ""
+    headers: Headers  # a new, empty Headers unless given
+    body: Body
+    reason: str
+    served_by: str
+    outcome: str
+    worker: str
+
+    def __init__(  # noqa: PLR0917 - the dataclass's signature, positional too
+        self, status: int, headers: Headers | None = None, body: Body = b"", reason: str = "",
+        served_by: str = "", outcome: str = "", worker: str = "",
+    ) -> None:
+        self.status = status
+        self.headers = Headers() if headers is None else headers
+        self.body = body
+        self.reason = reason
+        self.served_by = served_by
+        self.outcome = outcome
+        self.worker = worker
 
     @classmethod
     def error(cls, status: int, reason: str, *, retry_after: int | None = None) -> Response:

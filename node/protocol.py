@@ -95,7 +95,9 @@ class _Command:
 
 # Messages are values nobody changes, but not frozen: a frozen dataclass's __init__ sets
 # every field through object.__setattr__, 2.2 µs for a REQUEST against 0.24 µs — and a
-# round trip builds four of them.
+# round trip builds four of them. Those of every round trip and streamed chunk write their
+# __init__ out (init=False): mypyc leaves the one dataclasses generates interpreted
+# (docs/ARCHITECTURE.md, "Compiled or pure").
 @dataclass(slots=True)
 class Ready(_Command):
     services: tuple[str, ...]
@@ -109,41 +111,75 @@ class Heartbeat(_Command):
     pass
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class RequestMsg(_Command):
     id: int
     method: str
     target: str
     headers: HeaderList
     deadline: float  # seconds remaining when sent
-    scheme: str = "http"
-    host: str = ""
-    client: str = ""
-    request_id: str = ""
-    more: bool = False  # BODY frames follow
-    body: bytes = b""
+    scheme: str
+    host: str
+    client: str
+    request_id: str
+    more: bool  # BODY frames follow
+    body: bytes
+
+    def __init__(  # noqa: PLR0917 - the dataclass's signature, positional too
+        self, id: int, method: str, target: str, headers: HeaderList, deadline: float,
+        scheme: str = "http", host: str = "", client: str = "", request_id: str = "",
+        more: bool = False, body: bytes = b"",
+    ) -> None:
+        self.id = id
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.deadline = deadline
+        self.scheme = scheme
+        self.host = host
+        self.client = client
+        self.request_id = request_id
+        self.more = more
+        self.body = body
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class BodyMsg(_Command):
     id: int
     more: bool
-    body: bytes = b""
+    body: bytes
+
+    def __init__(self, id: int, more: bool, body: bytes = b"") -> None:
+        self.id = id
+        self.more = more
+        self.body = body
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Credit(_Command):
     id: int
     chunks: int
 
+    def __init__(self, id: int, chunks: int) -> None:
+        self.id = id
+        self.chunks = chunks
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Reply(_Command):
     id: int
     status: int
     headers: HeaderList
-    more: bool = False
-    body: bytes = b""
+    more: bool
+    body: bytes
+
+    def __init__(self, id: int, status: int, headers: HeaderList, more: bool = False,
+                 body: bytes = b"") -> None:
+        self.id = id
+        self.status = status
+        self.headers = headers
+        self.more = more
+        self.body = body
 
 
 @dataclass(slots=True)
@@ -162,7 +198,7 @@ class Abort(_Command):
     reason: str = ""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Batch(_Command):
     """Undecoded messages (each one's frames) carried in one zmq message.
 
@@ -174,8 +210,12 @@ class Batch(_Command):
     PACKED is the same with every frame in one (`packed`), announced the same way
     and sent only to a peer that announced it; older peers only ever get BATCH."""
 
-    parts: tuple[tuple[bytes, ...], ...] = ()
-    packed: bool = False  # came as PACKED (no parts: the peer accepts PACKED)
+    parts: tuple[tuple[bytes, ...], ...]
+    packed: bool  # came as PACKED (no parts: the peer accepts PACKED)
+
+    def __init__(self, parts: tuple[tuple[bytes, ...], ...] = (), packed: bool = False) -> None:
+        self.parts = parts
+        self.packed = packed
 
 
 Message = (Batch | Abort | Ready | Heartbeat | RequestMsg | BodyMsg | Credit | Reply | Cancel

@@ -36,7 +36,10 @@ class BadField(ValueError):
     """A field that must not be written (it could split or corrupt the head)."""
 
 
-@dataclass(slots=True)  # a value, not frozen: one per answer, frozen __init__ is slow
+# Framing, a value made per answer, is not frozen (a frozen __init__ sets each field through
+# object.__setattr__) and writes its __init__ out (init=False): mypyc leaves the one
+# dataclasses generates interpreted (docs/ARCHITECTURE.md, "Compiled or pure").
+@dataclass(slots=True, init=False)
 class Framing:
     """How the response body that follows a head is delimited."""
 
@@ -44,6 +47,13 @@ class Framing:
     chunking: bool
     expected: int | None  # bytes the body must have; None when chunked or read-to-close
     close: bool  # the connection must close after this response
+
+    def __init__(self, head: bytes, chunking: bool, expected: int | None,
+                 close: bool) -> None:
+        self.head = head
+        self.chunking = chunking
+        self.expected = expected
+        self.close = close
 
 
 def normal_name(name: str) -> str:

@@ -49,7 +49,10 @@ _ACCEPTED_HOSTS_KEPT = 1024
 _VERSIONS = frozenset({"HTTP/1.0", "HTTP/1.1"})
 
 
-@dataclass(slots=True)  # a value, not frozen: one per request, frozen __init__ is slow
+# HeadFacts and PlainHead, values made per request, are not frozen (a frozen __init__ sets
+# each field through object.__setattr__) and write their __init__ out (init=False): mypyc
+# leaves the one dataclasses generates interpreted (docs/ARCHITECTURE.md, "Compiled or pure").
+@dataclass(slots=True, init=False)
 class HeadFacts:
     """What the framing of one request's body and connection depends on."""
 
@@ -57,6 +60,13 @@ class HeadFacts:
     chunked: bool
     keep_alive: bool
     expect_continue: bool
+
+    def __init__(self, content_length: int | None, chunked: bool, keep_alive: bool,
+                 expect_continue: bool) -> None:
+        self.content_length = content_length
+        self.chunked = chunked
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
 
     @property
     def has_body(self) -> bool:
@@ -101,7 +111,7 @@ _LANE_REFUSED = frozenset({b"content-length", b"transfer-encoding", b"expect", b
 _BAD_TARGET = re.compile(rb"[ \t\r\n\x00]")
 
 
-@dataclass(slots=True)  # a value, not frozen: one per request
+@dataclass(slots=True, init=False)
 class PlainHead:
     """A request head the lane may serve without Tornado's objects (see `plain_head`)."""
 
@@ -111,6 +121,17 @@ class PlainHead:
     host: str  # lower-cased, port kept
     fields: list[tuple[str, str]]  # in the client's order and case; Host lower-cased
     keep_alive: bool
+
+    def __init__(  # noqa: PLR0917 - the dataclass's signature, positional too
+        self, method: str, target: str, version: str, host: str, fields: list[tuple[str, str]],
+        keep_alive: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.host = host
+        self.fields = fields
+        self.keep_alive = keep_alive
 
 
 def plain_head(method: bytes, version: str, url: bytes, fields: list[tuple[bytes, bytes]], *,

@@ -47,14 +47,26 @@ class Failure:
     reason: str
 
 
-@dataclass(slots=True)
+# Decisions and _Req, made for every request, write their __init__ out (init=False):
+# mypyc leaves the one dataclasses generates interpreted (docs/ARCHITECTURE.md, "Compiled
+# or pure").
+@dataclass(slots=True, init=False)
 class Decisions:
     """What the shell must do now. `retried` lists ids reassigned after a death."""
 
-    assign: list[tuple[int, bytes]] = field(default_factory=list)  # (request, worker identity)
-    fail: list[Failure] = field(default_factory=list)
-    dead: list[bytes] = field(default_factory=list)  # workers removed for silence
-    retried: list[int] = field(default_factory=list)
+    # Each a new list of its own unless given.
+    assign: list[tuple[int, bytes]]  # (request, worker identity)
+    fail: list[Failure]
+    dead: list[bytes]  # workers removed for silence
+    retried: list[int]
+
+    def __init__(self, assign: list[tuple[int, bytes]] | None = None,
+                 fail: list[Failure] | None = None, dead: list[bytes] | None = None,
+                 retried: list[int] | None = None) -> None:
+        self.assign = [] if assign is None else assign
+        self.fail = [] if fail is None else fail
+        self.dead = [] if dead is None else dead
+        self.retried = [] if retried is None else retried
 
     def extend(self, other: Decisions) -> None:
         self.assign += other.assign
@@ -78,15 +90,27 @@ class WorkerState:
         return 0 if self.draining else self.concurrency - len(self.in_flight)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class _Req:
     req_id: int
     service: str
     deadline: float
     retryable: bool
     seq: int  # arrival order, for FIFO across services
-    worker: bytes | None = None
-    started: float = 0.0
+    worker: bytes | None
+    started: float
+
+    def __init__(  # noqa: PLR0917 - the dataclass's signature, positional too
+        self, req_id: int, service: str, deadline: float, retryable: bool, seq: int,
+        worker: bytes | None = None, started: float = 0.0,
+    ) -> None:
+        self.req_id = req_id
+        self.service = service
+        self.deadline = deadline
+        self.retryable = retryable
+        self.seq = seq
+        self.worker = worker
+        self.started = started
 
 
 class WorkerPool:
