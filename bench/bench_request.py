@@ -124,7 +124,6 @@ def _node_protocol(cache: bool, logged: bool = False, lane: bool = True) -> asyn
         lines: list[str] = []
         front.access_log = AccessLog("text", node="bench", sink=lines.append)
     server = FastHTTPServer(front)
-    server._added = lambda wire: None  # type: ignore[method-assign]  # no sweep here
     if not lane:  # the way a request the lane does not take goes (a body, a mounted app)
         server.lane = None
     return WireProtocol(server)
