@@ -12,6 +12,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from node import protocol
 from node.protocol import (
     SCHEMA,
     VERSION,
@@ -202,6 +203,23 @@ def test_header_fields_accepted_exactly_when_each_one_is_valid(flat: list[object
         assert not one_by_one
         return
     assert one_by_one and got == tuple(zip(flat[0::2], flat[1::2], strict=True))
+
+
+def test_remembered_header_names_never_let_a_name_with_a_lf_pass_and_stay_bounded() -> None:
+    """`_headers` remembers name lists that passed (joined, with their count): the same
+    text from fewer names, one holding a LF, is still refused; the memo stays bounded."""
+    lim = Limits()
+    assert _headers(["a", "1", "b", "2"], lim) == (("a", "1"), ("b", "2"))
+    assert protocol._NAMES_SEEN.get("a\nb") == 2
+    for _ in range(2):
+        with pytest.raises(ProtocolError, match="invalid header name"):
+            _headers(["a\nb", "1"], lim)
+    for i in range(3 * protocol._NAMES_SEEN_KEPT):
+        _headers([f"x-{i}", "v"], lim)
+        assert len(protocol._NAMES_SEEN) <= protocol._NAMES_SEEN_KEPT
+    long_name = "n" * (protocol._NAMES_SEEN_LONGEST + 1)
+    assert _headers([long_name, "v"], Limits(max_header_bytes=4096)) == ((long_name, "v"),)
+    assert long_name not in protocol._NAMES_SEEN  # checked, not kept
 
 
 # -- the shortcuts for REQUEST and REPLY agree with the schema walk -------------------------
