@@ -27,7 +27,7 @@ compiled: $(STAMP)
 	  || bash scripts/system-deps.sh build $(BIN)/python 2>/dev/null
 	@if reason=$$($(BIN)/python scripts/build_compiled.py --check); then \
 	  $(MAKE) --no-print-directory $(BUILT); \
-	else echo "$$reason: the node runs as pure Python, about 45% more CPU per proxied miss"; fi
+	else echo "$$reason: the node runs as pure Python, about 40% more CPU per proxied miss"; fi
 
 # Every module, not only the listed ones: mypyc compiles in the Final constants a compiled
 # module imports (an unchanged C file is not recompiled, so such a rebuild is ~10 s).
