@@ -11,7 +11,9 @@ Every value comes from the client or a worker, so the text format escapes
 quotes, backslashes, spaces in free fields and every control character (no
 forged lines via a CR/LF in the target); JSON is `json.dumps`. Credentials
 are never written: Authorization, Proxy-Authorization, Cookie and Set-Cookie
-values show as "[redacted]" even when listed in `extra_headers`.
+values show as "[redacted]" even when listed in `extra_headers`, a password in an
+absolute-form target's user info as `***@`, and the values of secret query parameters
+as `***` (node.querysecrets: the operator's `access_log_redact` names, or its defaults).
 
 Tornado writes a line of its own to `tornado.access` for every request a
 `tornado.web.Application` handles (in-node apps, the admin listener), at INFO
@@ -27,12 +29,13 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from node.http import Request, Response
+from node.querysecrets import DEFAULT_SECRETS, hide_secrets, secret_names
 
 if TYPE_CHECKING:
     from tornado.web import RequestHandler
@@ -47,11 +50,13 @@ tornado_access = logging.getLogger("tornado.access")
 
 
 def quiet_log_function(handler: RequestHandler) -> None:
-    """Tornado's access line at DEBUG (an Application's `log_function` setting)."""
+    """Tornado's access line at DEBUG (an Application's `log_function` setting), its
+    target shown as ours are, with the default secret names (it has no config at hand)."""
     if tornado_access.isEnabledFor(logging.DEBUG):
         r = handler.request
-        tornado_access.debug("%d %s %s (%s) %.2fms", handler.get_status(), r.method, r.uri,
-                             r.remote_ip, 1000.0 * r.request_time())
+        tornado_access.debug("%d %s %s (%s) %.2fms", handler.get_status(), r.method,
+                             hide_secrets(shown_target(r.uri or "")), r.remote_ip,
+                             1000.0 * r.request_time())
 
 
 @dataclass(slots=True)  # a value, not frozen: one per request, a frozen __init__ is ~3 µs
@@ -110,9 +115,11 @@ def record_of(
     node: str = "",
     status: int | None = None,
     extra_headers: Sequence[str] = (),
+    secrets: frozenset[str] = DEFAULT_SECRETS,
 ) -> AccessRecord:
     """The access record of one finished request. `status` overrides the response's
-    (the front door may have answered something else, e.g. 499 when the client left)."""
+    (the front door may have answered something else, e.g. 499 when the client left);
+    the values of the query parameters named in `secrets` are shown as `***`."""
     headers: dict[str, str] = {}
     for name in extra_headers:
         value = request.headers.get_joined(name)
@@ -123,7 +130,7 @@ def record_of(
         request_id=request.request_id,
         client=request.client,
         method=request.method,
-        target=shown_target(request.target),
+        target=hide_secrets(shown_target(request.target), secrets),
         status=response.status if status is None else status,
         bytes=max(0, sent_bytes),
         duration_ms=round(max(0.0, duration) * 1000.0, 3),
@@ -213,6 +220,7 @@ class AccessLog:
         *,
         node: str = "",
         extra_headers: Sequence[str] = (),
+        redact: Iterable[str] = DEFAULT_SECRETS,
         logger: logging.Logger = access_log,
         wall: Callable[[], float] = time.time,
         sink: Callable[[str], None] | None = None,
@@ -222,6 +230,7 @@ class AccessLog:
         self._format = format_json if fmt == "json" else format_text
         self._node = node
         self._extra = tuple(extra_headers)
+        self._secrets = secret_names(redact)  # ValueError naming a bad one
         self._logger = logger
         self._wall = wall
         self._sink = sink  # node.logsetup's buffer: lines without a LogRecord each
@@ -245,7 +254,7 @@ class AccessLog:
             return
         rec = record_of(
             request, response, sent_bytes=sent_bytes, duration=duration, wall=self._wall(),
-            node=self._node, status=status, extra_headers=self._extra,
+            node=self._node, status=status, extra_headers=self._extra, secrets=self._secrets,
         )
         if self._sink is not None:
             self._sink(self._format(rec))

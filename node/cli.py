@@ -17,13 +17,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from node.errors import ConfigError
+from node.querysecrets import DEFAULT_NAMES
 
 DESCRIPTION_NODE = """\
 Run one Scale0 node. Flags win over the --config file. Every flag below but
 --config and --check-config has a key of the same name in that file (- or _):
 repeatable flags are lists (seed or seeds = [...], route or routes = [...]);
 --workers is `endpoint` in [workers], --cache is `store` in [cache] (or
-cache = "SPEC"), --access-log is access_log = true|false.
+cache = "SPEC"), --access-log is access_log = true|false, --access-log-redact
+is a list (access_log_redact = ["password", "token"]).
 """
 
 EPILOG_NODE = """\
@@ -103,6 +105,12 @@ def _node_parser(sub: Any) -> None:
       help="access log lines as text or one JSON object each; default: text")
     a("--access-log", metavar="on|off", choices=["on", "off"],
       help="one line per request (buffered, written every second); default: on")
+    a("--access-log-redact", metavar="NAMES",
+      help="query parameters whose values the access log shows as *** (?password=***): "
+           "comma-separated names, matched whole and case-insensitively, e.g. "
+           "password,token. Replaces the default list ('default,NAME' adds to it; 'none' "
+           "hides nothing); default: "
+           f"{', '.join(DEFAULT_NAMES)}")
     a("--check-config", metavar="FILE", nargs="?", const="",
       help="validate FILE (or, without FILE, the --config file) as the node would read it, "
            "binding nothing; prints FILE: ok or FILE:LINE: the problem; exit 0 or 2")
@@ -168,6 +176,9 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
         given["workers"] = {"endpoint": given["workers"]}
     if "access_log" in given:
         given["access_log"] = given["access_log"] == "on"
+    if "access_log_redact" in given:  # "a, b" → ["a", "b"]; "" → [] (hide nothing)
+        given["access_log_redact"] = [name.strip() for name in
+                                      given["access_log_redact"].split(",") if name.strip()]
     return given
 
 

@@ -43,6 +43,7 @@ from typing import Any
 from node.cacheconfig import CacheConfig
 from node.errors import ConfigError
 from node.protocol import DEFAULT_LIMITS
+from node.querysecrets import DEFAULT_NAMES, secret_names
 from node.serviceconf import ConfigKeyError, ServiceSettings, parse_services, route_specs
 
 # The longest request head a worker takes (node.protocol): [limits] max_header_size is capped
@@ -117,6 +118,9 @@ class NodeConfig:
     log_format: str = "text"  # access (and other) log lines: text | json
     access_log: bool = True  # one line per request through the `scale0.access` logger
     access_log_file: str = ""  # append access lines to this file ("" = with the other logs)
+    # Query parameters whose values access lines show as *** (node.querysecrets): names,
+    # "default" for DEFAULT_NAMES among them; [] or ["none"] hides nothing.
+    access_log_redact: list[str] = field(default_factory=lambda: list(DEFAULT_NAMES))
 
     def all_routes(self) -> list[str]:
         """`routes`, then the `[services.NAME]` routes: what the service map is built from."""
@@ -253,6 +257,11 @@ def validate(config: NodeConfig, where: str = "config") -> None:
     if config.log_format not in ("text", "json"):
         raise ConfigKeyError(f"{where}: 'log_format' must be text or json, "
                              f"not {config.log_format!r}", (), "log_format")
+    try:
+        secret_names(config.access_log_redact)
+    except ValueError as exc:
+        shown = "--access-log-redact" if where == "command line" else "'access_log_redact'"
+        raise ConfigKeyError(f"{where}: {shown}: {exc}", (), "access_log_redact") from None
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigKeyError(f"{where}: 'log_level' must be DEBUG, INFO, WARNING or ERROR, "
                              f"not {config.log_level!r}", (), "log_level")

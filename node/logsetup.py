@@ -98,4 +98,5 @@ def configure(config: NodeConfig, node_id: str) -> AccessLog | None:
     access_log.addHandler(buffered)
     access_log.setLevel(logging.INFO)
     access_log.propagate = False
-    return AccessLog(config.log_format, node=node_id, sink=buffered.write_line)
+    return AccessLog(config.log_format, node=node_id, redact=config.access_log_redact,
+                     sink=buffered.write_line)

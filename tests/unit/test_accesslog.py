@@ -16,8 +16,10 @@ from node.accesslog import (
     format_text,
     format_text_escaped,
     record_of,
+    shown_target,
 )
 from node.http import Headers, Request, Response
+from node.querysecrets import hide_secrets
 
 WALL = 1_800_000_000.25  # 2027-01-15T08:00:00.250Z
 
@@ -88,6 +90,44 @@ def test_credentials_never_logged(captured: tuple[logging.Logger, Capture], fmt:
     assert REDACTED in line and "curl/8" in line
 
 
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_secret_query_values_are_never_logged(captured: tuple[logging.Logger, Capture],
+                                              fmt: str) -> None:
+    logger, cap = captured
+    req, resp = make("/login?user=a&password=hunter2;lang=en#top")
+    AccessLog(fmt, logger=logger, wall=lambda: WALL).log(req, resp, sent_bytes=1, duration=0.0)
+    AccessLog(fmt, redact=["user"], logger=logger, wall=lambda: WALL).log(
+        req, resp, sent_bytes=1, duration=0.0)
+    AccessLog(fmt, redact=[], logger=logger, wall=lambda: WALL).log(
+        req, resp, sent_bytes=1, duration=0.0)
+    shown = [json.loads(line)["target"] if fmt == "json" else line.split('"')[1].split()[1]
+             for line in cap.lines]
+    assert shown == ["/login?user=a&password=***;lang=en#top",  # the defaults
+                     "/login?user=***&password=hunter2;lang=en#top",  # the operator's names
+                     "/login?user=a&password=hunter2;lang=en#top"]  # hiding turned off
+    assert req.target == "/login?user=a&password=hunter2;lang=en#top"  # the request as it was
+
+
+def test_tornado_s_debug_line_hides_the_default_names(caplog: pytest.LogCaptureFixture) \
+        -> None:
+    from types import SimpleNamespace
+
+    from node.accesslog import quiet_log_function
+
+    request = SimpleNamespace(method="GET", uri="/_scale0/x?token=t0k&v=1", remote_ip="::1",
+                              request_time=lambda: 0.001)
+    handler = SimpleNamespace(request=request, get_status=lambda: 200)
+    with caplog.at_level(logging.DEBUG, logger="tornado.access"):
+        quiet_log_function(handler)  # type: ignore[arg-type]
+    assert [r.getMessage() for r in caplog.records] == [
+        "200 GET /_scale0/x?token=***&v=1 (::1) 1.00ms"]
+
+
+def test_a_name_that_cannot_be_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="'pass word' is not a query parameter name"):
+        AccessLog("text", redact=["pass word"])
+
+
 def test_disabled_logger_formats_nothing(captured: tuple[logging.Logger, Capture]) -> None:
     logger, cap = captured
     logger.setLevel(logging.WARNING)
@@ -131,7 +171,8 @@ def test_one_line_whatever_the_input(
     assert request_line.count(" ") >= 1
     data = json.loads(format_json(rec))
     assert "\n" not in format_json(rec)
-    assert data["target"] == target and data["method"] == method and data["worker"] == worker
+    assert data["target"] == hide_secrets(shown_target(target))
+    assert data["method"] == method and data["worker"] == worker
     assert data["bytes"] >= 0 and data["duration_ms"] >= 0
 
 
