@@ -35,7 +35,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from node.http import Request, Response
-from node.querysecrets import DEFAULT_SECRETS, hide_secrets, secret_names
+from node.querysecrets import (
+    DEFAULT_SECRETS,
+    hide_secrets,
+    logged_target,
+    secret_names,
+    shown_target,
+)
 
 if TYPE_CHECKING:
     from tornado.web import RequestHandler
@@ -55,7 +61,7 @@ def quiet_log_function(handler: RequestHandler) -> None:
     if tornado_access.isEnabledFor(logging.DEBUG):
         r = handler.request
         tornado_access.debug("%d %s %s (%s) %.2fms", handler.get_status(), r.method,
-                             hide_secrets(shown_target(r.uri or "")), r.remote_ip,
+                             logged_target(r.uri or ""), r.remote_ip,
                              1000.0 * r.request_time())
 
 
@@ -92,17 +98,6 @@ def iso_time(wall: float) -> str:
         text = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _second[0] = (sec, text)
     return f"{text}.{micros // 1000:03d}Z"
-
-
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@")
-
-
-def shown_target(target: str) -> str:
-    """The target as the log shows it: an absolute-form target's user info (a password
-    a client put in the URL, refused with a 400) becomes `***`."""
-    if "@" in target and "://" in target:
-        return _USERINFO.sub(r"\1***@", target, count=1)
-    return target
 
 
 def record_of(

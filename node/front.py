@@ -45,6 +45,7 @@ from node.fastconn import Context, FastHTTPConnection
 from node.http import Body, BodyError, Headers, Request, Response
 from node.inapp import AppAnswer, Stamping, TornadoAppMount
 from node.proxyheaders import Target, normalise_target
+from node.querysecrets import logged_target
 from node.ratelog import RateLimitedLog
 from node.responsehead import BadField, FieldMap, field_map
 from node.tls import STS, HttpsPolicy, policy_target
@@ -571,7 +572,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
 
     def _describe(self) -> str:
         r = self.request
-        return f"{r.method} {r.host}{r.target} [{r.request_id}]" if r else "a client"
+        # a log line's text: no user info and no secret query values (node.querysecrets)
+        return f"{r.method} {r.host}{logged_target(r.target)} [{r.request_id}]" if r else "a client"
 
     def _access(self, status: int, response: Response) -> None:
         access = self.front.access_log

@@ -28,6 +28,7 @@ from node.proxyheaders import (
     request_id_of,
     upstream_headers,
 )
+from node.querysecrets import logged_target
 from node.services import ServiceMap
 from node.stage import Next, Stage
 
@@ -90,7 +91,8 @@ class Pipeline:
         except BodyError as broken:
             response = Response.error(400, f"request body incomplete: {broken}")
         except Exception:
-            log.exception("internal error serving %s %s [%s]", request.method, request.target,
+            log.exception("internal error serving %s %s [%s]", request.method,
+                          logged_target(request.target),
                           request.request_id)
             response = Response.error(500, "internal error in the proxy (logged)")
         if not response.served_by:

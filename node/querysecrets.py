@@ -21,6 +21,7 @@ logged text changes: the request itself is never touched.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from urllib.parse import unquote
 
@@ -145,3 +146,19 @@ def _secret(name: str, secrets: frozenset[str]) -> bool:
     if "[" in name:  # user[password], password[], a[b][token]
         return any(part in secrets for part in name.replace("]", "[").split("["))
     return False
+
+
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@")
+
+
+def shown_target(target: str) -> str:
+    """An absolute-form target's user info (a password a client put in the URL, refused
+    with a 400) as `***`."""
+    if "@" in target and "://" in target:
+        return _USERINFO.sub(r"\1***@", target, count=1)
+    return target
+
+
+def logged_target(target: str, secrets: frozenset[str] = DEFAULT_SECRETS) -> str:
+    """A request target as any log line may quote it: no user info, no secret values."""
+    return hide_secrets(shown_target(target), secrets)

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 import pytest
 import tornado.web
 
+import node.front
 from node.body import BodyChannel, read_body
 from node.errors import NoCapacity
 from node.front import Front, FrontLimits, TornadoAppMount
 from node.http import BodyError, Headers, Request, Response
 from node.pipeline import Pipeline
+from node.ratelog import RateLimitedLog
 from node.services import ServiceMap
 from node.stage import Next
 from tests.testkit.wires import serve_front
@@ -493,3 +495,35 @@ def test_an_unwritable_field_from_upstream_is_a_502_not_a_cut_connection(
             stop()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("wire", ["fast", "tornado"])
+def test_log_lines_quoting_a_target_hide_its_secret_query_values(
+        wire: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warnings the front and the pipeline write about one request (an internal error,
+    an answer refused) quote its target as the access log does: `password=***`."""
+    # the refusal warning is rate-limited per process: a fresh limiter for each wire's run
+    monkeypatch.setattr(node.front, "_refused", RateLimitedLog(logging.getLogger("t")))
+    async def reply(request: Request) -> Response:
+        if request.path == "/boom":
+            raise RuntimeError("a bug in a stage")
+        return Response(200, Headers([("X-Up", "bell\x07")]), b"never")
+
+    async def main() -> None:
+        pipeline = Pipeline([], ServiceMap.from_specs(()), [], Twin(reply), "test-node")
+        port, stop = await serve_front(Front(pipeline.handle), wire)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET /boom?user=ann&password=hunter2 HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            assert (await asyncio.wait_for(read_response(reader), 10)).status == 500
+            writer.write(b"GET /bad?token=s3cr3t&page=2 HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            assert (await asyncio.wait_for(read_response(reader), 10)).status == 502
+        finally:
+            writer.close()
+            stop()
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(main())
+    text = caplog.text
+    assert "/boom?user=ann&password=***" in text and "/bad?token=***&page=2" in text, text
+    assert "hunter2" not in text and "s3cr3t" not in text
