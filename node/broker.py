@@ -420,8 +420,8 @@ class Broker:
         self._calls.pop(call.rid, None)
         if call.upload is not None and call.upload is not asyncio.current_task():
             call.upload.cancel()
-        if not self._calls:
-            self._idle.set()
+        if not self._calls and self._draining:  # `drain` waits for this (not per request:
+            self._idle.set()                    # Event.set is interpreted)
 
     # -- inbound ---------------------------------------------------------------
     def _on_frames(self, frames: list[bytes]) -> None:

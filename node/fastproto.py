@@ -38,6 +38,12 @@ log = logging.getLogger("scale0.fastwire")
 _JOIN_BELOW = 16 * 1024  # smaller bodies are copied behind the head; larger go by writev
 
 
+
+def start_line(method: str, target: str, version: str) -> httputil.RequestStartLine:
+    """Tornado's RequestStartLine, built as the tuple it is: a namedtuple's own `__new__`
+    is an interpreted lambda, one Python call a request for the compiled front."""
+    return tuple.__new__(httputil.RequestStartLine, (method, target, version))
+
 class Shortcut(Protocol):
     """Answers some requests before a delegate sees them (node.hitcache.HitCache)."""
 
@@ -246,7 +252,7 @@ class WireProtocol(asyncio.Protocol):
             raise ClientError(str(exc)) from exc
         facts = check_request_head(method, target, version, headers,
                                    no_keep_alive=self.limits.no_keep_alive)
-        start = httputil.RequestStartLine(method, target, version)
+        start = start_line(method, target, version)
         self.events.append((_HEAD, (start, headers), facts))
 
     def on_body(self, body: bytes) -> None:
@@ -381,7 +387,7 @@ class WireProtocol(asyncio.Protocol):
         """`_start` for a request the lane took: no body, so nothing to wait for."""
         limits = self.limits
         keep = head.keep_alive and not self.server.stopping
-        start = httputil.RequestStartLine(head.method, head.target, head.version)
+        start = start_line(head.method, head.target, head.version)
         conn = FastHTTPConnection(self, self.context, start, request.headers, keep_alive=keep,
                                   max_body_size=limits.max_body_size,
                                   body_timeout=limits.body_timeout)

@@ -112,8 +112,9 @@ class Front(httputil.HTTPServerConnectionDelegate):
         self.access_log: AccessLog | None = None  # set (and swapped on SIGHUP) by node.server
         self.draining = False
         self._in_flight: set[_Exchange] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Made by `wait_idle` when it has exchanges to wait for, set by the last to end: an
+        # Event flipped per request would cost two interpreted calls on an idle node.
+        self._idle: asyncio.Event | None = None
         self._servers: list[Listener] = []
         self._shortcut: HitCache | None = None
         # Redirects and HSTS per host (node.tls), read per request: SIGHUP swaps the policy.
@@ -224,7 +225,7 @@ class Front(httputil.HTTPServerConnectionDelegate):
         for server in self._servers:
             server.stop()
         try:
-            await asyncio.wait_for(self._idle.wait(), grace)
+            await asyncio.wait_for(self.wait_idle(), grace)
             finished = True
         except TimeoutError:
             finished = False
@@ -232,14 +233,22 @@ class Front(httputil.HTTPServerConnectionDelegate):
             await server.close_all_connections()
         return finished
 
+    async def wait_idle(self) -> None:
+        """Return once no exchange is in flight."""
+        while self._in_flight:
+            idle = self._idle
+            if idle is None:
+                idle = self._idle = asyncio.Event()
+            await idle.wait()
+            if self._idle is idle:  # the next wait (a new exchange may have started) makes its own
+                self._idle = None
+
     def _started(self, exchange: _Exchange) -> None:
-        if not self._in_flight:  # idle until now (Event.clear is interpreted: not each time)
-            self._idle.clear()
         self._in_flight.add(exchange)
 
     def _ended(self, exchange: _Exchange) -> None:
         self._in_flight.discard(exchange)
-        if not self._in_flight:
+        if not self._in_flight and self._idle is not None:  # `drain` waits for this
             self._idle.set()
 
 

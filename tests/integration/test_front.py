@@ -372,7 +372,7 @@ def test_streamed_response_is_chunked_and_cancelled_when_the_client_leaves(
         writer.close()
         await asyncio.wait_for(tickers[0].cancelled.wait(), 10)
         assert tickers[0].sent < 10_000
-        await asyncio.wait_for(h.front._idle.wait(), 10)  # the exchange was let go
+        await asyncio.wait_for(h.front.wait_idle(), 10)  # the exchange was let go
 
     run(scenario, reply=reply)
     # A client leaving is ordinary: an info line, never "failed to answer" with a trace.

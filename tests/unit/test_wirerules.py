@@ -122,3 +122,15 @@ def test_plain_fields_is_the_token_and_control_character_rules(
     expected = (bool(fields) and all(_ORACLE_NAMES.fullmatch(n) for n, _ in fields)
                 and not any(_ORACLE_FORBIDDEN.search(v) for _, v in fields))
     assert plain_fields(fields) == expected
+
+
+@given(st.text(max_size=20), st.text(max_size=40), st.sampled_from(["HTTP/1.0", "HTTP/1.1"]))
+def test_the_fast_wires_start_line_is_tornados(method: str, target: str, version: str) -> None:
+    """Built without the namedtuple's interpreted __new__, it is the same value and type
+    (the in-node Tornado apps and the redirect policy read its fields by name)."""
+    from node.fastproto import start_line
+
+    built = start_line(method, target, version)
+    assert type(built) is httputil.RequestStartLine
+    assert built == httputil.RequestStartLine(method, target, version)
+    assert (built.method, built.path, built.version) == (method, target, version)
