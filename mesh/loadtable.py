@@ -42,6 +42,8 @@ from typing import Any, Protocol
 from gossip.load import ServiceLoad
 
 STATES = ("alive", "suspect", "dead", "left")
+# An alive peer as the overflow path reads it: (id, dc, addresses, services).
+PeerEntry = tuple[str, str, Mapping[str, str], Mapping[str, ServiceLoad]]
 # Only alive peers take routed work; a suspect peer may be gone already, and the
 # failure detector decides faster than a client's deadline would.
 ROUTABLE_STATES = frozenset({"alive"})
@@ -152,6 +154,7 @@ class LoadTable:
         self.version = 0
         self._reports = 0  # accepted reports so far: numbers each _Entry
         self._services_at: tuple[int, frozenset[str]] = (-1, frozenset())
+        self._peers_at: tuple[int, tuple[PeerEntry, ...]] = (-1, ())
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -254,6 +257,20 @@ class LoadTable:
             seen.add(view.id)
         for gone in [node_id for node_id in self._nodes if node_id not in seen]:
             self.remove(gone)
+
+    def alive_peers(self) -> tuple[PeerEntry, ...]:
+        """Every other node whose state is alive, as (id, dc, addresses, services), in
+        `rows`' order; recomputed only after a change. The overflow path asks once per
+        request while the local workers are saturated: `rows` builds a sorted NodeRow a
+        node for it (ages included), which that question does not need."""
+        at, peers = self._peers_at
+        if at != self.version:
+            peers = tuple((node_id, e.dc, e.addresses, e.services)
+                          for node_id, e in sorted(self._nodes.items(),
+                                                   key=lambda item: (item[1].dc, item[0]))
+                          if node_id != self.self_id and e.state == "alive")
+            self._peers_at = (self.version, peers)
+        return peers
 
     def services(self) -> frozenset[str]:
         """Every service some node in the table offers (any state); recomputed only

@@ -59,9 +59,14 @@ class Decision:
     reason: str = ""
 
 
-# The answers of almost every request, made once (a frozen dataclass is slow to build).
+# The answers of almost every request, made once (a frozen dataclass is slow to build,
+# and with the workers saturated every queued request asks).
 _LOCAL = Decision(Route.LOCAL, reason="local slot free")
 _LOCAL_FORWARDED = Decision(Route.LOCAL, reason="forwarded, local slot free")
+_BUSY_FORWARDED = Decision(Route.BUSY, reason="forwarded, no spare local slot")
+_QUEUE_DISABLED = Decision(Route.QUEUE, reason="overflow disabled for this service")
+_QUEUE_CAPPED = Decision(Route.QUEUE, reason="share sent away is at its cap")
+_QUEUE_NO_ROOM = Decision(Route.QUEUE, reason="no peer has free capacity")
 
 
 def accepts_forwarded(local_free: int, local_slots: int, headroom: float) -> bool:
@@ -90,19 +95,20 @@ def decide(
     if hops >= 1:
         if accepts_forwarded(local_free, local_slots, policy.headroom):
             return _LOCAL_FORWARDED
-        return Decision(Route.BUSY, reason="forwarded, no spare local slot")
+        return _BUSY_FORWARDED
     if local_free > 0:
         return _LOCAL
     if not policy.enabled:
-        return Decision(Route.QUEUE, reason="overflow disabled for this service")
+        return _QUEUE_DISABLED
     # The cap keeps traffic on local workers; 1.0 means no cap (a node whose every recent
     # request went away is at share 1.0, not over a limit), and a node with no local
     # slot for the service has nothing to keep it on: queueing would only end in a 503.
     if policy.max_share_away < 1.0 and local_slots > 0 and share_away >= policy.max_share_away:
-        return Decision(Route.QUEUE, reason="share sent away is at its cap")
-    order = order_peers(self_dc, candidates, policy, rng)[: max(0, policy.max_tries)]
+        return _QUEUE_CAPPED
+    order = (order_peers(self_dc, candidates, policy, rng)[: max(0, policy.max_tries)]
+             if candidates else [])
     if not order:
-        return Decision(Route.QUEUE, reason="no peer has free capacity")
+        return _QUEUE_NO_ROOM
     return Decision(Route.PEERS, tuple(order), reason="local workers full")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import math
@@ -240,17 +241,21 @@ class Broker:
             self._arm(deadline)
         self._act(self.pool.submit(call.rid, service, deadline,
                                    is_retryable(request.method, streamed)))
+        if withdraw is not None:  # a callback, not an asyncio.wait per queued request
+            withdraw.add_done_callback(functools.partial(self._withdrawn, call))
         return self._answer(call, withdraw)
+
+    def _withdrawn(self, call: _Call, _withdraw: asyncio.Future[None]) -> None:
+        """`dispatch`'s `withdraw` resolved: a call still queued (no worker saw it) leaves."""
+        if not call.future.done() and self.pool.is_queued(call.rid):
+            self._abandon(call)
+            call.future.set_exception(
+                Withdrawn(f"{call.service!r}: taken out of the queue for a peer's room"))
 
     async def _answer(self, call: _Call, withdraw: asyncio.Future[None] | None) -> Response:
         service = call.service
         try:
             # The sweep fails the future at the deadline (NoCapacity / UpstreamTimeout).
-            if withdraw is not None and not call.future.done():
-                await asyncio.wait((call.future, withdraw), return_when=asyncio.FIRST_COMPLETED)
-                if not call.future.done() and self.pool.is_queued(call.rid):
-                    self._abandon(call)  # still queued: no worker saw it
-                    raise Withdrawn(f"{service!r}: taken out of the queue for a peer's room")
             return await call.future
         except asyncio.CancelledError:
             self._abandon(call)  # the client went away

@@ -144,9 +144,12 @@ class OverflowDispatcher:
         self._inflight: dict[str, set[asyncio.Task[PeerReply]]] = {}
         self.lives: dict[str, int] = {}  # peer -> its process (gossip MemberView.life)
         self._room_changed: asyncio.Future[None] | None = None  # waiters for room (`_room`)
-        # Per service since that future: the peers' room when first asked, and how many
+        # Per service since the last report: the peers' room when first asked, and how many
         # queued requests left for it (`_claim_room`).
         self._claimed: dict[str, list[int]] = {}
+        # Requests in the local queue that may leave for a peer's room: each one's
+        # `withdraw` future and service, oldest first (`room_may_have_changed` hands room out).
+        self._leavers: dict[asyncio.Future[None], str] = {}
         self._reroute = self._route_again  # bound once: handed to the broker per request
 
     def peer_down(self, peer: str) -> None:
@@ -179,14 +182,14 @@ class OverflowDispatcher:
 
     def _candidates(self, service: str, now: float) -> list[Candidate]:
         out = []
-        for row in self.table.rows(now):
-            if row.is_self or row.state != "alive" or service not in row.services:
+        for peer, dc, addresses, services in self.table.alive_peers():
+            if service not in services or "peer" not in addresses:
                 continue
-            if "peer" not in row.addresses or self.breakers.is_open(row.id, now):
+            if self.breakers.is_open(peer, now):
                 continue
-            free = self.table.effective_free(row.id, service)
+            free = self.table.effective_free(peer, service)
             if free > 0:
-                out.append(Candidate(row.id, row.dc, self.rtt_ms.get(row.id, float("inf")), free))
+                out.append(Candidate(peer, dc, self.rtt_ms.get(peer, float("inf")), free))
         return out
 
     def dispatch(self, service: str, request: Request) -> Awaitable[Response]:
@@ -260,7 +263,7 @@ class OverflowDispatcher:
                 continue
             if (decision.route is not Route.LOCAL and slots > 0 and request.hops == 0
                     and forwardable and policy.enabled):
-                response = await self._queued(service, request, deadline)
+                response = await self._queued(service, request)
                 if response is None:
                     continue  # out of the queue for a peer's room: decide again
                 share.add(self.clock(), marked=False)
@@ -270,32 +273,25 @@ class OverflowDispatcher:
             # `_route`, so its sender tries elsewhere instead of waiting for its deadline.
             return await self.broker.dispatch(service, request, reroute=self._reroute)
 
-    async def _queued(self, service: str, request: Request, deadline: float) -> Response | None:
+    async def _queued(self, service: str, request: Request) -> Response | None:
         """Wait in the local queue, and leave it for a peer that has room first: None when
         it left (the caller decides again and forwards). Nobody had room when the request
         was queued; whichever frees first — a worker here or a peer — takes it, as a
         queue in front of several upstreams hands a request to the first that frees. At
-        most as many leave per load report as the peers have room for, oldest first."""
+        most as many leave per load report as the peers have room for, oldest first
+        (`room_may_have_changed`). The broker's sweep answers it at its deadline.
+
+        It awaits the broker's answer alone: no task and no asyncio.wait per queued
+        request (both interpreted; with the workers saturated they were a third of the
+        node's CPU a request, bench_profile.md §34)."""
         withdraw: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        local = asyncio.ensure_future(self.broker.dispatch(service, request, withdraw=withdraw))
+        self._leavers[withdraw] = service
         try:
-            while not local.done():
-                left = deadline - self.clock()
-                if left <= 0:
-                    break  # the broker's sweep answers it at its deadline
-                room = self._room_event()
-                await asyncio.wait((local, room), timeout=left,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                if not local.done() and room.done() and self._claim_room(service):
-                    withdraw.set_result(None)
-                    break
-            try:
-                return await local
-            except Withdrawn:
-                return None
+            return await self.broker.dispatch(service, request, withdraw=withdraw)
+        except Withdrawn:
+            return None
         finally:
-            if not local.done():  # cancelled: the client left
-                cancel_quietly(local)
+            self._leavers.pop(withdraw, None)
 
     def _room_event(self) -> asyncio.Future[None]:
         """The future `room_may_have_changed` resolves next (shared by all waiters)."""
@@ -332,9 +328,17 @@ class OverflowDispatcher:
 
     def room_may_have_changed(self) -> None:
         """New load reports, or a slot a forward of ours held at a peer is free again:
-        requests waiting for room decide again."""
+        requests waiting for room decide again, and queued ones leave for the room the
+        peers now have, oldest first."""
         if self._room_changed is not None and not self._room_changed.done():
             self._room_changed.set_result(None)
+        if not self._leavers:
+            return
+        self._claimed.clear()  # a new report: peers' room counted afresh
+        for withdraw, service in list(self._leavers.items()):
+            if self._claim_room(service):
+                del self._leavers[withdraw]
+                withdraw.set_result(None)  # the broker takes it out of the queue
 
     async def _try_peer(
         self, peer: str, service: str, request: Request, body: bytes

@@ -218,3 +218,22 @@ def test_services_always_equals_a_fresh_scan_of_the_rows(ops: list[tuple[bool, R
         else:
             t.update(node_id, dc, state, inc, {}, svc, at)
         assert t.services() == {s for row in t.rows(0.0) for s in row.services}
+
+
+@given(st.lists(st.tuples(st.sampled_from(["update", "mark", "remove"]), reports), max_size=25))
+def test_alive_peers_always_equals_a_fresh_scan_of_the_rows(
+        ops: list[tuple[str, Report]]) -> None:
+    """The memoised peer list (the overflow path's) follows every report, state change and
+    removal, asked after each: the alive rows but our own, in `rows`' order."""
+    t = LoadTable("self")
+    for op, (node_id, dc, state, inc, svc, at) in ops:
+        node_id = "self" if node_id == "0" else node_id  # our own row shows up too
+        if op == "remove":
+            t.remove(node_id)
+        elif op == "mark":
+            t.mark(node_id, state)
+        else:
+            t.update(node_id, dc, state, inc, {"peer": f"tcp://{node_id}:7947"}, svc, at)
+        assert list(t.alive_peers()) == [
+            (r.id, r.dc, r.addresses, r.services) for r in t.rows(0.0)
+            if not r.is_self and r.state == "alive"]
