@@ -154,8 +154,37 @@ class DropLog:
                     f" (+{more} more since last report)" if more else "")
 
 
+_PACKER = msgpack.Packer(use_bin_type=True)  # one for the loop: packb makes one a call
+
+
 def pack_meta(meta: dict[str, Any]) -> bytes:
-    return msgpack.packb(meta, use_bin_type=True)  # type: ignore[no-any-return]
+    return _PACKER.pack(meta)  # type: ignore[no-any-return]
+
+
+# pyzmq's Python `send_multipart`/`recv_multipart` convert flags and options through enums
+# on every frame; the Cython methods underneath take plain ints (as node.zmqpump does).
+_base_send: Any = zmq.backend.Socket.send
+_base_recv: Any = zmq.backend.Socket.recv
+_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_LAST = int(zmq.NOBLOCK)
+
+
+def send_frames(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
+    """`sock.send_multipart(frames, zmq.NOBLOCK)` without its per-frame Python work;
+    zmq.ZMQError (Again: the peer's queue is full) as it would raise."""
+    for frame in frames[:-1]:
+        _base_send(sock, frame, _MORE, len(frame) < 65536)
+    _base_send(sock, frames[-1], _LAST, len(frames[-1]) < 65536)
+
+
+def recv_frames(sock: zmq.Socket[bytes]) -> list[bytes]:
+    """`sock.recv_multipart(zmq.NOBLOCK)`, likewise; zmq.Again when nothing waits."""
+    frame = _base_recv(sock, _LAST, False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = _base_recv(sock, _LAST, False)
+        frames.append(frame.bytes)
+    return frames
 
 
 def unpack_meta(data: bytes, limit: int) -> dict[str, Any]:
@@ -171,6 +200,11 @@ def unpack_meta(data: bytes, limit: int) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ValueError(f"meta is a {type(meta).__name__}, not a map")
     return meta
+
+
+def _expire(future: asyncio.Future[PeerReply]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 class _Drain:
@@ -198,7 +232,7 @@ class _Drain:
         self._scheduled = False
         for _ in range(self._batch):
             try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                frames = recv_frames(self._sock)
             except zmq.Again:
                 return
             except zmq.ZMQError:  # closed under us
@@ -210,7 +244,7 @@ class _Drain:
         """Read what is queued now, up to `limit` messages, without waiting for a wake."""
         for _ in range(limit):
             try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                frames = recv_frames(self._sock)
             except zmq.ZMQError:  # Again (nothing more), or closed under us
                 return
             self._on_frames(frames)
@@ -449,8 +483,7 @@ class Transport:
         if self._closed:
             return
         try:
-            self._router.send_multipart([envelope, VERSION, status, rid, pack_meta(meta), *body],
-                                        zmq.NOBLOCK)
+            send_frames(self._router, [envelope, VERSION, status, rid, pack_meta(meta), *body])
             self.stats.outbound[f"reply:{status.decode()}"] += 1
         except zmq.ZMQError as exc:  # asker gone or its queue full: it will time out
             self.drops.drop("peer:reply-unsent", str(exc))
@@ -468,8 +501,7 @@ class Transport:
         future: asyncio.Future[PeerReply] = asyncio.get_running_loop().create_future()
         link.pending[rid] = future
         try:
-            link.sock.send_multipart([VERSION, kind.encode(), rid, pack_meta(meta or {}), *body],
-                                     zmq.NOBLOCK)
+            send_frames(link.sock, [VERSION, kind.encode(), rid, pack_meta(meta or {}), *body])
         except zmq.ZMQError as exc:
             link.pending.pop(rid, None)
             raise PeerError(f"cannot send to {endpoint}: {exc}") from None
@@ -477,12 +509,16 @@ class Transport:
         self.stats.outbound[f"req:{kind}"] += 1
         limit = self.config.request_timeout if timeout is None else timeout
         started = self._clock()
+        # A timer, not asyncio.wait_for (interpreted, and a task of its own in 3.11): the
+        # future fails with TimeoutError at the limit, unless the reply came first.
+        timer = asyncio.get_running_loop().call_later(limit, _expire, future)
         try:
-            return await asyncio.wait_for(future, limit)
+            return await future
         except TimeoutError:
             self._timed_out(endpoint, link, started)
             raise PeerTimeout(f"{kind} to {endpoint}: no reply within {limit:.3g}s") from None
         finally:
+            timer.cancel()
             link.pending.pop(rid, None)
 
     def _connect(self, endpoint: str) -> _PeerLink:

@@ -25,14 +25,23 @@ KIND = "http"
 MAX_HEADERS = 256
 MAX_HEADER_BYTES = 64 * 1024
 MAX_TARGET = 16 * 1024
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")  # fullmatch: `$` lets a final LF by
+# Field names that passed _TOKEN (bounded; a hostile peer cannot grow it past this): a
+# forward carries the same few names every time, and a regex call per field per
+# direction was a measurable share of a forward's CPU.
+_NAMES_KEPT = 1024
+_names_seen: set[str] = set()
 
 
 class ForwardError(ValueError):
     """A forwarded request or response broke the schema (the sender's fault)."""
 
 
-@dataclass(frozen=True, slots=True)
+# Values made per forward on both sides, so: not frozen (a frozen __init__ sets each field
+# through object.__setattr__), and each writes its __init__ out (init=False): in a module
+# `make compiled` builds, the one dataclasses generates would run interpreted
+# (docs/ARCHITECTURE.md, "Compiled or pure").
+@dataclass(slots=True, init=False)
 class ForwardedRequest:
     service: str
     method: str
@@ -47,8 +56,26 @@ class ForwardedRequest:
     hops: int = 1  # hops including the one being made
     life: int = 0  # the receiver's process it is meant for (0: any)
 
+    def __init__(  # noqa: PLR0917 - the dataclass's fields, positional too
+        self, service: str, method: str, target: str, headers: tuple[tuple[str, str], ...],
+        body: bytes, scheme: str = "http", host: str = "", client: str = "",
+        request_id: str = "", ttl: float = 30.0, hops: int = 1, life: int = 0,
+    ) -> None:
+        self.service = service
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.scheme = scheme
+        self.host = host
+        self.client = client
+        self.request_id = request_id
+        self.ttl = ttl
+        self.hops = hops
+        self.life = life
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False)
 class ForwardedResponse:
     status: int
     headers: tuple[tuple[str, str], ...]
@@ -57,6 +84,18 @@ class ForwardedResponse:
     dc: str = ""
     outcome: str = ""
     took_ms: float = 0.0  # time the peer spent serving, so the sender can estimate RTT
+
+    def __init__(  # noqa: PLR0917 - the dataclass's fields, positional too
+        self, status: int, headers: tuple[tuple[str, str], ...], body: bytes, node: str = "",
+        dc: str = "", outcome: str = "", took_ms: float = 0.0,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.node = node
+        self.dc = dc
+        self.outcome = outcome
+        self.took_ms = took_ms
 
 
 def request_meta(req: ForwardedRequest) -> dict[str, Any]:
@@ -107,13 +146,24 @@ def _headers(raw: object) -> tuple[tuple[str, str], ...]:
         ):
             raise ForwardError("headers: every field must be a [name, value] pair of strings")
         name, value = item
-        if not _TOKEN.match(name) or any(c in value for c in "\r\n\0"):
+        if "\r" in value or "\n" in value or "\0" in value or not _token(name):
             raise ForwardError(f"headers: invalid field {name[:40]!r}")
         total += len(name) + len(value)
         if total > MAX_HEADER_BYTES:
             raise ForwardError(f"headers: more than {MAX_HEADER_BYTES} bytes")
         out.append((name, value))
     return tuple(out)
+
+
+def _token(name: str) -> bool:
+    if name in _names_seen:
+        return True
+    if _TOKEN.fullmatch(name) is None:
+        return False
+    if len(_names_seen) >= _NAMES_KEPT:
+        _names_seen.clear()
+    _names_seen.add(name)
+    return True
 
 
 def _body(frames: tuple[bytes, ...]) -> bytes:
@@ -124,10 +174,11 @@ def _body(frames: tuple[bytes, ...]) -> bytes:
 
 def decode_request(meta: dict[str, Any], body: tuple[bytes, ...]) -> ForwardedRequest:
     method = _str(meta, "method", 64)
-    if not _TOKEN.match(method):
+    if not _TOKEN.fullmatch(method):
         raise ForwardError("method: not an HTTP token")
     target = _str(meta, "target", MAX_TARGET)
-    if not target.startswith("/") or any(c in target for c in " \r\n\0"):
+    if (not target.startswith("/") or " " in target or "\r" in target or "\n" in target
+            or "\0" in target):
         raise ForwardError("target: must be origin-form")
     ttl, hops = meta.get("ttl"), meta.get("hops")
     if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 0 <= ttl <= 3600:

@@ -285,6 +285,14 @@ class LoadTable:
         entry = self._nodes.get(node_id)
         return None if entry is None else entry.state
 
+    def peer_endpoint(self, node_id: str) -> str | None:
+        """The peer socket of `node_id` while its state is routable; None otherwise (a
+        lookup, not `rows`: the overflow path asks it for every forward)."""
+        entry = self._nodes.get(node_id)
+        if entry is None or entry.state not in ROUTABLE_STATES:
+            return None
+        return entry.addresses.get("peer")
+
     def rows(self, now: float) -> list[NodeRow]:
         """Every node, sorted by dc then id, with the age of its report at `now`."""
         out = [

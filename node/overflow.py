@@ -46,7 +46,7 @@ from mesh.forward import (
     request_meta,
     response_meta,
 )
-from mesh.loadtable import ROUTABLE_STATES, LoadTable
+from mesh.loadtable import LoadTable
 from mesh.rates import RateMeter, ShareMeter
 from mesh.routing import Candidate, OverflowPolicy, Route, decide
 from node.body import BodyTooLong, read_body
@@ -347,11 +347,9 @@ class OverflowDispatcher:
         now = self.clock()
         if not self.breakers.allows(peer, now):
             return None
-        row = next((r for r in self.table.rows(now) if r.id == peer), None)
         # Chosen a moment ago, it may have left or died since (a "busy" peer before it
         # took a round trip): `peer_down` released what it held, and nothing new goes there.
-        endpoint = (row.addresses.get("peer")
-                    if row is not None and row.state in ROUTABLE_STATES else None)
+        endpoint = self.table.peer_endpoint(peer)
         deadline = request.deadline or (request.received + self.default_timeout)
         ttl = deadline - now
         if not endpoint or ttl <= 0:

@@ -95,6 +95,8 @@ def test_arbitrary_meta_decodes_or_raises_forward_error(meta: dict[str, Any]) ->
         {"target": "http://evil/x"},
         {"headers": [["X-A", "b\r\nInjected: 1"]]},
         {"headers": [["Bad Name", "v"]]},
+        {"headers": [["X-A\n", "v"]]},  # a regex `$` matches before a final LF
+        {"method": "GET\n"},
         {"headers": [["X", "v"]] * 300},
     ],
 )

@@ -226,8 +226,8 @@ def test_alive_peers_always_equals_a_fresh_scan_of_the_rows(
     """The memoised peer list (the overflow path's) follows every report, state change and
     removal, asked after each: the alive rows but our own, in `rows`' order."""
     t = LoadTable("self")
-    for op, (node_id, dc, state, inc, svc, at) in ops:
-        node_id = "self" if node_id == "0" else node_id  # our own row shows up too
+    for op, (drawn, dc, state, inc, svc, at) in ops:
+        node_id = "self" if drawn == "0" else drawn  # our own row shows up too
         if op == "remove":
             t.remove(node_id)
         elif op == "mark":
