@@ -16,7 +16,7 @@ BENCHES = {"proxy": "bench.bench_proxy", "stores": "bench.bench_stores",
            "latency": "bench.bench_latency", "floor": "bench.bench_floor",
            "replication": "bench.bench_replication",
            "https": "bench.bench_https", "request": "bench.bench_request",
-           "timeline": "bench.bench_timeline"}
+           "timeline": "bench.bench_timeline", "forward": "bench.bench_forward"}
 
 
 def main() -> None:

@@ -390,8 +390,8 @@ class Transport:
                     return
             try:
                 self._sub.connect(endpoint)
-            except zmq.ZMQError as exc:  # a member advertised an endpoint ZeroMQ cannot parse
-                self.drops.drop("sub:bad-endpoint", f"{endpoint[:64]!r}: {exc}")
+            except zmq.ZMQError as unparsable:  # an advertised endpoint ZeroMQ cannot parse
+                self.drops.drop("sub:bad-endpoint", f"{endpoint[:64]!r}: {unparsable}")
                 return
             self._following.add(endpoint)
 
@@ -467,8 +467,8 @@ class Transport:
                      rid: bytes) -> None:
         try:
             reply = await handler(request)
-        except Refuse as exc:
-            self._reply(envelope, rid, ERR, {"reason": str(exc)}, ())
+        except Refuse as refused:  # one name a clause: compiled, a name has one type
+            self._reply(envelope, rid, ERR, {"reason": str(refused)}, ())
             return
         except asyncio.CancelledError:
             raise
