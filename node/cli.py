@@ -40,7 +40,8 @@ Unmapped hosts go to the service `default`; with no such service the node answer
 Health: curl http://127.0.0.1:8081/_scale0/health   Readiness: /_scale0/ready
 SIGTERM drains: stop accepting, finish in-flight requests (limits.drain_grace, 20 s), exit 0.
 SIGHUP reloads the --config file: routes, static mounts, cache rules, [services.NAME]
-settings and logging; keys it cannot apply are logged as "needs a restart: KEY".
+settings, logging and return_memory_after; keys it cannot apply are logged as "needs a
+restart: KEY".
 With --processes N, signal the first process: it passes SIGTERM and SIGHUP on to the rest.
 """
 
@@ -100,6 +101,11 @@ def _node_parser(sub: Any) -> None:
     a("--gossip-preset", metavar="lan|wan|local", choices=["lan", "wan", "local"],
       help="failure-detection timing: lan (1 s beats, a crash is noticed in ~2-3 s), "
            "wan (long lossy links), local (loopback tests); default: lan")
+    a("--return-memory-after", metavar="SECONDS", type=float,
+      help="after a traffic spike, once the node has been quiet this long (no request in "
+           "flight, under 5%% of a core), give the memory the spike left back to the OS "
+           "(a garbage collection and glibc's malloc_trim, at most once a minute, only when "
+           "RSS grew 32 MiB or more since start); 0 = never; default: 10")
     a("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING; default: INFO")
     a("--log-format", metavar="text|json", choices=["text", "json"],
       help="access log lines as text or one JSON object each; default: text")

@@ -111,6 +111,9 @@ class NodeConfig:
     processes: int = 1  # node processes sharing the HTTP port (SO_REUSEPORT)
     http_server: str = "fast"  # wire layer: "fast" (httptools on uvloop) or "tornado"
     gossip_preset: str = "lan"  # failure-detection timing: lan | wan | local (tests)
+    # Seconds quiet after a spike before memory it left goes back to the OS (node.heaptrim);
+    # 0 = never.
+    return_memory_after: float = 10.0
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     # `[services.NAME]` tables: routes, cache rules, overflow, replication, timeout.
     services: dict[str, ServiceSettings] = field(default_factory=dict)
@@ -254,6 +257,10 @@ def validate(config: NodeConfig, where: str = "config") -> None:
         raise ConfigKeyError(f"{where}: [limits] 'max_header_size' must be at least 1024 "
                              f"bytes and at most {WORKER_HEAD_LIMIT} (what a worker accepts)",
                              ("limits",), "max_header_size")
+    if not config.return_memory_after < float("inf"):  # not negative: _check; nan, inf here
+        shown = "--return-memory-after" if where == "command line" else "'return_memory_after'"
+        raise bad("return_memory_after", f"{shown} must be a number of seconds (0: never), "
+                                         f"not {config.return_memory_after!r}")
     if config.log_format not in ("text", "json"):
         raise ConfigKeyError(f"{where}: 'log_format' must be text or json, "
                              f"not {config.log_format!r}", (), "log_format")

@@ -38,7 +38,7 @@ from node.stage import Stage
 # Keys a SIGHUP applies; every other top-level key needs a restart.
 RELOADABLE = frozenset({"routes", "static", "services", "cache_settings", "replication",
                         "log_level", "log_format", "access_log", "access_log_file",
-                        "access_log_redact"})
+                        "access_log_redact", "return_memory_after"})
 # Inside the reloadable tables, settings that were fixed when the part was built.
 FIXED_CACHE = ("lock_timeout", "hit_for_miss")
 FIXED_REPLICATION = ("inline_limit", "coalesce", "fill_timeout", "fetch_timeout",

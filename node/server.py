@@ -47,6 +47,7 @@ from node.config import NodeConfig, WorkersConfig, parse_hostport
 from node.errors import ConfigError
 from node.front import Front, FrontLimits, TornadoAppMount, bound_port
 from node.gctune import settle_heap
+from node.heaptrim import HeapTrim
 from node.hitcache import HitCache
 from node.http import Request, Response
 from node.meshmember import MeshMember, http_advertised
@@ -58,6 +59,7 @@ from node.security import Security
 from node.services import KnownServices, service_of_key
 from node.stage import Stage
 from node.statichits import StaticHits
+from node.trimrule import TrimRule
 
 if TYPE_CHECKING:
     from node.processes import HupRelay
@@ -389,22 +391,31 @@ class Node:
             loop.add_signal_handler(sig, on_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         flusher: asyncio.Task[None] | None = None
+        trimming: asyncio.Task[None] | None = None
         try:
             await self.start()
             self._started = True
             if self._relay is not None:  # --processes: a failed child stops us (ChildWatch)
                 self._relay.started(self.stop)
             log.debug("%d start-up objects frozen out of the collector's scans", settle_heap())
+            # Memory a spike left, back to the OS once the node is quiet (node.heaptrim);
+            # its baseline is read now, with start-up done and its objects frozen.
+            heap = HeapTrim(TrimRule(after=self.config.return_memory_after),
+                            lambda: sum(front.in_flight for front in self.fronts))
+            self.reload_hooks.append(
+                lambda new: heap.set_rule(TrimRule(after=new.return_memory_after)))
             if self._hup_owed or (self._relay is not None and self._relay.take_pending()):
                 self.reload()
             flusher = loop.create_task(_flush_access_log_every_second())
+            trimming = loop.create_task(heap.run())
             await self._stop.wait()
             clean = await self.shutdown()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            if flusher is not None:
-                flusher.cancel()
+            for task in (flusher, trimming):
+                if task is not None:
+                    task.cancel()
             logsetup.flush()
         log.info("scale0 node %s stopped%s", self.node_id,
                  "" if clean else " (some requests did not finish within the grace period)")

@@ -23,7 +23,9 @@ from typing import Any
 from node.config import check_endpoint
 from node.errors import ConfigError
 from node.gctune import settle_heap
+from node.heaptrim import HeapTrim
 from node.protocol import Ready
+from node.trimrule import TrimRule
 from node.worker.sdk import Handler, Worker, check_ready
 
 EPILOG = """\
@@ -68,6 +70,11 @@ def add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--grace", type=_seconds(0.0, zero=True), default=10.0, metavar="SECONDS",
                    help="on SIGTERM, time allowed to finish requests in flight; the node "
                         "retries or fails what is left at once (default 10)")
+    p.add_argument("--return-memory-after", type=_seconds(0.0, zero=True), default=10.0,
+                   metavar="SECONDS",
+                   help="after a traffic spike, once the worker has been quiet this long, give "
+                        "the memory the spike left back to the OS, as the node does (scale0 "
+                        "node --help); 0 = never (default 10)")
     p.add_argument("--curve", metavar="KEYDIR",
                    help="CurveZMQ: KEYDIR holds this worker's pair (scale0 keygen KEYDIR "
                         "--name NAME) and a copy of the node's node.key; the node lets it in "
@@ -211,7 +218,7 @@ async def _serve(args: argparse.Namespace, handler: Handler, closeable: Any,
     given_up: list[int] = []  # requests still running when the grace ran out
 
     async def drain(sig: int) -> None:
-        running = len(worker._jobs)  # read, never changed: the SDK's own count
+        running = worker.in_flight
         log.info("%s: draining (%d request%s in flight, grace %gs)", signal.Signals(sig).name,
                  running, "" if running == 1 else "s", args.grace)
         await worker.stop(args.grace)
@@ -227,7 +234,12 @@ async def _serve(args: argparse.Namespace, handler: Handler, closeable: Any,
     # does not list, or a plaintext worker at a --curve node, is only "silent" later).
     log.info("connecting to %s to serve %s (concurrency %d)", args.node,
              ",".join(args.service), args.concurrency)
-    await worker.run()
+    heap = HeapTrim(TrimRule(after=args.return_memory_after), lambda: worker.in_flight)
+    trimming = loop.create_task(heap.run())  # memory a spike left, back once quiet
+    try:
+        await worker.run()
+    finally:
+        trimming.cancel()
     for task in stopping:
         await task
     if closeable is not None:

@@ -202,6 +202,11 @@ class Worker:
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))  # backoff, not a sync
         self._stopped.set()
 
+    @property
+    def in_flight(self) -> int:
+        """Requests being served now."""
+        return len(self._jobs)
+
     async def set_concurrency(self, n: int) -> None:
         """Offer a different number of slots (lower it when overloaded)."""
         if n < 1:

@@ -294,6 +294,7 @@ class UpstreamClient:
             await conn.wait(WANT_ALL)
         if conn.done:
             data = b"".join(conn.body) if len(conn.body) != 1 else conn.body[0]
+            conn.body = []  # an idle pooled connection must not hold the last body's pieces
             self.release(conn, conn.keep_alive and not conn.extra)
             return Response(status, out, data)
         conn.content_length, conn.chunked = length, bool(te)
