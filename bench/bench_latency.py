@@ -8,6 +8,11 @@ the node's cache (hit path), then through the design's floor (bench.skeleton: a
 featureless node and worker over the same ZeroMQ hop) and the featureless node in
 front of our worker, all in this one run.
 
+"node CPU" is the node process's CPU µs a request during its row (ours, and the
+floor's featureless node). At this rate each request finds the node asleep and its
+caches cold: a miss costs our node two to three times the CPU it costs at full load
+(bench_profile.md §34), and that CPU, more than the hops, is what it adds over the floor.
+
     python -m bench.bench_latency [--rate 1000] [--seconds 5]
 """
 
@@ -19,7 +24,7 @@ import statistics
 import time
 
 from bench.procs import Procs, free_port
-from bench.tools import KEEPALIVE_PROXYING, Nginx, have, origin_upstream, wait_http
+from bench.tools import KEEPALIVE_PROXYING, Nginx, cpu_seconds, have, origin_upstream, wait_http
 
 
 async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> float:
@@ -59,10 +64,11 @@ async def _measure(port: int, path: str, rate: int, seconds: float) -> list[floa
     return samples
 
 
-def _row(name: str, xs: list[float]) -> tuple[float, float]:
+def _row(name: str, xs: list[float], cpu_us: float | None = None) -> tuple[float, float]:
     xs = sorted(xs)
     p50, p99 = statistics.median(xs), xs[int(len(xs) * 0.99) - 1]
-    print(f"{name:<36} {len(xs):7d} {p50:8.3f} {p99:8.3f}")
+    cpu = f"{cpu_us:9.0f}" if cpu_us is not None else "        -"
+    print(f"{name:<36} {len(xs):7d} {p50:8.3f} {p99:8.3f} {cpu}")
     return p50, p99
 
 
@@ -91,10 +97,10 @@ def main() -> None:
     nginx: Nginx | None = None
     try:
         _, oport = procs.origin()
-        _, http, workers = procs.node("--cache", "memory")
+        ours, http, workers = procs.node("--cache", "memory")
         procs.worker(workers, "--upstream", f"http://127.0.0.1:{oport}")
         wait_http(f"http://127.0.0.1:{http}/bytes/1024")
-        _, shttp, sworkers = procs.skeleton()
+        floor_node, shttp, sworkers = procs.skeleton()
         procs.skeleton_worker(sworkers, oport)
         wait_http(f"http://127.0.0.1:{shttp}/bytes/1024", success=True)
         _, mhttp, mworkers = procs.skeleton()
@@ -104,16 +110,20 @@ def main() -> None:
             nginx, nport = _nginx(oport)
             wait_http(f"http://127.0.0.1:{nport}/c/bytes/1024")  # fills nginx's cache
         print(f"{'target (open loop, ' + str(args.rate) + '/s)':<36} {'reqs':>7} "
-              f"{'p50 ms':>8} {'p99 ms':>8}")
+              f"{'p50 ms':>8} {'p99 ms':>8} {'node CPU':>9}")
         miss, hit = "/bytes/1024?nocache=1", "/bytes/1024"
 
-        def row(name: str, port: int, path: str) -> tuple[float, float]:
-            return _row(name, asyncio.run(_measure(port, path, args.rate, args.seconds)))
+        def row(name: str, port: int, path: str, node_pid: int = 0) -> tuple[float, float]:
+            """One target's p50/p99; with `node_pid`, that node's CPU µs a request too."""
+            before = cpu_seconds(node_pid) if node_pid else 0.0
+            xs = asyncio.run(_measure(port, path, args.rate, args.seconds))
+            cpu = (cpu_seconds(node_pid) - before) / len(xs) * 1e6 if node_pid else None
+            return _row(name, xs, cpu)
 
         origin = row("origin directly", oport, miss)
-        through = row("node + worker (miss)", http, miss)
-        cached = row("node cache (hit)", http, hit)
-        floor = row("floor: featureless node + worker", shttp, miss)
+        through = row("node + worker (miss)", http, miss, ours.pid)
+        cached = row("node cache (hit)", http, hit, ours.pid)
+        floor = row("floor: featureless node + worker", shttp, miss, floor_node.pid)
         mixed = row("featureless node + our worker", mhttp, miss)
         print(f"\nadded by the miss path: p50 {through[0] - origin[0]:+.3f} ms, "
               f"p99 {through[1] - origin[1]:+.3f} ms")
