@@ -130,6 +130,10 @@ class FastHTTPConnection(httputil.HTTPConnection):
         if self._framing is not None and self._framing.chunking and not self.wire.closed:
             self.wire.send(b"0\r\n\r\n")
         self.write_finished = True
+        # Never called once the answer is out (fastproto), and it is the delegate's bound
+        # method: kept, it closes a cycle (delegate -> this -> callback -> delegate) that
+        # only the garbage collector frees, a request's objects at a time (§34).
+        self.close_callback = None
         if not self.read_finished:
             # The answer went out before the body was read: closing is the only way
             # not to read it all (Tornado does the same).
