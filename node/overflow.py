@@ -147,9 +147,9 @@ class OverflowDispatcher:
         # Per service since the last report: the peers' room when first asked, and how many
         # queued requests left for it (`_claim_room`).
         self._claimed: dict[str, list[int]] = {}
-        # Requests in the local queue that may leave for a peer's room: each one's
-        # `withdraw` future and service, oldest first (`room_may_have_changed` hands room out).
-        self._leavers: dict[asyncio.Future[None], str] = {}
+        # Requests in the local queue that may leave for a peer's room, by service: each
+        # one's `withdraw` future, oldest first (`room_may_have_changed` hands room out).
+        self._leavers: dict[str, dict[asyncio.Future[None], None]] = {}
         self._reroute = self._route_again  # bound once: handed to the broker per request
 
     def peer_down(self, peer: str) -> None:
@@ -285,13 +285,18 @@ class OverflowDispatcher:
         request (both interpreted; with the workers saturated they were a third of the
         node's CPU a request, bench_profile.md §34)."""
         withdraw: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._leavers[withdraw] = service
+        waiting = self._leavers.get(service)
+        if waiting is None:
+            waiting = self._leavers[service] = {}
+        waiting[withdraw] = None
         try:
             return await self.broker.dispatch(service, request, withdraw=withdraw)
         except Withdrawn:
             return None
         finally:
-            self._leavers.pop(withdraw, None)
+            waiting.pop(withdraw, None)
+            if not waiting and self._leavers.get(service) is waiting:
+                del self._leavers[service]
 
     def _room_event(self) -> asyncio.Future[None]:
         """The future `room_may_have_changed` resolves next (shared by all waiters)."""
@@ -335,9 +340,12 @@ class OverflowDispatcher:
         if not self._leavers:
             return
         self._claimed.clear()  # a new report: peers' room counted afresh
-        for withdraw, service in list(self._leavers.items()):
-            if self._claim_room(service):
-                del self._leavers[withdraw]
+        # As many as there is room for, per service: a call costs what leaves, not what
+        # waits (it runs after every forward that finishes, too).
+        for service, waiting in self._leavers.items():
+            while waiting and self._claim_room(service):
+                withdraw = next(iter(waiting))
+                del waiting[withdraw]
                 withdraw.set_result(None)  # the broker takes it out of the queue
 
     async def _try_peer(
