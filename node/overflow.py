@@ -299,10 +299,10 @@ class OverflowDispatcher:
                 del self._leavers[service]
 
     def _room_event(self) -> asyncio.Future[None]:
-        """The future `room_may_have_changed` resolves next (shared by all waiters)."""
+        """The future `room_may_have_changed` resolves next (shared by `_room`'s waiters;
+        queued requests are handed room there instead, and their claims reset there)."""
         if self._room_changed is None or self._room_changed.done():
             self._room_changed = asyncio.get_running_loop().create_future()
-            self._claimed.clear()  # a new report: peers' room counted afresh
         return self._room_changed
 
     def _claim_room(self, service: str) -> bool:
