@@ -118,13 +118,32 @@ class Flight(Generic[T]):
         Raises the leader's exception if it failed."""
         if self.role is not Role.WAITER or self._future is None:
             raise RuntimeError("only a waiter waits")
+        shared = self._future
         remaining = self.deadline - self._group.clock()
-        if remaining <= 0 and not self._future.done():
-            return None
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._future), max(remaining, 0.0))
-        except TimeoutError:
-            return None
+        if not shared.done():
+            if remaining <= 0:
+                return None
+            # A future of our own, woken by the leader's or by the timer: cancelling it (the
+            # client left) leaves the shared one alone, as shield did. wait_for(shield(...))
+            # ran seven interpreted asyncio functions and two futures a waiter.
+            loop = asyncio.get_running_loop()
+            mine: asyncio.Future[None] = loop.create_future()
+
+            def wake(_: object = None) -> None:
+                if not mine.done():
+                    mine.set_result(None)
+
+            timer = loop.call_later(remaining, wake)
+            shared.add_done_callback(wake)
+            try:
+                await mine
+            finally:
+                timer.cancel()
+                if not shared.done():
+                    shared.remove_done_callback(wake)
+            if not shared.done():
+                return None  # the lock timeout: on our own
+        return shared.result()  # the leader's exception, if it failed
 
 
 class Coalescer(Generic[T]):

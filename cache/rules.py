@@ -13,7 +13,6 @@ safer reading for a cache shared by strangers is taken.
 
 from __future__ import annotations
 
-import email.utils
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Protocol, cast
 
 from cache.cachecontrol import NO_DIRECTIVES, Directives, parse_cache_control, parse_delta
 from cache.entry import CacheEntry
+from cache.httpdate import http_date
 from cache.key import BadURL, cache_key, key_for_url, normalise_host, split_url, unkeyed_conflict
 from cache.vary import VaryStar, vary_fields
 
@@ -104,22 +104,6 @@ def get_first(headers: Fields, name: str) -> str | None:
         return indexed.get(name)
     lname = name.lower()
     return next((v for k, v in headers if k.lower() == lname), None)
-
-
-def http_date(value: str | None) -> float | None:
-    """Epoch seconds of an HTTP-date; None when absent or unparsable."""
-    if not value or len(value) > 64:
-        return None
-    try:
-        parsed = email.utils.parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if parsed.tzinfo is None:
-        return None
-    try:
-        return parsed.timestamp()
-    except (OverflowError, OSError, ValueError):
-        return None
 
 
 def response_directives(headers: Fields) -> Directives:
@@ -230,13 +214,24 @@ class Action(enum.Enum):
     MISS = "miss"  # unusable: fetch as if nothing were stored
 
 
-@dataclass(frozen=True, slots=True)
+# A value made per decision (twice for a coalesced answer): not frozen, and its __init__
+# written out (init=False), since mypyc leaves a generated one interpreted and a frozen one
+# sets each field through object.__setattr__ (docs/ARCHITECTURE.md, "Compiled or pure").
+@dataclass(slots=True, init=False)
 class Decision:
     action: Action
     age: float
     lifetime: float
     stale_if_error: bool  # may it be served stale if the origin fails or errs?
-    reason: str = ""
+    reason: str
+
+    def __init__(self, action: Action, age: float, lifetime: float, stale_if_error: bool,
+                 reason: str = "") -> None:
+        self.action = action
+        self.age = age
+        self.lifetime = lifetime
+        self.stale_if_error = stale_if_error
+        self.reason = reason
 
     @property
     def ttl(self) -> float:

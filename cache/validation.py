@@ -15,7 +15,8 @@ import dataclasses
 from collections.abc import Iterable
 
 from cache.entry import CacheEntry, HeaderItems
-from cache.rules import get_all, get_first, http_date
+from cache.httpdate import http_date
+from cache.rules import get_all, get_first
 
 Fields = Iterable[tuple[str, str]]
 

@@ -78,6 +78,7 @@ ERROR_STATUSES = frozenset({500, 502, 503, 504})
 
 _RENDERED_KEPT = 256  # Cache-Status members remembered rendered
 _STATUS_FIELDS = frozenset({"x-cache", "cache-status"})  # the fields _mark sets
+_CONDITIONALS = frozenset({"if-none-match", "if-modified-since"})  # a 304 asks for one
 
 class _StatusArgs(TypedDict, total=False):
     """What a response's Cache-Status member says besides the cache name and ttl."""
@@ -483,7 +484,8 @@ class CacheStage:
         headers = Headers(entry.headers)
         headers.set("Age", str(int(decision.age)))
         status, body = entry.status, entry.body
-        if status == 200 and not_modified(request.headers, entry.headers):
+        if (status == 200 and request.headers.has_any(_CONDITIONALS)
+                and not_modified(request.headers, entry.headers)):
             status, body = 304, b""
             headers = Headers(not_modified_headers(entry.headers))
             headers.set("Age", str(int(decision.age)))
@@ -492,8 +494,7 @@ class CacheStage:
         if request.method.upper() == "HEAD":
             body = b""
         # RFC 9211 ttl: whole seconds, negative once stale (0.4 s past is -1, not 0).
-        member = CacheStatus(self._name, ttl=math.floor(decision.ttl), **cs)
-        for name, value in status_headers(outcome, member):
+        for name, value in self._status_fields(outcome, math.floor(decision.ttl), cs):
             headers.set(name, value)
         return Response(status, headers, body, served_by=self.node_id,
                         outcome=outcome._value_)
@@ -503,14 +504,7 @@ class CacheStage:
         # interpreted Python (two calls), even from compiled code.
         kind: str = outcome._value_
         self.counts[kind] += 1
-        # The same few members every time (outcome, fwd, status, refusal reason): render
-        # each once (bounded: cleared when full).
-        memo = (kind, *cs.items())
-        ours = self._rendered.get(memo)
-        if ours is None:
-            if len(self._rendered) >= _RENDERED_KEPT:
-                self._rendered.clear()
-            ours = self._rendered[memo] = status_headers(outcome, CacheStatus(self._name, **cs))
+        ours = self._status_fields(outcome, None, cs)
         headers = response.headers
         if not headers.has_any(_STATUS_FIELDS):  # the usual answer: neither field yet
             headers.add_all(ours)
@@ -522,6 +516,20 @@ class CacheStage:
         if not response.outcome:
             response.outcome = kind
         return response
+
+    def _status_fields(self, outcome: Outcome, ttl: int | None,
+                       cs: _StatusArgs) -> list[tuple[str, str]]:
+        """X-Cache and Cache-Status for `outcome`: the same few members every time (outcome,
+        fwd, status, refusal reason; a ttl that moves once a second), each rendered once
+        (bounded: cleared when full)."""
+        memo = (outcome._value_, ttl, *cs.items())  # a str: Enum.__hash__ is interpreted
+        ours = self._rendered.get(memo)
+        if ours is None:
+            if len(self._rendered) >= _RENDERED_KEPT:
+                self._rendered.clear()
+            ours = self._rendered[memo] = status_headers(
+                outcome, CacheStatus(self._name, ttl=ttl, **cs))
+        return ours
 
     # -- store operations, purge, replication --------------------------------------------
     async def _safely(self, op: Awaitable[T], default: T, key: str, what: str) -> T:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from cache.rules import http_date  # bounded: a field of junk or 10 MB is just invalid
+from cache.httpdate import http_date  # bounded: a field of junk or 10 MB is just invalid
 
 # An entity-tag (§8.8.3): optional W/, then a quoted opaque tag of etagc characters.
 _TAG = re.compile(r'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')

@@ -193,3 +193,30 @@ def test_cancelled_leader_in_run_releases_waiters() -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
         Coalescer(lock_timeout=-1)
+
+
+def test_a_waiter_that_leaves_does_not_disturb_the_flight() -> None:
+    """A waiter cancelled (its client went away) stops waiting alone: the leader's future is
+    not cancelled, the other waiters still get the shared value, and nothing of the one
+    that left stays hooked on the flight."""
+    async def main() -> None:
+        group: Coalescer[int] = Coalescer(lock_timeout=30.0)
+        leader = group.begin("k")
+        shared = leader._future
+        assert shared is not None
+        hooked = len(shared._callbacks)  # type: ignore[attr-defined]  # the group's own
+        stays, leaves = group.begin("k"), group.begin("k")
+        staying = asyncio.create_task(stays.wait())
+        leaving = asyncio.create_task(leaves.wait())
+        await asyncio.sleep(0)  # both are waiting now
+        assert len(shared._callbacks) == hooked + 2  # type: ignore[attr-defined]
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        assert not shared.done()
+        assert len(shared._callbacks) == hooked + 1  # type: ignore[attr-defined]
+        leader.share(4)
+        got = await staying
+        assert got is not None and got.value == 4
+
+    asyncio.run(main())
