@@ -49,6 +49,8 @@ class Shortcut(Protocol):
 
     max_head: int  # larger request heads are not offered
 
+    def ready(self) -> bool: ...  # anything prepared to answer with? (else it is not asked)
+
     def answer(self, scheme: str, host: bytes, target: bytes, request_id: bytes | None, *,
                client: str, codings: int,
                fields: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None: ...
@@ -231,7 +233,7 @@ class WireProtocol(asyncio.Protocol):
         shortcut = self.server.shortcut
         if (shortcut is not None and self.conn is None and not self.events
                 and not self.write_paused and self.head_bytes <= shortcut.max_head
-                and self._shortcut(shortcut)):
+                and shortcut.ready() and self._shortcut(shortcut)):
             return
         lane = self.server.lane
         if lane is not None and self.head_bytes + _LANE_HEAD <= lane.max_head:

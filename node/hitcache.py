@@ -276,6 +276,9 @@ class HitCache(AccessLogged):
         # Asked for a target with no prepared hit: the static files' (node.statichits), so
         # the fast wire has one shortcut, with or without a cache.
         self.more: Answer | None = None
+        # How many answers `more` holds (the static files' `__len__`): with none here or
+        # there, the fast wire does not ask at all (`ready`).
+        self.more_held: Callable[[], int] | None = None
         self._epoch = time.monotonic()  # requests received before it offer nothing
         self._wall = wall_clock
         self._mono = monotonic
@@ -286,6 +289,16 @@ class HitCache(AccessLogged):
 
     def __len__(self) -> int:
         return len(self._table)
+
+    def ready(self) -> bool:
+        """Whether some plain GET could be answered now: anything prepared, here or in `more`
+        (a `more` that does not say how much it holds is taken to hold some). A node with
+        no cache and no static files, or whose misses nothing yet answers, is not: the fast
+        wire then skips reading the request's fields for the shortcut (~4% of a request)."""
+        if self._table:
+            return True
+        held = self.more_held
+        return self.more is not None and (held is None or held() > 0)
 
     def offer(self, request: Request, entry: CacheEntry, lifetime: float) -> None:
         """The slow path just served `entry`, the only one stored under its key, as a fresh

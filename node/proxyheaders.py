@@ -108,8 +108,10 @@ def client_address(peer: str, headers: Headers, trusted: TrustedProxies = NO_PRO
 
 def new_request_id() -> str:
     # 128 random bits as 32 hex digits, like uuid4().hex but without a getrandom
-    # syscall per request: an id correlates log lines, it is no secret.
-    return f"{_bits(128):032x}"
+    # syscall per request: an id correlates log lines, it is no secret. (Random, not a
+    # counter: echoed to clients, a counter would tell them the node's request rate.)
+    # to_bytes().hex() is a third of the cost of formatting the int with "032x".
+    return _bits(128).to_bytes(16, "big").hex()
 
 
 def strip_hop_by_hop(headers: Headers, forwarding: bool = False) -> Headers:

@@ -223,7 +223,7 @@ class Node:
             statics.on_hit = lambda service, status: metrics.observe_request(
                 service, status, "static", 0.0)
             hits.access = statics.access = self.access
-            hits.more = statics.answer
+            hits.more, hits.more_held = statics.answer, statics.__len__
             front.shortcut = hits
         self.http_port = await self._listen_http(front, cfg.http, "--http")
         if security.certs is not None:

@@ -110,3 +110,22 @@ def test_hold_expires_and_prefix_forget() -> None:
     mono.now = 1.0
     assert hits.answer("http", b"h", b"/a", None) is None
     assert hits.answer("https", b"h", b"/a", None) is None
+
+
+def test_ready_only_with_something_to_answer() -> None:
+    """The fast wire asks the shortcut only when it is ready: something prepared here, or
+    in `more` (asked when it does not say how much it holds)."""
+    hits = HitCache("c", wall_clock=Clock(1000.0), monotonic=Clock(0.0), hold=1.0)
+    assert not hits.ready()  # no cache entry prepared, nothing behind it
+    held: list[int] = [0]
+    hits.more = lambda *_a, **_k: None
+    assert hits.ready()  # a `more` that does not say: asked
+    hits.more_held = lambda: held[0]
+    assert not hits.ready()  # no static file prepared either
+    held[0] = 1
+    assert hits.ready()
+    held[0] = 0
+    hits.offer(plain_get("/a"), entry((), key="http://h/a"), 60.0)
+    assert hits.ready()
+    hits.forget()
+    assert not hits.ready()
