@@ -23,6 +23,9 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _SAFE = _UNRESERVED | frozenset("!$&'()*+,;=:@/?%")
 _HOST_SAFE = _UNRESERVED | frozenset("!$&'()*+,;=:[]%")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+# Compiled here: re.sub(pattern, ...) looks the pattern up in re's cache through two
+# interpreted calls, and a stored miss normalises its URL three times.
+_LONE_PERCENT = re.compile(r"%(?![0-9A-F]{2})")
 
 # Request headers that some frameworks use to rebuild the URL or method; a
 # response produced under one of them may differ for the same key.
@@ -61,7 +64,7 @@ def _clean(text: str, safe: frozenset[str] = _SAFE) -> str:
         else:
             out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
     # A lone "%" not starting a valid escape is escaped itself.
-    return re.sub(r"%(?![0-9A-F]{2})", "%25", "".join(out))
+    return _LONE_PERCENT.sub("%25", "".join(out))
 
 
 def _remove_dot_segments(path: str) -> str:

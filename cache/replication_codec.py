@@ -87,8 +87,14 @@ class Purge:
 # -- encoding ---------------------------------------------------------------------
 
 
+# One Packer for the process, as node/protocol.py has: msgpack.packb is a Python function
+# that builds a Packer per call (a third of replicating a stored entry). Shared safely:
+# pack() resets its buffer after each value, failed ones too, and keeps the GIL.
+_packer = msgpack.Packer(use_bin_type=True)
+
+
 def _pack(obj: dict[str, Any]) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    return _packer.pack(obj)  # type: ignore[no-any-return]
 
 
 def entry_fields(entry: CacheEntry) -> dict[str, Any]:

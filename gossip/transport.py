@@ -275,6 +275,7 @@ class Transport:
         self._handlers: dict[bytes, Handler] = {}
         self._topics: dict[bytes, TopicHandler] = {}
         self._following: set[str] = set()
+        self._pub_names: dict[bytes, str] = {}  # topic -> its outbound stats name (publish)
         self._links: dict[str, _PeerLink] = {}
         self._ids = itertools.count(1)
         self._serving: dict[asyncio.Task[None], tuple[bytes, bytes]] = {}  # -> envelope, id
@@ -371,8 +372,13 @@ class Transport:
     # -- PUB/SUB -----------------------------------------------------------------
     def publish(self, topic: bytes, *frames: bytes) -> None:
         """Send to every subscriber; never blocks (PUB drops at its high-water mark)."""
-        self._pub.send_multipart([topic, *frames], zmq.NOBLOCK)
-        self.stats.outbound[f"pub:{topic.decode(errors='replace')}"] += 1
+        send_frames(self._pub, [topic, *frames])  # PUB never raises Again: it drops
+        name = self._pub_names.get(topic)
+        if name is None:  # our own few topics; bounded all the same
+            if len(self._pub_names) >= 64:
+                self._pub_names.clear()
+            name = self._pub_names[topic] = f"pub:{topic.decode(errors='replace')}"
+        self.stats.outbound[name] += 1
 
     def on_topic(self, topic: bytes, handler: TopicHandler) -> None:
         """Deliver messages whose first frame is `topic` to `handler(frames after it)`."""
