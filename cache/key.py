@@ -54,8 +54,23 @@ def _fix_escape(match: re.Match[str]) -> str:
     return char if char in _UNRESERVED else "%" + match.group(1).upper()
 
 
-def _clean(text: str, safe: frozenset[str] = _SAFE) -> str:
-    """Normalise percent-escapes and escape whatever is not safe in a key."""
+# What a key keeps as it is, "%" apart (_SAFE, _HOST_SAFE): text of these alone is its own
+# normal form, as a URL nearly always is; one C-level match says so, where `_clean_each`
+# takes a step a character (a fifth of a stored miss on unique URLs).
+_AS_IS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*")
+_HOST_AS_IS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:\[\]]*")
+
+
+def _clean(text: str, safe: frozenset[str] = _SAFE, as_is: re.Pattern[str] = _AS_IS) -> str:
+    """Normalise percent-escapes and escape whatever is not safe in a key (`as_is` matches
+    exactly the text of `safe` characters without a "%")."""
+    if as_is.fullmatch(text) is not None:
+        return text
+    return _clean_each(text, safe)
+
+
+def _clean_each(text: str, safe: frozenset[str]) -> str:
+    """`_clean`, a character at a time: the reference for any text."""
     text = _ESCAPE.sub(_fix_escape, text)
     out: list[str] = []
     for ch in text:
@@ -97,8 +112,8 @@ def normalise_host(scheme: str, host: str) -> str:
         name, _, port = host.partition(":")
         name = name.rstrip(".")
     if port and port != DEFAULT_PORTS.get(scheme):
-        return f"{_clean(name, _HOST_SAFE)}:{_clean(port, _HOST_SAFE)}"
-    return _clean(name, _HOST_SAFE)
+        return f"{_clean(name, _HOST_SAFE, _HOST_AS_IS)}:{_clean(port, _HOST_SAFE, _HOST_AS_IS)}"
+    return _clean(name, _HOST_SAFE, _HOST_AS_IS)
 
 
 def _query(query: str, drop: frozenset[str]) -> str:

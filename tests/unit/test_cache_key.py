@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cache import key
 from cache.key import BadURL, cache_key, key_for_url, split_url, unkeyed_conflict
 from node.http import Headers
 
@@ -86,3 +87,16 @@ def test_unkeyed_conflict_answers_the_same_for_indexed_headers_and_plain_fields(
         fields: list[tuple[str, str]], keyed: list[str]) -> None:
     """node.http.Headers takes a shortcut (no poisoning name at all: one set test)."""
     assert unkeyed_conflict(Headers(fields), "h", keyed) == unkeyed_conflict(fields, "h", keyed)
+
+
+_URL_CHARS = st.lists(st.sampled_from(
+    [*"azAZ09-._~!$&'()*+,;=:@/?[]%# ", "%41", "%2f", "%zz", "\u00e9", "\U0001f600", "\x00",
+     "\ud800"]), max_size=30).map("".join)
+
+
+@given(st.one_of(_URL_CHARS, st.text(max_size=30)))
+def test_the_whole_text_check_agrees_with_the_walk(text: str) -> None:
+    """Text kept as it is without the character walk is exactly what the walk keeps."""
+    assert key._clean(text) == key._clean_each(text, key._SAFE)
+    assert (key._clean(text, key._HOST_SAFE, key._HOST_AS_IS)
+            == key._clean_each(text, key._HOST_SAFE))
