@@ -97,14 +97,16 @@ def _pack(obj: dict[str, Any]) -> bytes:
     return _packer.pack(obj)  # type: ignore[no-any-return]
 
 
-def entry_fields(entry: CacheEntry) -> dict[str, Any]:
-    """An entry's metadata as a msgpack-ready map (the body travels apart)."""
+def entry_fields(entry: CacheEntry, *, packing: bool = False) -> dict[str, Any]:
+    """An entry's metadata as a msgpack-ready map (the body travels apart); decoded, the
+    fields are lists. `packing`: the map goes straight to msgpack, which packs the stored
+    (name, value) tuples as the same arrays, so they are not copied into lists."""
     return {
         "v": VERSION,
         "key": entry.key,
         "var": entry.variant,
         "st": entry.status,
-        "hd": [[k, v] for k, v in entry.headers],
+        "hd": entry.headers if packing else [[k, v] for k, v in entry.headers],
         "rq": entry.request_time,
         "rs": entry.response_time,
         "org": entry.origin,
@@ -112,7 +114,8 @@ def entry_fields(entry: CacheEntry) -> dict[str, Any]:
 
 
 def encode_put(put: Put) -> list[bytes]:
-    meta = entry_fields(put.entry) | {"t": "put", "from": put.sender, "svc": put.service}
+    meta = entry_fields(put.entry, packing=True)
+    meta["t"], meta["from"], meta["svc"] = "put", put.sender, put.service
     return [_pack(meta), put.entry.body]
 
 

@@ -80,6 +80,10 @@ class _Indexed(Protocol):
 
 
 def _indexed(headers: Fields) -> _Indexed | None:
+    # A stored entry's fields are a tuple: say so before hasattr, whose failed lookup
+    # raises and clears an AttributeError (a decision on an entry asks six times).
+    if type(headers) is tuple or type(headers) is list:
+        return None
     return cast(_Indexed, headers) if hasattr(headers, "get_joined") else None
 
 

@@ -151,3 +151,11 @@ def test_limits_and_schema_errors_say_what_was_wrong() -> None:
 
 def test_dc_topics_do_not_prefix_each_other() -> None:
     assert not dc_topic("east2").startswith(dc_topic("east"))
+
+
+@given(entries())
+def test_packing_the_stored_pairs_sends_the_same_bytes(entry: CacheEntry) -> None:
+    """encode_put hands msgpack the stored tuples; peers must read the same bytes as lists."""
+    from cache.replication_codec import _pack
+
+    assert _pack(entry_fields(entry, packing=True)) == _pack(entry_fields(entry))
