@@ -11,6 +11,9 @@ python -m bench.bench_dispatch [--requests N] [--concurrency C]
 (h) through HTTP end to end: wrk → `scale0 node` → that worker process;
 (f) the same with bench.skeleton's featureless node in place of scale0's: the
     floor of this design on this machine, so h/f is what the node's features cost;
+(hc) (h) with the node's memory cache on, as shipped: the worker's answer has no
+    Cache-Control (an app's default), so each is stored stale and every burst
+    coalesced, and hc/h is what the cache costs a dynamic answer;
 (u) with --origin URL: the worker's UpstreamClient (httptools) against Tornado's
     simple_httpclient, GETs to the same origin at the same concurrency.
 Prints rates and ratios. Bounded in count and time.
@@ -222,17 +225,19 @@ async def cross_process(n: int, conc: int) -> tuple[float, float, float]:
         await broker.close()
 
 
-def through_http(seconds: float, conc: int,
-                 floor: bool = False) -> tuple[float, float, float]:
+def through_http(seconds: float, conc: int, floor: bool = False,
+                 cache: bool = False) -> tuple[float, float, float]:
     """(h): wrk → scale0 node → --app worker; (req/s, CPU µs per request of the node, of
     the worker). The node runs without a cache: this measures dispatch, not caching.
-    With `floor`, the featureless node of bench.skeleton stands in for scale0's."""
+    With `floor`, the featureless node of bench.skeleton stands in for scale0's; with
+    `cache`, the node has its memory cache, as shipped ((hc))."""
     from bench.procs import Procs
     from bench.tools import cpu_seconds, wait_http, wrk
 
     procs = Procs()
     try:
-        node, http, workers = procs.skeleton() if floor else procs.node("--cache", "off")
+        node, http, workers = (procs.skeleton() if floor
+                               else procs.node("--cache", "memory" if cache else "off"))
         worker = procs.worker(workers, "--app", "bench.bench_dispatch:answer", concurrency=conc)
         url = f"http://127.0.0.1:{http}/x"
         wait_http(url, success=True)
@@ -293,6 +298,10 @@ def main() -> None:
         print(f"(f)  the same, featureless node:       {f:9.0f} req/s   h/f = {h / f:.2f}"
               f"   (CPU µs per request: node {f_node:.0f}, worker {f_worker:.0f};"
               " bench.skeleton, the design's floor)")
+        hc, hc_node, _ = through_http(5.0, args.concurrency, cache=True)
+        print(f"(hc) (h) with the node's cache on:    {hc:9.0f} req/s   hc/h = {hc / h:.2f}"
+              f"   (CPU µs per request: node {hc_node:.0f}; the answer has no Cache-Control,"
+              " as an app's by default: stored stale, coalesced, fetched again)")
     if args.origin:
         u, t = run(upstream_rates(args.origin, 3.0, args.concurrency))
         print(f"(u)  UpstreamClient (httptools):       {u:9.0f} GET/s")

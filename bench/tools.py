@@ -76,9 +76,11 @@ def wrk(
     connections: int = 50,
     threads: int = 1,
     headers: Sequence[str] = (),
+    script: Path | None = None,
+    script_args: Sequence[str] = (),
 ) -> WrkResult:
     """Run wrk against `url` and parse its --latency report; `headers` ("Name: value")
-    are sent with every request."""
+    are sent with every request; `script`, a wrk Lua script, is given `script_args`."""
     args = [
         "wrk",
         f"-t{threads}",
@@ -86,7 +88,9 @@ def wrk(
         f"-d{max(1, round(seconds))}s",
         "--latency",
         *(arg for h in headers for arg in ("-H", h)),
+        *(("-s", str(script)) if script is not None else ()),
         url,
+        *(("--", *script_args) if script_args else ()),
     ]
     out = subprocess.run(
         args, check=True, capture_output=True, text=True, timeout=seconds + 30
