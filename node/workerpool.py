@@ -236,7 +236,9 @@ class WorkerPool:
         if w is not None:
             self._reqs[req_id] = req
             return Decisions(assign=[self._assign(req, w)])
-        queue = self._queues.setdefault(service, deque())
+        queue = self._queues.get(service)
+        if queue is None:
+            queue = self._queues[service] = deque()
         if len(queue) >= self.queue_limit:
             return Decisions(fail=[Failure(req_id, 503, f"service {service!r} queue is full")])
         self._reqs[req_id] = req
@@ -247,7 +249,9 @@ class WorkerPool:
         """The request finished (reply fully received): record latency, reuse its slot."""
         req = self._reqs.get(req_id)
         if req is not None and req.worker is not None:
-            s = self._samples.setdefault(req.service, deque(maxlen=self._window_samples))
+            s = self._samples.get(req.service)
+            if s is None:  # not setdefault: its default, a deque, would be built every time
+                s = self._samples[req.service] = deque(maxlen=self._window_samples)
             now = self._clock()
             s.append((now, now - req.started))
         return self.cancel(req_id)

@@ -63,7 +63,10 @@ class Outbox:
             q = self._queued[key] = []
         q.append(frames)
         if tag is not None:
-            self._tags.setdefault(key, []).append(tag)
+            tags = self._tags.get(key)
+            if tags is None:  # not setdefault: its default list would be made every time
+                tags = self._tags[key] = []
+            tags.append(tag)
         if len(q) >= SEND_BATCH:
             # Full: send now, so the peer starts on these while we make the rest
             # (one batch per turn made the two processes take turns, idle half the time).
