@@ -43,7 +43,10 @@ class Headers:
         keys = self._keys
         if lname not in keys:
             return []
-        return [item[1] for key, item in zip(keys, self._items, strict=True) if key == lname]
+        # By index, not zip(..., strict=True): a keyword sends zip through the slow
+        # argument parser, a third of this call (the two lists are always as long).
+        items = self._items
+        return [items[i][1] for i in range(len(keys)) if keys[i] == lname]
 
     def get_joined(self, name: str) -> str | None:
         """All values of a list-valued field joined by ", " (RFC 9110 §5.3), or None."""
@@ -115,8 +118,9 @@ class Headers:
 
     def _kept(self, wanted: Callable[[str], bool]) -> tuple[list[str], list[tuple[str, str]]]:
         """The (names, fields) whose lower-cased name `wanted` accepts, in order."""
-        pairs = [(k, item) for k, item in zip(self._keys, self._items, strict=True) if wanted(k)]
-        return [k for k, _ in pairs], [item for _, item in pairs]
+        keys, items = self._keys, self._items
+        kept = [i for i in range(len(keys)) if wanted(keys[i])]  # by index: see get_all
+        return [keys[i] for i in kept], [items[i] for i in kept]
 
     def items(self) -> list[tuple[str, str]]:
         """The fields in order, as a new list."""
