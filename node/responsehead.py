@@ -128,10 +128,16 @@ def frame(method: str, version: str, status: int, reason: str, fields: FieldMap,
         expected = int(value)
     else:
         expected = None
-    lines = [f"HTTP/1.1 {status} {reason}"]
-    lines += [f"{name}: {value}" for name, values in fields.items() for value in values]
-    text = "\r\n".join(lines)
+    # One join of every piece, the blank line included: a string per field line, then
+    # the head, then head + blank line, was a copy and an allocation a field more.
+    parts = [f"HTTP/1.1 {status} {reason}"]
+    for name, values in fields.items():
+        for value in values:
+            parts += ("\r\n", name, ": ", value)
+    parts.append("\r\n\r\n")
+    text = "".join(parts)
+    breaks = (len(parts) - 2) // 4 + 2  # one after each line, and the blank line's
     # every CR and LF must be one of ours: a stray one would split the head
-    if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
+    if text.count("\n") != breaks or text.count("\r") != breaks:
         raise ValueError("Illegal characters (CR or LF) in the response head")
-    return Framing((text + "\r\n\r\n").encode("latin1"), chunking, expected, close)
+    return Framing(text.encode("latin1"), chunking, expected, close)
