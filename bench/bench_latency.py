@@ -5,8 +5,9 @@ request when it is not busy?". An open-loop client sends GETs at a fixed rate
 (default 1,000/s, bounded count) over keep-alive connections, first to the
 origin directly, then through a node + HTTP-upstream worker (miss path) and to
 the node's cache (hit path), then through the design's floor (bench.skeleton: a
-featureless node and worker over the same ZeroMQ hop) and the featureless node in
-front of our worker, all in this one run.
+featureless node and worker over the same ZeroMQ hop), the featureless node in front
+of our worker, and our node and worker again with both kept to one CPU
+(`--cpu-affinity`: a request's wake-ups stay on that CPU), all in this one run.
 
 "node CPU" is the node process's CPU µs a request during its row (ours, and the
 floor's featureless node). At this rate each request finds the node asleep and its
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 
@@ -106,6 +108,11 @@ def main() -> None:
         _, mhttp, mworkers = procs.skeleton()
         procs.worker(mworkers, "--upstream", f"http://127.0.0.1:{oport}")
         wait_http(f"http://127.0.0.1:{mhttp}/bytes/1024", success=True)
+        # Ours again, the node and its worker kept to one CPU (node.cpuaffinity).
+        cpu = str(max(os.sched_getaffinity(0)))
+        pinned, phttp, pworkers = procs.node("--cache", "memory", "--cpu-affinity", cpu)
+        procs.worker(pworkers, "--upstream", f"http://127.0.0.1:{oport}", "--cpu-affinity", cpu)
+        wait_http(f"http://127.0.0.1:{phttp}/bytes/1024", success=True)
         if have("nginx"):
             nginx, nport = _nginx(oport)
             wait_http(f"http://127.0.0.1:{nport}/c/bytes/1024")  # fills nginx's cache
@@ -125,11 +132,14 @@ def main() -> None:
         cached = row("node cache (hit)", http, hit, ours.pid)
         floor = row("floor: featureless node + worker", shttp, miss, floor_node.pid)
         mixed = row("featureless node + our worker", mhttp, miss)
+        one_cpu = row(f"node + worker on CPU {cpu} (miss)", phttp, miss, pinned.pid)
         print(f"\nadded by the miss path: p50 {through[0] - origin[0]:+.3f} ms, "
               f"p99 {through[1] - origin[1]:+.3f} ms")
         print(f"added by the design's floor (bench.skeleton): p50 {floor[0] - origin[0]:+.3f} ms, "
               f"p99 {floor[1] - origin[1]:+.3f} ms; with our worker: p50 "
               f"{mixed[0] - origin[0]:+.3f} ms")
+        print(f"added with node and worker on one CPU (--cpu-affinity {cpu}): p50 "
+              f"{one_cpu[0] - origin[0]:+.3f} ms, p99 {one_cpu[1] - origin[1]:+.3f} ms")
         print(f"a hit against the origin: p50 {cached[0] - origin[0]:+.3f} ms")
         if nginx is not None:
             passed = row("nginx proxy_pass", nport, miss)

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from node.cacheconfig import CacheConfig
+from node.cpuaffinity import allowed_cpus, cpus_for
 from node.errors import ConfigError
 from node.protocol import DEFAULT_LIMITS
 from node.querysecrets import DEFAULT_NAMES, secret_names
@@ -109,6 +110,7 @@ class NodeConfig:
     app: str = ""  # MODULE:ATTR of an in-node Tornado application
     curve: str = ""  # key directory: CurveZMQ on every ZeroMQ socket
     processes: int = 1  # node processes sharing the HTTP port (SO_REUSEPORT)
+    cpu_affinity: str = "off"  # off | auto | CPU list such as 0,2-3 (node.cpuaffinity)
     http_server: str = "fast"  # wire layer: "fast" (httptools on uvloop) or "tornado"
     gossip_preset: str = "lan"  # failure-detection timing: lan | wan | local (tests)
     # Seconds quiet after a spike before memory it left goes back to the OS (node.heaptrim);
@@ -261,6 +263,12 @@ def validate(config: NodeConfig, where: str = "config") -> None:
         shown = "--return-memory-after" if where == "command line" else "'return_memory_after'"
         raise bad("return_memory_after", f"{shown} must be a number of seconds (0: never), "
                                          f"not {config.return_memory_after!r}")
+    try:
+        cpus_for(config.cpu_affinity, 0, allowed_cpus())
+    except ValueError as exc:
+        shown = "--cpu-affinity" if where == "command line" else "'cpu_affinity'"
+        raise bad("cpu_affinity", f"{shown} must be off, auto or a list of CPUs such as 0,2-3: "
+                                  f"{exc}") from None
     if config.log_format not in ("text", "json"):
         raise ConfigKeyError(f"{where}: 'log_format' must be text or json, "
                              f"not {config.log_format!r}", (), "log_format")

@@ -63,6 +63,7 @@ import threading
 from collections.abc import Callable
 
 from node.config import NodeConfig
+from node.cpuaffinity import allowed_cpus, cpus_for, pin
 from node.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -336,6 +337,7 @@ def run_processes(config: NodeConfig, node_id: str,
     relay.catch_early()  # inherited by the children: none dies of an early SIGHUP
     children = relay.children
     parent = os.getpid()
+    allowed = allowed_cpus()  # before process 0 pins itself: what `auto` spreads over
     for index in range(1, config.processes):
         pid = os.fork()
         if pid == 0:  # the child: run its node and never return into the parent's code
@@ -343,6 +345,7 @@ def run_processes(config: NodeConfig, node_id: str,
             try:
                 _die_with_parent(parent)
                 relay.children = []  # a child forwards to nobody (its copy lists siblings)
+                pin(cpus_for(config.cpu_affinity, index, allowed))  # before its threads
                 code = run_one(process_config(config, index, node_id), relay)
             except BaseException as exc:
                 code = _child_failed(index, exc)
@@ -350,6 +353,8 @@ def run_processes(config: NodeConfig, node_id: str,
                 logging.shutdown()  # flush before os._exit skips it
                 os._exit(code)
         children.append(pid)
+    # After the forks (each child pins itself), before the watch's threads start here.
+    pin(cpus_for(config.cpu_affinity, 0, allowed))
     watch = relay.watch = ChildWatch()
     for index, pid in enumerate(children, start=1):
         watch.watch(index, pid)

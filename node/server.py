@@ -44,6 +44,7 @@ from node.admintoken import guard
 from node.broker import Broker, BrokerConfig
 from node.cachestage import CacheStage
 from node.config import NodeConfig, WorkersConfig, parse_hostport
+from node.cpuaffinity import allowed_cpus, cpus_for, pin
 from node.errors import ConfigError
 from node.front import Front, FrontLimits, TornadoAppMount, bound_port
 from node.gctune import settle_heap
@@ -477,9 +478,10 @@ def run_node(config: NodeConfig, reload: Callable[[], NodeConfig | None] | None 
     `reload` reads the config again on SIGHUP."""
     from node.processes import HupRelay, run_processes
 
-    if config.processes > 1:
+    if config.processes > 1:  # each process pins itself (node.processes)
         return run_processes(config, config.id or default_node_id(),
                              lambda derived, relay: _run_one(derived, reload, config, relay))
+    pin(cpus_for(config.cpu_affinity, 0, allowed_cpus()))  # before any thread is started
     relay = HupRelay()
     relay.catch_early()  # a SIGHUP while starting must not kill the node
     return _run_one(config, reload, relay=relay)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from node.config import check_endpoint
+from node.cpuaffinity import allowed_cpus, pin, worker_cpus
 from node.errors import ConfigError
 from node.gctune import settle_heap
 from node.heaptrim import HeapTrim
@@ -75,6 +76,10 @@ def add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="after a traffic spike, once the worker has been quiet this long, give "
                         "the memory the spike left back to the OS, as the node does (scale0 "
                         "node --help); 0 = never (default 10)")
+    p.add_argument("--cpu-affinity", metavar="CPUS", default="off",
+                   help="keep the worker on these CPUs, e.g. 0 or 2-3: the one its node "
+                        "process keeps to (scale0 node --cpu-affinity), so a request's "
+                        "wake-ups stay on one CPU; default: off")
     p.add_argument("--curve", metavar="KEYDIR",
                    help="CurveZMQ: KEYDIR holds this worker's pair (scale0 keygen KEYDIR "
                         "--name NAME) and a copy of the node's node.key; the node lets it in "
@@ -179,6 +184,12 @@ def run_worker(args: argparse.Namespace) -> int:
         check_endpoint(args.node, "--node", bind=False, ipc=True)
     except ConfigError as exc:
         print(f"scale0 worker: {exc}", file=sys.stderr)
+        return 2
+    try:
+        # First: threads the app or ZeroMQ start from here on keep to the same CPUs.
+        pin(worker_cpus(args.cpu_affinity, allowed_cpus()))
+    except ValueError as exc:
+        print(f"scale0 worker: --cpu-affinity {args.cpu_affinity}: {exc}", file=sys.stderr)
         return 2
     try:
         check_ready(Ready(tuple(args.service), args.concurrency, args.name or ""))

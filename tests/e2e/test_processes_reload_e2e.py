@@ -23,28 +23,13 @@ import socket
 from pathlib import Path
 
 import pytest
-from testkit.procs import Proc, free_port, scale0_bin, wait_until
+from testkit.procs import STRIDE, Proc, free_port, free_port_pair, scale0_bin, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
 def _config(tmp: Path, public: str) -> str:
     return f'id = "pr"\nstatic = ["/s={tmp / public}"]\ncache = "off"\n'
-
-
-STRIDE = 100  # process i binds each configured port + 100·i
-
-
-def _port_pair(*after: int) -> int:
-    """A free port p whose p + STRIDE is free too (process 1's), and so are p + each of
-    `after` and those + STRIDE (ports right after p, for another role)."""
-    for _ in range(50):
-        port = free_port()
-        wanted = [port + STRIDE, *(port + d for d in after),
-                  *(port + d + STRIDE for d in after)]
-        if all(free_port(preferred=p) == p for p in wanted):
-            return port
-    raise AssertionError("no free ports at p, p + 100 and after")
 
 
 def _node(tmp: Path, config: Path, http_port: int, ports: list[int]) -> Proc:
@@ -96,7 +81,7 @@ def test_sighup_to_the_parent_reloads_every_process(tmp_path: Path) -> None:
         (tmp_path / name / "page.txt").write_text(text)
     config = tmp_path / "node.toml"
     config.write_text(_config(tmp_path, "v1"))
-    base = [_port_pair() for _ in range(4)]  # admin, workers, gossip, peer
+    base = [free_port_pair() for _ in range(4)]  # admin, workers, gossip, peer
     http_port = free_port()
     node = _node(tmp_path, config, http_port, base)
     children: list[int] = []
@@ -133,9 +118,10 @@ def test_ports_one_apart_serve_from_both_processes(tmp_path: Path) -> None:
     (tmp_path / "v1" / "page.txt").write_text("page\n")
     config = tmp_path / "node.toml"
     config.write_text(_config(tmp_path, "v1"))
-    gossip = _port_pair(1)
+    gossip = free_port_pair(1)
     http_port = free_port()
-    node = _node(tmp_path, config, http_port, [_port_pair(), _port_pair(), gossip, gossip + 1])
+    node = _node(tmp_path, config, http_port,
+                 [free_port_pair(), free_port_pair(), gossip, gossip + 1])
     try:
         wait_until(lambda: _ask(http_port) or not node.alive(), timeout=30, what="the node")
         assert node.alive(), node.output()
@@ -149,12 +135,12 @@ def test_a_child_that_cannot_bind_stops_the_whole_node(tmp_path: Path) -> None:
     (tmp_path / "v1").mkdir()
     config = tmp_path / "node.toml"
     config.write_text(_config(tmp_path, "v1"))
-    admin = _port_pair()
+    admin = free_port_pair()
     with socket.socket() as squatter:  # something else holds process 1's admin port
         squatter.bind(("127.0.0.1", admin + STRIDE))
         squatter.listen()
         node = _node(tmp_path, config, free_port(),
-                     [admin, _port_pair(), _port_pair(), _port_pair()])
+                     [admin, free_port_pair(), free_port_pair(), free_port_pair()])
         try:
             code = node.popen.wait(30)
         finally:
@@ -173,7 +159,7 @@ def test_the_children_stop_when_process_0_is_killed(tmp_path: Path) -> None:
     config = tmp_path / "node.toml"
     config.write_text(_config(tmp_path, "v1"))
     http_port = free_port()
-    node = _node(tmp_path, config, http_port, [_port_pair() for _ in range(4)])
+    node = _node(tmp_path, config, http_port, [free_port_pair() for _ in range(4)])
     children: list[int] = []
     try:
         _until_each_says(http_port, b"page\n", "both processes serving")
@@ -201,7 +187,7 @@ def test_an_http_port_another_node_shares_is_refused(tmp_path: Path) -> None:
         other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         other.bind(("127.0.0.1", http_port))
         other.listen()
-        node = _node(tmp_path, config, http_port, [_port_pair() for _ in range(4)])
+        node = _node(tmp_path, config, http_port, [free_port_pair() for _ in range(4)])
         try:  # it exits, or says it serves (the bug): whichever comes first
             wait_until(lambda: not node.alive() or " ready: " in node.output(), timeout=30,
                        what="the node to exit or start")

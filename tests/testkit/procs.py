@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from node.freeport import free_port  # noqa: F401  (re-exported for the tests)
+from node.freeport import free_port  # also re-exported for the tests
 
 T = TypeVar("T")
 
@@ -32,6 +32,21 @@ def scale0_bin() -> str:
     if not found:
         raise RuntimeError("the scale0 script is not installed; run `make test`")
     return found
+
+
+STRIDE = 100  # `--processes`: process i binds each configured port + 100·i (node.processes)
+
+
+def free_port_pair(*after: int) -> int:
+    """A free port p whose p + STRIDE is free too (process 1's), and so are p + each of
+    `after` and those + STRIDE (ports right after p, for another role)."""
+    for _ in range(50):
+        port = free_port()
+        wanted = [port + STRIDE, *(port + d for d in after),
+                  *(port + d + STRIDE for d in after)]
+        if all(free_port(preferred=p) == p for p in wanted):
+            return port
+    raise AssertionError("no free ports at p, p + 100 and after")
 
 
 class Gone(AssertionError):
