@@ -7,7 +7,8 @@ origin directly, then through a node + HTTP-upstream worker (miss path) and to
 the node's cache (hit path), then through the design's floor (bench.skeleton: a
 featureless node and worker over the same ZeroMQ hop), the featureless node in front
 of our worker, and our node and worker again with both kept to one CPU
-(`--cpu-affinity`: a request's wake-ups stay on that CPU), all in this one run.
+(`--cpu-affinity`: a request's wake-ups stay on that CPU) and the floor so, all in this
+one run.
 
 "node CPU" is the node process's CPU µs a request during its row (ours, and the
 floor's featureless node). At this rate each request finds the node asleep and its
@@ -74,6 +75,12 @@ def _row(name: str, xs: list[float], cpu_us: float | None = None) -> tuple[float
     return p50, p99
 
 
+def _move_threads(pid: int, cpus: set[int]) -> None:
+    """Keep every thread of running process `pid` (its ZeroMQ I/O thread too) to `cpus`."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), cpus)
+
+
 def _nginx(oport: int) -> tuple[Nginx, int]:
     """nginx in front of the same origin: `/` proxy_pass, `/c/` proxy_cache (HITs once filled)."""
     nport = free_port()
@@ -113,6 +120,12 @@ def main() -> None:
         pinned, phttp, pworkers = procs.node("--cache", "memory", "--cpu-affinity", cpu)
         procs.worker(pworkers, "--upstream", f"http://127.0.0.1:{oport}", "--cpu-affinity", cpu)
         wait_http(f"http://127.0.0.1:{phttp}/bytes/1024", success=True)
+        # And the floor so (bench.skeleton takes no flag: its running threads are moved).
+        pfloor, pfhttp, pfworkers = procs.skeleton()
+        pfworker = procs.skeleton_worker(pfworkers, oport)
+        wait_http(f"http://127.0.0.1:{pfhttp}/bytes/1024", success=True)
+        for pid in (pfloor.pid, pfworker.pid):
+            _move_threads(pid, {int(cpu)})
         if have("nginx"):
             nginx, nport = _nginx(oport)
             wait_http(f"http://127.0.0.1:{nport}/c/bytes/1024")  # fills nginx's cache
@@ -133,13 +146,15 @@ def main() -> None:
         floor = row("floor: featureless node + worker", shttp, miss, floor_node.pid)
         mixed = row("featureless node + our worker", mhttp, miss)
         one_cpu = row(f"node + worker on CPU {cpu} (miss)", phttp, miss, pinned.pid)
+        floor_cpu = row(f"floor on CPU {cpu}", pfhttp, miss, pfloor.pid)
         print(f"\nadded by the miss path: p50 {through[0] - origin[0]:+.3f} ms, "
               f"p99 {through[1] - origin[1]:+.3f} ms")
         print(f"added by the design's floor (bench.skeleton): p50 {floor[0] - origin[0]:+.3f} ms, "
               f"p99 {floor[1] - origin[1]:+.3f} ms; with our worker: p50 "
               f"{mixed[0] - origin[0]:+.3f} ms")
         print(f"added with node and worker on one CPU (--cpu-affinity {cpu}): p50 "
-              f"{one_cpu[0] - origin[0]:+.3f} ms, p99 {one_cpu[1] - origin[1]:+.3f} ms")
+              f"{one_cpu[0] - origin[0]:+.3f} ms, p99 {one_cpu[1] - origin[1]:+.3f} ms; "
+              f"the floor so: p50 {floor_cpu[0] - origin[0]:+.3f} ms")
         print(f"a hit against the origin: p50 {cached[0] - origin[0]:+.3f} ms")
         if nginx is not None:
             passed = row("nginx proxy_pass", nport, miss)
