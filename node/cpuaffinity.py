@@ -6,7 +6,7 @@ that woke it costs an inter-processor interrupt, and an idle CPU first has to le
 sleep state; on the 2-core VM of bench/BASELINES.md an idle ZeroMQ round trip took 96 to 123
 µs with the kernel choosing CPUs and 48 to 51 µs with both processes and their I/O threads
 on one CPU, and the miss path's added p50 at 1,000 req/s (`bench latency`) went from
-0.51-0.55 to 0.34-0.45 ms. nginx's `worker_cpu_affinity` and Seastar's shard-per-core do the same.
+0.43-0.55 to 0.34-0.45 ms. nginx's `worker_cpu_affinity` and Seastar's shard-per-core do the same.
 The price is that a pinned process never uses a second core, so pinning pairs with
 `--processes N`: process i takes the i-th CPU, and its workers are pinned to the same
 one (`scale0 worker --cpu-affinity`).
