@@ -466,6 +466,11 @@ class Transport:
         self._serving[task] = (envelope, rid)
         task.add_done_callback(self._served)
 
+    @property
+    def serving(self) -> int:
+        """Peer requests being answered now (requests forwarded to us, cache fetches)."""
+        return len(self._serving)
+
     def _served(self, task: asyncio.Task[None]) -> None:
         self._serving.pop(task, None)
 

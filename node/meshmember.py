@@ -152,6 +152,10 @@ class MeshMember:
             except Exception:  # a bad row must not stop the refresh
                 log.exception("load table refresh failed")
 
+    def serving(self) -> int:
+        """Requests from peers this node is answering now (forwarded misses, fetches)."""
+        return self.agent.transport.serving
+
     def forward_counts(self) -> dict[str, int]:
         """Requests since start: "out" sent to a peer (each attempt, as the rate on our
         beats counts them), "in" forwarded to us and run through our pipeline."""

@@ -280,6 +280,13 @@ class Node:
         else:
             self._hup_owed = True
 
+    def in_flight(self) -> int:
+        """Requests this node is serving now: its fronts' exchanges and its peers' requests
+        (misses forwarded to it, cache fetches); the heap trim waits for none (heaptrim)."""
+        mesh = self.mesh
+        return (sum(front.in_flight for front in self.fronts)
+                + (mesh.serving() if mesh is not None else 0))
+
     def reload(self) -> bool:
         """Read the config again and apply what can be applied; False if it was refused."""
         if self._load is None:
@@ -401,8 +408,7 @@ class Node:
             log.debug("%d start-up objects frozen out of the collector's scans", settle_heap())
             # Memory a spike left, back to the OS once the node is quiet (node.heaptrim);
             # its baseline is read now, with start-up done and its objects frozen.
-            heap = HeapTrim(TrimRule(after=self.config.return_memory_after),
-                            lambda: sum(front.in_flight for front in self.fronts))
+            heap = HeapTrim(TrimRule(after=self.config.return_memory_after), self.in_flight)
             self.reload_hooks.append(
                 lambda new: heap.set_rule(TrimRule(after=new.return_memory_after)))
             if self._hup_owed or (self._relay is not None and self._relay.take_pending()):

@@ -277,3 +277,29 @@ meta_values = st.recursive(
 @given(st.dictionaries(st.text(max_size=16), meta_values, max_size=8))
 def test_meta_round_trips(meta: dict[str, Any]) -> None:
     assert unpack_meta(pack_meta(meta), 1 << 20) == meta
+
+
+def test_serving_counts_the_peer_requests_being_answered() -> None:
+    """What the node's heap trim asks (node.server Node.in_flight): a request forwarded to
+    us counts from its arrival until its answer is out, and never after."""
+    async def main() -> None:
+        server, client = started(), started()
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def slow(req: PeerRequest) -> PeerReply:
+            entered.set()
+            await release.wait()
+            return PeerReply({}, ())
+
+        server.register_handler("slow", slow)
+        assert server.serving == 0
+        asking = asyncio.ensure_future(client.request(server.peer_endpoint, "slow", {}))
+        await asyncio.wait_for(entered.wait(), 10)
+        assert server.serving == 1
+        release.set()
+        await asking
+        await until(lambda: server.serving == 0, "the served request to be forgotten")
+        server.close()
+        client.close()
+
+    run(main())
