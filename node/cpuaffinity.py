@@ -46,35 +46,43 @@ def parse_cpus(spec: str) -> list[int]:
 def cpus_for(spec: str, index: int, allowed: Sequence[int]) -> frozenset[int] | None:
     """The CPUs process `index` keeps to under `spec`, `allowed` being the CPUs this process
     may run on (sorted); None for `off`. ValueError for a bad spec or a CPU not allowed."""
-    text = spec.strip().lower()
-    if text in ("", OFF):
+    text = _given(spec)
+    if text is None:
         return None
     if not allowed:
         raise ValueError("no CPU is available to this process")
     if text == AUTO:
         return frozenset({allowed[index % len(allowed)]})
-    cpus = parse_cpus(text)
-    missing = [cpu for cpu in cpus if cpu not in allowed]
-    if missing:
-        raise ValueError(f"CPU {missing[0]} is not available to this process "
-                         f"(it may use {_ranges(allowed)})")
+    cpus = _allowed_list(text, allowed)
     return frozenset({cpus[index % len(cpus)]})
 
 
 def worker_cpus(spec: str, allowed: Sequence[int]) -> frozenset[int] | None:
     """A worker's CPUs: every CPU of the list (a worker is one process); None for `off`."""
-    text = spec.strip().lower()
-    if text in ("", OFF):
+    text = _given(spec)
+    if text is None:
         return None
     if text == AUTO:
         raise ValueError("a worker takes a list of CPUs, e.g. 0 or 2-3: the CPU of the node "
                          "process it connects to")
+    return frozenset(_allowed_list(text, allowed))
+
+
+def _given(spec: str) -> str | None:
+    """The spec as compared (trimmed, lower-case); None for `off` or nothing."""
+    text = spec.strip().lower()
+    return None if text in ("", OFF) else text
+
+
+def _allowed_list(text: str, allowed: Sequence[int]) -> list[int]:
+    """`parse_cpus(text)`, every CPU of which this process may use; ValueError naming one
+    it may not."""
     cpus = parse_cpus(text)
     missing = [cpu for cpu in cpus if cpu not in allowed]
     if missing:
         raise ValueError(f"CPU {missing[0]} is not available to this process "
                          f"(it may use {_ranges(allowed)})")
-    return frozenset(cpus)
+    return cpus
 
 
 def _ranges(cpus: Sequence[int]) -> str:
