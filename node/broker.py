@@ -157,9 +157,13 @@ class Broker:
         self._batching: set[bytes] = set()  # workers that said they accept BATCH
         self._packing: set[bytes] = set()  # ... and PACKED
         self._outbox: Outbox | None = None
+        # The loop `start` ran in, kept: asyncio.get_running_loop() costs a getpid system
+        # call in CPython 3.11 (a fork check), and dispatch would make one a request.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.LINGER, 0)
@@ -232,8 +236,11 @@ class Broker:
         now = self._clock()
         deadline = request.deadline or now + self.config.default_timeout
         streamed = not isinstance(request.body, bytes)
+        loop = self._loop
+        if loop is None:  # not started (a test's broker): asked
+            loop = asyncio.get_running_loop()
         call = _Call(next(self._ids), service, request, deadline,
-                     asyncio.get_running_loop().create_future(), budget=deadline - now,
+                     loop.create_future(), budget=deadline - now,
                      reroute=reroute)
         self._calls[call.rid] = call
         self.stats["requests"] += 1

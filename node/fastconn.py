@@ -19,6 +19,7 @@ from typing import Protocol
 from tornado import httputil, iostream
 
 from node.responsehead import FieldMap, Framing, frame
+from node.serialtasks import SerialTasks
 from node.wirerules import format_chunk, frame_response_head
 
 
@@ -26,6 +27,8 @@ class Wire(Protocol):
     """What an exchange needs from its connection (node.fastwire._Wire)."""
 
     closed: bool
+    loop: asyncio.AbstractEventLoop  # the connection's (asking asyncio costs a getpid)
+    tasks: SerialTasks  # runs the connection's answers, one after another
 
     def send(self, data: bytes) -> asyncio.Future[None]: ...
 
@@ -104,6 +107,19 @@ class FastHTTPConnection(httputil.HTTPConnection):
                         request_connection=self.request_headers.get("Connection"),
                         close=self.disconnect_on_finish)
         return self._send_head(framing, chunk)
+
+    def keeps_alive_bodied(self) -> bool:
+        """Whether this exchange's answer may have its head from responsehead.bodied_head:
+        an HTTP/1.1 request, not HEAD, whose connection stays open."""
+        start = self.start_line
+        return (not self.disconnect_on_finish and start.version == "HTTP/1.1"
+                and start.method != "HEAD")
+
+    def write_head(self, head: bytes, length: int,
+                   chunk: bytes | None = None) -> asyncio.Future[None]:
+        """write_fields for a head responsehead.bodied_head wrote: a body of `length`
+        bytes follows it, and the connection stays open."""
+        return self._send_head(Framing(head, False, length, False), chunk)
 
     def _send_head(self, framing: Framing, chunk: bytes | None) -> asyncio.Future[None]:
         self._framing = framing

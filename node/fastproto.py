@@ -19,6 +19,7 @@ from tornado import httputil
 from node.errors import BodyTooLarge, ClientError, HeadersTooLarge, Scale0Error
 from node.fastconn import Context, FastHTTPConnection
 from node.hitcache import SLOW_FIELDS
+from node.serialtasks import SerialTasks
 from node.statichits import codings_of
 from node.wirerules import (
     HeadFacts,
@@ -103,6 +104,7 @@ class WireProtocol(asyncio.Protocol):
         self.server = server
         self.limits = server.limits
         self.loop = asyncio.get_running_loop()
+        self.tasks = SerialTasks(self.loop)  # the delegate's answers, in one task
         self.transport: asyncio.Transport | None = None
         self.context = Context(None, "https" if server.ssl_context else "http")
         self.parser = httptools.HttpRequestParser(self)
@@ -172,6 +174,7 @@ class WireProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.events.clear()
+        self.tasks.close()
         for waiter in self.drain_waiters:
             if not waiter.done():
                 waiter.set_exception(ConnectionResetError("the client closed the connection"))

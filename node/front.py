@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from http.client import responses as _PHRASES
 from typing import TYPE_CHECKING, Any, Protocol
@@ -47,7 +47,7 @@ from node.inapp import AppAnswer, Stamping, TornadoAppMount
 from node.proxyheaders import Target, normalise_target
 from node.querysecrets import logged_target
 from node.ratelog import RateLimitedLog
-from node.responsehead import BadField, FieldMap, field_map
+from node.responsehead import BadField, FieldMap, bodied_head, field_map
 from node.tls import STS, HttpsPolicy, policy_target
 from node.wirerules import PlainHead
 
@@ -300,6 +300,13 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.sent = 0  # body bytes of a streamed answer, for the access log
         self.started_at = time.monotonic()
         self.hsts: str | None = None  # Strict-Transport-Security for every answer we write
+        # The fast wire's connection knows its loop: asyncio.get_running_loop() would cost a
+        # getpid system call a request (CPython 3.11 checks for a fork on every call).
+        self.loop = (conn.wire.loop if isinstance(conn, FastHTTPConnection)
+                     else asyncio.get_running_loop())
+        self.job: Callable[[], Coroutine[Any, Any, None]] | None = None  # as submitted
+        self.running = False  # `_run` has begun
+        self.cancelled_early = False  # cancelled before `_run` began: it answers at once
 
     # -- HTTPMessageDelegate ---------------------------------------------------
     def headers_received(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
@@ -396,7 +403,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
             # Logged like nginx's 499: the client left before any answer began.
             self._access(CLIENT_CLOSED, Response(CLIENT_CLOSED, outcome="client-closed"))
         if self.task is not None:
-            self.task.cancel()
+            self._cancel()
         else:
             self._end()
         self._release_hold()
@@ -442,9 +449,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
             if self.channel is not None:
                 self.channel.fail("request body larger than the limit")
             if self.task is not None and not self.response_started:
-                self.task.cancel()  # _run answers 413 once the pipeline has unwound
+                self._cancel()  # _run answers 413 once the pipeline has unwound
         if self.hold is None:
-            self.hold = asyncio.get_running_loop().create_future()
+            self.hold = self.loop.create_future()
         return self.hold  # released when the connection closes or the answer is out
 
     def _release_hold(self) -> None:
@@ -452,7 +459,28 @@ class _Exchange(httputil.HTTPMessageDelegate):
             self.hold.set_result(None)
 
     def _start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run())
+        conn = self.conn
+        if isinstance(conn, FastHTTPConnection):  # the connection's one task (serialtasks)
+            self.job = self._run  # kept: `cancel` knows the job by identity
+            self.task = conn.wire.tasks.submit(self.job)
+        else:
+            self.task = self.loop.create_task(self._run())
+
+    def _cancel(self) -> None:
+        """Stop the pipeline of this exchange (its client left, or sent too much)."""
+        if self.done:
+            return
+        if not self.running:
+            # Not begun (waiting for its turn, or a task not yet stepped into, where a
+            # cancellation would skip `_run` and its clean-up): told when it begins.
+            self.cancelled_early = True
+            return
+        conn = self.conn
+        if isinstance(conn, FastHTTPConnection):
+            if self.job is not None:
+                conn.wire.tasks.cancel(self.job)
+        elif self.task is not None:
+            self.task.cancel()
 
     async def _reject(self, response: Response) -> None:
         """Answer at once, without reading the body, and close the connection."""
@@ -465,8 +493,11 @@ class _Exchange(httputil.HTTPMessageDelegate):
     # -- response side ---------------------------------------------------------
     async def _run(self) -> None:
         assert self.request is not None
+        self.running = True
         try:
             try:
+                if self.cancelled_early:
+                    raise asyncio.CancelledError
                 response = await self.front.handle(self.request)
             except asyncio.CancelledError:
                 if self.gone or not self.too_large:
@@ -483,6 +514,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
             if self.channel is not None:
                 self.channel.cancel()
             self._end()
+            self.job = None  # a bound method of ours: kept, a cycle only the collector frees
 
     async def _write(self, response: Response, close: bool = False) -> None:
         request = self.request
@@ -492,39 +524,59 @@ class _Exchange(httputil.HTTPMessageDelegate):
             response = Response.error(502, f"upstream sent an unusable status {status}")
             status = 502
         no_body = method == "HEAD" or status in _NO_BODY_STATUS
-        try:
-            fields = field_map(response.headers, status, no_body)
-        except BadField as exc:  # refused before a byte is out: the client gets a 502
-            if not isinstance(response.body, bytes):
-                response.body.cancel()
-            _refused.warn("unwritable", "answer to %s refused: %s", self._describe(), exc)
-            response = Response.error(502, f"upstream sent an unwritable field: {exc}")
-            status = 502
-            fields = field_map(response.headers, status, no_body)
         body: Body = response.body
-        if self.hsts and STS not in fields:  # an upstream's own value stands
-            fields[STS] = [self.hsts]
-        if self.front.draining or close:
-            fields["Connection"] = ["close"]
-        if no_body:
-            if not isinstance(body, bytes):
-                body.cancel()
-            body = b""
-        elif not isinstance(body, bytes) and self.version == "HTTP/1.0":
-            try:  # no chunked encoding in HTTP/1.0: learn the length first
-                body = await read_body(body, self.front.limits.max_body_size)
-            except BodyError as broken:
-                return await self._write(Response.error(502, f"upstream body failed: {broken}"),
-                                         close)
-        if isinstance(body, bytes) and not no_body:
-            fields["Content-Length"] = [str(len(body))]
-        elif not isinstance(body, bytes) and "Content-Length" in response.headers:
-            fields["Content-Length"] = [response.headers.get("Content-Length") or "0"]
+        conn = self.conn
+        # The usual answer (a whole body, kept alive, on the fast wire, nothing of ours to
+        # add) has its head written straight from its fields (responsehead.bodied_head);
+        # the rest, and a head that refuses that way, goes through a FieldMap.
+        head: bytes | None = None
+        if (isinstance(body, bytes) and not no_body and not close and not self.hsts
+                and not self.front.draining and isinstance(conn, FastHTTPConnection)
+                and conn.keeps_alive_bodied()):
+            try:
+                head = bodied_head(status, _PHRASES.get(status, "Unknown"), response.headers,
+                                   len(body))
+            except BadField:
+                pass  # the usual way refuses it, and says why
+        fields: FieldMap = {}
+        if head is None:
+            try:
+                fields = field_map(response.headers, status, no_body)
+            except BadField as exc:  # refused before a byte is out: the client gets a 502
+                if not isinstance(response.body, bytes):
+                    response.body.cancel()
+                _refused.warn("unwritable", "answer to %s refused: %s", self._describe(), exc)
+                response = Response.error(502, f"upstream sent an unwritable field: {exc}")
+                status = 502
+                fields = field_map(response.headers, status, no_body)
+            body = response.body
+            if self.hsts and STS not in fields:  # an upstream's own value stands
+                fields[STS] = [self.hsts]
+            if self.front.draining or close:
+                fields["Connection"] = ["close"]
+            if no_body:
+                if not isinstance(body, bytes):
+                    body.cancel()
+                body = b""
+            elif not isinstance(body, bytes) and self.version == "HTTP/1.0":
+                try:  # no chunked encoding in HTTP/1.0: learn the length first
+                    body = await read_body(body, self.front.limits.max_body_size)
+                except BodyError as broken:
+                    return await self._write(
+                        Response.error(502, f"upstream body failed: {broken}"), close)
+            if isinstance(body, bytes) and not no_body:
+                fields["Content-Length"] = [str(len(body))]
+            elif not isinstance(body, bytes) and "Content-Length" in response.headers:
+                fields["Content-Length"] = [response.headers.get("Content-Length") or "0"]
         self.response_started = True
         self.out_body = body
         try:
             first = (body or None) if isinstance(body, bytes) else None
-            await self._write_head(status, fields, first)
+            if head is not None and isinstance(conn, FastHTTPConnection) and isinstance(
+                    body, bytes):  # (as checked above: told again for the type checker)
+                await conn.write_head(head, len(body), first)
+            else:
+                await self._write_head(status, fields, first)
             if not isinstance(body, bytes):
                 await self._stream(body)
             self.conn.finish()

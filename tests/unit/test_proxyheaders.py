@@ -125,6 +125,31 @@ def test_downstream_always_has_one_via_and_no_hop_by_hop(plain: list[tuple[str, 
     assert out.get("x-request-id") is not None
 
 
+@given(fields, st.booleans(), st.booleans())
+def test_downstream_keeps_the_answers_order_and_appends_ours(
+        plain: list[tuple[str, str]], via: bool, their_id: bool) -> None:
+    """The answer's fields in order; a Via of the answer's keeps its place with us appended,
+    else ours comes last; the id is echoed unless the answer has one."""
+    plain = [(k, v) for k, v in plain if k.lower() not in {"via", "x-request-id", "connection"}
+             and k.lower() not in HOP_BY_HOP and not k.lower().startswith("proxy-")]
+    given_fields = list(plain)
+    middle = len(plain) // 2
+    if via:
+        given_fields.insert(middle, ("Via", "1.0 origin"))
+    if their_id:
+        given_fields.append(("X-Request-Id", "theirs"))
+    out = downstream_headers(Headers(given_fields), "n1", "rid")
+    if via:
+        expected = [*plain[:middle], ("Via", "1.0 origin, 1.1 n1"), *plain[middle:]]
+        expected += [("X-Request-Id", "theirs")] if their_id else [("X-Request-Id", "rid")]
+    else:
+        expected = [*plain, *([("X-Request-Id", "theirs")] if their_id else []),
+                    ("Via", "1.1 n1"), *([] if their_id else [("X-Request-Id", "rid")])]
+    assert out.items() == expected
+    assert downstream_headers(Headers(given_fields), "n1").get_all("x-request-id") == (
+        ["theirs"] if their_id else [])
+
+
 @given(st.text(max_size=200))
 def test_request_id_is_the_clients_only_when_sane(given_id: str) -> None:
     rid = request_id_of(Headers([("X-Request-Id", given_id)]), lambda: "generated")
