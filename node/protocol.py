@@ -591,6 +591,17 @@ def check_fields(cmd: Cmd, meta: list[Any], limits: Limits) -> list[Any]:
 # precise reason. test_protocol holds each to `check_fields` on arbitrary metadata.
 
 
+def _plain_text(text: str) -> bool:
+    """No control character and no space (what _BAD_TEXT refuses). One search over the
+    five plain-text fields of a REQUEST at once: a single-character class matches the
+    concatenation exactly when it matches one of them. Printable text without a space
+    passes without the regex (a C scan, a third of its cost); other text (obs-text, a
+    tab) goes to the regex, which decides."""
+    if text.isprintable() and " " not in text:
+        return True
+    return _BAD_TEXT.search(text) is None
+
+
 def _request_fields(m: list[Any], lim: Limits) -> list[Any] | None:
     id_, method, target, headers, deadline, scheme, host, client, request_id, more = m
     ms = lim.max_str
@@ -602,10 +613,9 @@ def _request_fields(m: list[Any], lim: Limits) -> list[Any] | None:
             and 0 <= deadline <= _MAX_SECONDS  # also false for NaN; inf is above
             and len(method) <= ms and len(target) <= ms and len(scheme) <= ms
             and len(host) <= ms and len(client) <= ms and len(request_id) <= ms
-            # one search over the five plain-text fields: a single-character class
-            # matches the concatenation exactly when it matches one of them
-            and _BAD_TEXT.search(method + target + scheme + host + client) is None
-            and _BAD_VALUE.search(request_id) is None):
+            and _plain_text(method + target + scheme + host + client)
+            and ("\r" not in request_id and "\n" not in request_id
+                 and "\x00" not in request_id)):
         return None
     try:
         fields = _headers(headers, lim)

@@ -174,6 +174,9 @@ class Worker:
         self._idle = asyncio.Event()
         self._rlog = RateLimitedLog(log)
         self._deadlines = DeadlineSweep()  # the handlers' deadlines, one timer for all
+        # The loop `_connect` ran in: asyncio.get_running_loop() is a getpid system call in
+        # CPython 3.11, and every request would make one.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- public --------------------------------------------------------------
     async def run(self) -> None:
@@ -252,6 +255,7 @@ class Worker:
         return Ready(self.services, self.concurrency, self.name, os.getpid())
 
     def _connect(self) -> None:
+        self._loop = asyncio.get_running_loop()
         sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 10000)
@@ -357,7 +361,9 @@ class Worker:
         req = Request(msg.method, msg.target, Headers(msg.headers), body, msg.scheme, msg.host,
                       msg.client, msg.request_id, now, now + msg.deadline)
         self._jobs[msg.id] = job  # (`stop` clears `_idle` itself before it waits)
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # not connected: cannot happen (requests come through the socket)
+            loop = asyncio.get_running_loop()
         job.task = loop.create_task(self._serve(job, req))
         # Cleanup on the task too, not only in `_serve`: a CANCEL in the same batch as its
         # REQUEST cancels the task before it first runs, and then no line of `_serve` runs.
