@@ -121,6 +121,8 @@ def strip_hop_by_hop(headers: Headers, forwarding: bool = False) -> Headers:
     """A copy of `headers` without hop-by-hop fields and the fields Connection names
     (and, with `forwarding`, without X-Forwarded-For/-Proto/-Host and Forwarded)."""
     drop: set[str] | frozenset[str] = _HOP_BY_HOP_AND_FORWARDING if forwarding else HOP_BY_HOP
+    if not headers.has_any(drop) and not headers.has_prefixed("proxy-"):
+        return headers.copy()  # the usual message: nothing goes (Connection is in `drop`)
     named = headers.get_all("connection")
     if named:
         drop = set(drop)

@@ -65,6 +65,9 @@ def test_headers_behave_like_the_plain_model(start: list[tuple[str, str]],
             assert headers.get(probe) == model.get(probe)
             assert headers.get_all(probe) == model.get_all(probe)
             assert (probe in headers) == (model.get(probe) is not None)
+        for start_of in ("set-", "x", "st", "\x00"):
+            assert headers.has_prefixed(start_of) == any(
+                k.lower().startswith(start_of) for k, _ in model.items)
     assert len(headers) == len(model.items) and list(headers) == model.items
     for drop in ({"host"}, {"x-a", "via"}, set()):
         for prefix in ("set-", "", None):  # None: without a prefix (nothing goes by prefix)
