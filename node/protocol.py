@@ -24,7 +24,6 @@ Command ids: only ever append to `Cmd`; a changed meaning needs a new VERSION.
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -370,7 +369,6 @@ _HEADS = {cmd: VERSION + bytes([cmd]) for cmd in Cmd}
 _BY_HEAD = {head: cmd for cmd, head in _HEADS.items()}
 _REQUEST_HEAD, _REPLY_HEAD = _HEADS[Cmd.REQUEST], _HEADS[Cmd.REPLY]
 _PACKED_HEAD = _HEADS[Cmd.PACKED]
-_chain = itertools.chain.from_iterable
 # One Packer for the process: msgpack.packb is a Python function that builds a new Packer
 # per call. Sharing it is safe: pack() resets its buffer after each value (and after a
 # failed one), and for the plain values packed here it never lets go of the GIL.
@@ -378,7 +376,13 @@ _packb = msgpack.Packer().pack
 
 
 def _flat(headers: HeaderList) -> list[str]:
-    return list(_chain(headers))
+    """[name, value, name, value, ...]: a compiled loop (list(chain.from_iterable(...))
+    walks every pair through the iterator protocol, a quarter of a REQUEST's encoding)."""
+    flat: list[str] = []
+    for name, value in headers:
+        flat.append(name)
+        flat.append(value)
+    return flat
 
 
 def encode(msg: Message) -> list[bytes]:
@@ -388,12 +392,12 @@ def encode(msg: Message) -> list[bytes]:
     # 2.3 → 1.1 µs a REQUEST here. test_protocol holds them to the walk's bytes.
     if kind is RequestMsg:
         rq: RequestMsg = msg  # type: ignore[assignment]
-        return [_REQUEST_HEAD, _packb([rq.id, rq.method, rq.target, list(_chain(rq.headers)),
+        return [_REQUEST_HEAD, _packb([rq.id, rq.method, rq.target, _flat(rq.headers),
                                        rq.deadline, rq.scheme, rq.host, rq.client,
                                        rq.request_id, rq.more]), rq.body]
     if kind is Reply:
         rp: Reply = msg  # type: ignore[assignment]
-        return [_REPLY_HEAD, _packb([rp.id, rp.status, list(_chain(rp.headers)), rp.more]),
+        return [_REPLY_HEAD, _packb([rp.id, rp.status, _flat(rp.headers), rp.more]),
                 rp.body]
     return encode_by_schema(msg)
 

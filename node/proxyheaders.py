@@ -194,17 +194,22 @@ def upstream_headers(request: Request, node_id: str,
     if first_hop and not believe:  # the usual request: our fields, appended at once
         client = request.client or "unknown"
         ours = [("X-Forwarded-For", client), ("X-Forwarded-Proto", request.scheme)]
+        names = ["x-forwarded-for", "x-forwarded-proto"]  # lower-cased: for add_all
         if request.host:
             ours.append(("X-Forwarded-Host", request.host))
+            names.append("x-forwarded-host")
         ours.append(("Forwarded", _forwarded_element(request.client, request.scheme,
                                                      request.host)))
+        names.append("forwarded")
         if not out.has_any(_VIA_AND_ID):  # nothing to replace: Via and the id go along
             ours.append(("Via", our_via))
+            names.append("via")
             if request.request_id:
                 ours.append(("X-Request-Id", request.request_id))
-            out.add_all(ours)
+                names.append("x-request-id")
+            out.add_all(ours, names)
             return out
-        out.add_all(ours)
+        out.add_all(ours, names)
     elif first_hop:
         put = out.set
         client = request.client or "unknown"
@@ -229,8 +234,11 @@ def downstream_headers(headers: Headers, node_id: str, request_id: str = "") -> 
     via = headers.get_joined("via")
     our_via = f"{via}, 1.1 {node_id}" if via else f"1.1 {node_id}"
     if not out.has_any(_VIA_AND_ID):  # the usual answer: both appended at once
-        out.add_all([("Via", our_via), ("X-Request-Id", request_id)] if request_id
-                    else [("Via", our_via)])
+        if request_id:
+            out.add_all([("Via", our_via), ("X-Request-Id", request_id)],
+                        ["via", "x-request-id"])
+        else:
+            out.add_all([("Via", our_via)], ["via"])
         return out
     out.set("Via", our_via)
     if request_id and "x-request-id" not in out:
