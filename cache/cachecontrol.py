@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
-MAX_FIELD_LENGTH = 4096
-MAX_DIRECTIVES = 32
-DELTA_MAX = 2**31  # RFC 9111 §1.2.2: the value to use when a delta overflows
+MAX_FIELD_LENGTH: Final = 4096
+MAX_DIRECTIVES: Final = 32
+DELTA_MAX: Final = 2**31  # RFC 9111 §1.2.2: the value to use when a delta overflows
 
-_TOKEN_CHARS = frozenset(
+_TOKEN_CHARS: Final = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
 
@@ -81,8 +82,8 @@ class Directives:
 # made once and shared like the remembered parses below (frozen: none can be changed under
 # another's feet). Made per request, they ran the __init__ dataclasses writes, interpreted
 # even compiled (docs/ARCHITECTURE.md, "Compiled or pure").
-NO_DIRECTIVES = Directives()
-_PRAGMA_NO_CACHE = Directives({"no-cache": None})
+NO_DIRECTIVES: Final = Directives()
+_PRAGMA_NO_CACHE: Final = Directives({"no-cache": None})
 
 
 def parse_delta(raw: str) -> int | None:
@@ -159,7 +160,7 @@ def parse_cache_control(fields: str | Iterable[str] | None) -> Directives:
 # An origin sends the same few fields ("no-store", "max-age=60, public") again and again:
 # their parses are remembered (shared: a Directives is never changed once made).
 _PARSED_KEPT, _REMEMBERED_LENGTH = 1024, 256
-_parsed: dict[str, Directives] = {}
+_parsed: Final[dict[str, Directives]] = {}
 
 
 def _parse(text: str) -> Directives:

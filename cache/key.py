@@ -15,21 +15,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Final
 from urllib.parse import unquote_plus
 
-DEFAULT_PORTS = {"http": "80", "https": "443"}
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+DEFAULT_PORTS: Final = {"http": "80", "https": "443"}
+_UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 # Characters kept as they are in a path or query; everything else is %-escaped.
-_SAFE = _UNRESERVED | frozenset("!$&'()*+,;=:@/?%")
-_HOST_SAFE = _UNRESERVED | frozenset("!$&'()*+,;=:[]%")
-_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_SAFE: Final = _UNRESERVED | frozenset("!$&'()*+,;=:@/?%")
+_HOST_SAFE: Final = _UNRESERVED | frozenset("!$&'()*+,;=:[]%")
+_ESCAPE: Final = re.compile(r"%([0-9A-Fa-f]{2})")
 # Compiled here: re.sub(pattern, ...) looks the pattern up in re's cache through two
 # interpreted calls, and a stored miss normalises its URL three times.
-_LONE_PERCENT = re.compile(r"%(?![0-9A-F]{2})")
+_LONE_PERCENT: Final = re.compile(r"%(?![0-9A-F]{2})")
 
 # Request headers that some frameworks use to rebuild the URL or method; a
 # response produced under one of them may differ for the same key.
-POISON_HEADERS = (
+POISON_HEADERS: Final = (
     "x-forwarded-host",
     "x-host",
     "x-forwarded-server",
@@ -42,7 +43,7 @@ POISON_HEADERS = (
     "x-forwarded-port",
 )
 
-_POISON = frozenset(POISON_HEADERS)
+_POISON: Final = frozenset(POISON_HEADERS)
 
 
 class BadURL(ValueError):
@@ -57,8 +58,8 @@ def _fix_escape(match: re.Match[str]) -> str:
 # What a key keeps as it is, "%" apart (_SAFE, _HOST_SAFE): text of these alone is its own
 # normal form, as a URL nearly always is; one C-level match says so, where `_clean_each`
 # takes a step a character (a fifth of a stored miss on unique URLs).
-_AS_IS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*")
-_HOST_AS_IS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:\[\]]*")
+_AS_IS: Final = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*")
+_HOST_AS_IS: Final = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:\[\]]*")
 
 
 def _clean(text: str, safe: frozenset[str] = _SAFE, as_is: re.Pattern[str] = _AS_IS) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 from cache.cachecontrol import NO_DIRECTIVES, Directives, parse_cache_control, parse_delta
 from cache.entry import CacheEntry
@@ -26,11 +26,11 @@ from cache.vary import VaryStar, vary_fields
 
 Fields = Iterable[tuple[str, str]]
 
-CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+CACHEABLE_METHODS: Final = frozenset({"GET", "HEAD"})
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # RFC 9110 §15.1 "heuristically cacheable" codes, without 206 (no range support).
-DEFAULT_CACHEABLE = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
-UNDERSTOOD = frozenset(
+DEFAULT_CACHEABLE: Final = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+UNDERSTOOD: Final = frozenset(
     {
         200,
         203,
@@ -126,8 +126,8 @@ class Verdict:
 # Every verdict `storable` gives is one of these, made once and shared (frozen: none can be
 # changed under another's feet). Made per response, they ran the __init__ dataclasses
 # writes, interpreted even compiled (docs/ARCHITECTURE.md, "Compiled or pure").
-_STORABLE = Verdict(True, "")
-_REFUSED = {reason: Verdict(False, reason) for reason in (
+_STORABLE: Final = Verdict(True, "")
+_REFUSED: Final = {reason: Verdict(False, reason) for reason in (
     "method", "status", "no-store", "cache-control too long", "private", "authorization",
     "set-cookie", "vary-star", "no freshness")}
 

@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, TypedDict, TypeVar, Unpack
+from typing import Any, Final, TypedDict, TypeVar, Unpack
 
 from cache.cachecontrol import NO_DIRECTIVES, Directives, request_directives
 from cache.coalesce import Coalescer, Flight, Role
@@ -67,18 +67,18 @@ from node.stage import Next
 from node.teebody import TeeBody
 
 log = logging.getLogger("scale0.cache")
-_KEYS_REMEMBERED = 8192  # URL → cache key answers kept by key_of
+_KEYS_REMEMBERED: Final = 8192  # URL → cache key answers kept by key_of
 # Purges the store could not carry out: how many marks are kept, and for how long.
 _UNPURGED_KEYS, _UNPURGED_PREFIXES, _UNPURGED_AGE = 10_000, 1_000, 86_400.0
-_RECENT_AGE = 600.0  # longer than any fill runs (a request's deadline)
+_RECENT_AGE: Final = 600.0  # longer than any fill runs (a request's deadline)
 T = TypeVar("T")
 
-ERROR_STATUSES = frozenset({500, 502, 503, 504})
+ERROR_STATUSES: Final = frozenset({500, 502, 503, 504})
 
 
-_RENDERED_KEPT = 256  # Cache-Status members remembered rendered
-_STATUS_FIELDS = frozenset({"x-cache", "cache-status"})  # the fields _mark sets
-_CONDITIONALS = frozenset({"if-none-match", "if-modified-since"})  # a 304 asks for one
+_RENDERED_KEPT: Final = 256  # Cache-Status members remembered rendered
+_STATUS_FIELDS: Final = frozenset({"x-cache", "cache-status"})  # the fields _mark sets
+_CONDITIONALS: Final = frozenset({"if-none-match", "if-modified-since"})  # a 304 asks for one
 
 class _StatusArgs(TypedDict, total=False):
     """What a response's Cache-Status member says besides the cache name and ttl."""

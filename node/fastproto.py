@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import httptools
 from tornado import httputil
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("scale0.fastwire")
 
-_JOIN_BELOW = 16 * 1024  # smaller bodies are copied behind the head; larger go by writev
+_JOIN_BELOW: Final = 16 * 1024  # smaller bodies are copied behind the head; larger go by writev
 
 
 
@@ -77,8 +77,12 @@ class Lane(Protocol):
         ...
 
 
-_HEAD, _BODY, _END, _ERROR, _LANE = 0, 1, 2, 3, 4
-_LANE_HEAD = 16  # what the delegate's head count adds to ours: method, version, spaces
+_HEAD: Final = 0
+_BODY: Final = 1
+_END: Final = 2
+_ERROR: Final = 3
+_LANE: Final = 4
+_LANE_HEAD: Final = 16  # what the delegate's head count adds to ours: method, version, spaces
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from http.client import responses as _PHRASES
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from tornado import httputil, iostream
 from tornado.httpserver import HTTPServer
@@ -61,8 +61,8 @@ log = logging.getLogger("scale0.front")
 _refused = RateLimitedLog(log)  # a broken upstream must not write a warning per request
 
 Handler = Callable[[Request], Awaitable[Response]]
-_NO_BODY_STATUS = (204, 304)
-CLIENT_CLOSED = 499  # nginx's status for a request whose client left before the answer
+_NO_BODY_STATUS: Final = (204, 304)
+CLIENT_CLOSED: Final = 499  # nginx's status for a request whose client left before the answer
 
 
 @dataclass(frozen=True, slots=True)

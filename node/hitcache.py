@@ -41,7 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.client import responses as _PHRASES
-from typing import Protocol
+from typing import Final, Protocol
 
 from cache.entry import CacheEntry
 from cache.rules import current_age, get_all
@@ -53,14 +53,14 @@ from node.tls import STS, HttpsPolicy
 
 # Request fields whose presence sends a GET the slow way: what the hit decision
 # reads (§5.2 request directives, conditionals) and what changes the framing.
-SLOW_FIELDS = frozenset({
+SLOW_FIELDS: Final = frozenset({
     b"cache-control", b"pragma", b"if-match", b"if-none-match", b"if-modified-since",
     b"if-unmodified-since", b"if-range", b"connection", b"content-length",
     b"transfer-encoding", b"expect", b"upgrade", b"te", b"range",
 })
-_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")  # node.proxyheaders' rule, as bytes
+_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")  # node.proxyheaders' rule, as bytes
 _TTL0 = "; ttl=0"
-_ids = random.Random()  # seeded from os.urandom once
+_ids: Final = random.Random()  # seeded from os.urandom once
 
 
 Slot = tuple[str, bytes, bytes]  # (scheme, lower-cased host, target) as the client sent them
@@ -96,7 +96,7 @@ class Prepared:
     hold_until: float  # monotonic
 
 
-_MARK = os.urandom(8).hex()  # holes, before encoding: valid field text no entry contains
+_MARK: Final = os.urandom(8).hex()  # holes, before encoding: valid field text no entry contains
 _AGE, _TTL, _RID = f"{_MARK}age", f"{_MARK}ttl", f"{_MARK}rid"
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import tornado.web
 from prometheus_client import CollectorRegistry, disable_created_metrics
@@ -55,7 +55,7 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
            10.0, 30.0, 60.0)
 # the `le` labels, as Prometheus writes them
 _LE = (*(floatToGoString(b) for b in BUCKETS), "+Inf")  # type: ignore[no-untyped-call]
-_REMEMBERED = 4096  # (service, status, outcome) triples whose series are looked up at once
+_REMEMBERED: Final = 4096  # (service, status, outcome) triples whose series are looked up at once
 
 LoadSource = Callable[[], Mapping[str, ServiceLoad]]
 CacheSource = Callable[[], StoreStats]

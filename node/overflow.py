@@ -32,7 +32,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from gossip.transport import PeerError, PeerRefused, PeerReply, PeerRequest, PeerTimeout, Refuse
 from mesh.breaker import Breakers
@@ -61,7 +61,7 @@ from node.errors import (
 )
 from node.http import BodyError, Headers, Request, Response
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # A request body travels to a peer inside one peer message, so it is held whole: bodies
 # the front door streams (>= 64 KiB) stay with a local worker; a node with no worker for
 # the service reads them up to this size to forward them, and refuses larger ones (413).

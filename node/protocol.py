@@ -29,11 +29,11 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import msgpack  # type: ignore[import-untyped]
 
-VERSION = b"S0W1"
+VERSION: Final = b"S0W1"
 
 
 class ProtocolError(Exception):
@@ -78,7 +78,7 @@ class Limits:
     max_batch: int = 256  # messages in one BATCH
 
 
-DEFAULT_LIMITS = Limits()
+DEFAULT_LIMITS: Final = Limits()
 HeaderList = tuple[tuple[str, str], ...]
 
 
@@ -225,18 +225,18 @@ Disconnect.CMD, Abort.CMD, Batch.CMD = Cmd.DISCONNECT, Cmd.ABORT, Cmd.BATCH
 
 # -- field checkers: (value, limits) -> value, or raise ProtocolError ------------
 Check = Callable[[Any, Limits], Any]
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_TOKENS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
-_BAD_VALUE = re.compile(r"[\x00\r\n]")
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_TOKENS: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
+_BAD_VALUE: Final = re.compile(r"[\x00\r\n]")
 # Header-name lists that passed `_headers`' check, joined, with how many names they were: a
 # worker (or node) sends the same few lists again and again, and the regex and the count
 # are half the check's cost. Bounded in entries and in each entry's length.
-_NAMES_SEEN: dict[str, int] = {}
-_NAMES_SEEN_KEPT = 256
-_NAMES_SEEN_LONGEST = 1024
-_BAD_TEXT = re.compile(r"[\x00-\x1f\x7f ]")  # methods, targets: no controls, no spaces
-MAX_ID = 2**63 - 1
-_MAX_SECONDS = 86400 * 7  # the longest deadline a peer may ask for
+_NAMES_SEEN: Final[dict[str, int]] = {}
+_NAMES_SEEN_KEPT: Final = 256
+_NAMES_SEEN_LONGEST: Final = 1024
+_BAD_TEXT: Final = re.compile(r"[\x00-\x1f\x7f ]")  # methods, targets: no controls, no spaces
+MAX_ID: Final = 2**63 - 1
+_MAX_SECONDS: Final = 86400 * 7  # the longest deadline a peer may ask for
 
 
 def _int(lo: int, hi: int) -> Check:
@@ -331,7 +331,7 @@ def _show(v: Any) -> str:
     return type(v).__name__ if not isinstance(v, int | float) else repr(v)[:24]
 
 
-_OVER_LIMIT = re.compile(r"[0-9]{1,12} exceeds max_[a-z]{1,8}_len\([0-9]{1,12}\)")
+_OVER_LIMIT: Final = re.compile(r"[0-9]{1,12} exceeds max_[a-z]{1,8}_len\([0-9]{1,12}\)")
 _SERVICE = _str(re.compile(r"[^A-Za-z0-9_.\-]"), allow_empty=False)
 _ID = _int(0, MAX_ID)
 
@@ -365,14 +365,15 @@ SCHEMA: dict[Cmd, tuple[type[Any], tuple[tuple[str, Check], ...], bool]] = {
     Cmd.BATCH: (Batch, (), False),  # its own layout: encode_batch / _decode_batch
     Cmd.PACKED: (Batch, (), False),  # its own layout: encode_packed / _decode_packed
 }
-_HEADS = {cmd: VERSION + bytes([cmd]) for cmd in Cmd}
-_BY_HEAD = {head: cmd for cmd, head in _HEADS.items()}
-_REQUEST_HEAD, _REPLY_HEAD = _HEADS[Cmd.REQUEST], _HEADS[Cmd.REPLY]
-_PACKED_HEAD = _HEADS[Cmd.PACKED]
+_HEADS: Final = {cmd: VERSION + bytes([cmd]) for cmd in Cmd}
+_BY_HEAD: Final = {head: cmd for cmd, head in _HEADS.items()}
+_REQUEST_HEAD: Final = _HEADS[Cmd.REQUEST]
+_REPLY_HEAD: Final = _HEADS[Cmd.REPLY]
+_PACKED_HEAD: Final = _HEADS[Cmd.PACKED]
 # One Packer for the process: msgpack.packb is a Python function that builds a new Packer
 # per call. Sharing it is safe: pack() resets its buffer after each value (and after a
 # failed one), and for the plain values packed here it never lets go of the GIL.
-_packb = msgpack.Packer().pack
+_packb: Final = msgpack.Packer().pack
 
 
 def _flat(headers: HeaderList) -> list[str]:
@@ -433,7 +434,7 @@ def encode_batch(messages: Sequence[Sequence[bytes]]) -> list[bytes]:
 
 # A frame of PACKED's blob at least this long makes its batch go as BATCH instead: large
 # bodies keep their own zero-copy frames rather than being copied into the blob and out.
-PACK_BELOW = 16 * 1024
+PACK_BELOW: Final = 16 * 1024
 
 
 def packable(messages: Sequence[Sequence[bytes]]) -> bool:
@@ -641,13 +642,13 @@ def _reply_fields(m: list[Any], lim: Limits) -> list[Any] | None:
     return [id_, status, fields, more]
 
 
-_SHORTCUTS: dict[Cmd, Callable[[list[Any], Limits], list[Any] | None]] = {
+_SHORTCUTS: Final[dict[Cmd, Callable[[list[Any], Limits], list[Any] | None]]] = {
     Cmd.REQUEST: _request_fields,
     Cmd.REPLY: _reply_fields,
 }
 
 
-_FROM_WORKERS = (Cmd.REPLY, Cmd.BODY, Cmd.ABORT)
+_FROM_WORKERS: Final = (Cmd.REPLY, Cmd.BODY, Cmd.ABORT)
 
 
 def salvage_id(frames: Sequence[bytes], kinds: Sequence[Cmd] = _FROM_WORKERS) -> int | None:

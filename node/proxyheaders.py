@@ -24,31 +24,32 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from random import getrandbits as _bits
+from typing import Final
 
 from node.errors import ClientError
 from node.http import Headers, Request
 
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {"connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"}
 )
 # A client may list these in Connection to make us drop them; we never do, because
 # the request would change meaning (Host) or framing (Content-Length) under our feet.
-_PROTECTED = frozenset({"host", "content-length"})
+_PROTECTED: Final = frozenset({"host", "content-length"})
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]{0,5})?")
-_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)", re.DOTALL)
+_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HOST: Final = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]{0,5})?")
+_SCHEME_RE: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)", re.DOTALL)
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+_FORWARDING: Final = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
                          "forwarded"})
 # What an untrusted client's request loses on its way upstream, in the same one pass.
-_HOP_BY_HOP_AND_FORWARDING = HOP_BY_HOP | _FORWARDING
+_HOP_BY_HOP_AND_FORWARDING: Final = HOP_BY_HOP | _FORWARDING
 # The fields we set in both directions: when a message has neither, ours are appended in
 # one call (`set` looks for each first: a fifth of the header work of a proxied request).
-_VIA_AND_ID = frozenset({"via", "x-request-id"})
+_VIA_AND_ID: Final = frozenset({"via", "x-request-id"})
 
 
 def _ip(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -89,7 +90,7 @@ class TrustedProxies:
         return ip is not None and any(ip in net for net in self.networks)
 
 
-NO_PROXIES = TrustedProxies()
+NO_PROXIES: Final = TrustedProxies()
 
 
 def client_address(peer: str, headers: Headers, trusted: TrustedProxies = NO_PROXIES) -> str:
@@ -156,8 +157,8 @@ def _node_for(client: str) -> str:
     return _forwarded_value(client)
 
 
-_elements: dict[tuple[str, str, str], str] = {}
-_ELEMENTS_KEPT = 4096  # (client, scheme, host) answers remembered; cleared when full
+_elements: Final[dict[tuple[str, str, str], str]] = {}
+_ELEMENTS_KEPT: Final = 4096  # (client, scheme, host) answers remembered; cleared when full
 
 
 def _forwarded_element(client: str, scheme: str, host: str) -> str:

@@ -22,14 +22,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 FieldMap = dict[str, list[str]]
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
-_FRAMING = frozenset({"Transfer-Encoding", "Content-Length"})  # the front frames bodies itself
-_NAMES_KEPT = 4096  # distinct names remembered; a hostile upstream cannot grow it past this
-_names: dict[str, str | None] = {}
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE: Final = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+# The front frames bodies itself.
+_FRAMING: Final = frozenset({"Transfer-Encoding", "Content-Length"})
+# Distinct names remembered; a hostile upstream cannot grow it past this.
+_NAMES_KEPT: Final = 4096
+_names: Final[dict[str, str | None]] = {}
 
 
 class BadField(ValueError):

@@ -15,15 +15,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from node.errors import ConfigError, NoRoute
 
-DEFAULT_SERVICE = "default"
+DEFAULT_SERVICE: Final = "default"
 # What a service name may use, everywhere one is given (routes, [services], a worker's
 # --service; node.protocol refuses any other in a READY).
-SERVICE_NAME_CHARS = frozenset(
+SERVICE_NAME_CHARS: Final = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-_HOST_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789.-_*")
+_HOST_CHARS: Final = set("abcdefghijklmnopqrstuvwxyz0123456789.-_*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +145,7 @@ def service_of_key(mapper: ServiceMap, key: str) -> str:
     return route.service if route is not None else DEFAULT_SERVICE
 
 
-_DEFAULT_ONLY = frozenset({DEFAULT_SERVICE})
+_DEFAULT_ONLY: Final = frozenset({DEFAULT_SERVICE})
 
 
 class KnownServices:

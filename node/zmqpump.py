@@ -13,26 +13,26 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import zmq
 
 from node.protocol import encode_batch, encode_packed, packable
 
 log = logging.getLogger("scale0.zmq")
-_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
-_LAST = int(zmq.NOBLOCK)
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
+_MORE: Final = int(zmq.NOBLOCK | zmq.SNDMORE)
+_LAST: Final = int(zmq.NOBLOCK)
+_EVENTS: Final = int(zmq.EVENTS)
+_POLLIN: Final = int(zmq.POLLIN)
 # pyzmq's Python `Socket.send`/`recv_multipart` wrap the Cython methods with DRAFT
 # options and an enum conversion per frame (getsockopt(RCVMORE)): calling the
 # Cython base directly halves the per-frame cost (0.44 → 0.20 µs a send here).
-_base_send: Any = zmq.backend.Socket.send
-_base_recv: Any = zmq.backend.Socket.recv
-_base_get: Any = zmq.backend.Socket.get
+_base_send: Final[Any] = zmq.backend.Socket.send
+_base_recv: Final[Any] = zmq.backend.Socket.recv
+_base_get: Final[Any] = zmq.backend.Socket.get
 
 
-SEND_BATCH = 20  # messages per BATCH we send (a peer accepts up to its Limits.max_batch)
+SEND_BATCH: Final = 20  # messages per BATCH we send (a peer accepts up to its Limits.max_batch)
 
 
 class Outbox:

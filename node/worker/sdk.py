@@ -23,6 +23,7 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
 
 import zmq
 
@@ -90,11 +91,11 @@ def _refusal(rid: int, reason: str) -> Reply:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
-CHUNK = 256 * 1024
-WINDOW = 8
+CHUNK: Final = 256 * 1024
+WINDOW: Final = 8
 # How long a stopping worker's last messages (its DISCONNECTs) may take to leave after
 # the socket is closed; a node that is gone must not hold the process much longer.
-_GOODBYE_LINGER_MS = 500
+_GOODBYE_LINGER_MS: Final = 500
 
 
 class _Job:

@@ -39,6 +39,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from typing import Final
 from urllib.parse import urlsplit
 
 from node.body import BodyChannel
@@ -54,11 +55,11 @@ from node.worker.upstreamconn import (
     Stale,
 )
 
-CHUNK = 256 * 1024
-READ = 64 * 1024
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-_DROP = HOP_BY_HOP | {"content-length"}  # request fields we never forward as they came
-_NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+CHUNK: Final = 256 * 1024
+READ: Final = 64 * 1024
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_DROP: Final = HOP_BY_HOP | {"content-length"}  # request fields we never forward as they came
+_NO_BODY_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 log = logging.getLogger("scale0.worker.upstream")
 
 

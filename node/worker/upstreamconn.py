@@ -10,16 +10,16 @@ a response (see node.worker.upstream's docstring) is refused here, as `Invalid`.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 import httptools
 
 from node.body import BodyChannel
 
-MAX_HEAD = 64 * 1024  # a response head (status line, headers, 1xx heads) larger is a 502
+MAX_HEAD: Final = 64 * 1024  # a response head (status line, headers, 1xx heads) larger is a 502
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "te", "trailer", "transfer-encoding",
                         "upgrade", "proxy-connection", "expect"})
-_HOP_BY_HOP_B = frozenset(name.encode() for name in HOP_BY_HOP)
+_HOP_BY_HOP_B: Final = frozenset(name.encode() for name in HOP_BY_HOP)
 WANT_HEAD, WANT_ALL = 1, 2  # what an exchange waits for: the response head, or all of it
 
 
@@ -47,7 +47,7 @@ class _Extra(Exception):
 
 
 _END_TO_END, _CONTENT_LENGTH, _TRANSFER_ENCODING, _HOP = range(4)
-_NAMES: dict[bytes, tuple[str, int]] = {}  # a field name as it came → (its text, its kind)
+_NAMES: Final[dict[bytes, tuple[str, int]]] = {}  # a field name as it came → (its text, its kind)
 _NAMES_KEPT = 512  # an origin's names repeat; a hostile one's random names clear the cache
 
 

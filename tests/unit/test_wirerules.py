@@ -104,7 +104,7 @@ def test_request_headers_are_what_httpheaders_add_makes(
         assert fast.get(text) == slow.get(text)
 
 
-# plain_fields against the rules written out on their own, field by field:
+# plain_fields against the rules written as regexes (what it was before bytes.translate):
 # names are tokens; values hold no control character but the tab, and no DEL; a head with
 # no field at all is not plain (the usual path answers it).
 _ORACLE_NAMES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
