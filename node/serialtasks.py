@@ -40,6 +40,7 @@ class SerialTasks:
         self._current: Job | None = None
         self._aimed = 0  # cancel requests made by `cancel`, not yet put back
         self._closed = False
+        self._serving = False  # `_task` is running `_serve` (told without a call to done())
 
     def submit(self, job: Job) -> asyncio.Task[None]:
         """Run `job()` once the jobs before it are done; the task that runs it."""
@@ -47,7 +48,8 @@ class SerialTasks:
             return self._loop.create_task(job())
         self._queue.append(job)
         task = self._task
-        if task is None or task.done():
+        if task is None or not self._serving:
+            self._serving = True
             task = self._task = self._loop.create_task(self._serve())
         else:
             wake = self._wake
@@ -75,31 +77,34 @@ class SerialTasks:
         queue = self._queue
         task = asyncio.current_task()
         assert task is not None
-        while True:
-            while queue:
-                # No local name for the job: one would keep it (and what it holds, a
-                # request's objects) alive until the next job came.
-                self._current = queue.popleft()
-                try:
-                    await self._current()
-                except asyncio.CancelledError:
-                    if not self._aimed:
-                        raise  # not given through `cancel`: the loop is stopping
-                except Exception:  # a job's bug must not stop the connection's others
-                    log.exception("an answer failed")
-                finally:
-                    self._current = None
-                if self._aimed and not await self._settle(task):
+        try:
+            while True:
+                while queue:
+                    # No local name for the job: one would keep it (and what it holds, a
+                    # request's objects) alive until the next job came.
+                    self._current = queue.popleft()
+                    try:
+                        await self._current()
+                    except asyncio.CancelledError:
+                        if not self._aimed:
+                            raise  # not given through `cancel`: the loop is stopping
+                    except Exception:  # a job's bug must not stop the connection's others
+                        log.exception("an answer failed")
+                    finally:
+                        self._current = None
+                    if self._aimed and not await self._settle(task):
+                        return
+                    if task.cancelling():
+                        return  # the job caught a cancellation that was not its own
+                if self._closed:
                     return
-                if task.cancelling():
-                    return  # the job caught a cancellation that was not its own
-            if self._closed:
-                return
-            wake = self._wake = self._loop.create_future()
-            try:
-                await wake
-            finally:
-                self._wake = None
+                wake = self._wake = self._loop.create_future()
+                try:
+                    await wake
+                finally:
+                    self._wake = None
+        finally:
+            self._serving = False
 
     async def _settle(self, task: asyncio.Task[None]) -> bool:
         """After a job `cancel` was used on: its requests put back, and one asked while
