@@ -124,7 +124,11 @@ class ZmqPump:
         self._schedule()
 
     def _wake(self) -> None:
-        self._schedule()
+        # The FD says events changed: drain now rather than a loop turn later, which a
+        # lone answer would wait for (at low load a turn is an epoll_wait and the loop's
+        # idle handlers). A drain already scheduled (after a send) will run anyway.
+        if not self._scheduled and not self._closed:
+            self._drain()
 
     def _schedule(self) -> None:
         if not self._scheduled and not self._closed:
