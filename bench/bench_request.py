@@ -142,6 +142,8 @@ async def _cost(protocol: asyncio.Protocol, request: bytes, n: int, rounds: int)
             await written.wait()
             await asyncio.sleep(0)  # let the exchange finish behind its answer
         best = min(best, (time.process_time() - start) / n * 1e6)
+    protocol.connection_lost(None)  # as a closed connection: its task ends
+    await asyncio.sleep(0)
     return best
 
 
