@@ -2,9 +2,9 @@
 
 A fast-wire connection serves one request at a time (node.fastproto), so the coroutines
 that answer its requests (node.front's `_Exchange._run`) can run one after another in a
-single task. Creating a task per request cost a tenth of the node's own time on a
-dispatched request here: CPython 3.11 registers every task in a WeakSet, in Python, and
-a weak-reference callback takes it out again when it is freed.
+single task. A task per request cost about 0.7 µs more than a future here (of the node's
+27 µs on a dispatched request): CPython 3.11 registers every task in a WeakSet, in
+Python, and a weak-reference callback takes it out again when it is freed.
 
 Cancelling. A job is stopped with `cancel(job)`, which cancels the shared task only
 while that job is the one running; a job still waiting for its turn is told by its own
