@@ -44,7 +44,7 @@ _SCHEME_RE: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)", re.
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _FORWARDING: Final = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-                         "forwarded"})
+                                "forwarded"})
 # What an untrusted client's request loses on its way upstream, in the same one pass.
 _HOP_BY_HOP_AND_FORWARDING: Final = HOP_BY_HOP | _FORWARDING
 # The fields we set in both directions: when a message has neither, ours are appended in
