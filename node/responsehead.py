@@ -72,6 +72,17 @@ def normal_name(name: str) -> str:
     return norm
 
 
+def _check_values(values: list[str]) -> None:
+    """BadField unless every value holds only a tab, visible ASCII, space or obs-text."""
+    if values:
+        joined = " ".join(values)
+        # Printable ASCII throughout (the usual answer) passes without the regex: a tab or
+        # obs-text in a value only sends it to the regex, which decides.
+        if not (joined.isascii() and joined.isprintable()) and (
+                bad := _BAD_VALUE.search(joined)):
+            raise BadField(f"invalid character {bad.group()!r} in a field value")
+
+
 def field_map(headers: Iterable[tuple[str, str]], status: int, no_body: bool) -> FieldMap:
     """A response's fields as the front writes them: Transfer-Encoding dropped, and
     Content-Length too unless it describes a body we do not send (HEAD, 304); the
@@ -91,13 +102,7 @@ def field_map(headers: Iterable[tuple[str, str]], status: int, no_body: bool) ->
             fields[norm] = [value]
         else:
             known.append(value)
-    if values:
-        joined = " ".join(values)
-        # Printable ASCII throughout (the usual answer) passes without the regex: a tab or
-        # obs-text in a value only sends it to the regex, which decides.
-        if not (joined.isascii() and joined.isprintable()) and (
-                bad := _BAD_VALUE.search(joined)):
-            raise BadField(f"invalid character {bad.group()!r} in a field value")
+    _check_values(values)
     return fields
 
 
@@ -175,12 +180,8 @@ def bodied_head(status: int, reason: str, headers: Iterable[tuple[str, str]],
         value = raw.strip(" \t")
         values.append(value)
         parts += ("\r\n", norm, ": ", value)
-    if values:
-        joined = " ".join(values)
-        # As field_map: printable ASCII passes without the regex. Names are tokens and a
-        # value holds no CR or LF past this, so no line can be split (frame's count).
-        if not (joined.isascii() and joined.isprintable()) and (
-                bad := _BAD_VALUE.search(joined)):
-            raise BadField(f"invalid character {bad.group()!r} in a field value")
+    # Names are tokens and no value holds a CR or LF past this: no line can be split
+    # (what frame's count makes sure of).
+    _check_values(values)
     parts += ("\r\nContent-Length: ", str(length), "\r\n\r\n")
     return "".join(parts).encode("latin1")

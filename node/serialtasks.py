@@ -60,7 +60,7 @@ class SerialTasks:
     def cancel(self, job: Job) -> bool:
         """Cancel `job` if it is the one running (True); else nothing is done."""
         task = self._task
-        if self._current is not job or task is None or task.done():
+        if self._current is not job or task is None or not self._serving:
             return False
         self._aimed += 1
         task.cancel()
