@@ -237,23 +237,25 @@ class WireProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         parser = self.parser
+        # Asked once: each is a call into httptools that builds its answer anew (the
+        # version a formatted string).
+        raw_method, raw_version = parser.get_method(), parser.get_http_version()
         shortcut = self.server.shortcut
         if (shortcut is not None and self.conn is None and not self.events
                 and not self.write_paused and self.head_bytes <= shortcut.max_head
-                and shortcut.ready() and self._shortcut(shortcut)):
+                and shortcut.ready() and self._shortcut(shortcut, raw_method, raw_version)):
             return
         lane = self.server.lane
         if lane is not None and self.head_bytes + _LANE_HEAD <= lane.max_head:
-            head = plain_head(parser.get_method(), parser.get_http_version(), self.url,
-                              self.fields, plain=self.plain,
+            head = plain_head(raw_method, raw_version, self.url, self.fields, plain=self.plain,
                               no_keep_alive=self.limits.no_keep_alive)
             if head is not None:
                 request = lane.plain_request(head, self.context)
                 if request is not None:
                     self.events.append((_LANE, (head, request), lane))
                     return
-        method = parser.get_method().decode("latin1")
-        version = "HTTP/" + parser.get_http_version()
+        method = raw_method.decode("latin1")
+        version = "HTTP/" + raw_version
         target = self.url.decode("latin1")
         try:
             headers = request_headers(self.fields, plain=self.plain)
@@ -274,7 +276,7 @@ class WireProtocol(asyncio.Protocol):
             return
         self.events.append((_END, None, None))
 
-    def _shortcut(self, shortcut: Shortcut) -> bool:
+    def _shortcut(self, shortcut: Shortcut, method: bytes, version: str) -> bool:
         """Answer a plain GET from a prepared answer (node.hitcache, node.statichits),
         before any request object exists; False: the request goes the usual way.
 
@@ -283,10 +285,8 @@ class WireProtocol(asyncio.Protocol):
         field valid by Tornado's rules (the slow path would answer 400 otherwise). The
         shortcut also gets what the client accepts of Accept-Encoding (static files vary
         on it) and the fields, for the access log."""
-        parser = self.parser
-        if (parser.get_method() != b"GET" or parser.get_http_version() != "1.1"
-                or not self.url.startswith(b"/") or self.server.stopping
-                or self.limits.no_keep_alive):
+        if (method != b"GET" or version != "1.1" or not self.url.startswith(b"/")
+                or self.server.stopping or self.limits.no_keep_alive):
             return False
         host = rid = accept = None
         for name, value in self.fields:

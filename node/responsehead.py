@@ -164,7 +164,7 @@ def bodied_head(status: int, reason: str, headers: Iterable[tuple[str, str]],
     of a name at its first place, so such a head goes the usual way. BadField as
     `field_map`. Property tests hold it to `frame(field_map(...))`."""
     names = _names
-    parts = ["HTTP/1.1 ", str(status), " ", reason]
+    lines = [f"HTTP/1.1 {status} {reason}"]
     values: list[str] = []
     seen: set[str] = set()
     last = ""
@@ -179,9 +179,9 @@ def bodied_head(status: int, reason: str, headers: Iterable[tuple[str, str]],
             last = norm
         value = raw.strip(" \t")
         values.append(value)
-        parts += ("\r\n", norm, ": ", value)
+        lines.append(f"{norm}: {value}")
     # Names are tokens and no value holds a CR or LF past this: no line can be split
     # (what frame's count makes sure of).
     _check_values(values)
-    parts += ("\r\nContent-Length: ", str(length), "\r\n\r\n")
-    return "".join(parts).encode("latin1")
+    lines += (f"Content-Length: {length}", "", "")
+    return "\r\n".join(lines).encode("latin1")

@@ -107,9 +107,10 @@ class ZmqPump:
     """Receives a zmq socket's messages on the asyncio loop by draining its FD.
 
     The FD is edge-triggered: it only says "events changed", so every wake-up
-    drains until EAGAIN, and every send schedules one more drain (a send can
-    consume the edge that announced incoming messages). Batches are bounded so
-    one busy peer cannot starve the loop. One loop, one thread."""
+    drains until EAGAIN (its first message at once, the rest after the handlers that
+    one scheduled), and every send schedules one more drain (a send can consume the
+    edge that announced incoming messages). Batches are bounded so one busy peer
+    cannot starve the loop. One loop, one thread."""
 
     BATCH = 256
 
@@ -124,11 +125,15 @@ class ZmqPump:
         self._schedule()
 
     def _wake(self) -> None:
-        # The FD says events changed: drain now rather than a loop turn later, which a
-        # lone answer would wait for (at low load a turn is an epoll_wait and the loop's
-        # idle handlers). A drain already scheduled (after a send) will run anyway.
+        # The FD says events changed. The first message is taken now, not a loop turn
+        # later (at low load a turn is an epoll_wait and the loop's idle handlers); the
+        # rest waits for a drain after the handlers that message scheduled. So the task
+        # a lone REPLY (or REQUEST) wakes writes its answer before libzmq is asked for
+        # more: that getsockopt is a poll(2) and two getpid(2) here, on the critical
+        # path of every request at low load. A drain already scheduled (after a send)
+        # will run anyway.
         if not self._scheduled and not self._closed:
-            self._drain()
+            self._take(1)
 
     def _schedule(self) -> None:
         if not self._scheduled and not self._closed:
@@ -137,10 +142,13 @@ class ZmqPump:
 
     def _drain(self) -> None:
         self._scheduled = False
-        if self._closed:
-            return
+        if not self._closed:
+            self._take(self.BATCH)
+
+    def _take(self, limit: int) -> None:
+        """Hand on up to `limit` messages; schedule a drain when more may be waiting."""
         sock = self.sock
-        for _ in range(self.BATCH):
+        for _ in range(limit):
             try:
                 # Ask first: ending every drain on a raised zmq.Again (an exception object
                 # built in Python) cost more than this getsockopt, which also processes
