@@ -522,7 +522,10 @@ class CacheStage:
         """X-Cache and Cache-Status for `outcome`: the same few members every time (outcome,
         fwd, status, refusal reason; a ttl that moves once a second), each rendered once
         (bounded: cleared when full)."""
-        memo = (outcome._value_, ttl, *cs.items())  # a str: Enum.__hash__ is interpreted
+        # Every member by name, in one order: `*cs.items()` built a list and then a tuple of
+        # pairs (3k instructions a miss). `_value_`, a str: Enum.__hash__ is interpreted.
+        memo = (outcome._value_, ttl, cs.get("hit", False), cs.get("fwd"), cs.get("fwd_status"),
+                cs.get("stored", False), cs.get("collapsed", False), cs.get("detail"))
         ours = self._rendered.get(memo)
         if ours is None:
             if len(self._rendered) >= _RENDERED_KEPT:

@@ -8,9 +8,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cache.entry import CacheEntry
 from cache.memory import MemoryStore
+from cache.status import CacheStatus, Outcome, status_headers
 from node.body import BodyChannel, read_body
 from node.cacheconfig import CacheConfig
 from node.cachestage import CacheStage
@@ -706,3 +709,28 @@ def test_an_upstream_cache_status_is_kept_in_front_of_ours_in_one_field() -> Non
         assert len(plain.headers.get_all("Cache-Status")) == 1
 
     run(main())
+
+
+_STATUS_ARGS = st.fixed_dictionaries(
+    {},
+    optional={
+        "hit": st.booleans(),
+        "fwd": st.sampled_from(["bypass", "method", "uri-miss", "miss", "stale"]),
+        "fwd_status": st.sampled_from([200, 304, 503]),
+        "stored": st.booleans(),
+        "collapsed": st.booleans(),
+        "detail": st.sampled_from(["no-store", "private", "swr", "error"]),
+    },
+)
+
+
+@given(st.lists(st.tuples(st.sampled_from(list(Outcome)), st.sampled_from([None, -1, 0, 60]),
+                          _STATUS_ARGS), max_size=12))
+def test_remembered_status_fields_are_the_ones_rendered(
+        calls: list[tuple[Outcome, int | None, dict[str, Any]]]) -> None:
+    """X-Cache and Cache-Status are rendered once per combination and remembered: whatever
+    came before, a response gets the fields its own outcome, ttl and members render to."""
+    stage, _, _ = make()
+    for outcome, ttl, members in calls:
+        expected = status_headers(outcome, CacheStatus(stage._name, ttl=ttl, **members))
+        assert stage._status_fields(outcome, ttl, members) == expected  # type: ignore[arg-type]
