@@ -23,7 +23,7 @@ import sys
 import sysconfig
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from setuptools import Extension
@@ -117,6 +117,41 @@ BUILD_OPTIONS: dict[str, str | int] = {
 }
 
 
+# Profile-guided (gcc): a clean build compiles the extensions instrumented, runs
+# scripts/pgo_train.py through them (a node, its workers and an origin on loopback, about
+# 30,000 requests), and compiles them again with the counts: the hot paths laid out
+# together, the cold ones apart. Measured (bench/bench_profile.md §37): about 4% more
+# requests a second through a node to a Python-API worker, 3-9% less node CPU a miss at
+# 1,000/s. An incremental build keeps the last clean build's counts (a changed function
+# is compiled without them: -Wno-coverage-mismatch); `make pure` then `make compiled`
+# counts anew. SCALE0_PGO=0, another compiler, or a failed training run: a plain build.
+PROFILE_OFF = "SCALE0_PGO"
+_GENERATE: Final = (["-fprofile-generate", "-fprofile-update=atomic"], ["-fprofile-generate"])
+_USE: Final[tuple[list[str], list[str]]] = (
+    ["-fprofile-use", "-fprofile-partial-training", "-Wno-missing-profile",
+     "-Wno-coverage-mismatch"], [])
+_PLAIN: Final[tuple[list[str], list[str]]] = ([], [])
+INSTRUMENTED = BUILD / "instrumented"  # there while the extensions in place count
+_BASE_FLAGS: dict[int, tuple[list[str], list[str]]] = {}
+
+
+def not_profile_guided() -> str | None:
+    """Why this build cannot be profile-guided, or None when it can."""
+    if os.environ.get(PROFILE_OFF) == "0":
+        return f"{PROFILE_OFF}=0"
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True,
+                                 timeout=30, check=False).stdout
+    except OSError as exc:
+        return f"{cc}: {exc}"
+    return None if "Free Software Foundation" in version else f"{cc} is not gcc"
+
+
+def profiles() -> list[Path]:
+    return sorted((BUILD / "temp").rglob("*.gcda"))
+
+
 def build() -> None:
     os.chdir(ROOT)
     modules = listed()
@@ -125,21 +160,59 @@ def build() -> None:
         source = path.parent / f"{path.name.split('.')[0]}.py"
         if source.is_file() and source not in keep:
             path.unlink()  # its module left the list
+    built = extensions()
+    why_not = not_profile_guided()
+    interrupted = INSTRUMENTED.exists()  # a build stopped between its two compiles
+    if why_not is not None:
+        compile_all(built, _PLAIN, force=interrupted)
+    elif profiles() and not interrupted:
+        compile_all(built, _USE)
+    else:
+        for counts in profiles():
+            counts.unlink()  # from another build of these sources: they would not merge
+        INSTRUMENTED.touch()
+        compile_all(built, _GENERATE, force=True)
+        mark_fresh(modules)
+        trained = subprocess.run([sys.executable, str(ROOT / "scripts" / "pgo_train.py")],
+                                 cwd=ROOT, check=False, timeout=600).returncode == 0
+        if not trained:
+            print("profile training failed: compiled without a profile", file=sys.stderr)
+            for counts in profiles():
+                counts.unlink()
+        compile_all(built, _USE if trained else _PLAIN, force=True)
+        INSTRUMENTED.unlink()
+    mark_fresh(modules)
+
+
+def compile_all(built: list[Extension], flags: tuple[list[str], list[str]],
+                force: bool = False) -> None:
+    """setuptools' build_ext over `built`, in place, with `flags` (compiler, linker) added;
+    `force` compiles every C file again, changed or not."""
     import setuptools
 
+    compile_flags, link_flags = flags
+    for extension in built:
+        # mypyc's own flags, kept from the first call: each call adds its flags to those
+        base = _BASE_FLAGS.setdefault(id(extension), (list(extension.extra_compile_args),
+                                                      list(extension.extra_link_args)))
+        extension.extra_compile_args = [*base[0], *compile_flags]
+        extension.extra_link_args = [*base[1], *link_flags]
     dist = setuptools.Distribution(
         {
             "name": "scale0-compiled",
-            "ext_modules": extensions(),
+            "ext_modules": built,
             "script_name": "scripts/build_compiled.py",
             "script_args": [
-                "--quiet", "build_ext", "--inplace",
+                "--quiet", "build_ext", "--inplace", *(["--force"] if force else []),
                 *(f"--{name.replace('_', '-')}={value}" for name, value in BUILD_OPTIONS.items()),
             ],
         }
     )
     dist.parse_command_line()
     dist.run_commands()
+
+
+def mark_fresh(modules: list[str]) -> None:
     # build_ext leaves an extension whose C did not change (a shim) with its old time; the
     # import-time check compares each .py with its extension, so every one is marked new.
     for module in modules:
