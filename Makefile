@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 ## make compiled: the modules in scripts/compiled.txt as C extensions next to their .py files
-## (about 30% less CPU per proxied miss), rebuilt only when a module changed. Without a
-## C compiler or Python's headers it says so and the node runs as pure Python.
+## (about 30% less CPU per proxied miss), rebuilt only when a module changed; from nothing,
+## profile-guided with gcc (SCALE0_PGO=0: not). Without a C compiler or Python's headers it
+## says so and the node runs as pure Python.
 compiled: $(STAMP)
 	@$(BIN)/python scripts/build_compiled.py --check >/dev/null \
 	  || bash scripts/system-deps.sh build $(BIN)/python 2>/dev/null

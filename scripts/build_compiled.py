@@ -5,6 +5,8 @@
     python scripts/build_compiled.py --clean      # remove the built extensions
     python scripts/build_compiled.py --wheel DIR  # the compiled wheel into DIR (prints its path)
 
+In place from nothing, with gcc, the build is profile-guided (the comment above PROFILE_OFF).
+
 Run by `make compiled`, `make pure` and `make wheel`. In place it drives setuptools'
 build_ext itself rather than through setup(), so the project's pyproject.toml is never
 parsed. The wheel is built through setup.py (setuptools' build_wheel hook, which pip calls
@@ -140,12 +142,13 @@ def not_profile_guided() -> str | None:
     if os.environ.get(PROFILE_OFF) == "0":
         return f"{PROFILE_OFF}=0"
     cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    try:
-        version = subprocess.run([cc, "--version"], capture_output=True, text=True,
-                                 timeout=30, check=False).stdout
-    except OSError as exc:
+    try:  # the compiler's own macros: clang defines __GNUC__ too, and __clang__
+        macros = subprocess.run([cc, "-dM", "-E", "-"], input="", capture_output=True,
+                                text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{cc}: {exc}"
-    return None if "Free Software Foundation" in version else f"{cc} is not gcc"
+    gcc = "#define __GNUC__ " in macros and "__clang__" not in macros
+    return None if gcc else f"{cc} is not gcc"
 
 
 def profiles() -> list[Path]:
@@ -165,6 +168,7 @@ def build() -> None:
     interrupted = INSTRUMENTED.exists()  # a build stopped between its two compiles
     if why_not is not None:
         compile_all(built, _PLAIN, force=interrupted)
+        INSTRUMENTED.unlink(missing_ok=True)
     elif profiles() and not interrupted:
         compile_all(built, _USE)
     else:
