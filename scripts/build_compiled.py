@@ -177,8 +177,11 @@ def build() -> None:
         INSTRUMENTED.touch()
         compile_all(built, _GENERATE, force=True)
         mark_fresh(modules)
-        trained = subprocess.run([sys.executable, str(ROOT / "scripts" / "pgo_train.py")],
-                                 cwd=ROOT, check=False, timeout=600).returncode == 0
+        try:  # bounded inside too: each of its steps has a time limit
+            trained = subprocess.run([sys.executable, str(ROOT / "scripts" / "pgo_train.py")],
+                                     cwd=ROOT, check=False, timeout=600).returncode == 0
+        except subprocess.TimeoutExpired:
+            trained = False
         if not trained:
             print("profile training failed: compiled without a profile", file=sys.stderr)
             for counts in profiles():
