@@ -18,8 +18,10 @@ class Procs:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, args: list[str]) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def start(self, args: list[str], cwd: Path | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
         self.procs.append(p)
         return p
 
