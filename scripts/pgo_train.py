@@ -17,14 +17,17 @@ fixed count of requests, and a time limit on each step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 60.0  # seconds for any one step (start, a batch of requests, stop)
@@ -84,20 +87,25 @@ def main() -> int:
     python = sys.executable
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs: dict[str, subprocess.Popen[bytes]] = {}
+    logs: dict[str, IO[bytes]] = {}  # a file, not a pipe: nobody reads while they run
+    files = contextlib.ExitStack()
 
     def start(name: str, *args: str) -> dict[str, subprocess.Popen[bytes]]:
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - `files` closes it
+        logs[name] = files.enter_context(log)
         procs[name] = subprocess.Popen([python, "-m", *args], cwd=ROOT, env=env,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                       stdout=subprocess.DEVNULL, stderr=logs[name])
         return {name: procs[name]}
 
     def stop(*names: str) -> None:
         for name in names:
             procs[name].send_signal(signal.SIGTERM)
         for name in names:
-            p = procs.pop(name)
-            _, err = p.communicate(timeout=LIMIT)
+            p, log = procs.pop(name), logs.pop(name)
+            p.wait(timeout=LIMIT)
+            log.seek(0)
             if p.returncode != 0:
-                tail = err.decode(errors="replace").strip().splitlines()[-3:]
+                tail = log.read().decode(errors="replace").strip().splitlines()[-3:]
                 raise RuntimeError(f"the {name} exited with {p.returncode}: " + " | ".join(tail))
 
     try:
@@ -133,7 +141,8 @@ def main() -> int:
         for p in procs.values():  # the origin, and whatever a failure left running
             if p.poll() is None:
                 p.kill()
-                p.communicate()
+                p.wait()
+        files.close()
 
 
 if __name__ == "__main__":
