@@ -25,7 +25,6 @@ from pathlib import Path
 from bench.bench_latency import _measure
 from bench.procs import Procs
 from bench.tools import cpu_seconds, wait_http
-from node.freeport import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MISS = "/bytes/1024?nocache=1"
@@ -45,15 +44,8 @@ def _importable(tree: Path) -> None:
 
 def _start_tree(procs: Procs, tree: Path, origin: int) -> tuple[int, int]:
     """A node and an HTTP-upstream worker from `tree`; (HTTP port, node pid)."""
-    python, env = sys.executable, {**os.environ, "PYTHONPATH": str(tree)}
-    http, workers = free_port(), f"tcp://127.0.0.1:{free_port()}"
-    node = procs.start([python, "-m", "node", "node", "--http", f"127.0.0.1:{http}",
-                        "--admin", f"127.0.0.1:{free_port()}", "--workers", workers,
-                        "--gossip", f"tcp://127.0.0.1:{free_port()}",
-                        "--peer", f"tcp://127.0.0.1:{free_port()}",
-                        "--access-log", "off", "--cache", "memory"], cwd=tree, env=env)
-    procs.start([python, "-m", "node", "worker", "--node", workers, "--service", "default",
-                 "--upstream", f"http://127.0.0.1:{origin}"], cwd=tree, env=env)
+    node, http, workers = procs.node("--cache", "memory", tree=tree)
+    procs.worker(workers, "--upstream", f"http://127.0.0.1:{origin}", tree=tree)
     wait_http(f"http://127.0.0.1:{http}/bytes/1024", success=True)
     return http, node.pid
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,8 +32,14 @@ class Procs:
         wait_http(f"http://127.0.0.1:{port}/_count")
         return p, port
 
-    def node(self, *extra: str) -> tuple[subprocess.Popen[bytes], int, str]:
-        """A node on free ports; returns (process, http port, workers endpoint)."""
+    def _from(self, tree: Path | None) -> tuple[Path | None, dict[str, str] | None]:
+        """cwd and environment that run `tree`'s Scale0 (another checkout) rather than ours."""
+        return (None, None) if tree is None else (tree, {**os.environ, "PYTHONPATH": str(tree)})
+
+    def node(self, *extra: str, tree: Path | None = None
+             ) -> tuple[subprocess.Popen[bytes], int, str]:
+        """A node on free ports; returns (process, http port, workers endpoint). `tree`:
+        another checkout's node."""
         http, admin = free_port(), free_port()
         workers = f"tcp://127.0.0.1:{free_port()}"
         p = self.start(
@@ -53,7 +60,8 @@ class Procs:
                 "--access-log",
                 "off",
                 *extra,
-            ]
+            ],
+            *self._from(tree),
         )
         wait_http(f"http://127.0.0.1:{admin}/_scale0/health")
         return p, http, workers
@@ -72,7 +80,8 @@ class Procs:
                            workers_endpoint, "--upstream", str(origin_port)])
 
     def worker(
-        self, workers_endpoint: str, *how: str, concurrency: int = 64, service: str = "default"
+        self, workers_endpoint: str, *how: str, concurrency: int = 64, service: str = "default",
+        tree: Path | None = None,
     ) -> subprocess.Popen[bytes]:
         return self.start(
             [
@@ -85,7 +94,8 @@ class Procs:
                 "--concurrency",
                 str(concurrency),
                 *how,
-            ]
+            ],
+            *self._from(tree),
         )
 
     def stop_all(self) -> None:

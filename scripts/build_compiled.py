@@ -18,6 +18,7 @@ not compiled again by either.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -134,7 +135,6 @@ _USE: Final[tuple[list[str], list[str]]] = (
      "-Wno-coverage-mismatch"], [])
 _PLAIN: Final[tuple[list[str], list[str]]] = ([], [])
 INSTRUMENTED = BUILD / "instrumented"  # there while the extensions in place count
-_BASE_FLAGS: dict[int, tuple[list[str], list[str]]] = {}
 
 
 def not_profile_guided() -> str | None:
@@ -198,12 +198,10 @@ def compile_all(built: list[Extension], flags: tuple[list[str], list[str]],
     import setuptools
 
     compile_flags, link_flags = flags
+    built = [copy.copy(extension) for extension in built]  # mypyc's flags stay as they were
     for extension in built:
-        # mypyc's own flags, kept from the first call: each call adds its flags to those
-        base = _BASE_FLAGS.setdefault(id(extension), (list(extension.extra_compile_args),
-                                                      list(extension.extra_link_args)))
-        extension.extra_compile_args = [*base[0], *compile_flags]
-        extension.extra_link_args = [*base[1], *link_flags]
+        extension.extra_compile_args = [*extension.extra_compile_args, *compile_flags]
+        extension.extra_link_args = [*extension.extra_link_args, *link_flags]
     dist = setuptools.Distribution(
         {
             "name": "scale0-compiled",
