@@ -8,7 +8,8 @@ the node's cache (hit path), then through the design's floor (bench.skeleton: a
 featureless node and worker over the same ZeroMQ hop), the featureless node in front
 of our worker, and our node and worker again with both kept to one CPU
 (`--cpu-affinity`: a request's wake-ups stay on that CPU) and the floor so, all in this
-one run.
+one run; last, a node with `--busy-poll on` (node/spinner.py), with the origin, the floor and
+the pinned pair measured again while its spinners keep the CPUs awake.
 
 "node CPU" is the node process's CPU µs a request during its row (ours, and the
 floor's featureless node). At this rate each request finds the node asleep and its
@@ -79,6 +80,12 @@ def _move_threads(pid: int, cpus: set[int]) -> None:
     """Keep every thread of running process `pid` (its ZeroMQ I/O thread too) to `cpus`."""
     for tid in os.listdir(f"/proc/{pid}/task"):
         os.sched_setaffinity(int(tid), cpus)
+
+
+def _children(pid: int) -> list[int]:
+    """The PIDs of `pid`'s child processes (a --busy-poll node's spinners)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
 
 
 def _nginx(oport: int) -> tuple[Nginx, int]:
@@ -163,6 +170,27 @@ def main() -> None:
                   f"p99 {passed[1] - origin[1]:+.3f} ms")
             print(f"hit, node - nginx: p50 {cached[0] - nhit[0]:+.3f} ms, "
                   f"p99 {cached[1] - nhit[1]:+.3f} ms (goal: p99 within 0.2 ms)")
+        # Last, since its spinners keep every CPU of the machine awake while they live:
+        # the origin, the floor and the pinned pair are measured again beside them.
+        busy, bhttp, bworkers = procs.node("--cache", "memory", "--busy-poll", "on")
+        procs.worker(bworkers, "--upstream", f"http://127.0.0.1:{oport}")
+        wait_http(f"http://127.0.0.1:{bhttp}/bytes/1024", success=True)
+        spinners = _children(busy.pid)
+        spun = sum(cpu_seconds(pid) for pid in spinners)
+        started = time.monotonic()
+        print(f"\nwith --busy-poll (a spinner on each of {len(spinners)} CPUs, node/spinner.py):")
+        b_origin = row("origin directly", oport, miss)
+        b_through = row("node + worker (miss)", bhttp, miss, busy.pid)
+        b_floor = row("floor: featureless node + worker", shttp, miss, floor_node.pid)
+        b_one_cpu = row(f"node + worker on CPU {cpu} (miss)", phttp, miss, pinned.pid)
+        share = ((sum(cpu_seconds(pid) for pid in spinners) - spun)
+                 / (time.monotonic() - started) / max(len(spinners), 1))
+        print(f"added by the miss path with --busy-poll: p50 {b_through[0] - b_origin[0]:+.3f} ms, "
+              f"p99 {b_through[1] - b_origin[1]:+.3f} ms; the floor so: p50 "
+              f"{b_floor[0] - b_origin[0]:+.3f} ms; on one CPU: p50 "
+              f"{b_one_cpu[0] - b_origin[0]:+.3f} ms")
+        print(f"the spinners ran {share:.0%} of each CPU's time meanwhile (time nothing "
+              f"else wanted)")
     finally:
         procs.stop_all()
         if nginx is not None:

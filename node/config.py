@@ -111,6 +111,7 @@ class NodeConfig:
     curve: str = ""  # key directory: CurveZMQ on every ZeroMQ socket
     processes: int = 1  # node processes sharing the HTTP port (SO_REUSEPORT)
     cpu_affinity: str = "off"  # off | auto | CPU list such as 0,2-3 (node.cpuaffinity)
+    busy_poll: bool = False  # an idle-class spinner per CPU while serving (node.busypoll)
     http_server: str = "fast"  # wire layer: "fast" (httptools on uvloop) or "tornado"
     gossip_preset: str = "lan"  # failure-detection timing: lan | wan | local (tests)
     # Seconds quiet after a spike before memory it left goes back to the OS (node.heaptrim);

@@ -62,6 +62,7 @@ import signal
 import threading
 from collections.abc import Callable
 
+from node.busypoll import busy_polling
 from node.config import NodeConfig
 from node.cpuaffinity import allowed_cpus, cpus_for, pin
 from node.errors import ConfigError
@@ -358,6 +359,15 @@ def run_processes(config: NodeConfig, node_id: str,
     watch = relay.watch = ChildWatch()
     for index, pid in enumerate(children, start=1):
         watch.watch(index, pid)
+    # The spinners are process 0's, after the forks: a child never holds their pipes.
+    with busy_polling(config.busy_poll, allowed):
+        return _run_first(config, node_id, relay, watch, run_one)
+
+
+def _run_first(config: NodeConfig, node_id: str, relay: HupRelay, watch: ChildWatch,
+               run_one: Callable[[NodeConfig, HupRelay], int]) -> int:
+    """Process 0's node, then the children stopped and reaped; 1 if any of them failed."""
+    children = relay.children
     try:
         code = run_one(process_config(config, 0, node_id), relay)
     finally:

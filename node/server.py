@@ -42,6 +42,7 @@ from node.accesslog import AccessLog
 from node.admin import AdminState, Unbranded, make_admin_app
 from node.admintoken import guard
 from node.broker import Broker, BrokerConfig
+from node.busypoll import busy_polling
 from node.cachestage import CacheStage
 from node.config import NodeConfig, WorkersConfig, parse_hostport
 from node.cpuaffinity import allowed_cpus, cpus_for, pin
@@ -487,10 +488,12 @@ def run_node(config: NodeConfig, reload: Callable[[], NodeConfig | None] | None 
     if config.processes > 1:  # each process pins itself (node.processes)
         return run_processes(config, config.id or default_node_id(),
                              lambda derived, relay: _run_one(derived, reload, config, relay))
-    pin(cpus_for(config.cpu_affinity, 0, allowed_cpus()))  # before any thread is started
+    allowed = allowed_cpus()
+    pin(cpus_for(config.cpu_affinity, 0, allowed))  # before any thread is started
     relay = HupRelay()
     relay.catch_early()  # a SIGHUP while starting must not kill the node
-    return _run_one(config, reload, relay=relay)
+    with busy_polling(config.busy_poll, allowed):  # every CPU a request's chain may wake
+        return _run_one(config, reload, relay=relay)
 
 
 def _run_one(config: NodeConfig, reload: Callable[[], NodeConfig | None] | None = None,

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from node.busypoll import busy_polling
 from node.config import check_endpoint
 from node.cpuaffinity import allowed_cpus, pin, worker_cpus
 from node.errors import ConfigError
@@ -80,6 +81,10 @@ def add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="keep the worker on these CPUs, e.g. 0 or 2-3: the one its node "
                         "process keeps to (scale0 node --cpu-affinity), so a request's "
                         "wake-ups stay on one CPU; default: off")
+    p.add_argument("--busy-poll", metavar="on|off", choices=["on", "off"], default="off",
+                   help="keep this host's CPUs from sleeping while they serve traffic, as "
+                        "scale0 node --busy-poll does (see its --help): for a host of "
+                        "workers without a node; one spinner a CPU whoever asks; default: off")
     p.add_argument("--curve", metavar="KEYDIR",
                    help="CurveZMQ: KEYDIR holds this worker's pair (scale0 keygen KEYDIR "
                         "--name NAME) and a copy of the node's node.key; the node lets it in "
@@ -185,9 +190,10 @@ def run_worker(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"scale0 worker: {exc}", file=sys.stderr)
         return 2
+    allowed = allowed_cpus()
     try:
         # First: threads the app or ZeroMQ start from here on keep to the same CPUs.
-        pin(worker_cpus(args.cpu_affinity, allowed_cpus()))
+        pin(worker_cpus(args.cpu_affinity, allowed))
     except ValueError as exc:
         print(f"scale0 worker: --cpu-affinity {args.cpu_affinity}: {exc}", file=sys.stderr)
         return 2
@@ -205,7 +211,8 @@ def run_worker(args: argparse.Namespace) -> int:
     except ImportError:
         runner = asyncio.run
     settle_heap()  # the app is loaded: keep it out of the collector's scans (node.gctune)
-    return int(runner(_serve(args, handler, closeable, secure)))
+    with busy_polling(args.busy_poll == "on", allowed):
+        return int(runner(_serve(args, handler, closeable, secure)))
 
 
 def _curve(args: argparse.Namespace) -> Any:
