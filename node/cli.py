@@ -24,9 +24,8 @@ Run one Scale0 node. Flags win over the --config file. Every flag below but
 --config and --check-config has a key of the same name in that file (- or _):
 repeatable flags are lists (seed or seeds = [...], route or routes = [...]);
 --workers is `endpoint` in [workers], --cache is `store` in [cache] (or
-cache = "SPEC"), --access-log is access_log = true|false (--busy-poll the same:
-busy_poll = true|false), --access-log-redact
-is a list (access_log_redact = ["password", "token"]).
+cache = "SPEC"), --access-log is access_log = true|false (--busy-poll likewise),
+--access-log-redact is a list (access_log_redact = ["password", "token"]).
 """
 
 EPILOG_NODE = """\
@@ -79,12 +78,12 @@ def _node_parser(sub: Any) -> None:
     a("--busy-poll", metavar="on|off", choices=["on", "off"],
       help="keep this machine's CPUs from sleeping while they serve traffic: one "
            "idle-priority spinner process per CPU, which takes only time no other task "
-           "wants, backs off while the CPU is busy and rests once nothing else has run "
-           "on it for 10 s. On a VM, where a sleeping vCPU takes tens of µs to wake, this "
-           "cuts what a miss adds at low load (0.40 to 0.28 ms on our 2-core VM; HAProxy's "
-           "busy-polling is for the same case); the price: top shows every CPU busy while "
-           "traffic flows. Give it to the node or, on a host without one, to a worker "
-           "(one spinner a CPU either way); default: off")
+           "wants, backs off while the CPU is busy and rests once other tasks have used "
+           "under 1%% of it for 10 s. On a VM, where a sleeping vCPU takes tens of µs to "
+           "wake, this cuts what a miss adds at low load (0.40 to 0.28 ms on our 2-core "
+           "VM; HAProxy's busy-polling is for the same case); the price: top shows every "
+           "CPU busy while traffic flows. Give it to the node or, on a host without one, "
+           "to a worker (one spinner a CPU either way); default: off")
     a("--workers", metavar="ENDPOINT", help="ZeroMQ ROUTER that workers connect to "
       "(in the file: [workers] endpoint); default: tcp://*:7950")
     a("--gossip", metavar="ENDPOINT", help="PUB socket for mesh state; default: tcp://*:7946")

@@ -16,9 +16,10 @@ It governs itself from what it sees (`SpinGovernor`, pure, clock injected):
   `busy_share` means the CPU is busy — there halts are rare and spinning only
   costs a busy machine throughput (-7 % at full load without this rule) — so it
   backs off for `back_off` seconds;
-- a share of `quiet_share` or more for `quiet_for` seconds means nothing else ran
-  on the CPU: it rests, and looks at /proc/stat once every `rest_check`
-  seconds, spinning again when others used `wake_share` of the CPU.
+- a share of `quiet_share` or more on average over `quiet_for` seconds means
+  nothing else wanted the CPU (an idle node's timers take about half a percent):
+  it rests, and looks at /proc/stat once every `rest_check` seconds, spinning
+  again when others used `wake_share` of the CPU.
 
 The node (node.busypoll) starts one per CPU with a pipe on stdin and never writes
 to it: the pipe's end (EOF, the node exited or was killed) stops the spinner within
@@ -71,20 +72,28 @@ class SpinGovernor:
         self.policy = policy or SpinPolicy()
         self.mode = Mode.SPIN
         self.wake_at = 0.0  # BACK_OFF ends then
-        self._quiet_since: float | None = None
+        # The windows of the current period (quiet_for long, back to back): when it began,
+        # the sum of their shares and their count. Its mean decides whether to rest: one
+        # window of a timer's work must not start the quiet time again.
+        self._since: float | None = None
+        self._shares = 0.0
+        self._windows = 0
 
     def spun(self, now: float, share: float) -> Mode:
         """A window of spinning ended; `share` is the part of it this spinner ran."""
         policy = self.policy
         if share < policy.busy_share:
-            self.mode, self.wake_at, self._quiet_since = Mode.BACK_OFF, now + policy.back_off, None
-        elif share >= policy.quiet_share:
-            if self._quiet_since is None:
-                self._quiet_since = now
-            elif now - self._quiet_since >= policy.quiet_for:
-                self.mode, self._quiet_since = Mode.REST, None
-        else:
-            self._quiet_since = None
+            self.mode, self.wake_at, self._since = Mode.BACK_OFF, now + policy.back_off, None
+            return self.mode
+        if self._since is None:
+            self._since, self._shares, self._windows = now, 0.0, 0
+        self._shares += share
+        self._windows += 1
+        if now - self._since >= policy.quiet_for:
+            if self._shares / self._windows >= policy.quiet_share:
+                self.mode, self._since = Mode.REST, None
+            else:
+                self._since, self._shares, self._windows = now, 0.0, 0
         return self.mode
 
     def slept(self, now: float) -> Mode:

@@ -56,20 +56,58 @@ def test_it_rests_after_quiet_for_seconds_of_quiet_windows_and_not_before(
             return
 
 
-@given(st.lists(quiet, min_size=1, max_size=200), st.one_of(busy, middling),
-       st.lists(quiet, min_size=1, max_size=200))
-def test_any_window_with_other_work_starts_the_quiet_time_again(
-        first: list[float], other: float, second: list[float]) -> None:
+def expected_modes(windows: list[float], policy: SpinPolicy) -> list[Mode]:
+    """The model: back-to-back periods of `quiet_for` seconds, each first window starting
+    one; a period whose windows' mean share is `quiet_share` or more ends in a rest.
+    (No window here is busy: those back off, as tested above.)"""
+    modes: list[Mode] = []
+    since: float | None = None
+    shares: list[float] = []
+    for i, share in enumerate(windows):
+        now = (i + 1) * WINDOW
+        if since is None:
+            since = now
+        shares.append(share)
+        if now - since >= policy.quiet_for:
+            if sum(shares) / len(shares) >= policy.quiet_share:
+                return [*modes, Mode.REST]
+            since, shares = now, []
+        modes.append(Mode.SPIN)
+    return modes
+
+
+@given(st.lists(st.one_of(middling, quiet), min_size=1, max_size=400))
+def test_it_rests_when_a_periods_mean_share_is_quiet(windows: list[float]) -> None:
+    """A timer's window of work (an idle node's beats) does not start the quiet time
+    again; only the period's mean decides."""
+    governor = SpinGovernor(POLICY)
+    got = [governor.spun((i + 1) * WINDOW, share) for i, share in enumerate(windows)]
+    want = expected_modes(windows, POLICY)
+    assert got[:len(want)] == want
+
+
+def test_an_idle_nodes_timers_do_not_keep_it_spinning() -> None:
+    """One window in twenty at 0.9 (a beat's work): the mean is 0.995, so it rests."""
+    governor = SpinGovernor(POLICY)
+    modes = [governor.spun((i + 1) * WINDOW, 0.9 if i % 20 == 0 else 1.0)
+             for i in range(int(POLICY.quiet_for / WINDOW) + 2)]
+    assert modes[-1] is Mode.REST
+
+
+@given(st.lists(quiet, min_size=1, max_size=200), busy, st.lists(quiet, min_size=1,
+                                                                  max_size=200))
+def test_a_back_off_starts_the_quiet_time_again(first: list[float], other: float,
+                                                second: list[float]) -> None:
     governor = SpinGovernor(POLICY)
     now = 0.0
     for share in first:
         now += WINDOW
         if governor.spun(now, share) is Mode.REST:
-            return  # rested before the other work came: nothing to check here
+            return  # rested before the busy window came: nothing to check here
     now += WINDOW
-    if governor.spun(now, other) is Mode.BACK_OFF:
-        now = governor.wake_at
-        governor.slept(now)
+    assert governor.spun(now, other) is Mode.BACK_OFF
+    now = governor.wake_at
+    governor.slept(now)
     restarted = now + WINDOW
     for share in second:
         now += WINDOW
