@@ -37,7 +37,7 @@ class Spinners:
             self.procs.append(subprocess.Popen(
                 [sys.executable, "-I", "-S", str(SPINNER), str(cpu)],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True))
-        log.info("busy-poll: a spinner on CPU %s", ", ".join(map(str, self.cpus)))
+        log.info("busy-poll: a spinner on each of CPUs %s", ", ".join(map(str, self.cpus)))
 
     def stop(self) -> None:
         for proc in self.procs:

@@ -14,7 +14,7 @@ task preempts it at once.
 It governs itself from what it sees (`SpinGovernor`, pure, clock injected):
 - spinning, it measures its own share of each 0.1 s window. A share under
   `busy_share` means the CPU is busy — there halts are rare and spinning only
-  costs a busy machine throughput (-7 % at full load without this rule) — so it
+  costs a busy machine throughput (13-15 % at full load without this rule) — so it
   backs off for `back_off` seconds;
 - a share of `quiet_share` or more on average over `quiet_for` seconds means
   nothing else wanted the CPU (an idle node's timers take about half a percent):
@@ -27,7 +27,7 @@ one window. One spinner a CPU on the machine: a second one (a worker's beside a
 node's) waits, resting, until the first is gone (`claim`, an abstract socket).
 
 Standard library only, run as `python -I -S node/spinner.py CPU`: it imports
-nothing of Scale0 and starts in ~20 ms with ~8 MB resident.
+nothing of Scale0, and starts in ~10 ms with ~12 MB resident.
 """
 
 from __future__ import annotations
