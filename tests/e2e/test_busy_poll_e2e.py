@@ -84,7 +84,8 @@ def test_process_0_spins_a_cpu_each_and_its_spinners_die_with_it_even_killed(
         assert "busy-poll: a spinner on each of CPUs" in node.output()
         node.kill9()  # no clean-up runs: the spinners see their pipe end
         for pid in spinners:
-            wait_until(lambda pid=pid: _gone(pid), timeout=10, what=f"spinner {pid} to exit")
+            # SCHED_IDLE: on a machine busy with other tests it may wait for the CPU
+            wait_until(lambda pid=pid: _gone(pid), timeout=30, what=f"spinner {pid} to exit")
     finally:
         node.stop()
 
@@ -120,8 +121,10 @@ def test_a_second_spinner_for_a_cpu_stands_by_and_still_stops_when_told() -> Non
         wait_until(lambda: os.sched_getscheduler(standby.pid) == os.SCHED_IDLE, timeout=10,
                    what="the second spinner to start")
         assert standby.poll() is None  # waiting for the CPU, not exited
-        second.stop()  # closes its pipe: it exits from standing by
-        assert standby.returncode == 0
+        assert standby.stdin is not None
+        standby.stdin.close()  # its pipe's end: it exits from standing by, by itself
+        # (a SCHED_IDLE process on a machine busy with other tests may wait for the CPU)
+        assert standby.wait(30) == 0
         assert holder.poll() is None
     finally:
         second.stop()
