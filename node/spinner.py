@@ -205,6 +205,10 @@ def main(argv: list[str]) -> int:
     except OSError as exc:  # a CPU we may not use, a scheduler refusing SCHED_IDLE
         print(f"scale0 busy-poll spinner on CPU {argv[1]}: {exc}", file=sys.stderr)
         return 1
+    except AttributeError:  # no os.sched_setaffinity / SCHED_IDLE: not Linux
+        print("scale0 busy-poll: spinners need Linux (SCHED_IDLE, CPU affinity)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

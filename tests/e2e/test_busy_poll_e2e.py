@@ -5,12 +5,14 @@ ends (SIGTERM, SIGKILL), and a second spinner for a CPU stands by rather than sp
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from testkit.procs import Proc, free_port, free_port_pair, scale0_bin, wait_until
 
-from node.busypoll import Spinners
+from node.busypoll import SPINNER, Spinners
 from node.spinner import claim
 
 pytestmark = pytest.mark.e2e
@@ -133,3 +135,14 @@ def test_a_second_spinner_for_a_cpu_stands_by_and_still_stops_when_told() -> Non
     lock = claim(cpu)  # given back with the process
     assert lock is not None
     lock.close()
+
+
+@pytest.mark.parametrize(("arg", "code", "message"), [
+    ("4095", 1, "scale0 busy-poll spinner on CPU 4095: "),  # no test machine may use it
+    ("one", 2, "usage: spinner.py CPU"),
+])
+def test_a_spinner_that_cannot_spin_says_why(arg: str, code: int, message: str) -> None:
+    done = subprocess.run([sys.executable, "-I", "-S", str(SPINNER), arg], input=b"",
+                          capture_output=True, timeout=60, check=False)
+    assert done.returncode == code
+    assert done.stderr.decode().startswith(message), done.stderr
