@@ -63,14 +63,14 @@ def _close(pipe: IO[bytes] | None) -> None:
 
 
 @contextlib.contextmanager
-def busy_polling(enabled: bool, cpus: Iterable[int]) -> Iterator[Spinners | None]:
+def busy_polling(enabled: bool, cpus: Iterable[int]) -> Iterator[None]:
     """Spinners on `cpus` for the duration of the block when `enabled`."""
     if not enabled:
-        yield None
+        yield
         return
     spinners = Spinners(cpus)
     try:
         spinners.start()  # in the try: one that failed to start stops those before it
-        yield spinners
+        yield
     finally:
         spinners.stop()

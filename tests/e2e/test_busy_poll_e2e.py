@@ -128,10 +128,12 @@ def test_a_second_spinner_for_a_cpu_stands_by_and_still_stops_when_told() -> Non
         # (a SCHED_IDLE process on a machine busy with other tests may wait for the CPU)
         assert standby.wait(30) == 0
         assert holder.poll() is None
+        assert holder.stdin is not None
+        holder.stdin.close()
+        assert holder.wait(30) == 0
     finally:
         second.stop()
         first.stop()
-    assert holder.returncode == 0
     lock = claim(cpu)  # given back with the process
     assert lock is not None
     lock.close()
