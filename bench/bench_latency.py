@@ -28,7 +28,15 @@ import statistics
 import time
 
 from bench.procs import Procs, free_port
-from bench.tools import KEEPALIVE_PROXYING, Nginx, cpu_seconds, have, origin_upstream, wait_http
+from bench.tools import (
+    KEEPALIVE_PROXYING,
+    Nginx,
+    children,
+    cpu_seconds,
+    have,
+    origin_upstream,
+    wait_http,
+)
 
 
 async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> float:
@@ -80,12 +88,6 @@ def _move_threads(pid: int, cpus: set[int]) -> None:
     """Keep every thread of running process `pid` (its ZeroMQ I/O thread too) to `cpus`."""
     for tid in os.listdir(f"/proc/{pid}/task"):
         os.sched_setaffinity(int(tid), cpus)
-
-
-def _children(pid: int) -> list[int]:
-    """The PIDs of `pid`'s child processes (a --busy-poll node's spinners)."""
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(child) for child in f.read().split()]
 
 
 def _nginx(oport: int) -> tuple[Nginx, int]:
@@ -175,7 +177,7 @@ def main() -> None:
         busy, bhttp, bworkers = procs.node("--cache", "memory", "--busy-poll", "on")
         procs.worker(bworkers, "--upstream", f"http://127.0.0.1:{oport}")
         wait_http(f"http://127.0.0.1:{bhttp}/bytes/1024", success=True)
-        spinners = _children(busy.pid)
+        spinners = children(busy.pid)
         spun = sum(cpu_seconds(pid) for pid in spinners)
         started = time.monotonic()
         print(f"\nwith --busy-poll (a spinner on each of {len(spinners)} CPUs, node/spinner.py):")

@@ -21,10 +21,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 from bench.procs import BIN, Procs, free_port
-from bench.tools import HEADER, WrkResult, cpu_seconds, have, wait_http, wrk
+from bench.tools import HEADER, WrkResult, children, cpu_seconds, have, wait_http, wrk
 from node.processes import STRIDE
 
 
@@ -41,11 +40,6 @@ def _two_free() -> int:
         except OSError:
             continue
     raise RuntimeError("no two free ports STRIDE apart")
-
-
-def _children(pid: int) -> list[int]:
-    kids = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in kids.read_text().split()] if kids.exists() else []
 
 
 class Group:
@@ -68,7 +62,7 @@ class Group:
                          f"http://127.0.0.1:{origin}") for i in range(n)]
 
     def pids(self) -> list[int]:
-        return [self.node.pid, *_children(self.node.pid), *(w.pid for w in self.workers)]
+        return [self.node.pid, *children(self.node.pid), *(w.pid for w in self.workers)]
 
     def measure(self, path: str, seconds: float, connections: int) -> tuple[WrkResult, float]:
         url = f"http://127.0.0.1:{self.http}{path}"

@@ -26,6 +26,7 @@ from bench.tools import (
     HEADER,
     KEEPALIVE_PROXYING,
     Nginx,
+    children,
     cpu_seconds,
     have,
     origin_upstream,
@@ -66,11 +67,6 @@ def _proxypy(procs: Procs, upstream: str) -> tuple[int, int, str] | None:
 
 def _count(url: str) -> int:
     return int(urllib.request.urlopen(url, timeout=5).read())
-
-
-def _children(pid: int) -> list[int]:
-    kids = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in kids.read_text().split()] if kids.exists() else []
 
 
 def run(seconds: float, connections: int) -> dict[str, float]:
@@ -136,7 +132,7 @@ def run(seconds: float, connections: int) -> dict[str, float]:
             pid, pport, tmp = pp
             try:
                 wait_http(f"http://127.0.0.1:{pport}{path}")
-                pids = [pid, *_children(pid)]
+                pids = [pid, *children(pid)]
                 c0 = sum(cpu_seconds(p) for p in pids)
                 px = wrk(f"http://127.0.0.1:{pport}{path}", seconds=seconds,
                          connections=connections)

@@ -114,6 +114,12 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks
 
 
+def children(pid: int) -> list[int]:
+    """The PIDs of `pid`'s child processes (none once it is gone)."""
+    kids = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in kids.read_text().split()] if kids.exists() else []
+
+
 def wait_http(url: str, timeout: float = 15.0, *, success: bool = False) -> None:
     """Poll until `url` answers any HTTP status (with `success`, a 2xx: e.g. once a
     worker has joined)."""
@@ -185,8 +191,7 @@ http {{
     def worker_pids(self) -> list[int]:
         if self.proc is None:
             return []
-        kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return [int(p) for p in kids.read_text().split()] if kids.exists() else []
+        return children(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
